@@ -1,0 +1,86 @@
+"""Command line: ``python -m bench <command> ...`` (also installed as ``wsol-bench``).
+
+Exit codes: 0 success, 2 bad input (config, dataset, existing run folder), 1 other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from bench.config import ConfigError, config_to_dict, load_config
+
+EXIT_BAD_INPUT = 2
+
+_EPILOG = """\
+examples:
+  python -m bench run configs/gap.yaml                      # train, localize, score -> results/gap/
+  python -m bench run configs/gmp.yaml train.epochs=1 name=gmp_quick
+  python -m bench run configs/gap.yaml --overwrite          # replace an existing results/gap/
+  python -m bench data configs/gap.yaml                     # only generate / check the dataset
+  python -m bench show-config configs/gap.yaml model.pooling=gmp
+
+overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="wsol-bench: train a global-pooling classifier, compute Class Activation Maps, "
+                    "turn them into boxes (tau x max, largest component) and score localization.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("config", help="YAML config file, e.g. configs/gap.yaml")
+        sub.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="override config keys, e.g. model.pooling=gmp train.epochs=1")
+        return sub
+
+    run = with_config("run", "run one benchmark: data, training, CAM evaluation, run folder in results/<name>/")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
+    with_config("show-config", "print the resolved config (all defaults filled in) and exit")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        if args.command == "show-config":
+            import yaml
+
+            print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+            return 0
+        # Heavy imports (torch, timm) only once the config is known to be valid.
+        from bench import pipeline
+
+        if args.command == "data":
+            root = pipeline.prepare_dataset(config)
+            print(root)
+            return 0
+        pipeline.run(config, overwrite=args.overwrite)
+        return 0
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
+        from bench.data import DatasetFormatError
+        from bench.pipeline import RunExistsError
+
+        if isinstance(error, (DatasetFormatError, RunExistsError, FileNotFoundError)):
+            print(f"error: {error}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

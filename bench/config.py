@@ -1,0 +1,298 @@
+"""Typed, strict run configuration loaded from YAML.
+
+A config file maps onto the frozen dataclasses below. Loading is strict: an
+unknown key, a value of the wrong type or a choice outside the allowed set
+raises one :class:`ConfigError` that names the file, the line, the key, the
+value seen and what is allowed, before anything touches the disk.
+
+Command-line overrides ``key.sub=value`` (value parsed as YAML) are applied to
+the raw mapping before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+Pooling = Literal["gap", "gmp", "lse", "gem"]
+Backbone = Literal["efficientnet_lite0", "tiny_cnn"]
+CamNormalization = Literal["max", "minmax"]
+
+# Feature strides each backbone offers (its CAM is input_size / stride pixels wide).
+FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "tiny_cnn": (8, 16)}
+PRETRAINED_BACKBONES = ("efficientnet_lite0",)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message says where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """Which images to use. ``synthetic`` is the embedded default (generated under ``root``)."""
+
+    name: Literal["synthetic"] = "synthetic"
+    variant: Literal["parts", "uniform"] = "parts"
+    root: str = "data"
+    seed: int = 0
+    num_train: int = 1500
+    num_val: int = 300
+    num_test: int = 300
+    image_size: int = 224
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone, feature stride, pooling head and network input size."""
+
+    backbone: Backbone = "efficientnet_lite0"
+    pretrained: bool = True
+    feature_stride: Literal[8, 16, 32] = 16
+    pooling: Pooling = "gap"
+    lse_r: float = 5.0
+    gem_p: float = 3.0
+    input_size: int = 224
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-time augmentation (boxes are transformed with the image)."""
+
+    hflip: bool = True
+    crop_scale: tuple[float, float] = (0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Full fine-tuning with SGD + momentum and a cosine learning-rate schedule."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    lr: float = 0.01
+    head_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    num_workers: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Localization protocol: threshold tau on the normalized CAM, largest component."""
+
+    split: Literal["test", "val"] = "test"
+    tau: float = 0.2
+    normalization: CamNormalization = "max"
+    batch_size: int = 64
+    gallery_size: int = 16
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run: train a classifier, compute CAMs and boxes, score them."""
+
+    name: str
+    seed: int = 0
+    results_dir: str = "results"
+    threads: int = 0
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+
+# Range checks beyond types: key path -> (predicate, what is expected).
+_CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "name": (lambda v: bool(v) and "/" not in v and v not in (".", ".."), "a non-empty folder name without '/'"),
+    "threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
+    "dataset.num_train": (lambda v: v >= 1, "an integer >= 1"),
+    "dataset.num_val": (lambda v: v >= 0, "an integer >= 0"),
+    "dataset.num_test": (lambda v: v >= 1, "an integer >= 1"),
+    "dataset.image_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
+    "model.lse_r": (lambda v: v > 0, "a number > 0"),
+    "model.gem_p": (lambda v: v > 0, "a number > 0"),
+    "model.input_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
+    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.lr": (lambda v: v > 0, "a number > 0"),
+    "train.head_lr_mult": (lambda v: v > 0, "a number > 0"),
+    "train.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
+    "train.augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "two numbers 0 < low <= high <= 1"),
+    "eval.tau": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "eval.gallery_size": (lambda v: v >= 0, "an integer >= 0"),
+}
+
+
+def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
+    """Read a YAML config, apply ``key.sub=value`` overrides, validate strictly.
+
+    The run name defaults to the file's stem (``configs/gap.yaml`` -> ``gap``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (expected a YAML file, e.g. configs/gap.yaml)")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
+    raw.setdefault("name", path.stem)
+    for override in overrides:
+        _apply_override(raw, override)
+    where = _Where(str(path), lines)
+    config = _build(RunConfig, raw, "", where)
+    _check_model(config.model, where)
+    return config
+
+
+def _check_model(model: ModelConfig, where: "_Where") -> None:
+    """Checks that involve more than one key."""
+    strides = FEATURE_STRIDES[model.backbone]
+    if model.feature_stride not in strides:
+        raise ConfigError(
+            f"{where('model.feature_stride')}: 'model.feature_stride' is {model.feature_stride}; "
+            f"backbone {model.backbone} supports: {', '.join(map(str, strides))}"
+        )
+    if model.pretrained and model.backbone not in PRETRAINED_BACKBONES:
+        raise ConfigError(
+            f"{where('model.pretrained')}: backbone {model.backbone} has no pretrained weights; "
+            f"set model.pretrained: false (pretrained weights exist for: {', '.join(PRETRAINED_BACKBONES)})"
+        )
+
+
+def config_to_dict(config: Any) -> dict:
+    """The resolved config as plain YAML-able data (tuples become lists)."""
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a key came from, for error messages."""
+
+    file: str
+    lines: dict[str, int]
+
+    def __call__(self, key: str) -> str:
+        line = self.lines.get(key)
+        return f"{self.file}, line {line}" if line else self.file
+
+
+def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
+    """Map each dotted key path of a composed YAML document to its 1-based line."""
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            lines[key] = key_node.start_mark.line + 1
+            lines.update(_key_lines(value_node, key + "."))
+    return lines
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected key.sub=value, e.g. model.pooling=gmp")
+    key, _, text = override.partition("=")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {override!r}: value is not valid YAML: {error}") from None
+    parts = key.strip().split(".")
+    target = raw
+    for part in parts[:-1]:
+        child = target.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: '{part}' is not a section")
+        target = child
+    target[parts[-1]] = value
+
+
+def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
+    section = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where(prefix.rstrip('.'))}: '{section}' must be a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(
+                f"{where(prefix + str(key))}: unknown key '{prefix}{key}'. "
+                f"Allowed keys in {section}: {', '.join(fields)}.{hint}"
+            )
+    values = {}
+    for name, spec in fields.items():
+        key = prefix + name
+        if name not in raw:
+            no_default = spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING
+            if no_default:
+                raise ConfigError(f"{where.file}: missing required key '{key}'")
+            continue
+        value = _convert(hints[name], raw[name], key, where)
+        check = _CONSTRAINTS.get(key)
+        if check and not check[0](value):
+            raise ConfigError(f"{where(key)}: '{key}' is {raw[name]!r}; expected {check[1]}")
+        values[name] = value
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", where)
+    if origin is Literal:
+        if value not in args or type(value) is not type(args[0]):
+            allowed = ", ".join(str(a) for a in args)
+            raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected one of: {allowed}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected a list of {len(args)} numbers")
+        return tuple(_convert(arg, item, key, where) for arg, item in zip(args, value))
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError(f"config field {key}: unions are not supported")  # a programming error, not user input
+    if hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        raise TypeError(f"config field {key}: unsupported type {hint}")
+    if not ok:
+        expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+        raise ConfigError(f"{where(key)}: '{key}' is {value!r} ({type(value).__name__}); expected {expected}")
+    return value

@@ -1,0 +1,456 @@
+"""On-disk dataset layout: reader, writer and a torch Dataset with box-aware transforms.
+
+The layout is clovaai/wsolevaluation's plain-text metadata plus two small
+extensions (``classes.txt`` and ``masks.txt``); ``data/README.md`` documents it
+for people who convert their own data::
+
+    <root>/classes.txt                        "<label>,<name>", line order = label (0-based)
+    <root>/images/<image_id>                  any layout; image_id is the path under images/
+    <root>/masks/<mask path>                  optional binary masks (0/255 PNG)
+    <root>/metadata/<split>/image_ids.txt     "<image_id>"
+    <root>/metadata/<split>/class_labels.txt  "<image_id>,<label>"
+    <root>/metadata/<split>/image_sizes.txt   "<image_id>,<width>,<height>"   (width first, as wsolevaluation)
+    <root>/metadata/<split>/localization.txt  "<image_id>,<x0>,<y0>,<x1>,<y1>" one line per box
+    <root>/metadata/<split>/masks.txt         "<image_id>,<mask path under masks/>"  (optional)
+
+Boxes follow :mod:`bench.boxes` (``[x0, y0, x1, y1)``, pixels of the original
+image); sizes are converted to ``(H, W)`` on read, the one place where the
+file's ``width,height`` order is handled. Image ids must not contain commas.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.boxes import crop_boxes, hflip_boxes, resize_boxes
+
+SPLITS = ("train", "val", "test")
+CLASSES_FILE = "classes.txt"
+
+# file name -> (number of comma-separated fields, what a line should look like)
+_FORMATS = {
+    "image_ids.txt": (1, "<image_id>"),
+    "class_labels.txt": (2, "<image_id>,<label>"),
+    "image_sizes.txt": (3, "<image_id>,<width>,<height>"),
+    "localization.txt": (5, "<image_id>,<x0>,<y0>,<x1>,<y1>"),
+    "masks.txt": (2, "<image_id>,<mask path relative to masks/>"),
+    CLASSES_FILE: (2, "<label>,<name>"),
+}
+
+
+class DatasetFormatError(ValueError):
+    """A metadata file is missing or one of its lines is malformed."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split, as described by the metadata (the image is not opened).
+
+    ``boxes`` is ``(G, 4)`` float32, G >= 1, in the original image frame;
+    ``size`` is ``(H, W)`` of the original image.
+    """
+
+    image_id: str
+    image_path: Path
+    label: int
+    boxes: np.ndarray
+    size: tuple[int, int]
+    mask_path: Path | None
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True)
+class _Line:
+    """One non-blank line of a metadata file, split into stripped fields."""
+
+    path: Path
+    number: int  # 1-based
+    text: str
+    fields: list[str]
+
+    def error(self, problem: str) -> DatasetFormatError:
+        expected = _FORMATS[self.path.name][1]
+        return DatasetFormatError(
+            f"{self.path}, line {self.number}: {problem}: {self.text!r} (expected {expected!r})"
+        )
+
+
+def _read_lines(path: Path) -> list[_Line]:
+    """Read a metadata file into lines with the expected field count (blank lines skipped)."""
+    num_fields, expected = _FORMATS[path.name]
+    if not path.is_file():
+        raise DatasetFormatError(f"missing metadata file {path} (one {expected!r} per line); see data/README.md")
+    lines = []
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not text.strip():
+            continue
+        # Class names may contain commas; image ids may not (see module docstring).
+        max_split = num_fields - 1 if path.name == CLASSES_FILE else -1
+        fields = [field.strip() for field in text.split(",", max_split)]
+        line = _Line(path, number, text, fields)
+        if len(fields) != num_fields:
+            raise line.error(f"{len(fields)} field(s), {num_fields} expected")
+        if not all(fields):
+            raise line.error(f"field {fields.index('') + 1} is empty")
+        lines.append(line)
+    return lines
+
+
+def _parse_int(line: _Line, index: int, what: str) -> int:
+    try:
+        return int(line.fields[index])
+    except ValueError:
+        raise line.error(f"{what} {line.fields[index]!r} is not an integer") from None
+
+
+def _parse_float(line: _Line, index: int, what: str) -> float:
+    try:
+        value = float(line.fields[index])
+    except ValueError:
+        raise line.error(f"{what} {line.fields[index]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise line.error(f"{what} {line.fields[index]!r} is not finite")
+    return value
+
+
+def read_class_names(root: Path) -> list[str]:
+    """Class names from ``<root>/classes.txt``; index = label (0-based)."""
+    names = []
+    for line in _read_lines(Path(root) / CLASSES_FILE):
+        label = _parse_int(line, 0, "label")
+        if label != len(names):
+            raise line.error(f"label {label} out of order (line order must be 0, 1, 2, ...; {len(names)} expected)")
+        names.append(line.fields[1])
+    if not names:
+        raise DatasetFormatError(f"{Path(root) / CLASSES_FILE} lists no class")
+    return names
+
+
+def _read_image_ids(path: Path) -> dict[str, int]:
+    """image id -> 1-based line number, in file order."""
+    ids: dict[str, int] = {}
+    for line in _read_lines(path):
+        image_id = line.fields[0]
+        if image_id in ids:
+            raise line.error(f"duplicate image id (first on line {ids[image_id]})")
+        ids[image_id] = line.number
+    if not ids:
+        raise DatasetFormatError(f"{path} lists no image")
+    return ids
+
+
+def _known_id(line: _Line, ids: dict[str, int]) -> str:
+    image_id = line.fields[0]
+    if image_id not in ids:
+        raise line.error(f"image id {image_id!r} is not in image_ids.txt")
+    return image_id
+
+
+def _read_one_per_image(path: Path, ids: dict[str, int], parse) -> dict:
+    """Read a file with exactly one line per image id; ``parse(line)`` gives the value."""
+    values = {}
+    for line in _read_lines(path):
+        image_id = _known_id(line, ids)
+        if image_id in values:
+            raise line.error("second line for the same image id")
+        values[image_id] = parse(line)
+    missing = [image_id for image_id in ids if image_id not in values]
+    if missing:
+        raise DatasetFormatError(
+            f"{path}: no line for {len(missing)} image id(s) of image_ids.txt, e.g. {missing[:3]} "
+            f"(image_ids.txt line {ids[missing[0]]})"
+        )
+    return values
+
+
+def _parse_label(line: _Line, num_classes: int) -> int:
+    label = _parse_int(line, 1, "label")
+    if not 0 <= label < num_classes:
+        raise line.error(f"label {label} outside [0, {num_classes}) (classes.txt has {num_classes} classes)")
+    return label
+
+
+def _parse_size(line: _Line) -> tuple[int, int]:
+    """``<id>,<width>,<height>`` -> ``(H, W)``."""
+    width, height = _parse_int(line, 1, "width"), _parse_int(line, 2, "height")
+    if width <= 0 or height <= 0:
+        raise line.error(f"size {width}x{height} is not positive")
+    return height, width
+
+
+def _parse_box(line: _Line, size: tuple[int, int]) -> list[float]:
+    x0, y0, x1, y1 = (_parse_float(line, i, name) for i, name in enumerate(("x0", "y0", "x1", "y1"), start=1))
+    height, width = size
+    if not (x1 > x0 and y1 > y0):
+        raise line.error(f"empty box (x1 must be > x0 and y1 > y0, got [{x0}, {y0}, {x1}, {y1}])")
+    if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
+        raise line.error(f"box [{x0}, {y0}, {x1}, {y1}] is outside the image (width {width}, height {height})")
+    return [x0, y0, x1, y1]
+
+
+def _read_boxes(path: Path, ids: dict[str, int], sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    boxes: dict[str, list[list[float]]] = {}
+    for line in _read_lines(path):
+        image_id = _known_id(line, ids)
+        boxes.setdefault(image_id, []).append(_parse_box(line, sizes[image_id]))
+    missing = [image_id for image_id in ids if image_id not in boxes]
+    if missing:
+        raise DatasetFormatError(
+            f"{path}: no box for {len(missing)} image id(s), e.g. {missing[:3]}; every image needs >= 1 box"
+        )
+    return {image_id: np.asarray(image_boxes, dtype=np.float32) for image_id, image_boxes in boxes.items()}
+
+
+def read_split(root: Path, split: str) -> list[Sample]:
+    """Read and validate ``<root>/metadata/<split>/*.txt``; samples in image_ids.txt order.
+
+    Images are not opened (use :func:`check_files_exist`). Raises
+    :class:`DatasetFormatError` naming the file and line on any inconsistency.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    root = Path(root)
+    folder = root / "metadata" / split
+    num_classes = len(read_class_names(root))
+    ids = _read_image_ids(folder / "image_ids.txt")
+    labels = _read_one_per_image(folder / "class_labels.txt", ids, lambda line: _parse_label(line, num_classes))
+    sizes = _read_one_per_image(folder / "image_sizes.txt", ids, _parse_size)
+    boxes = _read_boxes(folder / "localization.txt", ids, sizes)
+    masks = _read_masks(folder / "masks.txt", ids, root / "masks")
+    return [
+        Sample(
+            image_id=image_id,
+            image_path=root / "images" / image_id,
+            label=labels[image_id],
+            boxes=boxes[image_id],
+            size=sizes[image_id],
+            mask_path=masks.get(image_id),
+        )
+        for image_id in ids
+    ]
+
+
+def _read_masks(path: Path, ids: dict[str, int], masks_root: Path) -> dict[str, Path]:
+    """Optional masks.txt: image id -> mask path (images without a line have no mask)."""
+    if not path.exists():
+        return {}
+    masks = {}
+    for line in _read_lines(path):
+        image_id = _known_id(line, ids)
+        if image_id in masks:
+            raise line.error("second mask for the same image id")
+        masks[image_id] = masks_root / line.fields[1]
+    return masks
+
+
+def check_files_exist(samples: list[Sample]) -> None:
+    """Raise FileNotFoundError if any image (or listed mask) file of ``samples`` is missing."""
+    paths = [sample.image_path for sample in samples]
+    paths += [sample.mask_path for sample in samples if sample.mask_path is not None]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        shown = "\n  ".join(str(path) for path in missing[:5])
+        raise FileNotFoundError(f"{len(missing)} of {len(paths)} dataset files are missing, e.g.:\n  {shown}")
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _format_number(value: float) -> str:
+    """Integers without a decimal point (exact pixel edges), other values as Python floats."""
+    value = float(value)
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+def write_class_names(root: Path, names: list[str]) -> None:
+    """Write ``<root>/classes.txt``."""
+    lines = [f"{label},{name}" for label, name in enumerate(names)]
+    (Path(root) / CLASSES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_split(root: Path, split: str, samples: list[Sample]) -> None:
+    """Write ``<root>/metadata/<split>/*.txt`` for samples whose files lie under ``<root>``.
+
+    ``image_path`` must be under ``<root>/images`` and ``mask_path`` (if any)
+    under ``<root>/masks``; ``masks.txt`` is written only if some sample has a mask.
+    """
+    root = Path(root)
+    folder = root / "metadata" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    ids, labels, sizes, boxes, masks = [], [], [], [], []
+    for sample in samples:
+        image_id = sample.image_path.relative_to(root / "images").as_posix()
+        height, width = sample.size
+        ids.append(image_id)
+        labels.append(f"{image_id},{sample.label}")
+        sizes.append(f"{image_id},{width},{height}")
+        boxes += [f"{image_id}," + ",".join(_format_number(v) for v in box) for box in sample.boxes]
+        if sample.mask_path is not None:
+            masks.append(f"{image_id},{sample.mask_path.relative_to(root / 'masks').as_posix()}")
+    files = {"image_ids.txt": ids, "class_labels.txt": labels, "image_sizes.txt": sizes, "localization.txt": boxes}
+    if masks:
+        files["masks.txt"] = masks
+    for name, lines in files.items():
+        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- torch Dataset
+
+
+def image_to_tensor(
+    image: Image.Image, mean: tuple[float, float, float], std: tuple[float, float, float]
+) -> torch.Tensor:
+    """RGB PIL image (W x H) -> normalized float32 tensor ``(3, H, W)``: ``(pixel / 255 - mean) / std``."""
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)  # (H, W, 3)
+    mean_t = torch.tensor(mean, dtype=torch.float32)
+    std_t = torch.tensor(std, dtype=torch.float32)
+    return ((pixels - mean_t) / std_t).permute(2, 0, 1).contiguous()  # (3, H, W)
+
+
+def sample_resized_crop(
+    size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator
+) -> tuple[int, int, int, int]:
+    """Random crop ``(x0, y0, x1, y1)`` of an image of ``size (H, W)``, as torchvision's RandomResizedCrop.
+
+    Same algorithm as ``torchvision.transforms.RandomResizedCrop.get_params``
+    (10 tries of area fraction in ``scale`` and log-uniform aspect ``w/h`` in
+    ``ratio``, else a centre crop at the nearest allowed aspect) but with an
+    explicit generator, which torchvision's does not take.
+    """
+    height, width = size
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(1, generator=generator).item())
+        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1, generator=generator).item())
+        crop_w = int(round(math.sqrt(target_area * aspect)))
+        crop_h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < crop_w <= width and 0 < crop_h <= height:
+            top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator).item())
+            left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator).item())
+            return left, top, left + crop_w, top + crop_h
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        crop_w, crop_h = width, int(round(width / ratio[0]))
+    elif in_ratio > ratio[1]:
+        crop_h, crop_w = height, int(round(height * ratio[1]))
+    else:
+        crop_w, crop_h = width, height
+    top, left = (height - crop_h) // 2, (width - crop_w) // 2
+    return left, top, left + crop_w, top + crop_h
+
+
+class WsolDataset(torch.utils.data.Dataset):
+    """Images of a split as normalized tensors, with their boxes mapped into the input frame.
+
+    Evaluation (``train=False``): the whole image is resized to
+    ``input_size x input_size`` (aspect not kept). Training: a random resized
+    crop (area fraction in ``crop_scale``, aspect in [3/4, 4/3]) resized to
+    ``input_size``, then a horizontal flip with p = 0.5 if ``hflip``.
+
+    Augmentation randomness comes from a generator owned by the dataset, seeded
+    from ``seed`` (and, inside a DataLoader worker, from that worker's torch
+    seed, which the DataLoader derives from the main process's torch RNG). So
+    runs are reproducible for any ``num_workers``, workers do not repeat each
+    other's crops, and crops differ from epoch to epoch.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        input_size: int,
+        mean: tuple[float, float, float],
+        std: tuple[float, float, float],
+        train: bool,
+        hflip: bool = True,
+        crop_scale: tuple[float, float] = (0.5, 1.0),
+        seed: int = 0,
+    ):
+        if not isinstance(input_size, int) or input_size <= 0:
+            raise ValueError(f"input_size={input_size!r} must be a positive integer")
+        if not 0 < crop_scale[0] <= crop_scale[1] <= 1:
+            raise ValueError(f"crop_scale={crop_scale!r} must satisfy 0 < low <= high <= 1")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean={mean!r} and std={std!r} must have 3 values each, std > 0")
+        self.samples = list(samples)
+        self.input_size = input_size
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.train, self.hflip = train, hflip
+        self.crop_scale = tuple(crop_scale)
+        self.seed = seed
+        self._generator: torch.Generator | None = None
+        self._generator_worker_seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getstate__(self) -> dict:
+        # Workers build their own generator (see _augmentation_generator).
+        state = self.__dict__.copy()
+        state["_generator"], state["_generator_worker_seed"] = None, None
+        return state
+
+    def _augmentation_generator(self) -> torch.Generator:
+        worker = torch.utils.data.get_worker_info()
+        worker_seed = None if worker is None else worker.seed
+        if self._generator is None or worker_seed != self._generator_worker_seed:
+            entropy = [self.seed] if worker_seed is None else [self.seed, worker_seed]
+            seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+            self._generator = torch.Generator().manual_seed(seed)
+            self._generator_worker_seed = worker_seed
+        return self._generator
+
+    def _load(self, sample: Sample) -> Image.Image:
+        with Image.open(sample.image_path) as image:
+            image = image.convert("RGB")
+        if (image.height, image.width) != sample.size:
+            raise ValueError(
+                f"{sample.image_path} is {image.height}x{image.width} (HxW) but image_sizes.txt says "
+                f"{sample.size[0]}x{sample.size[1]}; fix the metadata"
+            )
+        return image
+
+    def _transform(self, image: Image.Image, boxes: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+        """Apply the geometry to the image and its ``(G, 4)`` boxes together."""
+        target = (self.input_size, self.input_size)
+        original = (image.height, image.width)
+        if not self.train:
+            return image.resize(target, Image.BILINEAR), resize_boxes(boxes, original, target)
+        generator = self._augmentation_generator()
+        crop = sample_resized_crop(original, self.crop_scale, (3 / 4, 4 / 3), generator)
+        image = image.resize(target, Image.BILINEAR, box=crop)
+        crop_size = (crop[3] - crop[1], crop[2] - crop[0])
+        boxes = resize_boxes(crop_boxes(boxes, crop), crop_size, target)
+        if self.hflip and torch.rand(1, generator=generator).item() < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            boxes = hflip_boxes(boxes, self.input_size)
+        return image, boxes
+
+    def __getitem__(self, index: int) -> dict:
+        """``{"image": (3, S, S) float32, "label": int, "index": int, "boxes": (G, 4) float32}``, S = input_size."""
+        sample = self.samples[index]
+        image, boxes = self._transform(self._load(sample), sample.boxes)
+        return {
+            "image": image_to_tensor(image, self.mean, self.std),
+            "label": sample.label,
+            "index": index,
+            "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32)),
+        }
+
+
+def collate(batch: list[dict]) -> dict:
+    """Stack images ``(B, 3, S, S)``, labels and indices ``(B,)`` int64; boxes stay a list of ``(G_i, 4)``."""
+    return {
+        "image": torch.stack([item["image"] for item in batch]),
+        "label": torch.tensor([item["label"] for item in batch], dtype=torch.int64),
+        "index": torch.tensor([item["index"] for item in batch], dtype=torch.int64),
+        "boxes": [item["boxes"] for item in batch],
+    }

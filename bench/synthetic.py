@@ -1,0 +1,534 @@
+"""Synthetic "birds": the default dataset, generated deterministically on first use.
+
+Design (fixed up front, not tuned for any method; ``data/README.md`` shows it):
+
+* **Image**: square, ``image_size`` px, RGB uint8.
+* **Background** (cluttered): a random square crop (position and side 30-100 %
+  of the photo's short side) of one of scikit-image's bundled photos
+  (:data:`BACKGROUND_PHOTOS`), resized to ``image_size``, randomly mirrored and
+  colour-jittered (brightness x0.7-1.3, per-channel gain x0.85-1.15); then 2-5
+  class-neutral distractor shapes (ellipse / rectangle / triangle, box side
+  12-32 % of the image, random aspect, rotation, position, possibly cut by the
+  image border) painted with a random texture of :data:`TEXTURES` (the same
+  family as the object's parts) in random colours.
+* **Object** ("bird"), drawn last so it is never occluded. Four parts in an
+  object-local frame ``(u, v)``, in drawing order: tail (triangle), body
+  (large ellipse), wing (medium ellipse overlapping the body), head (small
+  circle, about 8 % of the object's area, at the front end). Placed with a
+  similarity transform plus aspect ratio: rotation uniform in [0, 360),
+  aspect (u-stretch / v-stretch) log-uniform in [0.6, 1.6], mirrored (v -> -v)
+  with p = 0.5, scale such that the object's box covers a fraction of the
+  image drawn log-uniformly in [0.05, 0.60], position uniform among those that
+  keep the object fully inside the image (if the box cannot fit, the scale
+  shrinks until it does). A pose whose rasterized box falls outside
+  [0.05, 0.60] is re-drawn (rare: only at the ends of the range). Rendering is
+  vectorized: each pixel centre is mapped back to ``(u, v)``; part membership
+  is a set of inequalities and textures are functions of ``(u, v)`` (stripes,
+  bands, checks, dots, rings), so they rotate and scale with the object.
+* **Classes** (:data:`NUM_CLASSES` = 12, :data:`CLASS_DESIGNS`). Variant
+  ``parts``: class = (body texture, wing texture, head hue). Four body/wing
+  texture pairs, each shared by three classes (labels ``k, k+4, k+8``), so
+  the large parts narrow a class down to three candidates and never further;
+  the head's hue (12 hues 30 degrees apart, one per class) alone identifies
+  it. Body and wing colours are random per image (class-neutral): only their
+  texture carries evidence. The tail wears the body's paint. Variant
+  ``uniform`` (control): the same textures, but every part is painted in the
+  class hue (texture modulating brightness), so any part alone identifies the
+  class. Geometry distributions are identical in both variants.
+* **Ground truth**: the object's pixel mask (union of its parts; the object
+  is on top, so this is exactly the visible object) and its box
+  ``mask_to_box(mask)``: exact by construction.
+* **Splits**: train / val / test; labels balanced (round-robin, then
+  shuffled). Every image draws from its own ``np.random.default_rng`` seeded
+  from ``(seed, split, index)``, so any image can be regenerated alone and the
+  dataset does not depend on generation order.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from bench.boxes import box_area, mask_to_box
+from bench.data import SPLITS, Sample, write_class_names, write_split
+
+# Bump whenever the rendered images could change: it is part of the dataset's folder name.
+GENERATOR_VERSION = 1
+
+NUM_CLASSES = 12
+VARIANTS = ("parts", "uniform")
+IMAGE_SIZE_RANGE = (32, 4096)
+BOX_AREA_FRACTION_RANGE = (0.05, 0.60)
+ASPECT_RANGE = (0.6, 1.6)
+NUM_DISTRACTORS_RANGE = (2, 5)
+BACKGROUND_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field")
+
+OBJECT_FREQUENCY_RANGE = (3.0, 4.5)  # texture cycles per local unit: ~4-6 stripes along the body
+DISTRACTOR_FREQUENCY_RANGE = (1.5, 3.0)  # a distractor's local unit is its half-size: similar pixel periods
+TEXTURES = ("plain", "stripes", "bands", "checks", "dots", "rings")
+# (body texture, wing texture); class label k uses pair k % 4.
+BODY_WING_TEXTURES = (("stripes", "dots"), ("checks", "bands"), ("dots", "stripes"), ("bands", "checks"))
+HUE_NAMES = ("red", "orange", "yellow", "lime", "green", "spring", "cyan", "azure", "blue", "violet", "magenta", "rose")
+CLASS_SATURATION, CLASS_VALUE = 0.9, 0.95
+DARK_FACTOR_UNIFORM = 0.55  # brightness of the texture's dark phase in the uniform variant
+
+# Object parts in the object-local frame (units: the body's half-length is 0.62).
+BODY = ((0.0, 0.0), (0.62, 0.36))  # ellipse: centre, semi-axes
+WING = ((-0.1, -0.2), (0.42, 0.2))  # ellipse overlapping the body's upper side
+TAIL = ((-0.45, 0.0), (-1.0, -0.3), (-1.0, 0.3))  # triangle vertices
+HEAD = ((0.68, -0.16), 0.16)  # circle: centre, radius
+
+
+@dataclass(frozen=True)
+class ClassDesign:
+    """What identifies one class; ``head_rgb`` in [0, 255]."""
+
+    label: int
+    name: str
+    body_texture: str
+    wing_texture: str
+    head_hue: float  # in [0, 1)
+    head_rgb: tuple[float, float, float]
+
+
+def _class_design(label: int) -> ClassDesign:
+    body, wing = BODY_WING_TEXTURES[label % len(BODY_WING_TEXTURES)]
+    hue = label / NUM_CLASSES
+    rgb = tuple(255.0 * c for c in colorsys.hsv_to_rgb(hue, CLASS_SATURATION, CLASS_VALUE))
+    name = f"c{label:02d}_body-{body}_wing-{wing}_head-{HUE_NAMES[label]}"
+    return ClassDesign(label, name, body, wing, hue, rgb)
+
+
+CLASS_DESIGNS = tuple(_class_design(label) for label in range(NUM_CLASSES))
+
+
+def class_names() -> list[str]:
+    return [design.name for design in CLASS_DESIGNS]
+
+
+# ----------------------------------------------------------------------------- geometry
+
+
+@dataclass(frozen=True)
+class _Pose:
+    """Local -> image map: ``p = centre + linear @ (u, v)``, ``linear`` (2, 2) in pixels per local unit."""
+
+    centre: tuple[float, float]  # (x, y) in pixels
+    linear: np.ndarray
+
+
+def _linear_map(scale: float, rotation: float, aspect: float, mirror: bool) -> np.ndarray:
+    """``scale * R(rotation) @ diag(sqrt(aspect), +-1 / sqrt(aspect))`` as (2, 2)."""
+    cos, sin = math.cos(rotation), math.sin(rotation)
+    stretch = np.diag([math.sqrt(aspect), (-1 if mirror else 1) / math.sqrt(aspect)])
+    return scale * np.array([[cos, -sin], [sin, cos]]) @ stretch
+
+
+def _ellipse_extent(linear: np.ndarray, centre, semi_axes) -> np.ndarray:
+    """Exact box ``(4,)`` (relative to the pose centre) of an axis-aligned local ellipse after ``linear``."""
+    mapped = linear @ np.asarray(centre, dtype=np.float64)
+    # x(t) = row_x . (a cos t, b sin t) has amplitude hypot(row_x[0] a, row_x[1] b); same for y.
+    half = np.hypot(linear[:, 0] * semi_axes[0], linear[:, 1] * semi_axes[1])
+    return np.concatenate([mapped - half, mapped + half])
+
+
+def _object_extent(linear: np.ndarray) -> np.ndarray:
+    """Exact continuous box ``(4,)`` of the object, relative to its centre, for a local->image ``linear`` map."""
+    tail = np.asarray(TAIL) @ linear.T  # (3, 2)
+    boxes = np.stack(
+        [
+            _ellipse_extent(linear, *BODY),
+            _ellipse_extent(linear, *WING),
+            _ellipse_extent(linear, HEAD[0], (HEAD[1], HEAD[1])),
+            np.concatenate([tail.min(axis=0), tail.max(axis=0)]),
+        ]
+    )
+    return np.concatenate([boxes[:, :2].min(axis=0), boxes[:, 2:].max(axis=0)])
+
+
+def _window(extent: np.ndarray, centre, image_size: int) -> tuple[slice, slice]:
+    """Pixel rows/columns covering the relative box ``extent`` around ``centre``, clipped to the image."""
+    x0, y0 = (math.floor(centre[i] + extent[i]) for i in (0, 1))
+    x1, y1 = (math.ceil(centre[i] + extent[i + 2]) for i in (0, 1))
+    clip = lambda value: min(max(value, 0), image_size)  # noqa: E731
+    return slice(clip(y0), clip(y1)), slice(clip(x0), clip(x1))
+
+
+def _local_coordinates(pose: _Pose, rows: slice, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Local ``(u, v)``, each ``(h, w)`` float32, of the pixel centres of a window."""
+    inverse = np.linalg.inv(pose.linear).astype(np.float32)
+    dx = np.arange(cols.start, cols.stop, dtype=np.float32)[None, :] + 0.5 - np.float32(pose.centre[0])  # (1, w)
+    dy = np.arange(rows.start, rows.stop, dtype=np.float32)[:, None] + 0.5 - np.float32(pose.centre[1])  # (h, 1)
+    return inverse[0, 0] * dx + inverse[0, 1] * dy, inverse[1, 0] * dx + inverse[1, 1] * dy
+
+
+def _in_ellipse(u: np.ndarray, v: np.ndarray, centre, semi_axes) -> np.ndarray:
+    return ((u - centre[0]) / semi_axes[0]) ** 2 + ((v - centre[1]) / semi_axes[1]) ** 2 <= 1.0
+
+
+def _in_triangle(u: np.ndarray, v: np.ndarray, vertices) -> np.ndarray:
+    """Inside test by the signs of the three edge cross products (either winding)."""
+    signs = []
+    for (au, av), (bu, bv) in zip(vertices, vertices[1:] + vertices[:1]):
+        signs.append((bu - au) * (v - av) - (bv - av) * (u - au) >= 0)
+    return (signs[0] == signs[1]) & (signs[1] == signs[2])
+
+
+# ----------------------------------------------------------------------------- paint
+
+
+@dataclass(frozen=True)
+class _Paint:
+    """A binary texture of ``(u, v)`` mixing two colours (RGB in [0, 255])."""
+
+    texture: str
+    frequency: float  # cycles per local unit
+    phase: tuple[float, float]  # in [0, 1), shifts the pattern
+    light: tuple[float, float, float]
+    dark: tuple[float, float, float]
+
+
+def texture_pattern(texture: str, u: np.ndarray, v: np.ndarray, frequency: float, phase=(0.0, 0.0)) -> np.ndarray:
+    """Boolean pattern (True = dark phase) of one of :data:`TEXTURES` at local coordinates ``(u, v)``."""
+    fu, fv = frequency * u + phase[0], frequency * v + phase[1]
+    if texture == "plain":
+        return np.zeros(np.broadcast(u, v).shape, dtype=bool)
+    if texture == "stripes":  # across the body axis
+        return np.sin(2 * np.pi * fu) > 0
+    if texture == "bands":  # along the body axis
+        return np.sin(2 * np.pi * fv) > 0
+    if texture == "checks":
+        return (np.floor(fu) + np.floor(fv)) % 2 == 1
+    if texture == "dots":
+        return (fu - np.round(fu)) ** 2 + (fv - np.round(fv)) ** 2 < 0.3**2
+    if texture == "rings":
+        return np.sin(2 * np.pi * (frequency * np.hypot(u, v) + phase[0])) > 0
+    raise ValueError(f"texture={texture!r} is not one of {TEXTURES}")
+
+
+def _paint(canvas: np.ndarray, inside: np.ndarray, paint: _Paint, u: np.ndarray, v: np.ndarray) -> None:
+    """Paint the ``inside`` pixels of a canvas window ``(h, w, 3)`` float32 in place."""
+    dark = texture_pattern(paint.texture, u, v, paint.frequency, paint.phase)
+    canvas[inside & ~dark] = paint.light
+    canvas[inside & dark] = paint.dark
+
+
+def _random_two_tone(rng: np.random.Generator) -> tuple[tuple, tuple]:
+    """A random light colour and a darker version of it: class-neutral paint colours."""
+    light = np.array(colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.1, 0.8), rng.uniform(0.55, 1.0))) * 255
+    dark = light * rng.uniform(0.25, 0.55)
+    return tuple(light), tuple(dark)
+
+
+def _random_paint(rng: np.random.Generator, texture: str, frequency_range: tuple[float, float]) -> _Paint:
+    light, dark = _random_two_tone(rng)
+    return _Paint(texture, rng.uniform(*frequency_range), tuple(rng.random(2)), light, dark)
+
+
+def _class_paint(rng: np.random.Generator, texture: str, design: ClassDesign) -> _Paint:
+    """The class hue, with the texture's dark phase at lower brightness (uniform variant)."""
+    light = design.head_rgb
+    dark = tuple(DARK_FACTOR_UNIFORM * c for c in light)
+    return _Paint(texture, rng.uniform(*OBJECT_FREQUENCY_RANGE), tuple(rng.random(2)), light, dark)
+
+
+def _object_paints(rng: np.random.Generator, label: int, variant: str) -> dict[str, _Paint]:
+    """Paint of each part: ``{"body", "wing", "head"}`` (the tail wears the body's paint)."""
+    design = CLASS_DESIGNS[label]
+    head = _Paint("plain", 1.0, (0.0, 0.0), design.head_rgb, design.head_rgb)
+    if variant == "parts":
+        body = _random_paint(rng, design.body_texture, OBJECT_FREQUENCY_RANGE)
+        wing = _random_paint(rng, design.wing_texture, OBJECT_FREQUENCY_RANGE)
+    else:
+        body = _class_paint(rng, design.body_texture, design)
+        wing = _class_paint(rng, design.wing_texture, design)
+    return {"body": body, "wing": wing, "head": head}
+
+
+# ----------------------------------------------------------------------------- background and distractors
+
+
+@lru_cache(maxsize=None)
+def _background_photo(name: str) -> Image.Image:
+    """One of scikit-image's bundled photos as an RGB PIL image (loaded once per process)."""
+    import skimage.data  # imported here: only generation needs it
+
+    pixels = getattr(skimage.data, name)()
+    if pixels.ndim == 2:  # grey photo (camera)
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    return Image.fromarray(np.ascontiguousarray(pixels[:, :, :3]))
+
+
+def _render_background(rng: np.random.Generator, image_size: int) -> np.ndarray:
+    """Jittered random square crop of a photo, ``(S, S, 3)`` float32 in [0, 255]."""
+    photo = _background_photo(BACKGROUND_PHOTOS[rng.integers(len(BACKGROUND_PHOTOS))])
+    side = min(photo.size) * rng.uniform(0.3, 1.0)
+    left = rng.uniform(0, photo.width - side)
+    top = rng.uniform(0, photo.height - side)
+    crop = photo.resize((image_size, image_size), Image.BILINEAR, box=(left, top, left + side, top + side))
+    canvas = np.asarray(crop, dtype=np.float32)
+    if rng.random() < 0.5:
+        canvas = canvas[:, ::-1]
+    gain = rng.uniform(0.7, 1.3) * rng.uniform(0.85, 1.15, size=3).astype(np.float32)
+    return np.clip(canvas * gain, 0, 255)
+
+
+def _draw_distractor(rng: np.random.Generator, canvas: np.ndarray) -> None:
+    """Paint one class-neutral textured shape anywhere on ``canvas (S, S, 3)`` in place."""
+    image_size = canvas.shape[0]
+    half_size = image_size * rng.uniform(0.06, 0.16)  # box side 12-32 % of the image
+    linear = _linear_map(half_size, rng.uniform(0, 2 * np.pi), math.exp(rng.uniform(*np.log(ASPECT_RANGE))), False)
+    pose = _Pose(tuple(rng.uniform(0, image_size, size=2)), linear)
+    shape = ("ellipse", "rectangle", "triangle")[rng.integers(3)]
+    paint = _random_paint(rng, TEXTURES[rng.integers(len(TEXTURES))], DISTRACTOR_FREQUENCY_RANGE)
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) @ linear.T  # bounds every shape below
+    rows, cols = _window(np.concatenate([corners.min(axis=0), corners.max(axis=0)]), pose.centre, image_size)
+    if rows.start >= rows.stop or cols.start >= cols.stop:
+        return
+    u, v = _local_coordinates(pose, rows, cols)
+    if shape == "ellipse":
+        inside = _in_ellipse(u, v, (0.0, 0.0), (1.0, 1.0))
+    elif shape == "rectangle":
+        inside = (np.abs(u) <= 1) & (np.abs(v) <= 1)
+    else:
+        inside = _in_triangle(u, v, [(-1.0, 1.0), (1.0, 1.0), (0.0, -1.0)])
+    _paint(canvas[rows, cols], inside, paint, u, v)
+
+
+# ----------------------------------------------------------------------------- the object
+
+
+@dataclass(frozen=True)
+class _RasterObject:
+    """The object's parts rasterized in a window of the image."""
+
+    rows: slice
+    cols: slice
+    u: np.ndarray  # (h, w) local coordinates of the window's pixel centres
+    v: np.ndarray
+    parts: dict[str, np.ndarray]  # part name -> (h, w) bool, in drawing order
+
+    def mask(self, image_size: int) -> np.ndarray:
+        """Full-image ``(S, S)`` bool mask of the object (union of its parts)."""
+        mask = np.zeros((image_size, image_size), dtype=bool)
+        mask[self.rows, self.cols] = np.logical_or.reduce(list(self.parts.values()))
+        return mask
+
+
+def _sample_pose(rng: np.random.Generator, image_size: int) -> _Pose:
+    """Random rotation, aspect, mirror, box-area fraction; a position keeping the object inside the image."""
+    aspect = math.exp(rng.uniform(*np.log(ASPECT_RANGE)))
+    unit = _linear_map(1.0, rng.uniform(0, 2 * np.pi), aspect, rng.random() < 0.5)
+    extent = _object_extent(unit)
+    width, height = extent[2] - extent[0], extent[3] - extent[1]
+    fraction = math.exp(rng.uniform(*np.log(BOX_AREA_FRACTION_RANGE)))
+    # Scale for the target box area, shrunk if the box would not fit in the image.
+    scale = min(math.sqrt(fraction / (width * height)), 1 / width, 1 / height) * image_size
+    # Centres keeping the box inside [0, S]; max(.., 0): the range is empty up to rounding when the box fills the image.
+    low = -scale * extent[:2]  # (x, y)
+    room = np.maximum(image_size - scale * (extent[2:] - extent[:2]), 0.0)
+    centre = low + rng.random(2) * room
+    return _Pose((float(centre[0]), float(centre[1])), scale * unit)
+
+
+def _rasterize_object(pose: _Pose, image_size: int) -> _RasterObject:
+    rows, cols = _window(_object_extent(pose.linear), pose.centre, image_size)
+    u, v = _local_coordinates(pose, rows, cols)
+    parts = {
+        "tail": _in_triangle(u, v, list(TAIL)),
+        "body": _in_ellipse(u, v, *BODY),
+        "wing": _in_ellipse(u, v, *WING),
+        "head": _in_ellipse(u, v, HEAD[0], (HEAD[1], HEAD[1])),
+    }
+    return _RasterObject(rows, cols, u, v, parts)
+
+
+def _sample_object(rng: np.random.Generator, image_size: int) -> _RasterObject:
+    """Draw poses until the rasterized box's area fraction lies in BOX_AREA_FRACTION_RANGE."""
+    low, high = BOX_AREA_FRACTION_RANGE
+    for _ in range(100):
+        raster = _rasterize_object(_sample_pose(rng, image_size), image_size)
+        fraction = box_area(mask_to_box(raster.mask(image_size))) / image_size**2
+        if low <= fraction <= high:
+            return raster
+    raise RuntimeError(f"no object pose with box area fraction in {BOX_AREA_FRACTION_RANGE} at {image_size} px")
+
+
+def _draw_object(canvas: np.ndarray, raster: _RasterObject, paints: dict[str, _Paint]) -> None:
+    window = canvas[raster.rows, raster.cols]
+    for part, inside in raster.parts.items():  # drawing order: tail, body, wing, head
+        _paint(window, inside, paints["body" if part == "tail" else part], raster.u, raster.v)
+
+
+# ----------------------------------------------------------------------------- public rendering
+
+
+def _check_choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not one of {tuple(allowed)}")
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> None:
+    is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+    if not is_int or value < low or (high is not None and value > high):
+        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+        raise ValueError(f"{name}={value!r} is not valid: expected {allowed}")
+
+
+def render_sample(rng: np.random.Generator, label: int, variant: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Render one image of class ``label``: ``(image uint8 (S, S, 3), object mask bool (S, S))``."""
+    _check_int("label", label, 0, NUM_CLASSES - 1)
+    _check_choice("variant", variant, VARIANTS)
+    _check_int("image_size", image_size, *IMAGE_SIZE_RANGE)
+    canvas = _render_background(rng, image_size)
+    for _ in range(rng.integers(NUM_DISTRACTORS_RANGE[0], NUM_DISTRACTORS_RANGE[1] + 1)):
+        _draw_distractor(rng, canvas)
+    raster = _sample_object(rng, image_size)
+    _draw_object(canvas, raster, _object_paints(rng, label, variant))
+    image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
+    return image, raster.mask(image_size)
+
+
+# ----------------------------------------------------------------------------- the dataset on disk
+
+
+def _parameters(variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int) -> dict:
+    """Validated generator parameters (what identifies a dataset)."""
+    _check_choice("variant", variant, VARIANTS)
+    _check_int("seed", seed, 0)
+    for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
+        _check_int(name, value, 1)
+    _check_int("image_size", image_size, *IMAGE_SIZE_RANGE)
+    return {
+        "generator_version": GENERATOR_VERSION,
+        "variant": variant,
+        "seed": int(seed),
+        "num_train": int(num_train),
+        "num_val": int(num_val),
+        "num_test": int(num_test),
+        "image_size": int(image_size),
+    }
+
+
+def synthetic_dataset_dir(
+    data_dir: Path, variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int
+) -> Path:
+    """``data_dir / "synthetic-<variant>-<hash of all parameters and GENERATOR_VERSION>"`` (no I/O)."""
+    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size)
+    digest = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:10]
+    return Path(data_dir) / f"synthetic-{variant}-{digest}"
+
+
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The generator that renders image ``index`` of ``split``: regenerate any image on its own with it."""
+    # Keys have equal length on purpose: SeedSequence([a, b]) == SeedSequence([a, b, 0]).
+    return np.random.default_rng([seed, SPLITS.index(split), 1, index])
+
+
+def split_labels(seed: int, split: str, count: int) -> np.ndarray:
+    """Balanced labels ``(count,)`` of a split: round-robin over classes, then shuffled."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), 0, 0])
+    return rng.permutation(np.arange(count) % NUM_CLASSES)
+
+
+def _write_sample(root: Path, split: str, index: int, label: int, image: np.ndarray, mask: np.ndarray) -> Sample:
+    """Save one image (JPEG q95) and its mask (0/255 PNG) under ``root``; returns its metadata."""
+    relative = Path(split) / f"{label:02d}" / f"{index:06d}"
+    image_path = root / "images" / relative.with_suffix(".jpg")
+    mask_path = root / "masks" / relative.with_suffix(".png")
+    for folder in (image_path.parent, mask_path.parent):
+        folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(image_path, quality=95)
+    Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
+    image_id = relative.with_suffix(".jpg").as_posix()
+    return Sample(image_id, image_path, label, mask_to_box(mask)[None], mask.shape, mask_path)
+
+
+def _generate_split(root: Path, split: str, parameters: dict, progress_bar: tqdm) -> list[int]:
+    """Render and write one split's images, masks and metadata; returns the count per label."""
+    seed, variant, image_size = parameters["seed"], parameters["variant"], parameters["image_size"]
+    samples = []
+    for index, label in enumerate(split_labels(seed, split, parameters[f"num_{split}"]).tolist()):
+        image, mask = render_sample(image_rng(seed, split, index), label, variant, image_size)
+        samples.append(_write_sample(root, split, index, label, image, mask))
+        progress_bar.update()
+    write_split(root, split, samples)
+    return np.bincount([sample.label for sample in samples], minlength=NUM_CLASSES).tolist()
+
+
+def _generate(root: Path, name: str, parameters: dict, progress: bool) -> None:
+    """Write the whole dataset into ``root``; ``name`` is the final folder name (for the progress bar)."""
+    total = sum(parameters[f"num_{split}"] for split in SPLITS)
+    with tqdm(total=total, desc=f"generating {name}", unit="img", disable=not progress) as bar:
+        counts = {split: _generate_split(root, split, parameters, bar) for split in SPLITS}
+    write_class_names(root, class_names())
+    description = {
+        "generator": "bench.synthetic",
+        "parameters": parameters,
+        "num_classes": NUM_CLASSES,
+        "class_names": class_names(),
+        "images_per_label": counts,
+    }
+    # Written last: its presence marks a complete dataset.
+    (root / "dataset.json").write_text(json.dumps(description, indent=2) + "\n", encoding="utf-8")
+
+
+def _is_complete(root: Path, parameters: dict) -> bool:
+    """True if ``root`` holds a finished dataset generated with exactly ``parameters``."""
+    description_path = root / "dataset.json"
+    if not description_path.is_file():
+        return False
+    return json.loads(description_path.read_text(encoding="utf-8")).get("parameters") == parameters
+
+
+def ensure_synthetic_dataset(
+    data_dir: Path,
+    variant: str,
+    seed: int,
+    num_train: int,
+    num_val: int,
+    num_test: int,
+    image_size: int,
+    progress: bool = True,
+) -> Path:
+    """Return the dataset folder, generating it first if absent.
+
+    Generation writes into a hidden temporary sibling folder and renames it at
+    the end, so an interrupted run never leaves a half dataset under the final
+    name. An existing complete folder is reused as is.
+    """
+    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size)
+    root = synthetic_dataset_dir(data_dir, variant, seed, num_train, num_val, num_test, image_size)
+    if root.exists():
+        if not _is_complete(root, parameters):
+            raise ValueError(
+                f"{root} exists but has no dataset.json with parameters {parameters}; "
+                "it was not written by this generator version: delete it to regenerate"
+            )
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        _generate(temporary, root.name, parameters, progress)
+        os.rename(temporary, root)  # atomic within one file system
+    except OSError:
+        shutil.rmtree(temporary, ignore_errors=True)
+        if _is_complete(root, parameters):  # another process finished the same dataset first
+            return root
+        raise
+    except BaseException:  # includes KeyboardInterrupt: leave nothing half-written behind
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    return root

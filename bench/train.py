@@ -1,0 +1,102 @@
+"""Full fine-tuning: SGD with momentum, head learning-rate multiplier, cosine schedule."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from bench.config import TrainConfig
+from bench.models import CamNet
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def make_optimizer(model: CamNet, config: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(
+        model.parameter_groups(config.lr, config.head_lr_mult),
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
+
+
+def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step cosine decay from each group's initial learning rate to 0."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+    )
+
+
+def train_one_epoch(
+    model: CamNet,
+    loader: torch.utils.data.DataLoader,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    device: torch.device,
+    description: str = "train",
+) -> dict[str, float]:
+    """One pass over ``loader``; returns the mean loss and the accuracy (%) on the training batches."""
+    model.train()
+    loss_sum, correct, seen = 0.0, 0, 0
+    progress = tqdm(loader, desc=description, leave=False, dynamic_ncols=True)
+    for batch in progress:
+        images = batch["image"].to(device, non_blocking=True)
+        labels = batch["label"].to(device, non_blocking=True)
+        logits = model(images)
+        loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"{description}: loss became {loss.item()} at step {seen // len(labels)}; "
+                                     f"lower train.lr or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        loss_sum += loss.item() * len(labels)
+        correct += (logits.argmax(dim=1) == labels).sum().item()
+        seen += len(labels)
+        progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100.0 * correct / seen:.1f}%")
+    return {"loss": loss_sum / seen, "accuracy": 100.0 * correct / seen}
+
+
+def fit(
+    model: CamNet,
+    loader: torch.utils.data.DataLoader,
+    config: TrainConfig,
+    device: torch.device,
+    checkpoint_path: Path,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, float]]:
+    """Train for ``config.epochs`` epochs, writing a checkpoint after each; returns per-epoch stats."""
+    optimizer = make_optimizer(model, config)
+    scheduler = cosine_schedule(optimizer, total_steps=config.epochs * len(loader))
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        stats = train_one_epoch(model, loader, optimizer, scheduler, device, f"epoch {epoch}/{config.epochs}")
+        history.append({"epoch": epoch, **stats})
+        save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch)
+        log(f"epoch {epoch}/{config.epochs}: loss {stats['loss']:.4f}, train accuracy {stats['accuracy']:.1f}%")
+    return history
+
+
+def save_checkpoint(path: Path, model: CamNet, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, epoch: int) -> None:
+    """Write the training state atomically (temporary file, then rename)."""
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(
+        {"epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+         "scheduler": scheduler.state_dict()},
+        temporary,
+    )
+    temporary.replace(path)

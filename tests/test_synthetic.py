@@ -1,0 +1,237 @@
+"""The synthetic "birds" generator: determinism, geometry, class design, on-disk dataset."""
+
+import colorsys
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench import synthetic
+from bench.boxes import box_area, mask_to_box
+from bench.data import read_class_names, read_split
+from bench.synthetic import (
+    CLASS_DESIGNS,
+    NUM_CLASSES,
+    ensure_synthetic_dataset,
+    image_rng,
+    render_sample,
+    split_labels,
+    synthetic_dataset_dir,
+)
+
+TINY = dict(variant="parts", seed=3, num_train=24, num_val=12, num_test=12, image_size=64)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    return ensure_synthetic_dataset(tmp_path_factory.mktemp("data"), progress=False, **TINY)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+@pytest.mark.parametrize("variant", synthetic.VARIANTS)
+def test_render_is_deterministic_for_a_seed_and_differs_across_seeds(variant):
+    image_a, mask_a = render_sample(np.random.default_rng(7), 4, variant, 96)
+    image_b, mask_b = render_sample(np.random.default_rng(7), 4, variant, 96)
+    image_c, mask_c = render_sample(np.random.default_rng(8), 4, variant, 96)
+    np.testing.assert_array_equal(image_a, image_b)
+    np.testing.assert_array_equal(mask_a, mask_b)
+    assert image_a.shape == (96, 96, 3) and image_a.dtype == np.uint8
+    assert mask_a.shape == (96, 96) and mask_a.dtype == bool
+    assert np.mean(image_a != image_c) > 0.5
+    assert not np.array_equal(mask_a, mask_c)
+
+
+def test_object_box_area_fraction_in_range_and_varied():
+    fractions, centres = [], []
+    for seed in range(60):
+        _, mask = render_sample(np.random.default_rng(seed), seed % NUM_CLASSES, "parts", 224)
+        box = mask_to_box(mask)
+        assert 0 <= box[0] < box[2] <= 224 and 0 <= box[1] < box[3] <= 224
+        fractions.append(box_area(box) / 224**2)
+        centres.append(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2))
+    fractions = np.array(fractions)
+    assert fractions.min() >= 0.05 and fractions.max() <= 0.60
+    # log-uniform over [0.05, 0.6]: the median is near sqrt(0.05 * 0.6) = 0.17, both ends are reached
+    assert fractions.min() < 0.08 and fractions.max() > 0.35
+    assert 0.10 < np.median(fractions) < 0.28
+    assert np.std(np.array(centres), axis=0).min() > 15  # positions vary in x and y
+
+
+def test_head_is_five_to_ten_percent_of_the_object():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        raster = synthetic._rasterize_object(synthetic._sample_pose(rng, 224), 224)
+        object_pixels = np.logical_or.reduce(list(raster.parts.values())).sum()
+        fraction = raster.parts["head"].sum() / object_pixels
+        assert 0.05 <= fraction <= 0.10, fraction  # ~0.084 by design
+
+
+def test_mask_is_the_visible_object_drawn_on_top():
+    """Pixels of the head show exactly the class hue: nothing covers the object."""
+    design = CLASS_DESIGNS[5]
+    image, mask = render_sample(np.random.default_rng(11), 5, "parts", 224)
+    head_colour = np.round(design.head_rgb).astype(np.uint8)
+    is_head_colour = np.all(image == head_colour, axis=-1)
+    assert is_head_colour[mask].mean() > 0.04  # the head (~8 % of the object) is fully visible
+    assert is_head_colour[~mask].sum() < 0.01 * (~mask).sum()
+
+
+# ----------------------------------------------------------------------------- class design
+
+
+def test_parts_design_body_wing_shared_by_three_classes_head_hue_unique():
+    pairs = Counter((d.body_texture, d.wing_texture) for d in CLASS_DESIGNS)
+    assert len(pairs) == 4 and set(pairs.values()) == {3}
+    assert all(body != wing for body, wing in pairs)
+    hues = sorted(d.head_hue for d in CLASS_DESIGNS)
+    gaps = np.diff(hues + [hues[0] + 1.0])
+    np.testing.assert_allclose(gaps, 1 / 12)  # 12 hues, 30 degrees apart
+    # the three classes sharing a body/wing pair have hues 120 degrees apart
+    for label in range(4):
+        assert [d.head_hue for d in CLASS_DESIGNS if d.label % 4 == label] == pytest.approx(
+            [label / 12, (label + 4) / 12, (label + 8) / 12]
+        )
+    assert len({d.name for d in CLASS_DESIGNS}) == NUM_CLASSES
+
+
+def test_parts_variant_body_colours_are_class_neutral_head_is_class_hue():
+    design = CLASS_DESIGNS[2]
+    paints = [synthetic._object_paints(np.random.default_rng(seed), 2, "parts") for seed in range(5)]
+    assert {p["body"].texture for p in paints} == {design.body_texture}
+    assert {p["wing"].texture for p in paints} == {design.wing_texture}
+    assert len({p["body"].light for p in paints}) == 5  # random per image
+    assert {p["head"].light for p in paints} == {design.head_rgb}
+    assert design.head_rgb == pytest.approx(tuple(255 * c for c in colorsys.hsv_to_rgb(2 / 12, 0.9, 0.95)))
+
+
+def test_uniform_variant_paints_every_part_with_the_class_hue():
+    design = CLASS_DESIGNS[9]
+    paints = synthetic._object_paints(np.random.default_rng(0), 9, "uniform")
+    for part in ("body", "wing", "head"):
+        assert paints[part].light == design.head_rgb
+    assert paints["body"].dark == pytest.approx(tuple(0.55 * c for c in design.head_rgb))
+
+
+def test_textures_are_functions_of_local_coordinates():
+    u = np.array([0.05, 0.3, 0.6])  # at 2 cycles per unit: phases 0.1, 0.6, 1.2
+    np.testing.assert_array_equal(synthetic.texture_pattern("stripes", u, 0 * u, 2.0), [True, False, True])
+    np.testing.assert_array_equal(synthetic.texture_pattern("bands", 0 * u, u, 2.0), [True, False, True])
+    np.testing.assert_array_equal(synthetic.texture_pattern("checks", u, 0 * u, 2.0), [False, False, True])
+    np.testing.assert_array_equal(synthetic.texture_pattern("stripes", u, 0 * u, 2.0, (0.5, 0.0)), [False, True, False])
+    assert not synthetic.texture_pattern("plain", u, u, 2.0).any()
+    with pytest.raises(ValueError, match="'zebra'"):
+        synthetic.texture_pattern("zebra", u, u, 2.0)
+
+
+# ----------------------------------------------------------------------------- validation and naming
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(variant="birds"), r"variant='birds' is not one of \('parts', 'uniform'\)"),
+        (dict(image_size=16), r"image_size=16 .*\[32, 4096\]"),
+        (dict(num_train=0), r"num_train=0 .*>= 1"),
+        (dict(num_val=2.5), r"num_val=2.5"),
+        (dict(seed=-1), r"seed=-1"),
+    ],
+)
+def test_invalid_parameters_name_argument_value_and_allowed(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ensure_synthetic_dataset(tmp_path, **{**TINY, **kwargs}, progress=False)
+    assert list(tmp_path.iterdir()) == []  # validated before touching the disk
+
+
+def test_render_sample_rejects_bad_label():
+    with pytest.raises(ValueError, match=r"label=12 .*\[0, 11\]"):
+        render_sample(np.random.default_rng(0), 12, "parts", 64)
+
+
+def test_dataset_dir_name_depends_on_every_parameter(tmp_path):
+    base = synthetic_dataset_dir(tmp_path, **TINY)
+    assert base.parent == tmp_path and base.name.startswith("synthetic-parts-")
+    assert synthetic_dataset_dir(tmp_path, **TINY) == base
+    changes = dict(variant="uniform", seed=4, num_train=25, num_val=13, num_test=13, image_size=65)
+    names = {synthetic_dataset_dir(tmp_path, **{**TINY, key: value}).name for key, value in changes.items()}
+    assert len(names) == len(changes) and base.name not in names
+
+
+def test_split_labels_balanced_and_deterministic():
+    labels = split_labels(0, "train", 30)
+    assert np.bincount(labels, minlength=NUM_CLASSES).tolist() == [3] * 6 + [2] * 6
+    np.testing.assert_array_equal(labels, split_labels(0, "train", 30))
+    assert not np.array_equal(labels, split_labels(0, "val", 30))
+    assert not np.array_equal(labels, np.arange(30) % NUM_CLASSES)  # shuffled
+
+
+# ----------------------------------------------------------------------------- the dataset on disk
+
+
+def test_tiny_dataset_writes_every_file_of_the_layout(tiny_dataset):
+    root = tiny_dataset
+    assert root.name == synthetic_dataset_dir(root.parent, **TINY).name
+    description = json.loads((root / "dataset.json").read_text())
+    assert description["parameters"] == {**TINY, "generator_version": synthetic.GENERATOR_VERSION}
+    assert read_class_names(root) == synthetic.class_names()
+    for split, count in (("train", 24), ("val", 12), ("test", 12)):
+        for name in ("image_ids.txt", "class_labels.txt", "image_sizes.txt", "localization.txt", "masks.txt"):
+            assert len((root / "metadata" / split / name).read_text().splitlines()) == count
+        assert len(list((root / "images" / split).glob("*/*.jpg"))) == count
+        assert len(list((root / "masks" / split).glob("*/*.png"))) == count
+        assert sum(description["images_per_label"][split]) == count
+    assert description["images_per_label"]["train"] == [2] * NUM_CLASSES
+    assert [p.name for p in root.parent.iterdir()] == [root.name]  # no temporary folder left
+
+
+def test_tiny_dataset_reads_back_with_exact_boxes(tiny_dataset):
+    samples = read_split(tiny_dataset, "val")
+    assert len(samples) == 12
+    assert sorted(s.label for s in samples) == list(range(NUM_CLASSES))
+    for index, sample in enumerate(samples):
+        assert sample.image_id == f"val/{sample.label:02d}/{index:06d}.jpg"
+        assert sample.size == (64, 64)
+        with Image.open(sample.image_path) as image:
+            assert image.size == (64, 64) and image.mode == "RGB"
+        mask = np.asarray(Image.open(sample.mask_path)) > 127
+        assert sample.boxes.shape == (1, 4)
+        np.testing.assert_array_equal(sample.boxes[0], mask_to_box(mask))
+
+
+def test_any_image_regenerates_alone(tiny_dataset):
+    sample = read_split(tiny_dataset, "test")[7]
+    _, mask = render_sample(image_rng(TINY["seed"], "test", 7), sample.label, "parts", 64)
+    np.testing.assert_array_equal(np.asarray(Image.open(sample.mask_path)) > 127, mask)
+
+
+def test_existing_dataset_is_reused_without_rewriting(tiny_dataset):
+    files = [p for p in tiny_dataset.rglob("*") if p.is_file()]
+    mtimes = {p: p.stat().st_mtime_ns for p in files}
+    again = ensure_synthetic_dataset(tiny_dataset.parent, progress=False, **TINY)
+    assert again == tiny_dataset
+    assert {p: p.stat().st_mtime_ns for p in files} == mtimes
+    assert len([p for p in tiny_dataset.rglob("*") if p.is_file()]) == len(files)
+
+
+def test_interrupted_generation_leaves_nothing(tmp_path, monkeypatch):
+    calls = []
+
+    def failing_render(*args):
+        calls.append(1)
+        if len(calls) > 5:
+            raise KeyboardInterrupt
+        return render_sample(*args)
+
+    monkeypatch.setattr(synthetic, "render_sample", failing_render)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_synthetic_dataset(tmp_path, progress=False, **TINY)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_folder_without_dataset_json_is_refused(tmp_path):
+    synthetic_dataset_dir(tmp_path, **TINY).mkdir()
+    with pytest.raises(ValueError, match="delete it to regenerate"):
+        ensure_synthetic_dataset(tmp_path, progress=False, **TINY)
