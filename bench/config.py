@@ -71,9 +71,10 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Full fine-tuning with SGD + momentum and a cosine learning-rate schedule."""
+    """Full fine-tuning with SGD + momentum, linear warmup, then a cosine learning-rate decay."""
 
     epochs: int = 3
+    warmup_epochs: float = 0.5
     batch_size: int = 32
     lr: float = 0.01
     head_lr_mult: float = 10.0
@@ -124,6 +125,7 @@ _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.gem_p": (lambda v: v > 0, "a number > 0"),
     "model.input_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "train.warmup_epochs": (lambda v: v >= 0, "a number >= 0 (may be fractional)"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.lr": (lambda v: v > 0, "a number > 0"),
     "train.head_lr_mult": (lambda v: v > 0, "a number > 0"),

@@ -153,13 +153,13 @@ def _set_last_stage_stride_one(model: nn.Module) -> None:
 
 
 def efficientnet_lite0_imagenet(feature_stride: int = 32) -> ImageNetClassifier:
-    """The ImageNet-pretrained EfficientNet-Lite0 as features + 1000-class classifier."""
+    """The ImageNet-pretrained EfficientNet-Lite0 as features + 1000-class classifier, in eval mode."""
     model = _load_efficientnet_lite0_imagenet()
     if feature_stride == 16:
         _set_last_stage_stride_one(model)
     classifier = model.classifier
     model.reset_classifier(0)
-    return ImageNetClassifier(_FeatureExtractor(model), classifier)
+    return ImageNetClassifier(_FeatureExtractor(model).eval(), classifier.eval())
 
 
 def _tiny_cnn(feature_stride: int) -> tuple[nn.Module, int]:

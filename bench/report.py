@@ -56,7 +56,7 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
         _draw_box(axis, item.box, "red")
         mark = "" if item.predicted == item.label else " (wrong)"
         name = class_names[item.predicted]
-        axis.set_title(f"{name[:22]}{mark}\nIoU {item.iou:.2f}", fontsize=8)
+        axis.set_title(f"{name}{mark}\nIoU {item.iou:.2f}", fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

@@ -1,4 +1,4 @@
-"""Full fine-tuning: SGD with momentum, head learning-rate multiplier, cosine schedule."""
+"""Full fine-tuning: SGD with momentum, head learning-rate multiplier, warmup + cosine schedule."""
 
 from __future__ import annotations
 
@@ -32,10 +32,25 @@ def make_optimizer(model: CamNet, config: TrainConfig) -> torch.optim.SGD:
     )
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step cosine decay from each group's initial learning rate to 0."""
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the base learning rate at ``step`` (0-based).
+
+    Linear warmup ``(step + 1) / warmup_steps`` for the first ``warmup_steps``
+    steps (the new head starts at a large rate, and a cold start sends the loss
+    above chance), then cosine decay from 1 to 0 over the remaining steps.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    decay_steps = max(total_steps - warmup_steps, 1)
+    progress = min(step - warmup_steps, decay_steps) / decay_steps
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
+                           total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step schedule of :func:`learning_rate_factor` applied to every parameter group."""
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / total_steps))
+        optimizer, lambda step: learning_rate_factor(step, warmup_steps, total_steps)
     )
 
 
@@ -80,7 +95,9 @@ def fit(
 ) -> list[dict[str, float]]:
     """Train for ``config.epochs`` epochs, writing a checkpoint after each; returns per-epoch stats."""
     optimizer = make_optimizer(model, config)
-    scheduler = cosine_schedule(optimizer, total_steps=config.epochs * len(loader))
+    total_steps = config.epochs * len(loader)
+    warmup_steps = min(round(config.warmup_epochs * len(loader)), total_steps)
+    scheduler = warmup_cosine_schedule(optimizer, warmup_steps, total_steps)
     history = []
     for epoch in range(1, config.epochs + 1):
         stats = train_one_epoch(model, loader, optimizer, scheduler, device, f"epoch {epoch}/{config.epochs}")

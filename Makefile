@@ -1,0 +1,36 @@
+# wsol-bench: every target sets up .venv on first use. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+CONFIG ?= configs/gap.yaml
+# Extra config overrides, e.g. ARGS="train.epochs=1 name=quick"; OVERWRITE=1 replaces an existing run folder.
+ARGS   ?=
+OVERWRITE ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv benchmark data test test-all clean-venv
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1"
+
+venv: $(STAMP) ## Create .venv and install the pinned dependencies (once)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $(STAMP)
+
+benchmark: $(STAMP) ## Run CONFIG end to end (data, training, CAMs, metrics) into results/<name>/
+	$(PY) -m bench run $(CONFIG) $(ARGS) $(if $(OVERWRITE),--overwrite)
+
+data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
+	$(PY) -m bench data $(CONFIG) $(ARGS)
+
+test: $(STAMP) ## Run the test suite (fast: CPU, no network)
+	$(PY) -m pytest -q
+
+clean-venv: ## Remove .venv (datasets in data/ and runs in results/ are kept)
+	rm -rf $(VENV)
