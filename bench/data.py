@@ -15,7 +15,17 @@ for people who convert their own data::
 
 Boxes follow :mod:`bench.boxes` (``[x0, y0, x1, y1)``, pixels of the original
 image); sizes are converted to ``(H, W)`` on read, the one place where the
-file's ``width,height`` order is handled. Image ids must not contain commas.
+file's ``width,height`` order is handled (:func:`image_size` is the one place
+for PIL's ``(W, H)``). Image ids must not contain commas. In the ``train``
+split boxes are optional (training uses labels only) and so is
+``image_sizes.txt`` (sizes are then read from the image headers); ``val`` and
+``test`` need both, and at least one box per image.
+
+The readers of other native layouts (CUB, ImageNet, wsolevaluation's own
+folders, a CSV) are in :mod:`bench.datasets`; they reuse the line helpers here
+(:func:`read_lines`, :func:`parse_int`, :func:`parse_float`) so every
+malformed line is reported the same way: file, 1-based line number, the line
+and what was expected.
 """
 
 from __future__ import annotations
@@ -23,15 +33,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from bench.boxes import crop_boxes, hflip_boxes, resize_boxes
 
 SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.txt"
+# Size of an image whose header could not be read: bench.datasets.check_images reports it.
+UNKNOWN_SIZE = (0, 0)
+# Reading more image headers than this shows a progress bar.
+PROGRESS_MIN_IMAGES = 2000
+# What opening an image header can raise: missing file / not an image (OSError), bad header, huge image.
+IMAGE_READ_ERRORS = (OSError, ValueError, Image.DecompressionBombError)
 
 # file name -> (number of comma-separated fields, what a line should look like)
 _FORMATS = {
@@ -52,8 +70,12 @@ class DatasetFormatError(ValueError):
 class Sample:
     """One image of a split, as described by the metadata (the image is not opened).
 
-    ``boxes`` is ``(G, 4)`` float32, G >= 1, in the original image frame;
-    ``size`` is ``(H, W)`` of the original image.
+    ``boxes`` is ``(G, 4)`` float32 in the original image frame
+    (:mod:`bench.boxes` convention). G >= 1 in the evaluation splits (``val``,
+    ``test``); G = 0 is allowed only in ``train``, whose boxes are never used
+    for training. ``size`` is ``(H, W)`` of the original image
+    (:data:`UNKNOWN_SIZE` if a reader could not read the image's header; such
+    samples are reported by ``bench.datasets.check_images``).
     """
 
     image_id: str
@@ -68,34 +90,38 @@ class Sample:
 
 
 @dataclass(frozen=True)
-class _Line:
-    """One non-blank line of a metadata file, split into stripped fields."""
+class Line:
+    """One non-blank line of a text file, split into stripped fields."""
 
     path: Path
     number: int  # 1-based
     text: str
     fields: list[str]
+    expected: str  # what a line should look like, for error messages
 
     def error(self, problem: str) -> DatasetFormatError:
-        expected = _FORMATS[self.path.name][1]
         return DatasetFormatError(
-            f"{self.path}, line {self.number}: {problem}: {self.text!r} (expected {expected!r})"
+            f"{self.path}, line {self.number}: {problem}: {self.text!r} (expected {self.expected!r})"
         )
 
 
-def _read_lines(path: Path) -> list[_Line]:
-    """Read a metadata file into lines with the expected field count (blank lines skipped)."""
-    num_fields, expected = _FORMATS[path.name]
+def read_lines(
+    path: Path, num_fields: int, expected: str, separator: str | None = ",", max_split: int = -1
+) -> list[Line]:
+    """Read a text file into lines of exactly ``num_fields`` non-empty fields (blank lines skipped).
+
+    ``separator=None`` splits on runs of whitespace (CUB's files);
+    ``max_split`` as in :meth:`str.split`, so the last field may hold separators.
+    """
+    path = Path(path)
     if not path.is_file():
         raise DatasetFormatError(f"missing metadata file {path} (one {expected!r} per line); see data/README.md")
     lines = []
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not text.strip():
             continue
-        # Class names may contain commas; image ids may not (see module docstring).
-        max_split = num_fields - 1 if path.name == CLASSES_FILE else -1
-        fields = [field.strip() for field in text.split(",", max_split)]
-        line = _Line(path, number, text, fields)
+        fields = [field.strip() for field in text.strip().split(separator, max_split)]
+        line = Line(path, number, text, fields, expected)
         if len(fields) != num_fields:
             raise line.error(f"{len(fields)} field(s), {num_fields} expected")
         if not all(fields):
@@ -104,14 +130,22 @@ def _read_lines(path: Path) -> list[_Line]:
     return lines
 
 
-def _parse_int(line: _Line, index: int, what: str) -> int:
+def _read_lines(path: Path) -> list[Line]:
+    """Read one of this layout's metadata files (format from its name)."""
+    num_fields, expected = _FORMATS[path.name]
+    # Class names may contain commas; image ids may not (see module docstring).
+    max_split = num_fields - 1 if path.name == CLASSES_FILE else -1
+    return read_lines(path, num_fields, expected, ",", max_split)
+
+
+def parse_int(line: Line, index: int, what: str) -> int:
     try:
         return int(line.fields[index])
     except ValueError:
         raise line.error(f"{what} {line.fields[index]!r} is not an integer") from None
 
 
-def _parse_float(line: _Line, index: int, what: str) -> float:
+def parse_float(line: Line, index: int, what: str) -> float:
     try:
         value = float(line.fields[index])
     except ValueError:
@@ -121,11 +155,33 @@ def _parse_float(line: _Line, index: int, what: str) -> float:
     return value
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` of an image file from its header (PIL does not decode the pixels)."""
+    with Image.open(path) as image:
+        width, height = image.size
+    return height, width
+
+
+def read_image_sizes(paths: list[Path], what: str = "reading image sizes") -> list[tuple[int, int]]:
+    """``(H, W)`` of each image from its header; :data:`UNKNOWN_SIZE` where it cannot be read.
+
+    A missing or unreadable image does not stop the reader: ``check_images``
+    reports it later with the reason (or skips it, if asked).
+    """
+    sizes = []
+    for path in tqdm(paths, desc=what, unit="img", disable=len(paths) <= PROGRESS_MIN_IMAGES):
+        try:
+            sizes.append(image_size(path))
+        except IMAGE_READ_ERRORS:
+            sizes.append(UNKNOWN_SIZE)
+    return sizes
+
+
 def read_class_names(root: Path) -> list[str]:
     """Class names from ``<root>/classes.txt``; index = label (0-based)."""
     names = []
     for line in _read_lines(Path(root) / CLASSES_FILE):
-        label = _parse_int(line, 0, "label")
+        label = parse_int(line, 0, "label")
         if label != len(names):
             raise line.error(f"label {label} out of order (line order must be 0, 1, 2, ...; {len(names)} expected)")
         names.append(line.fields[1])
@@ -147,14 +203,14 @@ def _read_image_ids(path: Path) -> dict[str, int]:
     return ids
 
 
-def _known_id(line: _Line, ids: dict[str, int]) -> str:
+def _known_id(line: Line, ids: dict[str, int]) -> str:
     image_id = line.fields[0]
     if image_id not in ids:
         raise line.error(f"image id {image_id!r} is not in image_ids.txt")
     return image_id
 
 
-def _read_one_per_image(path: Path, ids: dict[str, int], parse) -> dict:
+def _read_one_per_image(path: Path, ids: dict[str, int], parse: Callable[[Line], object]) -> dict:
     """Read a file with exactly one line per image id; ``parse(line)`` gives the value."""
     values = {}
     for line in _read_lines(path):
@@ -171,64 +227,90 @@ def _read_one_per_image(path: Path, ids: dict[str, int], parse) -> dict:
     return values
 
 
-def _parse_label(line: _Line, num_classes: int) -> int:
-    label = _parse_int(line, 1, "label")
-    if not 0 <= label < num_classes:
+def _parse_label(line: Line, num_classes: int | None) -> int:
+    label = parse_int(line, 1, "label")
+    if label < 0:
+        raise line.error(f"label {label} is negative (labels are 0-based)")
+    if num_classes is not None and label >= num_classes:
         raise line.error(f"label {label} outside [0, {num_classes}) (classes.txt has {num_classes} classes)")
     return label
 
 
-def _parse_size(line: _Line) -> tuple[int, int]:
+def _parse_size(line: Line) -> tuple[int, int]:
     """``<id>,<width>,<height>`` -> ``(H, W)``."""
-    width, height = _parse_int(line, 1, "width"), _parse_int(line, 2, "height")
+    width, height = parse_int(line, 1, "width"), parse_int(line, 2, "height")
     if width <= 0 or height <= 0:
         raise line.error(f"size {width}x{height} is not positive")
     return height, width
 
 
-def _parse_box(line: _Line, size: tuple[int, int]) -> list[float]:
-    x0, y0, x1, y1 = (_parse_float(line, i, name) for i, name in enumerate(("x0", "y0", "x1", "y1"), start=1))
-    height, width = size
+def _parse_box(line: Line, size: tuple[int, int] | None) -> list[float]:
+    """A box with positive extent; inside the image of ``size (H, W)`` unless ``size`` is None."""
+    x0, y0, x1, y1 = (parse_float(line, i, name) for i, name in enumerate(("x0", "y0", "x1", "y1"), start=1))
     if not (x1 > x0 and y1 > y0):
         raise line.error(f"empty box (x1 must be > x0 and y1 > y0, got [{x0}, {y0}, {x1}, {y1}])")
-    if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
-        raise line.error(f"box [{x0}, {y0}, {x1}, {y1}] is outside the image (width {width}, height {height})")
+    if size is not None:
+        height, width = size
+        if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
+            raise line.error(f"box [{x0}, {y0}, {x1}, {y1}] is outside the image (width {width}, height {height})")
     return [x0, y0, x1, y1]
 
 
-def _read_boxes(path: Path, ids: dict[str, int], sizes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
-    boxes: dict[str, list[list[float]]] = {}
-    for line in _read_lines(path):
-        image_id = _known_id(line, ids)
-        boxes.setdefault(image_id, []).append(_parse_box(line, sizes[image_id]))
-    missing = [image_id for image_id in ids if image_id not in boxes]
-    if missing:
+def _read_boxes(
+    path: Path, ids: dict[str, int], sizes: dict[str, tuple[int, int]] | None, required: bool
+) -> dict[str, np.ndarray]:
+    """image id -> ``(G, 4)`` float32; ``required``: every id needs >= 1 box (else G = 0 is allowed).
+
+    Boxes are checked against ``sizes`` when given (else ``check_images`` does it).
+    """
+    boxes: dict[str, list[list[float]]] = {image_id: [] for image_id in ids}
+    if path.exists() or required:
+        for line in _read_lines(path):
+            image_id = _known_id(line, ids)
+            boxes[image_id].append(_parse_box(line, None if sizes is None else sizes[image_id]))
+    missing = [image_id for image_id, image_boxes in boxes.items() if not image_boxes]
+    if required and missing:
         raise DatasetFormatError(
             f"{path}: no box for {len(missing)} image id(s), e.g. {missing[:3]}; every image needs >= 1 box"
         )
-    return {image_id: np.asarray(image_boxes, dtype=np.float32) for image_id, image_boxes in boxes.items()}
+    return {image_id: np.asarray(values, dtype=np.float32).reshape(-1, 4) for image_id, values in boxes.items()}
 
 
-def read_split(root: Path, split: str) -> list[Sample]:
-    """Read and validate ``<root>/metadata/<split>/*.txt``; samples in image_ids.txt order.
+def read_metadata(
+    folder: Path,
+    split: str,
+    image_root: Path,
+    num_classes: int | None,
+    masks_root: Path | None = None,
+    strict_boxes: bool = True,
+) -> list[Sample]:
+    """Read and validate one split's metadata files in ``folder``; samples in image_ids.txt order.
 
-    Images are not opened (use :func:`check_files_exist`). Raises
+    Image paths are ``image_root / image_id``; ``masks.txt`` (optional) paths
+    are under ``masks_root``. ``num_classes`` bounds the labels (None: any
+    label >= 0). In ``train``, ``localization.txt`` is optional (images
+    without a line get G = 0) and so is ``image_sizes.txt`` (sizes come from
+    the image headers). ``strict_boxes``: every box must lie inside its listed
+    size, else the bounds are left to ``bench.datasets.check_images`` (which
+    allows 1 px of slack, for third-party metadata). Raises
     :class:`DatasetFormatError` naming the file and line on any inconsistency.
     """
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
-    root = Path(root)
-    folder = root / "metadata" / split
-    num_classes = len(read_class_names(root))
+    folder, image_root = Path(folder), Path(image_root)
+    train = split == "train"
     ids = _read_image_ids(folder / "image_ids.txt")
     labels = _read_one_per_image(folder / "class_labels.txt", ids, lambda line: _parse_label(line, num_classes))
-    sizes = _read_one_per_image(folder / "image_sizes.txt", ids, _parse_size)
-    boxes = _read_boxes(folder / "localization.txt", ids, sizes)
-    masks = _read_masks(folder / "masks.txt", ids, root / "masks")
+    if train and not (folder / "image_sizes.txt").exists():
+        sizes = dict(zip(ids, read_image_sizes([image_root / image_id for image_id in ids], f"{split}: image sizes")))
+    else:
+        sizes = _read_one_per_image(folder / "image_sizes.txt", ids, _parse_size)
+    boxes = _read_boxes(folder / "localization.txt", ids, sizes if strict_boxes else None, required=not train)
+    masks = {} if masks_root is None else _read_masks(folder / "masks.txt", ids, Path(masks_root))
     return [
         Sample(
             image_id=image_id,
-            image_path=root / "images" / image_id,
+            image_path=image_root / image_id,
             label=labels[image_id],
             boxes=boxes[image_id],
             size=sizes[image_id],
@@ -236,6 +318,20 @@ def read_split(root: Path, split: str) -> list[Sample]:
         )
         for image_id in ids
     ]
+
+
+def read_split(root: Path, split: str) -> list[Sample]:
+    """Read and validate ``<root>/metadata/<split>/*.txt``; samples in image_ids.txt order.
+
+    Images are not opened (``bench.datasets.check_images`` checks them), except in a
+    ``train`` split without ``image_sizes.txt``. Raises
+    :class:`DatasetFormatError` naming the file and line on any inconsistency.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is not one of {SPLITS}")
+    root = Path(root)
+    num_classes = len(read_class_names(root))
+    return read_metadata(root / "metadata" / split, split, root / "images", num_classes, root / "masks")
 
 
 def _read_masks(path: Path, ids: dict[str, int], masks_root: Path) -> dict[str, Path]:
@@ -251,16 +347,6 @@ def _read_masks(path: Path, ids: dict[str, int], masks_root: Path) -> dict[str, 
     return masks
 
 
-def check_files_exist(samples: list[Sample]) -> None:
-    """Raise FileNotFoundError if any image (or listed mask) file of ``samples`` is missing."""
-    paths = [sample.image_path for sample in samples]
-    paths += [sample.mask_path for sample in samples if sample.mask_path is not None]
-    missing = [path for path in paths if not path.is_file()]
-    if missing:
-        shown = "\n  ".join(str(path) for path in missing[:5])
-        raise FileNotFoundError(f"{len(missing)} of {len(paths)} dataset files are missing, e.g.:\n  {shown}")
-
-
 # ----------------------------------------------------------------------------- writing
 
 
@@ -270,36 +356,60 @@ def _format_number(value: float) -> str:
     return str(int(value)) if value.is_integer() else repr(value)
 
 
+def _relative_id(path: Path, root: Path, what: str) -> str:
+    """``path`` relative to ``root`` as a posix string; a clear error if it is not under it."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        raise ValueError(f"{what} {path} is not under {root}; metadata stores paths relative to it") from None
+
+
 def write_class_names(root: Path, names: list[str]) -> None:
     """Write ``<root>/classes.txt``."""
     lines = [f"{label},{name}" for label, name in enumerate(names)]
     (Path(root) / CLASSES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_split(root: Path, split: str, samples: list[Sample]) -> None:
-    """Write ``<root>/metadata/<split>/*.txt`` for samples whose files lie under ``<root>``.
+def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_root: Path | None) -> None:
+    """Write one split's metadata files into ``folder`` (image ids relative to ``image_root``).
 
-    ``image_path`` must be under ``<root>/images`` and ``mask_path`` (if any)
-    under ``<root>/masks``; ``masks.txt`` is written only if some sample has a mask.
+    Mask paths are written relative to ``masks_root``; ``masks.txt`` is
+    written only if some sample has a mask. Samples without boxes (train
+    only) get no line in ``localization.txt``.
     """
-    root = Path(root)
-    folder = root / "metadata" / split
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ids, labels, sizes, boxes, masks = [], [], [], [], []
     for sample in samples:
-        image_id = sample.image_path.relative_to(root / "images").as_posix()
+        image_id = _relative_id(sample.image_path, Path(image_root), "image")
+        if "," in image_id:
+            raise ValueError(f"image id {image_id!r} contains a comma, which the metadata format cannot hold")
         height, width = sample.size
         ids.append(image_id)
         labels.append(f"{image_id},{sample.label}")
         sizes.append(f"{image_id},{width},{height}")
         boxes += [f"{image_id}," + ",".join(_format_number(v) for v in box) for box in sample.boxes]
         if sample.mask_path is not None:
-            masks.append(f"{image_id},{sample.mask_path.relative_to(root / 'masks').as_posix()}")
+            if masks_root is None:
+                raise ValueError(f"{sample.image_id} has a mask but no masks_root was given")
+            masks.append(f"{image_id},{_relative_id(sample.mask_path, Path(masks_root), 'mask')}")
     files = {"image_ids.txt": ids, "class_labels.txt": labels, "image_sizes.txt": sizes, "localization.txt": boxes}
     if masks:
         files["masks.txt"] = masks
     for name, lines in files.items():
-        (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (folder / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+def write_split(root: Path, split: str, samples: list[Sample], image_root: Path | None = None) -> None:
+    """Write ``<root>/metadata/<split>/*.txt``.
+
+    Image ids are paths relative to ``image_root`` (default ``<root>/images``,
+    where :func:`read_split` looks for them); mask paths (if any) must be under
+    ``<root>/masks``; ``masks.txt`` is written only if some sample has a mask.
+    """
+    root = Path(root)
+    image_root = root / "images" if image_root is None else Path(image_root)
+    write_metadata(root / "metadata" / split, samples, image_root, root / "masks")
 
 
 # ----------------------------------------------------------------------------- torch Dataset

@@ -10,7 +10,6 @@ from bench.data import (
     DatasetFormatError,
     Sample,
     WsolDataset,
-    check_files_exist,
     collate,
     image_to_tensor,
     read_class_names,
@@ -154,19 +153,6 @@ def test_missing_metadata_file_names_the_expected_path(tmp_path):
 def test_unknown_split_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"split='dev' is not one of \('train', 'val', 'test'\)"):
         read_split(write_dataset(tmp_path), "dev")
-
-
-def test_check_files_exist_lists_missing_paths_and_count(tmp_path):
-    root = write_dataset(tmp_path, {"masks.txt": "a/one.jpg,a/one.png\n"})
-    samples = read_split(root, "val")
-    with pytest.raises(FileNotFoundError, match="3 of 3 dataset files are missing") as error:
-        check_files_exist(samples)
-    assert str(root / "images" / "b" / "two.jpg") in str(error.value)
-    write_image(root, "a/one.jpg", 100, 200)
-    write_image(root, "b/two.jpg", 40, 50)
-    (root / "masks" / "a").mkdir(parents=True)
-    Image.fromarray(np.zeros((100, 200), np.uint8)).save(root / "masks" / "a" / "one.png")
-    check_files_exist(samples)
 
 
 # ----------------------------------------------------------------------------- the torch Dataset
