@@ -61,8 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import pipeline
 
         if args.command == "data":
-            root = pipeline.prepare_dataset(config)
-            print(root)
+            dataset = pipeline.prepare_dataset(config)
+            train, evaluated, skipped = pipeline.checked_samples(dataset, config)
+            print(dataset.source)
+            counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
+            print(f"{len(dataset.class_names)} classes; images per split: {counts}; "
+                  f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"
+                  + (f", {len(skipped)} skipped" if skipped else ""))
             return 0
         pipeline.run(config, overwrite=args.overwrite)
         return 0

@@ -24,6 +24,7 @@ import yaml
 Pooling = Literal["gap", "gmp", "lse", "gem"]
 Backbone = Literal["efficientnet_lite0", "tiny_cnn"]
 CamNormalization = Literal["max", "minmax"]
+DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
 
 # Feature strides each backbone offers (its CAM is input_size / stride pixels wide).
 FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "tiny_cnn": (8, 16)}
@@ -36,16 +37,28 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """Which images to use. ``synthetic`` is the embedded default (generated under ``root``)."""
+    """Which images to use; their folder is ``data_root / path``.
 
-    name: Literal["synthetic"] = "synthetic"
+    ``synthetic`` is the embedded default, generated into ``data_root`` (``path``
+    unused); its generator parameters are ``variant``, ``seed``, ``num_*`` and
+    ``image_size``. ``cub``, ``imagenet``, ``wsol`` (wsolevaluation metadata
+    layout) and ``csv`` (your own data: ``path`` is the CSV file) are read in
+    their native layouts (``data/README.md``).
+    """
+
+    name: DatasetName = "synthetic"
+    path: str = ""
     variant: Literal["parts", "uniform"] = "parts"
-    root: str = "data"
     seed: int = 0
     num_train: int = 1500
     num_val: int = 300
     num_test: int = 300
     image_size: int = 224
+    val_size: int = 500
+    wnids: tuple[str, ...] = ()
+    num_classes: int = 10
+    max_train_per_class: int = 0
+    skip_bad: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,7 @@ class ModelConfig:
     lse_r: float = 5.0
     gem_p: float = 3.0
     input_size: int = 224
+    head_input_energy: float = 100.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +94,7 @@ class TrainConfig:
     head_lr_mult: float = 10.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
+    grad_clip: float = 0.0
     num_workers: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -89,6 +104,7 @@ class EvalConfig:
     """Localization protocol: threshold tau on the normalized CAM, largest component."""
 
     split: Literal["test", "val"] = "test"
+    frame: Literal["input", "original"] = "input"
     tau: float = 0.2
     normalization: CamNormalization = "max"
     batch_size: int = 64
@@ -101,6 +117,7 @@ class RunConfig:
 
     name: str
     seed: int = 0
+    data_root: str = "data"
     results_dir: str = "results"
     threads: int = 0
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -112,6 +129,11 @@ class RunConfig:
     def run_dir(self) -> Path:
         return Path(self.results_dir) / self.name
 
+    @property
+    def dataset_path(self) -> Path:
+        """Where the dataset is: ``data_root / dataset.path`` (``data_root`` for the synthetic one)."""
+        return Path(self.data_root) / self.dataset.path
+
 
 # Range checks beyond types: key path -> (predicate, what is expected).
 _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
@@ -121,9 +143,13 @@ _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "dataset.num_val": (lambda v: v >= 0, "an integer >= 0"),
     "dataset.num_test": (lambda v: v >= 1, "an integer >= 1"),
     "dataset.image_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
+    "dataset.val_size": (lambda v: v >= 0, "an integer >= 0"),
+    "dataset.num_classes": (lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"),
+    "dataset.max_train_per_class": (lambda v: v >= 0, "an integer >= 0 (0 = all)"),
     "model.lse_r": (lambda v: v > 0, "a number > 0"),
     "model.gem_p": (lambda v: v > 0, "a number > 0"),
     "model.input_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
+    "model.head_input_energy": (lambda v: v >= 0, "a number >= 0 (0 = no rescaling)"),
     "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
     "train.warmup_epochs": (lambda v: v >= 0, "a number >= 0 (may be fractional)"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
@@ -131,6 +157,7 @@ _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.head_lr_mult": (lambda v: v > 0, "a number > 0"),
     "train.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
     "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
     "train.augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "two numbers 0 < low <= high <= 1"),
     "eval.tau": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
@@ -163,7 +190,15 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunCo
     where = _Where(str(path), lines)
     config = _build(RunConfig, raw, "", where)
     _check_model(config.model, where)
+    _check_dataset(config, where)
     return config
+
+
+def _check_dataset(config: RunConfig, where: "_Where") -> None:
+    """Checks that involve more than one key."""
+    if config.dataset.name != "synthetic" and not config.dataset.path:
+        raise ConfigError(f"{where('dataset.name')}: dataset '{config.dataset.name}' needs 'dataset.path' "
+                          f"(its folder under data_root, or the CSV file for 'csv'); see data/README.md")
 
 
 def _check_model(model: ModelConfig, where: "_Where") -> None:
@@ -277,6 +312,10 @@ def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
             allowed = ", ".join(str(a) for a in args)
             raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected one of: {allowed}")
         return value
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected a list")
+        return tuple(_convert(args[0], item, key, where) for item in value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected a list of {len(args)} numbers")

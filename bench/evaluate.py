@@ -2,8 +2,11 @@
 
 For each image, the CAMs of the top-5 predicted classes and of the ground-truth
 class are computed from the same features as the logits, upsampled bilinearly
-to the evaluated frame (the network input, ``input_size x input_size``), and
-turned into boxes by the paper's rule (:mod:`bench.localize`). Per-image rows go
+to the evaluated frame (by default the network input, ``input_size x input_size``), and
+turned into boxes by the paper's rule (:mod:`bench.localize`). With
+``eval.frame: original`` the CAM is instead upsampled straight to the original
+image's ``(H, W)`` and scored against the boxes as the dataset gives them (the
+evaluation transform is a plain resize, so mapping back is exact). Per-image rows go
 straight to ``predictions.csv``; only counters, the feature-resolution CAMs
 (float16, for ``cams.npz``) and a few gallery images stay in memory.
 """
@@ -16,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from bench.cam import class_activation_maps, upsample_cams
@@ -42,10 +46,10 @@ class BatchPrediction:
 
 @dataclass(frozen=True)
 class GalleryItem:
-    """One test image prepared for the figure (evaluated frame)."""
+    """One test image prepared for the figure, in the evaluated frame (H, W)."""
 
-    image: np.ndarray  # (S, S, 3) uint8
-    cam: np.ndarray  # (S, S) float32, top-1 CAM normalized as evaluated
+    image: np.ndarray  # (H, W, 3) uint8
+    cam: np.ndarray  # (H, W) float32, top-1 CAM normalized as evaluated
     gt_boxes: np.ndarray  # (G, 4)
     box: np.ndarray  # (4,) top-1 box
     label: int
@@ -70,16 +74,45 @@ def predict(model: CamNet, images: torch.Tensor, labels: torch.Tensor) -> BatchP
     k = min(TOP_K, logits.shape[1])
     topk_probs, topk_classes = logits.softmax(dim=1).topk(k, dim=1)  # (B, K)
     classes = torch.cat([topk_classes, labels[:, None]], dim=1)  # (B, K + 1)
-    cams = class_activation_maps(features, model.classifier.weight, classes)  # (B, K + 1, h, w)
+    cams = class_activation_maps(features, model.cam_weight, classes)  # (B, K + 1, h, w)
     return BatchPrediction(topk_classes, topk_probs, cams)
 
 
-def boxes_for_batch(cams: torch.Tensor, size: tuple[int, int], config: EvalConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Upsample ``cams (B, K, h, w)`` to ``size (H, W)``; return the maps ``(B, K, H, W)`` and boxes ``(B, K, 4)``."""
+def boxes_for_batch(cams: torch.Tensor, sizes: list[tuple[int, int]],
+                    config: EvalConfig) -> tuple[list[np.ndarray], np.ndarray]:
+    """Upsample each image's ``cams[i] (K, h, w)`` to its frame ``sizes[i] = (H_i, W_i)`` and box every map.
+
+    Returns the upsampled maps (B arrays ``(K, H_i, W_i)``) and boxes ``(B, K, 4)``
+    in each image's frame. Frames of equal size are upsampled in one batch.
+    """
     batch, k = cams.shape[:2]
-    upsampled = upsample_cams(cams.float(), size).cpu().numpy()  # (B, K, H, W)
-    boxes = boxes_from_cams(upsampled.reshape(batch * k, *size), config.tau, config.normalization)
+    cams = cams.float()
+    if len(set(sizes)) == 1:
+        upsampled = list(upsample_cams(cams, sizes[0]).cpu().numpy())  # B x (K, H, W)
+    else:
+        upsampled = [upsample_cams(cams[i : i + 1], size)[0].cpu().numpy() for i, size in enumerate(sizes)]
+    boxes = np.stack([boxes_from_cams(maps, config.tau, config.normalization) for maps in upsampled])
     return upsampled, boxes.reshape(batch, k, 4)
+
+
+def _frame(sample: Sample, image: torch.Tensor, boxes: torch.Tensor, frame: str) -> tuple[tuple[int, int], np.ndarray]:
+    """The evaluated frame's size ``(H, W)`` and ground-truth boxes ``(G, 4)`` for one image.
+
+    ``input``: the network input (the whole image resized to ``input_size``;
+    boxes scaled with it). ``original``: the image file's own pixels, the CAM
+    upsampled straight to ``(H, W)`` of the original.
+    """
+    if frame == "original":
+        return sample.size, np.asarray(sample.boxes, dtype=np.float64)
+    return tuple(image.shape[-2:]), boxes.numpy()
+
+
+def _gallery_image(image: torch.Tensor, size: tuple[int, int], mean: tuple, std: tuple) -> np.ndarray:
+    """The input tensor as ``(H, W, 3)`` uint8 at the evaluated frame's size."""
+    pixels = _denormalize(image, mean, std)
+    if pixels.shape[:2] != size:
+        pixels = np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.BILINEAR))
+    return pixels
 
 
 def _format_box(box: np.ndarray) -> str:
@@ -115,17 +148,19 @@ def evaluate(
             images = batch["image"].to(device)
             labels = batch["label"].to(device)
             prediction = predict(model, images, labels)
-            size = tuple(images.shape[-2:])
-            maps, boxes = boxes_for_batch(prediction.cams, size, config)  # (B, K+1, S, S), (B, K+1, 4)
-            gt_boxes = [b.numpy() for b in batch["boxes"]]
+            batch_samples = [samples[index] for index in batch["index"].tolist()]
+            frames = [_frame(sample, image, boxes, config.frame)
+                      for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
+            sizes = [size for size, _ in frames]
+            gt_boxes = [boxes for _, boxes in frames]
+            maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
             topk_classes = prediction.topk_classes.cpu().numpy()
             label_array = labels.cpu().numpy()
             outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
             meter.update(outcome)
             topk_probs = prediction.topk_probs.cpu().numpy()
             cams = prediction.cams.cpu()
-            for row, index in enumerate(batch["index"].tolist()):
-                sample = samples[index]
+            for row, sample in enumerate(batch_samples):
                 writer.writerow([
                     sample.image_id, int(label_array[row]),
                     " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
@@ -140,8 +175,8 @@ def evaluate(
                 result.gt_cams.append(cams[row, -1].numpy().astype(np.float16))
                 if len(result.gallery) < config.gallery_size:
                     result.gallery.append(GalleryItem(
-                        image=_denormalize(batch["image"][row], model.mean, model.std),
-                        cam=normalize_cams(maps[row, :1], config.normalization)[0],
+                        image=_gallery_image(batch["image"][row], sizes[row], model.mean, model.std),
+                        cam=normalize_cams(maps[row][:1], config.normalization)[0],
                         gt_boxes=gt_boxes[row], box=boxes[row, 0], label=int(label_array[row]),
                         predicted=int(topk_classes[row, 0]), iou=float(outcome.top1_iou[row]),
                     ))

@@ -67,6 +67,14 @@ class CamNet(nn.Module):
         self.gem_p = config.gem_p
         self.mean = mean
         self.std = std
+        # Constant divisor of the pooled features, fixed once before training by
+        # calibrate_feature_scale (see there); part of the state dict.
+        self.register_buffer("feature_scale", torch.tensor(1.0))
+
+    @property
+    def cam_weight(self) -> torch.Tensor:
+        """``(num_classes, C)``: the weights that turn feature maps into CAMs (classifier / feature_scale)."""
+        return self.classifier.weight / self.feature_scale
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``images (B, 3, H, W)`` normalized -> feature maps ``(B, C, h, w)``."""
@@ -74,7 +82,8 @@ class CamNet(nn.Module):
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """``features (B, C, h, w)`` -> class logits ``(B, num_classes)``."""
-        return self.classifier(global_pool(features, self.pooling, self.lse_r, self.gem_p))
+        pooled = global_pool(features, self.pooling, self.lse_r, self.gem_p)  # (B, C)
+        return self.classifier(pooled / self.feature_scale)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
@@ -85,6 +94,31 @@ class CamNet(nn.Module):
             {"params": list(self.backbone.parameters()), "lr": lr},
             {"params": list(self.classifier.parameters()), "lr": lr * head_lr_mult},
         ]
+
+
+@torch.no_grad()
+def calibrate_feature_scale(model: CamNet, images: torch.Tensor, target_energy: float) -> float:
+    """Fix ``model.feature_scale`` so the pooled features of ``images`` have mean squared norm ``target_energy``.
+
+    Why: the linear head's stable SGD step size scales as 1 / ||pooled||^2, and
+    pooling changes that energy by orders of magnitude (EfficientNet-Lite0 on
+    the embedded data: about 140 after GAP, 10,800 after GMP), so no single
+    learning rate trains every pooling. Dividing by one constant, set here
+    once (with the backbone in eval mode) and then frozen, puts every head on
+    the same footing. A positive constant scales every CAM by the same factor,
+    so boxes do not change, and ``cam_weight`` keeps CAMs exact.
+    ``target_energy <= 0`` leaves the scale at 1. Returns the scale.
+    """
+    if target_energy <= 0:
+        return float(model.feature_scale)
+    was_training = model.training
+    model.eval()
+    pooled = global_pool(model.features(images), model.pooling, model.lse_r, model.gem_p)  # (B, C)
+    energy = pooled.pow(2).sum(dim=1).mean().item()
+    model.train(was_training)
+    scale = math.sqrt(energy / target_energy) if energy > 0 else 1.0
+    model.feature_scale.fill_(scale)
+    return scale
 
 
 class _FeatureExtractor(nn.Module):

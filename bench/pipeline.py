@@ -30,11 +30,11 @@ import numpy as np
 import torch
 
 from bench.config import RunConfig, save_config
-from bench.data import WsolDataset, check_files_exist, collate, read_class_names, read_split
+from bench.data import DatasetFormatError, WsolDataset, collate
+from bench.datasets import DatasetSplits, check_images, load_dataset
 from bench.evaluate import evaluate
-from bench.models import build_model
+from bench.models import build_model, calibrate_feature_scale
 from bench.report import format_metrics, save_gallery
-from bench.synthetic import ensure_synthetic_dataset
 from bench.train import fit, seed_everything
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
@@ -47,9 +47,10 @@ class RunExistsError(FileExistsError):
 
 def protocol_description(config: RunConfig) -> str:
     """How the numbers were produced, stated beside them."""
+    size = config.model.input_size
+    frame = "original image frame" if config.eval.frame == "original" else f"{size}x{size} input frame"
     return (f"{config.eval.split} split, fixed tau={config.eval.tau:g} on '{config.eval.normalization}'-normalized CAMs, "
-            f"largest connected component, IoU >= 0.5, boxes in the {config.model.input_size}x"
-            f"{config.model.input_size} input frame")
+            f"largest connected component, IoU >= 0.5, boxes in the {frame}")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -59,13 +60,31 @@ def write_json(path: Path, data: dict) -> None:
     temporary.replace(path)
 
 
-def prepare_dataset(config: RunConfig, progress: bool = True) -> Path:
-    """Return the dataset root for the config, generating the embedded dataset if needed."""
-    dataset = config.dataset
-    return ensure_synthetic_dataset(
-        Path(dataset.root), dataset.variant, dataset.seed, dataset.num_train, dataset.num_val,
-        dataset.num_test, dataset.image_size, progress=progress,
-    )
+def prepare_dataset(config: RunConfig, progress: bool = True) -> DatasetSplits:
+    """Read the config's dataset (generating the embedded one if needed); the splits used are checked.
+
+    Every image of ``train`` and of the evaluated split is checked before any
+    training (:func:`bench.datasets.check_images`): with ``dataset.skip_bad``
+    problem images are dropped (and listed by :func:`run` in the manifest),
+    otherwise the first problems stop the run here.
+    """
+    return load_dataset(config.dataset, Path(config.data_root), progress=progress)
+
+
+def checked_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list, list[dict]]:
+    """``(train samples, evaluated samples, skipped images)`` after checking every image of the two splits."""
+    split = config.eval.split
+    if not dataset.splits[split]:
+        raise DatasetFormatError(f"{dataset.source}: the {split} split is empty; set eval.split to a split "
+                                 f"with images ({', '.join(k for k, v in dataset.splits.items() if v)})")
+    train, skipped_train = check_images(dataset.splits["train"], config.dataset.skip_bad)
+    evaluated, skipped_eval = check_images(dataset.splits[split], config.dataset.skip_bad)
+    skipped = [{**item, "split": "train"} for item in skipped_train]
+    skipped += [{**item, "split": split} for item in skipped_eval]
+    if not train or not evaluated:
+        raise DatasetFormatError(f"{dataset.source}: no usable image left in the "
+                                 f"{'train' if not train else split} split after skipping bad images")
+    return train, evaluated, skipped
 
 
 def _git_state() -> dict:
@@ -124,12 +143,12 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
         torch.set_num_threads(config.threads)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    log(f"dataset: {config.dataset.name} ({config.dataset.variant})")
-    root = prepare_dataset(config)
-    class_names = read_class_names(root)
-    train_samples = read_split(root, "train")
-    eval_samples = read_split(root, config.eval.split)
-    check_files_exist(train_samples + eval_samples)
+    dataset = prepare_dataset(config)
+    log(f"dataset: {dataset.source}")
+    class_names = dataset.class_names
+    train_samples, eval_samples, skipped = checked_samples(dataset, config)
+    if skipped:
+        log(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
     lap("data")
 
     _claim_run_dir(run_dir, overwrite)
@@ -138,7 +157,8 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
         "status": "running", "name": config.name, "started": started.isoformat(timespec="seconds"),
         "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
         "device": str(device), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-        "dataset_root": str(root), "timings_s": timings,
+        "dataset": dataset.source, "dataset_counts": {"train": len(train_samples), config.eval.split: len(eval_samples)},
+        "skipped_images": skipped, "timings_s": timings,
     }
     write_json(run_dir / "manifest.json", manifest)
 
@@ -155,6 +175,11 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     )
     eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=config.eval.batch_size, shuffle=False,
                                               collate_fn=collate, num_workers=config.train.num_workers)
+    first_batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=config.train.batch_size,
+                                                         collate_fn=collate)))
+    scale = calibrate_feature_scale(model, first_batch["image"].to(device), config.model.head_input_energy)
+    log(f"pooled features divided by {scale:.4g} (mean squared norm {config.model.head_input_energy:g} "
+        f"on the first {len(first_batch['label'])} training images)")
     lap("model")
 
     log(f"training {config.model.backbone} ({config.model.pooling.upper()}, {size}px, "

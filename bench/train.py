@@ -61,8 +61,13 @@ def train_one_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     device: torch.device,
     description: str = "train",
+    grad_clip: float = 0.0,
 ) -> dict[str, float]:
-    """One pass over ``loader``; returns the mean loss and the accuracy (%) on the training batches."""
+    """One pass over ``loader``; returns the mean loss and the accuracy (%) on the training batches.
+
+    ``grad_clip > 0`` rescales the gradient to at most that global L2 norm
+    before each step.
+    """
     model.train()
     loss_sum, correct, seen = 0.0, 0, 0
     progress = tqdm(loader, desc=description, leave=False, dynamic_ncols=True)
@@ -76,6 +81,8 @@ def train_one_epoch(
                                      f"lower train.lr or check the data")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         scheduler.step()
         loss_sum += loss.item() * len(labels)
@@ -100,7 +107,8 @@ def fit(
     scheduler = warmup_cosine_schedule(optimizer, warmup_steps, total_steps)
     history = []
     for epoch in range(1, config.epochs + 1):
-        stats = train_one_epoch(model, loader, optimizer, scheduler, device, f"epoch {epoch}/{config.epochs}")
+        stats = train_one_epoch(model, loader, optimizer, scheduler, device, f"epoch {epoch}/{config.epochs}",
+                                config.grad_clip)
         history.append({"epoch": epoch, **stats})
         save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch)
         log(f"epoch {epoch}/{config.epochs}: loss {stats['loss']:.4f}, train accuracy {stats['accuracy']:.1f}%")

@@ -20,6 +20,6 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 def tiny_config(tiny_data_dir, tmp_path):
     """configs/tiny.yaml with data in the shared folder and results in this test's tmp_path."""
     def make(*overrides: str):
-        return load_config(TINY_CONFIG, [f"dataset.root={tiny_data_dir}", f"results_dir={tmp_path / 'results'}",
+        return load_config(TINY_CONFIG, [f"data_root={tiny_data_dir}", f"results_dir={tmp_path / 'results'}",
                                          *overrides])
     return make

@@ -96,3 +96,24 @@ def test_cams_and_gallery_are_kept_at_feature_resolution(samples, tmp_path):
     assert result.top1_cams[0].dtype == np.float16 and top1_cam.shape == (SIZE, SIZE)
     assert top1_cam[4:12, 4:20].min() == 1.0 and top1_cam.sum() == 16 * 8
     assert not (tmp_path / "predictions.csv.tmp").exists()
+
+
+def test_original_frame_scores_against_the_boxes_as_given(tmp_path):
+    # A 32 x 48 (H x W) image evaluated through a 32 x 32 input: the CAM goes back to 32 x 48.
+    pixels = np.zeros((32, 48, 3), dtype=np.uint8)
+    pixels[8:24, 12:36, 0] = 255  # red object, box [12, 8, 36, 24) in the original frame
+    path = tmp_path / "wide.png"
+    Image.fromarray(pixels).save(path)
+    sample = Sample("wide", path, 0, np.array([[12, 8, 36, 24]], dtype=np.float32), (32, 48), None)
+    loader = torch.utils.data.DataLoader(WsolDataset([sample], SIZE, (0, 0, 0), (1, 1, 1), train=False),
+                                         batch_size=1, collate_fn=collate)
+    config = EvalConfig(tau=0.5, frame="original", gallery_size=1)
+    result = evaluate(identity_model(), loader, [sample], config, torch.device("cpu"), tmp_path / "p.csv")
+    with (tmp_path / "p.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert row["gt_boxes"] == "12 8 36 24"  # the dataset's box, untouched
+    x0, y0, x1, y1 = map(float, row["top1_box"].split())
+    # Two bilinear resamplings blur the edges by at most a pixel or two at tau = 0.5.
+    assert abs(x0 - 12) <= 1.5 and abs(x1 - 36) <= 1.5 and abs(y0 - 8) <= 1 and abs(y1 - 24) <= 1
+    assert result.metrics["gt_known_loc_acc"] == 100.0
+    assert result.gallery[0].image.shape == (32, 48, 3) and result.gallery[0].cam.shape == (32, 48)

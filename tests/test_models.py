@@ -10,7 +10,7 @@ from torchvision.models import ResNet50_Weights
 
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import ModelConfig
-from bench.models import build_model, efficientnet_lite0_imagenet, global_pool
+from bench.models import build_model, calibrate_feature_scale, efficientnet_lite0_imagenet, global_pool
 
 FEATURES = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[0.0, 0.0], [0.0, 4.0]]]])  # (1, 2, 2, 2)
 
@@ -69,10 +69,11 @@ def test_gap_logits_equal_cam_mean_plus_bias(backbone, stride, input_size, map_s
     model = build_model(ModelConfig(backbone=backbone, pretrained=False, feature_stride=stride, pooling="gap",
                                     input_size=input_size), num_classes=7).eval()
     images = torch.randn(2, 3, input_size, input_size)
+    model.feature_scale.fill_(2.5)  # the CAM must account for the head's input scale
     with torch.no_grad():
         features = model.features(images)
         logits = model.head(features)
-        cams = class_activation_maps(features, model.classifier.weight, torch.arange(7).repeat(2, 1))
+        cams = class_activation_maps(features, model.cam_weight, torch.arange(7).repeat(2, 1))
     assert features.shape[-2:] == (map_size, map_size)
     torch.testing.assert_close(logits, cams.mean(dim=(2, 3)) + model.classifier.bias, atol=1e-4, rtol=1e-4)
 
@@ -84,6 +85,20 @@ def test_gmp_head_pools_with_amax():
         features = model.features(torch.randn(2, 3, 64, 64))
         pooled = features.amax(dim=(2, 3))
         torch.testing.assert_close(model.head(features), pooled @ model.classifier.weight.T + model.classifier.bias)
+
+
+@pytest.mark.parametrize("pooling", ["gap", "gmp"])
+def test_calibration_sets_the_pooled_energy_and_keeps_the_model_mode(pooling):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8, pooling=pooling), 3)
+    images = torch.randn(4, 3, 64, 64)
+    scale = calibrate_feature_scale(model, images, target_energy=100.0)
+    assert model.training and float(model.feature_scale) == pytest.approx(scale)
+    model.eval()
+    with torch.no_grad():
+        pooled = global_pool(model.features(images), pooling) / model.feature_scale
+    assert pooled.pow(2).sum(dim=1).mean().item() == pytest.approx(100.0, rel=1e-5)
+    assert calibrate_feature_scale(model, images, target_energy=0.0) == pytest.approx(scale)  # 0 = leave as is
 
 
 def test_parameter_groups_give_the_head_its_multiplier():

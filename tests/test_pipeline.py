@@ -2,6 +2,7 @@
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from bench.cli import main
 from bench.config import load_config
 from bench.evaluate import PREDICTION_COLUMNS
 from bench.metrics import METRIC_KEYS
-from bench.pipeline import RunExistsError, run
+from bench.pipeline import RunExistsError, prepare_dataset, run
 from conftest import TINY_CONFIG
 
 RUN_FILES = {"config.yaml", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv", "cams.npz",
@@ -81,10 +82,51 @@ def test_existing_run_is_never_overwritten_silently(finished_run, tiny_config, c
     with pytest.raises(RunExistsError, match="already exists"):
         run(tiny_config(), log=lambda message: None)
     overrides = [f"{key}={value}" for key, value in
-                 {"dataset.root": config.dataset.root, "results_dir": config.results_dir}.items()]
+                 {"data_root": config.data_root, "results_dir": config.results_dir}.items()]
     assert main(["run", str(TINY_CONFIG), *overrides]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (config.run_dir / "predictions.csv").stat().st_mtime_ns == before
     assert main(["run", str(TINY_CONFIG), *overrides, "--overwrite"]) == 0
     assert (config.run_dir / "predictions.csv").stat().st_mtime_ns != before
     assert yaml.safe_load((config.run_dir / "config.yaml").read_text())["name"] == "tiny"
+
+
+def write_csv_copy(synthetic_root, folder):
+    """The tiny synthetic dataset re-described as a user's CSV, plus one unreadable train image."""
+    from bench.datasets import read_wsol
+
+    dataset = read_wsol(synthetic_root)
+    rows = ["image,label,split,x0,y0,x1,y1"]
+    for split, samples in dataset.splits.items():
+        for sample in samples:
+            image = sample.image_path.relative_to(synthetic_root).as_posix()
+            rows += [f"{image},{dataset.class_names[sample.label]},{split}," + ",".join(f"{v:g}" for v in box)
+                     for box in sample.boxes]
+    (synthetic_root / "broken.jpg").write_bytes(b"not an image")
+    rows.append(f"broken.jpg,{dataset.class_names[0]},train,,,,")
+    path = folder / "mine.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path, len(dataset.splits["test"])
+
+
+def test_a_users_csv_dataset_runs_end_to_end_and_bad_images_stop_or_are_skipped(tiny_config, tiny_data_dir, tmp_path,
+                                                                                   capsys):
+    first_image = prepare_dataset(tiny_config()).splits["train"][0].image_path
+    root = next(folder for folder in first_image.parents if (folder / "classes.txt").is_file())
+    copy = tmp_path / "mydata"  # a copy, so the shared dataset stays intact
+    shutil.copytree(root, copy)
+    csv_path, num_test = write_csv_copy(copy, copy)
+    overrides = [f"data_root={tmp_path}", "dataset.name=csv", "dataset.path=mydata/mine.csv",
+                 f"results_dir={tmp_path / 'results'}"]
+    assert main(["run", str(TINY_CONFIG), *overrides]) == 2
+    error = capsys.readouterr().err
+    assert "1 of" in error and str(copy / "broken.jpg") in error and "dataset.skip_bad" in error
+    assert not (tmp_path / "results" / "tiny").exists()  # stopped before anything was written
+
+    metrics = run(load_config(TINY_CONFIG, overrides + ["dataset.skip_bad=true"]), log=lambda message: None)
+    assert metrics["num_images"] == num_test
+    manifest = json.loads((tmp_path / "results" / "tiny" / "manifest.json").read_text())
+    assert manifest["skipped_images"] == [{"image": str(copy / "broken.jpg"), "reason": manifest["skipped_images"][0]
+                                           ["reason"], "split": "train"}]
+    assert manifest["skipped_images"][0]["reason"].startswith("cannot be opened as an image")
+    assert manifest["dataset"].startswith(f"CSV {copy / 'mine.csv'}")

@@ -1,4 +1,4 @@
-"""The learning-rate schedule on hand-computed steps, and one training step that learns."""
+"""The learning-rate schedule on hand-computed steps."""
 
 import math
 
