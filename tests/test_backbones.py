@@ -19,7 +19,7 @@ CASES = [(name, stride) for name, strides in FEATURE_STRIDES.items() for stride 
 @pytest.mark.parametrize("backbone, stride", CASES)
 def test_every_backbone_gives_input_over_stride_maps_and_the_gap_invariant(backbone, stride):
     torch.manual_seed(0)
-    size = 96
+    size = 64
     model = build_model(ModelConfig(backbone=backbone, pretrained=False, feature_stride=stride, pooling="gap",
                                     input_size=size), num_classes=4).eval()
     model.feature_scale.fill_(3.0)
@@ -35,6 +35,10 @@ def test_every_backbone_gives_input_over_stride_maps_and_the_gap_invariant(backb
 def test_the_paper_gap_backbones_add_a_1024_channel_conv_trained_at_the_head_rate(backbone, channels):
     model = build_model(ModelConfig(backbone=backbone, pretrained=False), num_classes=3)
     conv = model.added[0]
+    if backbone == "vgg16_gap":  # conv1_1 ... conv5_3 + ReLU: 13 convs, 4 pools (pool5 removed)
+        layers = list(model.backbone)
+        assert sum(isinstance(m, torch.nn.Conv2d) for m in layers) == 13
+        assert sum(isinstance(m, torch.nn.MaxPool2d) for m in layers) == 4 and isinstance(layers[-1], torch.nn.ReLU)
     assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (channels, 1024, (3, 3))
     pretrained, new = model.parameter_groups(lr=0.01, head_lr_mult=10.0)
     assert new["lr"] == pytest.approx(0.1) and pretrained["lr"] == 0.01
@@ -63,11 +67,12 @@ def test_torchvision_weights_load_from_the_configured_path(tmp_path):
 def test_torchvision_weights_load_from_the_hub_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     (tmp_path / "checkpoints").mkdir()
-    reference = torchvision.models.vgg16(weights=None)
-    torch.save(reference.state_dict(), tmp_path / "checkpoints" / "vgg16-397923af.pth")
-    backbone = build_backbone(ModelConfig(backbone="vgg16_gap", pretrained=True))
-    assert len(backbone.body) == len(reference.features) - 1  # pool5 removed
-    torch.testing.assert_close(backbone.body[28].weight, reference.features[28].weight)  # conv5_3
+    reference = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
+    torch.save(reference.state_dict(), tmp_path / "checkpoints" / "googlenet-1378be20.pth")
+    body = build_backbone(ModelConfig(backbone="googlenet_gap", pretrained=True)).body
+    torch.testing.assert_close(body[0].conv.weight, reference.conv1.conv.weight)
+    assert len(body) == 13  # conv1 ... inception4e; maxpool4 and after removed
+    torch.testing.assert_close(body[-1].branch1.conv.weight, reference.inception4e.branch1.conv.weight)
 
 
 def test_missing_weights_say_which_file_where_and_how_to_train_from_scratch(tmp_path, monkeypatch):
