@@ -1,6 +1,7 @@
 """Command line: ``python -m bench <command> ...`` (also installed as ``wsol-bench``).
 
-Exit codes: 0 success, 2 bad input (config, dataset, existing run folder), 1 other failure.
+Exit codes: 0 success, 2 bad input (config, dataset, existing run folder or outputs), 1 other failure,
+3 (``cam`` only) some images could not be read and were skipped (the others were processed).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Sequence
 from bench.config import ConfigError, config_to_dict, load_config
 
 EXIT_BAD_INPUT = 2
+EXIT_IMAGES_SKIPPED = 3
 
 _EPILOG = """\
 examples:
@@ -20,6 +22,8 @@ examples:
   python -m bench run configs/gap.yaml --overwrite          # replace an existing results/gap/
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
+  python -m bench cam photo.jpg photos/ --topk 3 --out cams/    # ImageNet CAMs and boxes for any image
+  python -m bench cam bird.jpg --checkpoint results/gap/checkpoint.pt
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
 """
@@ -45,11 +49,46 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
     with_config("show-config", "print the resolved config (all defaults filled in) and exit")
+    cam = commands.add_parser(
+        "cam", help="CAMs, top-k classes and boxes for any images (overlay PNGs + JSON)",
+        description="CAMs of the top-k classes of each image, boxes at tau = 0.2 of the max (largest component), "
+                    "an overlay PNG at the image's resolution and a JSON file per image. Exit code 3 if some "
+                    "files could not be read (they are listed and skipped).")
+    cam.add_argument("images", nargs="+", help="image files and/or folders of images")
+    cam.add_argument("--checkpoint", help="a run's checkpoint.pt (default: ImageNet-pretrained EfficientNet-Lite0)")
+    cam.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    cam.add_argument("--out", default="results/cam", help="output folder (default results/cam)")
+    cam.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    cam.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same images")
     return parser
+
+
+def _cam(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from bench import camtool
+
+    try:
+        if args.topk < 1 or args.batch_size < 1:
+            raise camtool.CamToolError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+        images = camtool.plan_outputs(args.images, Path(args.out), args.overwrite)
+        model = (camtool.checkpoint_cam_model(Path(args.checkpoint)) if args.checkpoint
+                 else camtool.imagenet_cam_model())
+        skipped = camtool.run_cam(images, model, Path(args.out), args.topk, args.batch_size)
+    except (camtool.CamToolError, ConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped (unreadable): " + ", ".join(str(path) for path, _ in skipped)
+              + f"; exit code {EXIT_IMAGES_SKIPPED}", file=sys.stderr)
+        return EXIT_IMAGES_SKIPPED
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "cam":
+        return _cam(args)
     try:
         config = load_config(args.config, args.overrides)
         if args.command == "show-config":

@@ -3,6 +3,7 @@
 The run folder ``results/<name>/`` holds:
 
 * ``config.yaml``      the resolved config (every default filled in)
+* ``classes.txt``      the class names, ``<label>,<name>`` per line
 * ``manifest.json``    status (running / complete), versions, seed, git commit, device, wall time per stage
 * ``checkpoint.pt``    model + optimizer state after the last finished epoch
 * ``metrics.json``     the metrics, with the protocol that produced them
@@ -30,7 +31,7 @@ import numpy as np
 import torch
 
 from bench.config import RunConfig, save_config
-from bench.data import DatasetFormatError, WsolDataset, collate
+from bench.data import DatasetFormatError, WsolDataset, collate, write_class_names
 from bench.datasets import DatasetSplits, check_images, load_dataset
 from bench.evaluate import evaluate
 from bench.head_train import cache_backbone_features, fit_head
@@ -158,6 +159,7 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
 
     _claim_run_dir(run_dir, overwrite)
     save_config(config, run_dir / "config.yaml")
+    write_class_names(run_dir, class_names)  # so the checkpoint can be used alone (python -m bench cam)
     manifest = {
         "status": "running", "name": config.name, "started": started.isoformat(timespec="seconds"),
         "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),

@@ -16,7 +16,7 @@ from bench.metrics import METRIC_KEYS
 from bench.pipeline import RunExistsError, prepare_dataset, run
 from conftest import TINY_CONFIG
 
-RUN_FILES = {"config.yaml", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv", "cams.npz",
+RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv", "cams.npz",
              "gallery.png"}
 
 

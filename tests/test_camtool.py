@@ -1,0 +1,109 @@
+"""``python -m bench cam``: real photos named and boxed, unreadable files, no silent overwrite, checkpoints."""
+
+import contextlib
+import csv
+import io
+import json
+import os
+
+import pytest
+from PIL import Image
+from skimage import data as skimage_data
+
+from bench.cli import main
+from bench.pipeline import run
+
+CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
+
+
+def inside(box, x, y) -> bool:
+    x0, y0, x1, y1 = box
+    return x0 <= x < x1 and y0 <= y < y1
+
+
+@pytest.fixture(scope="module")
+def photos_run(tmp_path_factory):
+    """One ``bench cam`` call on chelsea, coffee and a broken file, in batches of 2."""
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(skimage_data.chelsea()).save(folder / "chelsea.png")  # 451 x 300 (W x H)
+    Image.fromarray(skimage_data.coffee()).save(folder / "coffee.jpg")  # 600 x 400
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    out = folder / "out"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(["cam", str(folder), "--topk", "3", "--out", str(out), "--batch-size", "2"])
+    return folder, out, code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_cat_and_espresso_are_named_and_boxed(photos_run):
+    _, out, *_ = photos_run
+    chelsea = json.loads((out / "chelsea.png.json").read_text())
+    assert chelsea["size_hw"] == [300, 451] and len(chelsea["predictions"]) == 3
+    top1 = chelsea["predictions"][0]
+    assert top1["class_name"] in CAT_CLASSES and top1["probability"] > 0.3
+    # The face fills the photo: the box must hold both eyes and the nose (hand-read from the photo).
+    assert all(inside(top1["box"], x, y) for x, y in [(170, 130), (320, 140), (265, 240)])
+
+    coffee = json.loads((out / "coffee.jpg.json").read_text())
+    top1 = coffee["predictions"][0]
+    assert top1["class_name"] in {"espresso", "cup", "coffee mug"}
+    x0, y0, x1, y1 = top1["box"]
+    assert inside(top1["box"], 280, 120)  # the cup's centre
+    assert 150 <= (x0 + x1) / 2 <= 420 and 60 <= (y0 + y1) / 2 <= 260  # centred on the cup, not the table
+    assert (x1 - x0) * (y1 - y0) < 0.8 * 600 * 400  # not the whole photo
+    probabilities = [p["probability"] for p in coffee["predictions"]]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_overlays_keep_the_original_resolution(photos_run):
+    _, out, *_ = photos_run
+    with Image.open(out / "chelsea.png.cam.png") as overlay:
+        width, height = overlay.size
+    assert width == 3 * 451 and 300 < height < 360  # 3 panels of 451 x 300 under a title strip
+
+
+def test_unreadable_files_are_named_skipped_and_give_exit_code_3(photos_run):
+    folder, out, code, stdout, stderr = photos_run
+    assert code == 3
+    assert f"1 file(s) skipped (unreadable): {folder / 'broken.jpg'}; exit code 3" in stderr
+    assert "UnidentifiedImageError" in stdout and "Egyptian cat" in stdout
+    assert not (out / "broken.jpg.json").exists() and (out / "coffee.jpg.json").exists()
+
+
+def test_existing_outputs_are_not_overwritten_silently(photos_run, capsys):
+    folder, out, *_ = photos_run
+    record = out / "coffee.jpg.json"
+    before = record.stat().st_mtime_ns
+    assert main(["cam", str(folder / "coffee.jpg"), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "coffee.jpg.cam.png and 1 more already exist" in error and "--overwrite" in error
+    assert record.stat().st_mtime_ns == before
+    assert main(["cam", str(folder / "coffee.jpg"), "--out", str(out), "--overwrite"]) == 0
+    assert record.stat().st_mtime_ns > before
+
+
+def test_missing_input_and_duplicate_names_are_reported(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "x.png")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b" / "x.png")
+    assert main(["cam", str(tmp_path / "a" / "x.png"), str(tmp_path / "b" / "x.png"), "--out", str(tmp_path)]) == 2
+    assert "same file name" in capsys.readouterr().err
+    assert main(["cam", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "none.pt"),
+                 "--out", str(tmp_path / "o")]) == 2
+    assert "none.pt not found" in capsys.readouterr().err
+
+
+def test_checkpoint_gives_the_runs_own_predictions(tiny_config, tmp_path):
+    config = tiny_config("train.mode=head")
+    run(config, log=lambda message: None)
+    with (config.run_dir / "predictions.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    image = next((config.dataset_path).rglob(os.path.basename(row["image_id"])))
+    out = tmp_path / "cam"
+    assert main(["cam", str(image), "--checkpoint", str(config.run_dir / "checkpoint.pt"), "--out", str(out)]) == 0
+    record = json.loads((out / f"{image.name}.json").read_text())
+    class_names = [line.split(",", 1)[1] for line in (config.run_dir / "classes.txt").read_text().splitlines()]
+    assert [p["class_name"] for p in record["predictions"]] == [class_names[int(c)]
+                                                              for c in row["top5_classes"].split()]
+    assert record["predictions"][0]["probability"] == pytest.approx(float(row["top5_probs"].split()[0]), abs=1e-4)
