@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import ConfigError, config_to_dict, load_config
+from bench.config import ConfigError, config_to_dict, is_study_file, load_config, load_study
 
 EXIT_BAD_INPUT = 2
 
@@ -21,6 +21,8 @@ examples:
   python -m bench run configs/gap.yaml --overwrite          # replace an existing results/gap/
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
+  python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
+  python -m bench report configs/paper.yaml                 # re-render a study's report without training
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
@@ -43,8 +45,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="override config keys, e.g. model.pooling=gmp train.epochs=1")
         return sub
 
-    run = with_config("run", "run one benchmark: data, training, CAM evaluation, run folder in results/<name>/")
+    run = with_config("run", "run one benchmark (data, training, CAM evaluation, run folder in results/<name>/), "
+                             "or every unfinished run of a study file and its report (results/<study>/)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    run.add_argument("--quick", action="store_true", help="study files: the study's quick variant (study.quick)")
+    report = with_config("report", "re-render a study's tables, comparisons and figures from its finished runs "
+                                   "(no training)")
+    report.add_argument("--quick", action="store_true", help="the study's quick variant (study.quick)")
     with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
     with_config("show-config", "print the resolved config (all defaults filled in) and exit")
     export = commands.add_parser(
@@ -62,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
+            return _study_command(args)
+        if args.command == "report":
+            raise ConfigError(f"{args.config}: 'report' takes a study file (with a top-level 'study:' key), "
+                              "e.g. configs/paper.yaml; a single run's report is its run folder")
         config = load_config(args.config, args.overrides)
         if args.command == "show-config":
             import yaml
@@ -100,11 +112,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
         from bench.data import DatasetFormatError
         from bench.pipeline import RunExistsError
+        from bench.study import StudyError
 
-        if isinstance(error, (DatasetFormatError, RunExistsError, FileNotFoundError, FileExistsError)):
+        if isinstance(error, (DatasetFormatError, RunExistsError, StudyError, FileNotFoundError, FileExistsError)):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise
+
+
+def _study_command(args: argparse.Namespace) -> int:
+    """``run`` / ``report`` / ``show-config`` on a study file."""
+    study, runs = load_study(args.config, quick=getattr(args, "quick", False), overrides=args.overrides)
+    if args.command == "show-config":
+        grid = "; ".join(f"{key}: {list(values)}" for key, values in study.grid)
+        print(f"study {study.name} ({len(runs)} runs from {study.base}; grid {grid}) -> {study.study_dir}/")
+        for config in runs:
+            print(f"  {config.run_dir}")
+        return 0
+    from bench import study as studies
+
+    if args.command == "data":
+        from bench import pipeline
+
+        for dataset_config in dict.fromkeys(config.dataset for config in runs):  # distinct, in order
+            config = next(c for c in runs if c.dataset == dataset_config)
+            print(pipeline.prepare_dataset(config).source)
+        return 0
+    if args.command == "report":
+        studies.write_report(study, runs)
+    else:
+        studies.run_study(study, runs, overwrite=args.overwrite)
+    return 0
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def format_metrics(metrics: dict[str, float], protocol: str) -> str:
     return "\n".join(lines)
 
 
-def _draw_box(axis: plt.Axes, box, colour: str) -> None:
+def draw_box(axis: plt.Axes, box, colour: str) -> None:
     x0, y0, x1, y1 = (float(v) for v in box)
     # Box edges are pixel edges; imshow puts pixel centres on integers, hence the -0.5.
     axis.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
@@ -52,8 +52,8 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
         axis.imshow(item.image)
         axis.imshow(item.cam.clip(0, 1), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         for box in item.gt_boxes:
-            _draw_box(axis, box, "lime")
-        _draw_box(axis, item.box, "red")
+            draw_box(axis, box, "lime")
+        draw_box(axis, item.box, "red")
         mark = "" if item.predicted == item.label else " (wrong)"
         name = class_names[item.predicted]
         axis.set_title(f"{name}{mark}\nIoU {item.iou:.2f}", fontsize=7)
