@@ -161,7 +161,7 @@ def sweep_summary(test: ThresholdSweepMeter, pixels: PixelPrecisionMeter, val: T
     result = test.compute()
     thresholds = test.thresholds
     listing = (f"{len(thresholds)} thresholds {thresholds[0]:g}..{thresholds[-1]:g} "
-               f"on '{normalization}'-normalized GT-class CAMs")
+               f"on '{normalization}'-normalized GT-class maps")
     summary = {
         "thresholds": {"count": len(thresholds), "first": round(float(thresholds[0]), 6),
                        "last": round(float(thresholds[-1]), 6)},
