@@ -134,6 +134,16 @@ def _frame(sample: Sample, image: torch.Tensor, boxes: torch.Tensor, frame: str)
     return tuple(image.shape[-2:]), boxes.numpy()
 
 
+def _forward_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig, device: torch.device):
+    """``(labels, prediction, the batch's samples, their frames)`` for one loader batch."""
+    labels = batch["label"].to(device)
+    prediction = predict(model, batch["image"].to(device), labels)
+    batch_samples = [samples[index] for index in batch["index"].tolist()]
+    frames = [_frame(sample, image, boxes, config.frame)
+              for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
+    return labels, prediction, batch_samples, frames
+
+
 def _gallery_image(image: torch.Tensor, size: tuple[int, int], mean: tuple, std: tuple) -> np.ndarray:
     """The input tensor as ``(H, W, 3)`` uint8 at the evaluated frame's size."""
     pixels = _denormalize(image, mean, std)
@@ -174,12 +184,7 @@ def evaluate(
         writer = csv.writer(handle)
         writer.writerow(PREDICTION_COLUMNS)
         for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-            images = batch["image"].to(device)
-            labels = batch["label"].to(device)
-            prediction = predict(model, images, labels)
-            batch_samples = [samples[index] for index in batch["index"].tolist()]
-            frames = [_frame(sample, image, boxes, config.frame)
-                      for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
+            labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
             sizes = [size for size, _ in frames]
             gt_boxes = [boxes for _, boxes in frames]
             maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
@@ -226,12 +231,7 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
     """
     model.eval()
     for batch in tqdm(loader, desc="sweep", leave=False, dynamic_ncols=True):
-        images = batch["image"].to(device)
-        labels = batch["label"].to(device)
-        prediction = predict(model, images, labels)
-        batch_samples = [samples[index] for index in batch["index"].tolist()]
-        frames = [_frame(sample, image, boxes, config.frame)
-                  for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
+        labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
         gt_cams = prediction.cams[:, -1:].float()  # (B, 1, h, w)
         maps = [upsample_cams(gt_cams[i : i + 1], size)[0, 0].cpu().numpy() for i, (size, _) in enumerate(frames)]
         topk = prediction.topk_classes.cpu().numpy()
