@@ -14,7 +14,7 @@ DATA_ROOT ?=
 RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv benchmark report data test clean-venv
+.PHONY: help venv benchmark report data test perf clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
 
 test: $(STAMP) ## Run the test suite (fast: CPU, no network)
 	$(PY) -m pytest -q
+
+perf: $(STAMP) ## Time the threshold sweep (fast vs reference loop) and the CAM overhead (prints a table)
+	$(PY) -m bench.perf
 
 clean-venv: ## Remove .venv (datasets in data/ and runs in results/ are kept)
 	rm -rf $(VENV)

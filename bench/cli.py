@@ -23,6 +23,7 @@ examples:
   python -m bench show-config configs/gap.yaml model.pooling=gmp
   python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
   python -m bench report configs/paper.yaml                 # re-render a study's report without training
+  python -m bench evaluate-maps --maps my_maps/ --dataset-config configs/gap.yaml --out scores.json
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
@@ -54,6 +55,15 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--quick", action="store_true", help="the study's quick variant (study.quick)")
     with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
     with_config("show-config", "print the resolved config (all defaults filled in) and exit")
+    maps = commands.add_parser(
+        "evaluate-maps", help="score other tools' .npy heat maps (one per image id) on the config's split and protocol",
+        description="Score .npy heat maps (one per image of the config's eval.split, named <image_id>.npy, the "
+                    "ground-truth class's map, any resolution; resized bilinearly to the evaluated frame).")
+    maps.add_argument("--maps", required=True, help="folder of <image_id>.npy files")
+    maps.add_argument("--dataset-config", required=True, help="YAML config whose dataset and eval keys are used")
+    maps.add_argument("--out", help="also write the scores as JSON to this file (must not exist)")
+    maps.add_argument("--any-range", action="store_true", help="accept any finite values (default: maps in [0, 1])")
+    maps.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. eval.split=val")
     export = commands.add_parser(
         "export-wsol", help="write the config's dataset splits as wsolevaluation metadata",
         description="Write the train / val / test splits of the config's dataset as clovaai/wsolevaluation "
@@ -66,6 +76,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _evaluate_maps(args: argparse.Namespace, config) -> int:
+    import json
+    from pathlib import Path
+
+    from bench import pipeline
+    from bench.score_maps import load_score_maps, score_maps
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        print(f"error: {out} already exists; choose another --out file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    dataset = pipeline.prepare_dataset(config)
+    _, samples, _ = pipeline.checked_samples(dataset, config)
+    maps = load_score_maps(Path(args.maps), samples, args.any_range)
+    scores = score_maps(maps, samples, config.eval, config.model.input_size, config.eval.split)
+    print(json.dumps(scores, indent=2))
+    if out is not None:
+        out.write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -74,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "report":
             raise ConfigError(f"{args.config}: 'report' takes a study file (with a top-level 'study:' key), "
                               "e.g. configs/paper.yaml; a single run's report is its run folder")
-        config = load_config(args.config, args.overrides)
+        config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
+        if args.command == "evaluate-maps":
+            return _evaluate_maps(args, config)
         if args.command == "show-config":
             import yaml
 
@@ -112,9 +145,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
         from bench.data import DatasetFormatError
         from bench.pipeline import RunExistsError
+        from bench.score_maps import ScoreMapError
         from bench.study import StudyError
 
-        if isinstance(error, (DatasetFormatError, RunExistsError, StudyError, FileNotFoundError, FileExistsError)):
+        known = (DatasetFormatError, RunExistsError, StudyError, ScoreMapError, FileNotFoundError, FileExistsError)
+        if isinstance(error, known):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         raise

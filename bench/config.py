@@ -110,6 +110,8 @@ class EvalConfig:
     normalization: CamNormalization = "max"
     batch_size: int = 64
     gallery_size: int = 16
+    num_thresholds: int = 100  # threshold list i / n, i < n, for MaxBoxAcc(V2) and PxAP (100: step 0.01)
+    calibrate: bool = True  # also sweep the val split and report test numbers at the val-best tau
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval.tau": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "eval.gallery_size": (lambda v: v >= 0, "an integer >= 0"),
+    "eval.num_thresholds": (lambda v: 2 <= v <= 1000, "an integer in [2, 1000] (100: step 0.01, 1000: step 0.001)"),
 }
 
 
