@@ -10,6 +10,7 @@ The run folder ``results/<name>/`` holds:
 * ``predictions.csv``  one row per evaluated image (see :data:`bench.evaluate.PREDICTION_COLUMNS`)
 * ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16) + image ids
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
+* ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
 
 An existing run folder is never overwritten unless ``overwrite=True``.
 """
@@ -33,10 +34,12 @@ import torch
 from bench.config import RunConfig, save_config
 from bench.data import DatasetFormatError, WsolDataset, collate, write_class_names
 from bench.datasets import DatasetSplits, check_images, load_dataset
-from bench.evaluate import evaluate
+from bench.evaluate import SweepMeters, evaluate, sweep_split
 from bench.head_train import cache_backbone_features, fit_head
 from bench.models import build_model, calibrate_feature_scale
-from bench.report import format_metrics, save_gallery
+from bench.report import format_metrics, format_sweep, save_gallery, write_sweep_curves
+from bench.sweep import threshold_list
+from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter, sweep_summary
 from bench.train import fit, seed_everything
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
@@ -87,6 +90,27 @@ def checked_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, li
         raise DatasetFormatError(f"{dataset.source}: no usable image left in the "
                                  f"{'train' if not train else split} split after skipping bad images")
     return train, evaluated, skipped
+
+
+def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list[dict]]:
+    """``(val samples, skipped val images)`` used to choose tau; empty when not calibrating.
+
+    No calibration when ``eval.calibrate`` is false or the evaluated split is val itself.
+    """
+    if not config.eval.calibrate or config.eval.split == "val":
+        return [], []
+    if not dataset.splits["val"]:
+        raise DatasetFormatError(f"{dataset.source}: eval.calibrate needs a val split with boxes, and it is empty; "
+                                 f"add one or set eval.calibrate: false")
+    samples, skipped = check_images(dataset.splits["val"], config.dataset.skip_bad)
+    if not samples:
+        raise DatasetFormatError(f"{dataset.source}: no usable image left in the val split after skipping bad images")
+    return samples, [{**item, "split": "val"} for item in skipped]
+
+
+def _new_sweep(config: RunConfig) -> SweepMeters:
+    thresholds = threshold_list(config.eval.num_thresholds)
+    return SweepMeters(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
 
 
 def _git_state() -> dict:
@@ -149,6 +173,8 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     log(f"dataset: {dataset.source}")
     class_names = dataset.class_names
     train_samples, eval_samples, skipped = checked_samples(dataset, config)
+    val_samples, skipped_val = calibration_samples(dataset, config)
+    skipped += skipped_val
     if skipped:
         log(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
     lap("data")
@@ -206,12 +232,27 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     lap("train")
 
     log(f"evaluating on {len(eval_samples)} {config.eval.split} images")
-    result = evaluate(model, eval_loader, eval_samples, config.eval, device, run_dir / "predictions.csv")
+    sweep = _new_sweep(config)
+    result = evaluate(model, eval_loader, eval_samples, config.eval, device, run_dir / "predictions.csv", sweep)
     lap("evaluate")
+    val_sweep = None
+    if val_samples:
+        log(f"choosing tau on {len(val_samples)} val images")
+        val_sweep = _new_sweep(config)
+        val_set = WsolDataset(val_samples, size, model.mean, model.std, train=False)
+        val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.eval.batch_size, shuffle=False,
+                                                 collate_fn=collate, num_workers=config.train.num_workers)
+        sweep_split(model, val_loader, val_samples, config.eval, device, val_sweep)
+        lap("calibrate")
 
     protocol = protocol_description(config)
+    summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
+                            config.eval.split, config.eval.normalization)
     write_json(run_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
-                                          "tau": config.eval.tau, "normalization": config.eval.normalization})
+                                          "tau": config.eval.tau, "normalization": config.eval.normalization,
+                                          "sweep": summary})
+    write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, run_dir / "box_acc_curves.csv",
+                       run_dir / "boxacc_vs_tau.png", f"{config.name}: BoxAcc vs tau ({config.eval.split})")
     np.savez_compressed(run_dir / "cams.npz", image_ids=np.array(result.image_ids),
                         top1=np.stack(result.top1_cams), gt_class=np.stack(result.gt_cams))
     save_gallery(result.gallery, class_names, run_dir / "gallery.png",
@@ -223,5 +264,6 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     manifest["timings_s"]["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
     write_json(run_dir / "manifest.json", manifest)
     log(format_metrics(result.metrics, protocol))
+    log(format_sweep(summary))
     log(f"results in {run_dir}/")
     return result.metrics
