@@ -47,17 +47,25 @@ def cache_backbone_features(model: CamNet, loader: torch.utils.data.DataLoader, 
     return FeatureCache(torch.cat(maps), torch.cat(labels))
 
 
-class _CachedMaps(torch.utils.data.Dataset):
-    """Items shaped like :class:`bench.data.WsolDataset`'s, with cached maps in place of images."""
+class _ShuffledBatches:
+    """Batches of the cache in a new random order each pass, shaped like :func:`bench.data.collate`'s.
 
-    def __init__(self, cache: FeatureCache):
+    One gather per batch (``maps[indices]``) instead of a DataLoader's item-by-item stacking.
+    """
+
+    def __init__(self, cache: FeatureCache, batch_size: int, seed: int):
         self.cache = cache
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.cache.labels)
+        return -(-len(self.cache.labels) // self.batch_size)  # ceil
 
-    def __getitem__(self, index: int) -> dict:
-        return {"image": self.cache.maps[index], "label": self.cache.labels[index]}
+    def __iter__(self):
+        order = torch.randperm(len(self.cache.labels), generator=self.generator)
+        for start in range(0, len(order), self.batch_size):
+            indices = order[start : start + self.batch_size]
+            yield {"image": self.cache.maps[indices], "label": self.cache.labels[indices]}
 
 
 class _HeadOnCache(nn.Module):
@@ -89,8 +97,7 @@ def fit_head(
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(False)
     model.backbone.eval()
-    loader = torch.utils.data.DataLoader(_CachedMaps(cache), batch_size=config.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(seed))
+    loader = _ShuffledBatches(cache, config.batch_size, seed)
     optimizer = torch.optim.SGD(model.new_parameters(), lr=config.lr * config.head_lr_mult,
                                 momentum=config.momentum, weight_decay=config.weight_decay)
     total_steps = config.epochs * len(loader)
