@@ -4,7 +4,8 @@ The pretrained backbone's map of every training image is computed once (eval
 mode, no augmentation: the plain resize the evaluation uses, since a cached
 map cannot be re-cropped), kept in memory as float16, and the layers added to
 the backbone (the CAM modification's conv, if any, and the classifier) are
-trained on the cache with the same SGD, warmup + cosine schedule and head
+trained on the cache (on the pooled vectors, pooled once, when there is no
+added layer) with the same SGD, warmup + cosine schedule and head
 learning rate (``lr * head_lr_mult``) as full fine-tuning. The pooling is the
 only thing that separates a GAP run from a GMP run, so this isolates the
 effect of the pooling from the effect of fine-tuning.
@@ -24,7 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from bench.config import TrainConfig
-from bench.models import CamNet
+from bench.models import CamNet, global_pool
 from bench.train import save_checkpoint, train_one_epoch, warmup_cosine_schedule
 
 
@@ -69,14 +70,26 @@ class _ShuffledBatches:
 
 
 class _HeadOnCache(nn.Module):
-    """``cached maps (B, C, h, w) -> logits``: the model's added layers and head, nothing else."""
+    """Cached maps ``(B, C, h, w)`` -> logits through the added layers and the head, or, when
+    ``pooled``, cached pooled vectors ``(B, C)`` -> logits through the classifier alone."""
 
-    def __init__(self, model: CamNet):
+    def __init__(self, model: CamNet, pooled: bool):
         super().__init__()
         self.model = model
+        self.pooled = pooled
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        return self.model.head(self.model.added(maps.float()))
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.pooled:
+            return self.model.classify_pooled(inputs.float())
+        return self.model.head(self.model.added(inputs.float()))
+
+
+@torch.no_grad()
+def pool_cache(model: CamNet, cache: FeatureCache, chunk: int = 256) -> FeatureCache:
+    """The cache with each map replaced by its pooled vector ``(N, C)`` float32 (the model's pooling)."""
+    pooled = [global_pool(cache.maps[start : start + chunk].float(), model.pooling, model.lse_r, model.gem_p)
+              for start in range(0, len(cache.labels), chunk)]
+    return FeatureCache(torch.cat(pooled), cache.labels)
 
 
 def fit_head(
@@ -97,13 +110,16 @@ def fit_head(
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(False)
     model.backbone.eval()
-    loader = _ShuffledBatches(cache, config.batch_size, seed)
+    # Nothing before the pooling learns (no added layers) and the pooling has no
+    # parameters, so each map is pooled once here instead of at every epoch.
+    pooled = not any(True for _ in model.added.parameters())
+    loader = _ShuffledBatches(pool_cache(model, cache) if pooled else cache, config.batch_size, seed)
     optimizer = torch.optim.SGD(model.new_parameters(), lr=config.lr * config.head_lr_mult,
                                 momentum=config.momentum, weight_decay=config.weight_decay)
     total_steps = config.epochs * len(loader)
     scheduler = warmup_cosine_schedule(optimizer, min(round(config.warmup_epochs * len(loader)), total_steps),
                                        total_steps)
-    head = _HeadOnCache(model)
+    head = _HeadOnCache(model, pooled)
     history = []
     for epoch in range(1, config.epochs + 1):
         stats = train_one_epoch(head, loader, optimizer, scheduler, device, f"head epoch {epoch}/{config.epochs}",

@@ -76,7 +76,10 @@ class CamNet(nn.Module):
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """``features (B, C, h, w)`` -> class logits ``(B, num_classes)``."""
-        pooled = global_pool(features, self.pooling, self.lse_r, self.gem_p)  # (B, C)
+        return self.classify_pooled(global_pool(features, self.pooling, self.lse_r, self.gem_p))
+
+    def classify_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
+        """``pooled (B, C)`` (the output of :func:`global_pool`) -> class logits ``(B, num_classes)``."""
         return self.classifier(pooled / self.feature_scale)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bench.config import ModelConfig, TrainConfig
-from bench.head_train import FeatureCache, cache_backbone_features, fit_head
-from bench.models import build_model
+from bench.head_train import FeatureCache, cache_backbone_features, fit_head, pool_cache
+from bench.models import CamNet, build_model
 from bench.pipeline import run
 
 
@@ -65,3 +65,28 @@ def test_head_mode_run_end_to_end(tiny_config):
     for key, value in initial.items():
         torch.testing.assert_close(saved[f"backbone.{key}"], value)  # frozen, BN statistics included
     assert float(saved["feature_scale"]) != 1.0  # the head-input calibration ran
+
+
+def test_added_layers_train_on_the_maps_with_the_classifier(tmp_path):
+    torch.manual_seed(0)
+    config = ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=16, pooling="gap")
+    tiny = build_model(config, 3)
+    added = torch.nn.Sequential(torch.nn.Conv2d(64, 16, 3, padding=1), torch.nn.ReLU())
+    model = CamNet(tiny.backbone, 16, 3, config, tiny.mean, tiny.std, added=added)
+    conv_before = added[0].weight.detach().clone()
+    train = TrainConfig(epochs=15, batch_size=8, lr=0.1, head_lr_mult=1.0, warmup_epochs=0)
+    history = fit_head(model, separable_cache("gap"), train, torch.device("cpu"), tmp_path / "c.pt", log=print)
+    assert history[-1]["accuracy"] == 100.0
+    assert not torch.allclose(added[0].weight, conv_before)  # the added conv learned too
+
+
+@pytest.mark.parametrize("pooling", ["gap", "gmp", "lse"])
+def test_pooled_cache_gives_the_heads_logits(pooling):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=16, pooling=pooling), 3)
+    model.feature_scale.fill_(2.0)
+    cache = separable_cache("gap")
+    pooled = pool_cache(model, cache, chunk=5)
+    assert pooled.maps.shape == (24, 64) and torch.equal(pooled.labels, cache.labels)
+    with torch.no_grad():
+        torch.testing.assert_close(model.classify_pooled(pooled.maps), model.head(cache.maps.float()))
