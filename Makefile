@@ -4,16 +4,20 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/gap.yaml
-# Extra config overrides, e.g. ARGS="train.epochs=1 name=quick"; OVERWRITE=1 replaces an existing run folder.
+# Extra config overrides, e.g. ARGS="train.epochs=1 name=quick"; OVERWRITE=1 replaces an existing run folder;
+# RESUME=1 continues an interrupted one; NPROC=2 runs 2 processes on this machine (torchrun, DDP).
 ARGS   ?=
 OVERWRITE ?=
+RESUME ?=
+NPROC  ?=
+LAUNCH  = $(if $(NPROC),-m torch.distributed.run --standalone --nproc-per-node=$(NPROC))
 
 .DEFAULT_GOAL := help
 .PHONY: help venv benchmark data test test-all clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1"
+	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 RESUME=1 NPROC=2"
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies (once)
 
@@ -24,7 +28,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 benchmark: $(STAMP) ## Run CONFIG end to end (data, training, CAMs, metrics) into results/<name>/
-	$(PY) -m bench run $(CONFIG) $(ARGS) $(if $(OVERWRITE),--overwrite)
+	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
 data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
 	$(PY) -m bench data $(CONFIG) $(ARGS)

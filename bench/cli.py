@@ -1,6 +1,7 @@
 """Command line: ``python -m bench <command> ...`` (also installed as ``wsol-bench``).
 
-Exit codes: 0 success, 2 bad input (config, dataset, existing run folder), 1 other failure.
+Exit codes: 0 success, 2 bad input (config, dataset, existing run folder, nothing to resume), 1 other failure
+(a NaN loss, out of disk space or memory: one message, no traceback).
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from typing import Sequence
 from bench.config import ConfigError, config_to_dict, load_config
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
 
 _EPILOG = """\
 examples:
   python -m bench run configs/gap.yaml                      # train, localize, score -> results/gap/
   python -m bench run configs/gmp.yaml train.epochs=1 name=gmp_quick
   python -m bench run configs/gap.yaml --overwrite          # replace an existing results/gap/
+  python -m bench run configs/gap.yaml --resume             # continue an interrupted results/gap/
+  torchrun --standalone --nproc-per-node=2 -m bench run configs/gap.yaml   # 2 processes (DDP)
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
 
@@ -43,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
 
     run = with_config("run", "run one benchmark: data, training, CAM evaluation, run folder in results/<name>/")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the unfinished run in the run folder from its last checkpoint (same config)")
     with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
     with_config("show-config", "print the resolved config (all defaults filled in) and exit")
     return parser
@@ -69,22 +75,49 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"
                   + (f", {len(skipped)} skipped" if skipped else ""))
             return 0
-        pipeline.run(config, overwrite=args.overwrite)
+        from bench import distributed
+
+        try:
+            pipeline.run(config, overwrite=args.overwrite, resume=args.resume)
+        finally:
+            distributed.shutdown()
         return 0
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; continue the run with --resume", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
         from bench.data import DatasetFormatError
-        from bench.pipeline import RunExistsError
+        from bench.pipeline import ResumeError, RunExistsError
 
-        if isinstance(error, (DatasetFormatError, RunExistsError, FileNotFoundError)):
+        if isinstance(error, (DatasetFormatError, RunExistsError, ResumeError, FileNotFoundError)):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        failure = describe_failure(error)
+        if failure:
+            print(f"error: {failure}", file=sys.stderr)
+            return EXIT_FAILURE
         raise
+
+
+def describe_failure(error: BaseException) -> str | None:
+    """One clear line for the failures a user can act on (NaN loss, disk, memory); None for a real bug."""
+    from bench.files import DiskFullError
+    from bench.train import NonFiniteLossError
+
+    if isinstance(error, (NonFiniteLossError, DiskFullError)):
+        return str(error)
+    import torch
+
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return ("out of memory; lower train.batch_size / eval.batch_size / train.num_workers (or use fewer "
+                "processes per machine), then continue with --resume")
+    if isinstance(error, RuntimeError) and "DataLoader worker" in str(error) and "killed by signal" in str(error):
+        return (f"a data-loading worker was killed ({error}); usually the machine ran out of memory: lower "
+                f"train.num_workers or train.batch_size, then continue with --resume")
+    return None
 
 
 if __name__ == "__main__":

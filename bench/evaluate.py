@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,8 +26,9 @@ from tqdm import tqdm
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import EvalConfig
 from bench.data import Sample
+from bench.files import atomic_path
 from bench.localize import boxes_from_cams, normalize_cams
-from bench.metrics import TOP_K, LocalizationMeter, localization_outcomes
+from bench.metrics import TOP_K, LocalizationMeter, LocalizationOutcome, localization_outcomes
 from bench.models import CamNet
 
 PREDICTION_COLUMNS = (
@@ -64,6 +66,18 @@ class EvaluationResult:
     top1_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float16
     gt_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float16
     gallery: list[GalleryItem] = field(default_factory=list)
+
+
+@dataclass
+class ScoredBatch:
+    """Everything evaluation keeps of one batch: picklable, so ranks can send it to rank 0."""
+
+    rows: list[list]  # one predictions.csv row per image, columns PREDICTION_COLUMNS
+    outcome: LocalizationOutcome
+    image_ids: list[str]
+    top1_cams: list[np.ndarray]  # each (h, w) float16
+    gt_cams: list[np.ndarray]  # each (h, w) float16
+    gallery: list[GalleryItem]  # the batch's images among the first gallery_size of the split
 
 
 @torch.no_grad()
@@ -125,6 +139,74 @@ def _denormalize(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
     return (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
+def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
+                device: torch.device) -> ScoredBatch:
+    """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``)."""
+    images = batch["image"].to(device)
+    labels = batch["label"].to(device)
+    prediction = predict(model, images, labels)
+    indices = batch["index"].tolist()
+    batch_samples = [samples[index] for index in indices]
+    frames = [_frame(sample, image, boxes, config.frame)
+              for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
+    sizes = [size for size, _ in frames]
+    gt_boxes = [boxes for _, boxes in frames]
+    maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
+    topk_classes = prediction.topk_classes.cpu().numpy()
+    label_array = labels.cpu().numpy()
+    outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
+    topk_probs = prediction.topk_probs.float().cpu().numpy()
+    cams = prediction.cams.float().cpu()
+    scored = ScoredBatch(rows=[], outcome=outcome, image_ids=[], top1_cams=[], gt_cams=[], gallery=[])
+    for row, (index, sample) in enumerate(zip(indices, batch_samples)):
+        scored.rows.append([
+            sample.image_id, int(label_array[row]),
+            " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
+            ";".join(_format_box(b) for b in gt_boxes[row]),
+            _format_box(boxes[row, 0]), f"{outcome.top1_iou[row]:.4f}",
+            _format_box(boxes[row, -1]), f"{outcome.gt_known_iou[row]:.4f}",
+            int(outcome.top1_correct[row]), int(outcome.top5_correct[row]),
+            int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
+        ])
+        scored.image_ids.append(sample.image_id)
+        scored.top1_cams.append(cams[row, 0].numpy().astype(np.float16))
+        scored.gt_cams.append(cams[row, -1].numpy().astype(np.float16))
+        if index < config.gallery_size:
+            scored.gallery.append(GalleryItem(
+                image=_gallery_image(batch["image"][row], sizes[row], model.mean, model.std),
+                cam=normalize_cams(maps[row][:1], config.normalization)[0],
+                gt_boxes=gt_boxes[row], box=boxes[row, 0], label=int(label_array[row]),
+                predicted=int(topk_classes[row, 0]), iou=float(outcome.top1_iou[row]),
+            ))
+    return scored
+
+
+def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
+                  device: torch.device) -> Iterator[ScoredBatch]:
+    """:func:`score_batch` over ``loader``, lazily."""
+    model.eval()
+    for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
+        yield score_batch(model, batch, samples, config, device)
+
+
+def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> EvaluationResult:
+    """Stream scored batches (in split order) into ``predictions_path`` (written atomically) and the metrics."""
+    meter = LocalizationMeter()
+    result = EvaluationResult(metrics={})
+    with atomic_path(predictions_path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        for batch in scored:
+            writer.writerows(batch.rows)
+            meter.update(batch.outcome)
+            result.image_ids += batch.image_ids
+            result.top1_cams += batch.top1_cams
+            result.gt_cams += batch.gt_cams
+            result.gallery += batch.gallery
+    result.metrics = meter.compute()
+    return result
+
+
 def evaluate(
     model: CamNet,
     loader: torch.utils.data.DataLoader,
@@ -137,49 +219,4 @@ def evaluate(
 
     The CSV is written to a temporary file and renamed once complete.
     """
-    model.eval()
-    meter = LocalizationMeter()
-    result = EvaluationResult(metrics={})
-    temporary = predictions_path.with_name(predictions_path.name + ".tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
-        for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-            images = batch["image"].to(device)
-            labels = batch["label"].to(device)
-            prediction = predict(model, images, labels)
-            batch_samples = [samples[index] for index in batch["index"].tolist()]
-            frames = [_frame(sample, image, boxes, config.frame)
-                      for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
-            sizes = [size for size, _ in frames]
-            gt_boxes = [boxes for _, boxes in frames]
-            maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
-            topk_classes = prediction.topk_classes.cpu().numpy()
-            label_array = labels.cpu().numpy()
-            outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
-            meter.update(outcome)
-            topk_probs = prediction.topk_probs.cpu().numpy()
-            cams = prediction.cams.cpu()
-            for row, sample in enumerate(batch_samples):
-                writer.writerow([
-                    sample.image_id, int(label_array[row]),
-                    " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
-                    ";".join(_format_box(b) for b in gt_boxes[row]),
-                    _format_box(boxes[row, 0]), f"{outcome.top1_iou[row]:.4f}",
-                    _format_box(boxes[row, -1]), f"{outcome.gt_known_iou[row]:.4f}",
-                    int(outcome.top1_correct[row]), int(outcome.top5_correct[row]),
-                    int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
-                ])
-                result.image_ids.append(sample.image_id)
-                result.top1_cams.append(cams[row, 0].numpy().astype(np.float16))
-                result.gt_cams.append(cams[row, -1].numpy().astype(np.float16))
-                if len(result.gallery) < config.gallery_size:
-                    result.gallery.append(GalleryItem(
-                        image=_gallery_image(batch["image"][row], sizes[row], model.mean, model.std),
-                        cam=normalize_cams(maps[row][:1], config.normalization)[0],
-                        gt_boxes=gt_boxes[row], box=boxes[row, 0], label=int(label_array[row]),
-                        predicted=int(topk_classes[row, 0]), iou=float(outcome.top1_iou[row]),
-                    ))
-    temporary.replace(predictions_path)
-    result.metrics = meter.compute()
-    return result
+    return collect_results(score_batches(model, loader, samples, config, device), predictions_path)

@@ -59,5 +59,5 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
         axis.set_title(f"{name}{mark}\nIoU {item.iou:.2f}", fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, format="png")  # path may be a temporary name without .png
     plt.close(figure)
