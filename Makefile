@@ -11,13 +11,16 @@ OVERWRITE ?=
 RESUME ?=
 NPROC  ?=
 LAUNCH  = $(if $(NPROC),-m torch.distributed.run --standalone --nproc-per-node=$(NPROC))
+# Where datasets live (overrides the config's data_root), e.g. DATA_ROOT=/datasets
+DATA_ROOT ?=
+RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv benchmark data test test-all clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 RESUME=1 NPROC=2"
+	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 RESUME=1 NPROC=2 DATA_ROOT=/path/to/datasets"
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies (once)
 
@@ -28,10 +31,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 benchmark: $(STAMP) ## Run CONFIG end to end (data, training, CAMs, metrics) into results/<name>/
-	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
 
 data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
-	$(PY) -m bench data $(CONFIG) $(ARGS)
+	$(PY) -m bench data $(CONFIG) $(RUN_ARGS)
 
 test: $(STAMP) ## Run the test suite (fast: CPU, no network)
 	$(PY) -m pytest -q

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from bench.config import ConfigError, config_to_dict, load_config
@@ -24,6 +25,7 @@ examples:
   torchrun --standalone --nproc-per-node=2 -m bench run configs/gap.yaml   # 2 processes (DDP)
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
+  python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
 """
@@ -51,6 +53,15 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue the unfinished run in the run folder from its last checkpoint (same config)")
     with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
     with_config("show-config", "print the resolved config (all defaults filled in) and exit")
+    export = commands.add_parser(
+        "export-wsol", help="write the config's dataset splits as wsolevaluation metadata",
+        description="Write the train / val / test splits of the config's dataset as clovaai/wsolevaluation "
+                    "metadata (<out>/<split>/image_ids.txt, class_labels.txt, image_sizes.txt, localization.txt, "
+                    "plus classes.txt), image ids relative to the folder that holds all images (printed). "
+                    "Refuses to write over existing split folders.")
+    export.add_argument("config", help="YAML config file naming the dataset, e.g. configs/cub_gap.yaml")
+    export.add_argument("out", help="metadata folder to create, e.g. metadata/CUB")
+    export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     return parser
 
 
@@ -66,6 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Heavy imports (torch, timm) only once the config is known to be valid.
         from bench import pipeline
 
+        if args.command == "export-wsol":
+            from bench.datasets import common_image_root, write_wsol
+
+            dataset = pipeline.prepare_dataset(config)
+            image_root = common_image_root(dataset)
+            write_wsol(dataset, Path(args.out), image_root)
+            counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
+            print(f"wrote wsolevaluation metadata to {args.out} ({counts}); image ids are relative to {image_root}")
+            return 0
         if args.command == "data":
             dataset = pipeline.prepare_dataset(config)
             train, evaluated, skipped = pipeline.checked_samples(dataset, config)
@@ -92,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.data import DatasetFormatError
         from bench.pipeline import ResumeError, RunExistsError
 
-        if isinstance(error, (DatasetFormatError, RunExistsError, ResumeError, FileNotFoundError)):
+        if isinstance(error, (DatasetFormatError, RunExistsError, ResumeError, FileNotFoundError, FileExistsError)):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         failure = describe_failure(error)

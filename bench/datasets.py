@@ -586,6 +586,14 @@ def read_wsol_metadata(metadata_root: Path, image_root: Path, class_names: list[
     return DatasetSplits(list(class_names), splits, source)
 
 
+def common_image_root(splits: DatasetSplits) -> Path:
+    """The deepest folder holding every image of ``splits`` (image ids are written relative to it)."""
+    import os
+
+    folders = {str(sample.image_path.parent) for samples in splits.splits.values() for sample in samples}
+    return Path(os.path.commonpath(sorted(folders)))
+
+
 def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, masks_root: Path | None = None) -> None:
     """Write ``splits`` as wsolevaluation metadata: ``metadata_root/<split>/*.txt`` plus ``classes.txt``.
 

@@ -14,7 +14,7 @@ from bench.config import (
     load_config,
     save_config,
 )
-from conftest import TINY_CONFIG
+from conftest import REPO, TINY_CONFIG
 
 
 def write(tmp_path, text, name="exp.yaml"):
@@ -116,3 +116,10 @@ def test_cli_show_config_prints_resolved_config(capsys):
     assert main(["show-config", str(TINY_CONFIG), "model.pooling=gmp"]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
     assert shown["model"]["pooling"] == "gmp" and shown["name"] == "tiny" and shown["eval"]["tau"] == 0.2
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads_and_round_trips(path, tmp_path):
+    config = load_config(path)
+    save_config(config, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == config

@@ -450,3 +450,27 @@ def test_check_images_reports_or_skips_bad_images(tmp_path):
     assert reasons["garbage.jpg"].startswith("cannot be opened as an image")
     assert "outside the 30x20 (WxH) image by more than 1 px" in reasons["outside.png"]
     assert reasons["wrong_size.png"] == "the file is 20x31 (HxW) but the metadata says 20x30"
+
+
+# ----------------------------------------------------------------------------- the configs and the command line
+
+
+def test_cub_config_is_read_and_checked_by_the_cli_and_exported_as_wsol_metadata(cub_root, tmp_path, capsys):
+    from bench.cli import main
+
+    config = Path(__file__).resolve().parent.parent / "configs" / "cub_gap.yaml"
+    overrides = [f"data_root={cub_root.parent}", "dataset.val_size=1"]
+    assert main(["data", str(config), *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "CUB-200-2011 at" in printed and "images per split: train 3, val 1, test 2" in printed
+
+    out = tmp_path / "metadata" / "CUB"
+    assert main(["export-wsol", str(config), str(out), *overrides]) == 0
+    assert f"image ids are relative to {cub_root / 'images'}" in capsys.readouterr().out
+    exported = read_wsol_metadata(out, cub_root / "images")
+    original = read_cub(cub_root, val_size=1, seed=0)
+    assert exported.class_names == original.class_names
+    for split in ("train", "val", "test"):
+        same_samples(exported.splits[split], original.splits[split])
+    assert main(["export-wsol", str(config), str(out), *overrides]) == 2  # never written over
+    assert "already holds split folder(s) train, val, test" in capsys.readouterr().err
