@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-CONFIG ?= configs/gap.yaml
+CONFIG ?= configs/paper.yaml
 # Extra config overrides, e.g. ARGS="train.epochs=1 name=quick"; OVERWRITE=1 replaces an existing run folder;
 # RESUME=1 continues an interrupted one; NPROC=2 runs 2 processes on this machine (torchrun, DDP).
 ARGS   ?=
@@ -11,16 +11,18 @@ OVERWRITE ?=
 RESUME ?=
 NPROC  ?=
 LAUNCH  = $(if $(NPROC),-m torch.distributed.run --standalone --nproc-per-node=$(NPROC))
+# QUICK=1 runs a study's quick variant (study.quick in the study file).
+QUICK ?=
 # Where datasets live (overrides the config's data_root), e.g. DATA_ROOT=/datasets
 DATA_ROOT ?=
 RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv benchmark data test test-all clean-venv
+.PHONY: help venv benchmark report data test perf clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 RESUME=1 NPROC=2 DATA_ROOT=/path/to/datasets"
+	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 RESUME=1 NPROC=2 QUICK=1 DATA_ROOT=/path/to/datasets"
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies (once)
 
@@ -30,14 +32,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-benchmark: $(STAMP) ## Run CONFIG end to end (data, training, CAMs, metrics) into results/<name>/
-	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume)
+benchmark: $(STAMP) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
+	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) $(if $(QUICK),--quick)
+
+report: $(STAMP) ## Re-render a study's tables and figures from its finished runs (no training)
+	$(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick)
 
 data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
 	$(PY) -m bench data $(CONFIG) $(RUN_ARGS)
 
 test: $(STAMP) ## Run the test suite (fast: CPU, no network)
 	$(PY) -m pytest -q
+
+perf: $(STAMP) ## Time the threshold sweep (fast vs reference loop) and the CAM overhead (prints a table)
+	$(PY) -m bench.perf
 
 clean-venv: ## Remove .venv (datasets in data/ and runs in results/ are kept)
 	rm -rf $(VENV)

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import ConfigError, config_to_dict, load_config
+from bench.config import ConfigError, config_to_dict, is_study_file, load_config, load_study
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -25,6 +25,9 @@ examples:
   torchrun --standalone --nproc-per-node=2 -m bench run configs/gap.yaml   # 2 processes (DDP)
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
+  python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
+  python -m bench report configs/paper.yaml                 # re-render a study's report without training
+  python -m bench evaluate-maps --maps my_maps/ --dataset-config configs/gap.yaml --out scores.json
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
@@ -47,12 +50,27 @@ def _parser() -> argparse.ArgumentParser:
                          help="override config keys, e.g. model.pooling=gmp train.epochs=1")
         return sub
 
-    run = with_config("run", "run one benchmark: data, training, CAM evaluation, run folder in results/<name>/")
+    run = with_config("run", "run one benchmark (data, training, CAM evaluation, run folder in results/<name>/), "
+                             "or every unfinished run of a study file and its report (results/<study>/)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
     run.add_argument("--resume", action="store_true",
-                     help="continue the unfinished run in the run folder from its last checkpoint (same config)")
+                     help="continue the unfinished run in the run folder from its last checkpoint (same config); "
+                          "a study continues its interrupted runs this way without being asked")
+    run.add_argument("--quick", action="store_true", help="study files: the study's quick variant (study.quick)")
+    report = with_config("report", "re-render a study's tables, comparisons and figures from its finished runs "
+                                   "(no training)")
+    report.add_argument("--quick", action="store_true", help="the study's quick variant (study.quick)")
     with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
     with_config("show-config", "print the resolved config (all defaults filled in) and exit")
+    maps = commands.add_parser(
+        "evaluate-maps", help="score other tools' .npy heat maps (one per image id) on the config's split and protocol",
+        description="Score .npy heat maps (one per image of the config's eval.split, named <image_id>.npy, the "
+                    "ground-truth class's map, any resolution; resized bilinearly to the evaluated frame).")
+    maps.add_argument("--maps", required=True, help="folder of <image_id>.npy files")
+    maps.add_argument("--dataset-config", required=True, help="YAML config whose dataset and eval keys are used")
+    maps.add_argument("--out", help="also write the scores as JSON to this file (must not exist)")
+    maps.add_argument("--any-range", action="store_true", help="accept any finite values (default: maps in [0, 1])")
+    maps.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. eval.split=val")
     export = commands.add_parser(
         "export-wsol", help="write the config's dataset splits as wsolevaluation metadata",
         description="Write the train / val / test splits of the config's dataset as clovaai/wsolevaluation "
@@ -65,10 +83,38 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _evaluate_maps(args: argparse.Namespace, config) -> int:
+    import json
+    from pathlib import Path
+
+    from bench import pipeline
+    from bench.score_maps import load_score_maps, score_maps
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        print(f"error: {out} already exists; choose another --out file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    dataset = pipeline.prepare_dataset(config)
+    _, samples, _ = pipeline.checked_samples(dataset, config)
+    maps = load_score_maps(Path(args.maps), samples, args.any_range)
+    scores = score_maps(maps, samples, config.eval, config.model.input_size, config.eval.split)
+    print(json.dumps(scores, indent=2))
+    if out is not None:
+        out.write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        config = load_config(args.config, args.overrides)
+        if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
+            return _study_command(args)
+        if args.command == "report":
+            raise ConfigError(f"{args.config}: 'report' takes a study file (with a top-level 'study:' key), "
+                              "e.g. configs/paper.yaml; a single run's report is its run folder")
+        config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
+        if args.command == "evaluate-maps":
+            return _evaluate_maps(args, config)
         if args.command == "show-config":
             import yaml
 
@@ -111,8 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
         from bench.data import DatasetFormatError
         from bench.pipeline import ResumeError, RunExistsError
+        from bench.score_maps import ScoreMapError
+        from bench.study import StudyError
 
-        if isinstance(error, (DatasetFormatError, RunExistsError, ResumeError, FileNotFoundError, FileExistsError)):
+        known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
+                 FileExistsError)
+        if isinstance(error, known):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
         failure = describe_failure(error)
@@ -138,6 +188,36 @@ def describe_failure(error: BaseException) -> str | None:
         return (f"a data-loading worker was killed ({error}); usually the machine ran out of memory: lower "
                 f"train.num_workers or train.batch_size, then continue with --resume")
     return None
+
+
+def _study_command(args: argparse.Namespace) -> int:
+    """``run`` / ``report`` / ``show-config`` on a study file."""
+    study, runs = load_study(args.config, quick=getattr(args, "quick", False), overrides=args.overrides)
+    if args.command == "show-config":
+        grid = "; ".join(f"{key}: {list(values)}" for key, values in study.grid)
+        print(f"study {study.name} ({len(runs)} runs from {study.base}; grid {grid}) -> {study.study_dir}/")
+        for config in runs:
+            print(f"  {config.run_dir}")
+        return 0
+    from bench import study as studies
+
+    if args.command == "data":
+        from bench import pipeline
+
+        for dataset_config in dict.fromkeys(config.dataset for config in runs):  # distinct, in order
+            config = next(c for c in runs if c.dataset == dataset_config)
+            print(pipeline.prepare_dataset(config).source)
+        return 0
+    if args.command == "report":
+        studies.write_report(study, runs)
+    else:
+        from bench import distributed
+
+        try:
+            studies.run_study(study, runs, overwrite=args.overwrite)
+        finally:
+            distributed.shutdown()
+    return 0
 
 
 if __name__ == "__main__":

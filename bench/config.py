@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import itertools
 import types
 import typing
 from dataclasses import dataclass, field
@@ -110,6 +111,8 @@ class EvalConfig:
     normalization: CamNormalization = "max"
     batch_size: int = 64
     gallery_size: int = 16
+    num_thresholds: int = 100  # threshold list i / n, i < n, for MaxBoxAcc(V2) and PxAP (100: step 0.01)
+    calibrate: bool = True  # also sweep the val split and report test numbers at the val-best tau
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,7 @@ _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "eval.tau": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "eval.gallery_size": (lambda v: v >= 0, "an integer >= 0"),
+    "eval.num_thresholds": (lambda v: 2 <= v <= 1000, "an integer in [2, 1000] (100: step 0.01, 1000: step 0.001)"),
 }
 
 
@@ -345,3 +349,149 @@ def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
         expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
         raise ConfigError(f"{where(key)}: '{key}' is {value!r} ({type(value).__name__}); expected {expected}")
     return value
+
+
+# ----------------------------------------------------------------------------- studies
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A set of runs that differ in a few keys, analysed together (``bench.study``).
+
+    A study file is a YAML file with one top-level ``study:`` mapping:
+
+    * ``base``: the run config every run starts from, relative to the study file;
+    * ``grid``: ``{dotted key: [values]}``; every combination is one run;
+    * ``set``: ``{dotted key: value}`` applied to every run;
+    * ``quick``: ``{grid: ..., set: ...}`` entries that replace / add to the
+      above for a first look (``QUICK=1``); the study is then named ``<name>_quick``;
+    * ``compare``: poolings compared with GAP (``GAP - X`` with a paired bootstrap CI; default: every
+      other pooling of the grid);
+    * ``bootstrap``: bootstrap resamples; ``confidence``: the CI level.
+    """
+
+    name: str
+    base: str
+    grid: tuple[tuple[str, tuple], ...]  # ((key, values), ...) in file order
+    set: tuple[tuple[str, Any], ...] = ()
+    compare: tuple[str, ...] = ("gmp", "lse")
+    bootstrap: int = 1000
+    confidence: float = 0.95
+    results_dir: str = "results"
+
+    @property
+    def study_dir(self) -> Path:
+        return Path(self.results_dir) / self.name
+
+
+_STUDY_KEYS = ("base", "grid", "set", "quick", "compare", "bootstrap", "confidence")
+
+
+def is_study_file(path: str | Path) -> bool:
+    """Whether a YAML file describes a study (a top-level ``study:`` key) rather than one run."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # load_config reports the problem
+    return isinstance(raw, dict) and "study" in raw
+
+
+def _study_mapping(value: Any, key: str, where: _Where) -> dict:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where(key)}: '{key}' must be a mapping of dotted config keys, got {value!r}")
+    return value
+
+
+def _override_text(key: str, value: Any) -> str:
+    """``key=value`` with the value as one line of YAML, the form :func:`load_config` overrides take."""
+    text = yaml.safe_dump(value, default_flow_style=True).strip()
+    return f"{key}={text.removesuffix('...').strip()}"
+
+
+def load_study(path: str | Path, quick: bool = False,
+               overrides: typing.Sequence[str] = ()) -> tuple[StudyConfig, list[RunConfig]]:
+    """Read a study file; returns the study and its runs, every run validated before anything runs.
+
+    Run ``i`` is ``base`` + ``set`` + one grid combination + ``overrides``, named
+    after its grid values (``pooling-gap_seed-0``) with its folder in
+    ``<results_dir>/<study>/runs/``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: study file not found (expected a YAML file, e.g. configs/paper.yaml)")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    where = _Where(str(path), lines)
+    if not isinstance(raw, dict) or set(raw) != {"study"}:
+        extra = sorted(set(raw) - {"study"}) if isinstance(raw, dict) else raw
+        raise ConfigError(f"{path}: a study file holds only the top-level key 'study' (found {extra}); "
+                          "run settings belong in the base config or in study.set")
+    study = _study_mapping(raw["study"], "study", where)
+    for key in study:
+        if key not in _STUDY_KEYS:
+            close = difflib.get_close_matches(str(key), _STUDY_KEYS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{where('study.' + str(key))}: unknown key 'study.{key}'. "
+                              f"Allowed keys in study: {', '.join(_STUDY_KEYS)}.{hint}")
+    if not isinstance(study.get("base"), str):
+        raise ConfigError(f"{where('study.base')}: 'study.base' must name the run config (relative to {path.parent})")
+    grid = dict(_study_mapping(study.get("grid", {}), "study.grid", where))
+    full_poolings = grid.get("model.pooling")  # compare is checked against the full grid, not the quick one
+    fixed = dict(_study_mapping(study.get("set", {}), "study.set", where))
+    quick_part = _study_mapping(study.get("quick", {}), "study.quick", where)
+    if quick:
+        for key in quick_part:
+            if key not in ("grid", "set"):
+                raise ConfigError(f"{where('study.quick.' + str(key))}: unknown key 'study.quick.{key}'; "
+                                  "expected grid and/or set")
+        grid.update(_study_mapping(quick_part.get("grid", {}), "study.quick.grid", where))
+        fixed.update(_study_mapping(quick_part.get("set", {}), "study.quick.set", where))
+    if not grid:
+        raise ConfigError(f"{where('study.grid')}: 'study.grid' must list at least one key with its values")
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{where('study.grid.' + key)}: 'study.grid.{key}' is {values!r}; "
+                              "expected a non-empty list of distinct values")
+        if key in ("name", "results_dir"):
+            raise ConfigError(f"{where('study.grid.' + key)}: '{key}' is set by the study, not a grid key")
+    default_compare = [p for p in full_poolings if p != "gap"] if isinstance(full_poolings, list) else []
+    compare = study.get("compare", default_compare)
+    if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):
+        raise ConfigError(f"{where('study.compare')}: 'study.compare' is {compare!r}; expected a list of poolings")
+    bootstrap = study.get("bootstrap", 1000)
+    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 100:
+        raise ConfigError(f"{where('study.bootstrap')}: 'study.bootstrap' is {bootstrap!r}; expected an integer >= 100")
+    confidence = study.get("confidence", 0.95)
+    if not isinstance(confidence, float) or not 0.5 <= confidence < 1:
+        raise ConfigError(f"{where('study.confidence')}: 'study.confidence' is {confidence!r}; "
+                          "expected a number in [0.5, 1)")
+
+    name = path.stem + ("_quick" if quick else "")
+    base = path.parent / study["base"]
+    fixed_overrides = [_override_text(key, value) for key, value in fixed.items()]
+    probe = load_config(base, [*fixed_overrides, *overrides])  # errors name the base file and the key
+    results_dir = probe.results_dir
+    runs = []
+    for combination in itertools.product(*grid.values()):
+        assigned = dict(zip(grid, combination))
+        run_name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in assigned.items())
+        grid_overrides = [_override_text(key, value) for key, value in assigned.items()]
+        try:
+            runs.append(load_config(base, [*fixed_overrides, *grid_overrides, *overrides, f"name={run_name}",
+                                           f"results_dir={Path(results_dir) / name / 'runs'}"]))
+        except ConfigError as error:
+            raise ConfigError(f"{path}: study run {run_name}: {error}") from None
+    if compare and isinstance(full_poolings, list):
+        unknown = [c for c in compare if c not in full_poolings or c == "gap"]
+        if unknown or "gap" not in full_poolings:
+            raise ConfigError(f"{where('study.compare')}: 'study.compare' is {compare!r}; every entry must be a "
+                              f"pooling of study.grid.model.pooling other than gap, and gap must be in the grid "
+                              f"({full_poolings})")
+    config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, v in grid.items()),
+                         set=tuple(fixed.items()), compare=tuple(compare), bootstrap=bootstrap,
+                         confidence=confidence, results_dir=results_dir)
+    return config, runs

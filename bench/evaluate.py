@@ -30,6 +30,7 @@ from bench.files import atomic_path
 from bench.localize import boxes_from_cams, normalize_cams
 from bench.metrics import TOP_K, LocalizationMeter, LocalizationOutcome, localization_outcomes
 from bench.models import CamNet
+from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter
 
 PREDICTION_COLUMNS = (
     "image_id", "label", "top5_classes", "top5_probs", "gt_boxes", "top1_box", "top1_iou",
@@ -80,6 +81,42 @@ class ScoredBatch:
     gallery: list[GalleryItem]  # the batch's images among the first gallery_size of the split
 
 
+@dataclass(frozen=True)
+class SweepMeters:
+    """Threshold-list meters fed with each image's GT-class map (:mod:`bench.threshold_metrics`)."""
+
+    boxes: ThresholdSweepMeter
+    pixels: PixelPrecisionMeter  # fed only with images that have a mask
+
+    @classmethod
+    def for_thresholds(cls, thresholds: np.ndarray) -> SweepMeters:
+        """Empty meters over ``thresholds (T,)``."""
+        return cls(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
+
+    def update(self, gt_maps: list[np.ndarray], samples: list[Sample], gt_boxes: list[np.ndarray],
+               top1_correct: np.ndarray, top5_correct: np.ndarray, normalization: str) -> None:
+        """``gt_maps``: B raw GT-class maps ``(H_i, W_i)`` in the evaluated frame (normalized here)."""
+        normalized = [normalize_cams(cam[None], normalization)[0] for cam in gt_maps]
+        self.boxes.update(normalized, gt_boxes, top1_correct, top5_correct)
+        for cam, sample in zip(normalized, samples):
+            if sample.mask_path is not None:
+                self.pixels.update(cam, mask_in_frame(sample.mask_path, cam.shape))
+
+    def merge(self, other: SweepMeters) -> None:
+        """Add ``other``'s counts (e.g. another rank's share of the split): exact, the meters only count."""
+        self.boxes.merge(other.boxes)
+        self.pixels.merge(other.pixels)
+
+
+def mask_in_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
+    """Object mask ``(H, W)`` bool from a 0/255 PNG (object: value >= 128), resized (nearest) to ``size``."""
+    with Image.open(path) as image:
+        mask = image.convert("L")
+        if mask.size != (size[1], size[0]):
+            mask = mask.resize((size[1], size[0]), Image.NEAREST)
+        return np.asarray(mask) >= 128
+
+
 @torch.no_grad()
 def predict(model: CamNet, images: torch.Tensor, labels: torch.Tensor) -> BatchPrediction:
     """Logits and CAMs of a batch ``images (B, 3, S, S)`` in one forward pass."""
@@ -121,6 +158,16 @@ def _frame(sample: Sample, image: torch.Tensor, boxes: torch.Tensor, frame: str)
     return tuple(image.shape[-2:]), boxes.numpy()
 
 
+def _forward_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig, device: torch.device):
+    """``(labels, prediction, the batch's samples, their frames)`` for one loader batch."""
+    labels = batch["label"].to(device)
+    prediction = predict(model, batch["image"].to(device), labels)
+    batch_samples = [samples[index] for index in batch["index"].tolist()]
+    frames = [_frame(sample, image, boxes, config.frame)
+              for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
+    return labels, prediction, batch_samples, frames
+
+
 def _gallery_image(image: torch.Tensor, size: tuple[int, int], mean: tuple, std: tuple) -> np.ndarray:
     """The input tensor as ``(H, W, 3)`` uint8 at the evaluated frame's size."""
     pixels = _denormalize(image, mean, std)
@@ -140,21 +187,22 @@ def _denormalize(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
 
 
 def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
-                device: torch.device) -> ScoredBatch:
-    """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``)."""
-    images = batch["image"].to(device)
-    labels = batch["label"].to(device)
-    prediction = predict(model, images, labels)
+                device: torch.device, sweep: SweepMeters | None = None) -> ScoredBatch:
+    """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``).
+
+    ``sweep`` (optional) is fed each image's GT-class map in the evaluated frame.
+    """
+    labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
     indices = batch["index"].tolist()
-    batch_samples = [samples[index] for index in indices]
-    frames = [_frame(sample, image, boxes, config.frame)
-              for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
     sizes = [size for size, _ in frames]
     gt_boxes = [boxes for _, boxes in frames]
     maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
     topk_classes = prediction.topk_classes.cpu().numpy()
     label_array = labels.cpu().numpy()
     outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
+    if sweep is not None:
+        sweep.update([m[-1] for m in maps], batch_samples, gt_boxes, outcome.top1_correct, outcome.top5_correct,
+                     config.normalization)
     topk_probs = prediction.topk_probs.float().cpu().numpy()
     cams = prediction.cams.float().cpu()
     scored = ScoredBatch(rows=[], outcome=outcome, image_ids=[], top1_cams=[], gt_cams=[], gallery=[])
@@ -182,11 +230,11 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
 
 
 def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
-                  device: torch.device) -> Iterator[ScoredBatch]:
-    """:func:`score_batch` over ``loader``, lazily."""
+                  device: torch.device, sweep: SweepMeters | None = None) -> Iterator[ScoredBatch]:
+    """:func:`score_batch` over ``loader``, lazily (``sweep`` is complete once the iterator is exhausted)."""
     model.eval()
     for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-        yield score_batch(model, batch, samples, config, device)
+        yield score_batch(model, batch, samples, config, device, sweep)
 
 
 def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> EvaluationResult:
@@ -214,9 +262,30 @@ def evaluate(
     config: EvalConfig,
     device: torch.device,
     predictions_path: Path,
+    sweep: SweepMeters | None = None,
 ) -> EvaluationResult:
     """Score every image of ``loader`` (built over ``samples``, in order); write ``predictions_path``.
 
-    The CSV is written to a temporary file and renamed once complete.
+    The CSV is written to a temporary file and renamed once complete. ``sweep``
+    (optional) is also fed each image's GT-class map in the evaluated frame.
     """
-    return collect_results(score_batches(model, loader, samples, config, device), predictions_path)
+    return collect_results(score_batches(model, loader, samples, config, device, sweep), predictions_path)
+
+
+@torch.no_grad()
+def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
+                device: torch.device, sweep: SweepMeters) -> None:
+    """Feed ``sweep`` with every image of ``loader``: one forward pass, the GT-class CAM only, no files.
+
+    Used for the val split, whose only job is to choose tau.
+    """
+    model.eval()
+    for batch in tqdm(loader, desc="sweep", leave=False, dynamic_ncols=True):
+        labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
+        gt_cams = prediction.cams[:, -1:].float()  # (B, 1, h, w)
+        maps = [upsample_cams(gt_cams[i : i + 1], size)[0, 0].cpu().numpy() for i, (size, _) in enumerate(frames)]
+        topk = prediction.topk_classes.cpu().numpy()
+        label_array = labels.cpu().numpy()
+        top1 = topk[:, 0] == label_array
+        top5 = (topk[:, :TOP_K] == label_array[:, None]).any(axis=1)
+        sweep.update(maps, batch_samples, [boxes for _, boxes in frames], top1, top5, config.normalization)

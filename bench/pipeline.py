@@ -9,6 +9,7 @@ The run folder ``results/<name>/`` holds:
 * ``predictions.csv``  one row per evaluated image (see :data:`bench.evaluate.PREDICTION_COLUMNS`)
 * ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16) + image ids
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
+* ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
 
 An existing run folder is never overwritten unless ``overwrite=True``; an
 unfinished one is continued with ``resume=True``. Every file is written under a
@@ -44,11 +45,13 @@ from bench.checkpoint import load_training_state
 from bench.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
 from bench.data import DatasetFormatError, WsolDataset, collate
 from bench.datasets import DatasetSplits, check_images, load_dataset
-from bench.evaluate import collect_results, score_batches
+from bench.evaluate import SweepMeters, collect_results, score_batches, sweep_split
 from bench.files import TEMPORARY_SUFFIX, atomic_path, write_text
 from bench.models import build_model, calibrate_feature_scale
-from bench.report import format_metrics, save_gallery
+from bench.report import format_metrics, format_sweep, save_gallery, write_sweep_curves
 from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
+from bench.sweep import threshold_list
+from bench.threshold_metrics import sweep_summary
 from bench.train import autocast, fit, seed_everything
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
@@ -105,6 +108,45 @@ def checked_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, li
         raise DatasetFormatError(f"{dataset.source}: no usable image left in the "
                                  f"{'train' if not train else split} split after skipping bad images")
     return train, evaluated, skipped
+
+
+def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list[dict]]:
+    """``(val samples, skipped val images)`` used to choose tau; empty when not calibrating.
+
+    No calibration when ``eval.calibrate`` is false or the evaluated split is val itself.
+    """
+    if not config.eval.calibrate or config.eval.split == "val":
+        return [], []
+    if not dataset.splits["val"]:
+        raise DatasetFormatError(f"{dataset.source}: eval.calibrate needs a val split with boxes, and it is empty; "
+                                 f"add one or set eval.calibrate: false")
+    samples, skipped = check_images(dataset.splits["val"], config.dataset.skip_bad)
+    if not samples:
+        raise DatasetFormatError(f"{dataset.source}: no usable image left in the val split after skipping bad images")
+    return samples, [{**item, "split": "val"} for item in skipped]
+
+
+def _new_sweep(config: RunConfig) -> SweepMeters:
+    return SweepMeters.for_thresholds(threshold_list(config.eval.num_thresholds))
+
+
+def _sharded_loader(dataset: WsolDataset, context: distributed.Context,
+                    config: RunConfig) -> torch.utils.data.DataLoader:
+    """This rank's batches of ``dataset`` in split order (:meth:`bench.distributed.Context.my_batches`)."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=context.my_batches(len(dataset), config.eval.batch_size), collate_fn=collate,
+        num_workers=config.train.num_workers)
+
+
+def _merged(sweep: SweepMeters, context: distributed.Context) -> SweepMeters | None:
+    """On rank 0, the sum of every rank's sweep counts (None on the others); ``sweep`` itself in one process."""
+    shares = context.gather_in_order([sweep])
+    if shares is None:
+        return None
+    total = shares[0]
+    for share in shares[1:]:
+        total.merge(share)
+    return total
 
 
 def _git_state() -> dict:
@@ -198,10 +240,12 @@ def check_runtime(config: RunConfig, context: distributed.Context) -> None:
                           f"it must be divisible by the number of processes ({context.world_size})")
 
 
-def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list[dict]]:
+def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list, list[dict]]:
+    """``(source, class names, train, evaluated and val (calibration) samples, skipped images)``."""
     dataset = prepare_dataset(config)
     train_samples, eval_samples, skipped = checked_samples(dataset, config)
-    return dataset.source, dataset.class_names, train_samples, eval_samples, skipped
+    val_samples, skipped_val = calibration_samples(dataset, config)
+    return dataset.source, dataset.class_names, train_samples, eval_samples, val_samples, skipped + skipped_val
 
 
 def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False,
@@ -236,7 +280,7 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
         torch.set_num_threads(config.threads)
     device = context.device
 
-    source, class_names, train_samples, eval_samples, skipped = context.on_main(lambda: _read_data(config))
+    source, class_names, train_samples, eval_samples, val_samples, skipped = context.on_main(lambda: _read_data(config))
     say(f"dataset: {source}")
     if skipped:
         say(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
@@ -258,14 +302,15 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
                 "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
                 "device": str(device), "world_size": context.world_size, "torch_threads": torch.get_num_threads(),
                 "precision": config.precision, "platform": platform.platform(), "dataset": source,
-                "dataset_counts": {"train": len(train_samples), config.eval.split: len(eval_samples)},
+                "dataset_counts": {"train": len(train_samples), config.eval.split: len(eval_samples),
+                                   **({"val": len(val_samples)} if val_samples else {})},
                 "skipped_images": skipped, "timings_s": timings,
             }
         manifest.update(status=RUNNING, host=socket.gethostname(), pid=os.getpid())
         write_json(run_dir / "manifest.json", manifest)
     try:
-        metrics = _train_and_evaluate(config, context, class_names, train_samples, eval_samples, state, manifest,
-                                      lap, say)
+        metrics = _train_and_evaluate(config, context, class_names, train_samples, eval_samples, val_samples, state,
+                                      manifest, lap, say)
     except BaseException as error:
         if context.is_main:
             _record_stop(run_dir / "manifest.json", manifest, error)
@@ -287,8 +332,8 @@ def _record_stop(path: Path, manifest: dict, error: BaseException) -> None:
 
 
 def _train_and_evaluate(config: RunConfig, context: distributed.Context, class_names: list[str], train_samples: list,
-                        eval_samples: list, state: dict | None, manifest: dict, lap: Callable[[str], None],
-                        say: Callable[[str], None]) -> dict:
+                        eval_samples: list, val_samples: list, state: dict | None, manifest: dict,
+                        lap: Callable[[str], None], say: Callable[[str], None]) -> dict:
     run_dir, device = config.run_dir, context.device
     seed_everything(config.seed)
     model = build_model(config.model, num_classes=len(class_names)).to(device)
@@ -330,23 +375,38 @@ def _train_and_evaluate(config: RunConfig, context: distributed.Context, class_n
 
     say(f"evaluating on {len(eval_samples)} {config.eval.split} images{processes}")
     context.sync_module(model)  # BatchNorm statistics drift apart per rank during training; use rank 0's
-    eval_loader = torch.utils.data.DataLoader(
-        eval_set, batch_sampler=context.my_batches(len(eval_set), config.eval.batch_size), collate_fn=collate,
-        num_workers=config.train.num_workers)
+    eval_loader = _sharded_loader(eval_set, context, config)
+    sweep = _new_sweep(config)  # this rank's share; rank 0 sums every rank's counts (exact: they are counts)
     result = None
     with autocast(device, config.precision):
-        scored = score_batches(model, eval_loader, eval_samples, config.eval, device)
+        scored = score_batches(model, eval_loader, eval_samples, config.eval, device, sweep)
         if context.distributed:
             scored = context.gather_in_order(list(scored))
         if context.is_main:
             result = collect_results(scored, run_dir / "predictions.csv")
+    sweep = _merged(sweep, context)
     lap("evaluate")
+    val_sweep = None
+    if val_samples:
+        say(f"choosing tau on {len(val_samples)} val images{processes}")
+        val_set = WsolDataset(val_samples, size, model.mean, model.std, train=False)
+        val_sweep = _new_sweep(config)
+        with autocast(device, config.precision):
+            sweep_split(model, _sharded_loader(val_set, context, config), val_samples, config.eval, device, val_sweep)
+        val_sweep = _merged(val_sweep, context)
+        lap("calibrate")
     if not context.is_main:
         return {}
 
     protocol = protocol_description(config)
+    summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
+                            config.eval.split, config.eval.normalization)
     write_json(run_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
-                                          "tau": config.eval.tau, "normalization": config.eval.normalization})
+                                          "tau": config.eval.tau, "normalization": config.eval.normalization,
+                                          "sweep": summary})
+    with atomic_path(run_dir / "box_acc_curves.csv") as curves, atomic_path(run_dir / "boxacc_vs_tau.png") as figure:
+        write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, curves, figure,
+                           f"{config.name}: BoxAcc vs tau ({config.eval.split})")
     with atomic_path(run_dir / "cams.npz") as temporary, temporary.open("wb") as handle:
         np.savez_compressed(handle, image_ids=np.array(result.image_ids),
                             top1=np.stack(result.top1_cams), gt_class=np.stack(result.gt_cams))
@@ -361,5 +421,6 @@ def _train_and_evaluate(config: RunConfig, context: distributed.Context, class_n
     manifest["timings_s"]["total"] = round(sum(v for k, v in manifest["timings_s"].items() if k != "total"), 3)
     write_json(run_dir / "manifest.json", manifest)
     say(format_metrics(result.metrics, protocol))
+    say(format_sweep(summary))
     say(f"results in {run_dir}/")
     return result.metrics

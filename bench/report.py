@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from bench.evaluate import GalleryItem  # noqa: E402
+from bench.threshold_metrics import ThresholdSweepMeter  # noqa: E402
 
 METRIC_LABELS = {
     "top1_cls_error": "top-1 cls error (%)",
@@ -33,7 +35,7 @@ def format_metrics(metrics: dict[str, float], protocol: str) -> str:
     return "\n".join(lines)
 
 
-def _draw_box(axis: plt.Axes, box, colour: str) -> None:
+def draw_box(axis: plt.Axes, box, colour: str) -> None:
     x0, y0, x1, y1 = (float(v) for v in box)
     # Box edges are pixel edges; imshow puts pixel centres on integers, hence the -0.5.
     axis.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
@@ -52,8 +54,8 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
         axis.imshow(item.image)
         axis.imshow(item.cam.clip(0, 1), cmap="jet", alpha=0.45, vmin=0, vmax=1)
         for box in item.gt_boxes:
-            _draw_box(axis, box, "lime")
-        _draw_box(axis, item.box, "red")
+            draw_box(axis, box, "lime")
+        draw_box(axis, item.box, "red")
         mark = "" if item.predicted == item.label else " (wrong)"
         name = class_names[item.predicted]
         axis.set_title(f"{name}{mark}\nIoU {item.iou:.2f}", fontsize=7)
@@ -61,3 +63,45 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
     figure.tight_layout()
     figure.savefig(path, dpi=100, format="png")  # path may be a temporary name without .png
     plt.close(figure)
+
+
+def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | None, csv_path: Path,
+                       figure_path: Path, title: str) -> None:
+    """``box_acc_curves.csv`` (one row per tau) and ``boxacc_vs_tau.png`` of the threshold sweep."""
+    curves = test.compute()["curves"]
+    if val is not None:
+        curves["val_box_acc_largest_0.5"] = val.compute()["curves"]["box_acc_largest_0.5"]
+    columns = list(curves)
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in zip(*(curves[column] for column in columns)):
+            writer.writerow([f"{value:.6g}" for value in row])
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for column in columns[1:]:
+        if column.startswith("box_acc") or column.startswith("val_"):
+            axis.plot(curves["tau"], curves[column], label=column.replace("_", " "))
+    axis.set_xlabel("tau (normalized CAM threshold)")
+    axis.set_ylabel("BoxAcc (%)")
+    axis.set_ylim(0, 100)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    axis.set_title(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(figure_path, dpi=100, format="png")  # figure_path may be a temporary name without .png
+    plt.close(figure)
+
+
+def format_sweep(summary: dict) -> str:
+    """Plain-text lines of the threshold-sweep metrics, each with its protocol."""
+    lines = [f"  MaxBoxAcc (%)          {summary['max_box_acc']['value']:7.2f}  at tau "
+             f"{summary['max_box_acc']['tau']:g} [{summary['max_box_acc']['protocol']}]",
+             f"  MaxBoxAccV2 (%)        {summary['max_box_acc_v2']['value']:7.2f}  [{summary['max_box_acc_v2']['protocol']}]"]
+    if "pxap" in summary:
+        lines.append(f"  PxAP (%)               {summary['pxap']['value']:7.2f}  [{summary['pxap']['protocol']}]")
+    if "calibrated" in summary:
+        calibrated = summary["calibrated"]
+        lines.append(f"  top-1 / top-5 loc error (%) {calibrated['top1_loc_error']:6.2f} / "
+                     f"{calibrated['top5_loc_error']:6.2f}, GT-known loc acc {calibrated['gt_known_loc_acc']:.2f} "
+                     f"[{calibrated['protocol']}]")
+    return "\n".join(lines)

@@ -14,13 +14,16 @@ from bench.checkpoint import load_training_state
 from bench.config import load_config
 from bench.data import WsolDataset, collate
 from bench.distributed import Context
-from bench.evaluate import evaluate
+from bench.evaluate import SweepMeters, evaluate, sweep_split
 from bench.models import build_model
 from bench.pipeline import prepare_dataset
+from bench.report import write_sweep_curves
+from bench.sweep import threshold_list
+from bench.threshold_metrics import sweep_summary
 from conftest import REPO, TINY_CONFIG
 
 RUN_FILES = {"config.yaml", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv", "cams.npz",
-             "gallery.png"}
+             "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
 
 
 def test_my_batches_deals_whole_batches_round_robin():
@@ -32,7 +35,8 @@ def test_my_batches_deals_whole_batches_round_robin():
 
 def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config, tmp_path):
     # eval.batch_size=5 over 24 images: 5 batches, rank 0 scores 3 and rank 1 scores 2; the gallery (8 images)
-    # spans rank 0's first batch and rank 1's first batch.
+    # spans rank 0's first batch and rank 1's first batch. The 12 val images (tau calibration) are 3 batches:
+    # 2 on rank 0, 1 on rank 1.
     overrides = ["eval.batch_size=5", "eval.gallery_size=8"]
     config = tiny_config(*overrides)
     prepare_dataset(config)  # generate the shared dataset before the two processes read it
@@ -54,14 +58,25 @@ def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config
     dataset = prepare_dataset(config)
     model = build_model(config.model, num_classes=len(dataset.class_names))
     model.load_state_dict(state["model"])
-    samples = dataset.splits["test"]
-    loader = torch.utils.data.DataLoader(
-        WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False),
-        batch_size=config.eval.batch_size, collate_fn=collate)
-    result = evaluate(model, loader, samples, config.eval, torch.device("cpu"), tmp_path / "single.csv")
+    def loader(samples):
+        return torch.utils.data.DataLoader(
+            WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False),
+            batch_size=config.eval.batch_size, collate_fn=collate)
+
+    samples, val_samples = dataset.splits["test"], dataset.splits["val"]
+    sweep, val_sweep = (SweepMeters.for_thresholds(threshold_list(config.eval.num_thresholds)) for _ in range(2))
+    result = evaluate(model, loader(samples), samples, config.eval, torch.device("cpu"), tmp_path / "single.csv",
+                      sweep)
+    sweep_split(model, loader(val_samples), val_samples, config.eval, torch.device("cpu"), val_sweep)
     assert (tmp_path / "single.csv").read_text() == (folder / "predictions.csv").read_text()
     saved = json.loads((folder / "metrics.json").read_text())
     assert {key: saved[key] for key in result.metrics} == result.metrics
+    # The threshold sweep (test counts and val calibration) summed over the 2 ranks equals one process's.
+    assert val_sweep.boxes.num_images == 12 and sweep.pixels.num_images == 24
+    assert saved["sweep"] == sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes, "test",
+                                           config.eval.normalization)
+    write_sweep_curves(sweep.boxes, val_sweep.boxes, tmp_path / "curves.csv", tmp_path / "curves.png", "single")
+    assert (tmp_path / "curves.csv").read_text() == (folder / "box_acc_curves.csv").read_text()
     cams = np.load(folder / "cams.npz")
     assert list(cams["image_ids"]) == result.image_ids
     assert np.array_equal(cams["top1"], np.stack(result.top1_cams))

@@ -17,7 +17,7 @@ from bench.pipeline import RunExistsError, prepare_dataset, run
 from conftest import TINY_CONFIG
 
 RUN_FILES = {"config.yaml", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv", "cams.npz",
-             "gallery.png"}
+             "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
 
 
 @pytest.fixture
@@ -61,11 +61,35 @@ def test_run_folder_holds_every_output_with_its_schema(finished_run):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["seed"] == 0
     assert manifest["versions"]["torch"] and manifest["device"] == "cpu"
-    assert set(manifest["timings_s"]) == {"data", "model", "train", "evaluate", "report", "total"}
+    assert set(manifest["timings_s"]) == {"data", "model", "train", "evaluate", "calibrate", "report", "total"}
     assert [epoch["epoch"] for epoch in manifest["train_history"]] == [1, 2]
 
     with Image.open(folder / "gallery.png") as gallery:
         assert gallery.width > 300 and gallery.height > 200
+
+
+def test_threshold_sweep_metrics_agree_with_the_fixed_tau_protocol(finished_run):
+    config, metrics = finished_run
+    folder = config.run_dir
+    sweep = json.loads((folder / "metrics.json").read_text())["sweep"]
+    assert sweep["thresholds"] == {"count": 100, "first": 0.0, "last": 0.99}
+    assert sweep["max_box_acc"]["protocol"].startswith("oracle max over tau on test")
+    assert sweep["pxap"]["num_images"] == config.dataset.num_test  # the embedded data has masks
+    assert 0.0 <= sweep["pxap"]["value"] <= 100.0
+    calibrated = sweep["calibrated"]
+    assert calibrated["val_images"] == config.dataset.num_val
+    assert calibrated["protocol"].startswith(f"tau from val = {calibrated['tau']:g} ")
+    with (folder / "box_acc_curves.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 100 and float(rows[20]["tau"]) == 0.2
+    # Same maps, same rule: the sweep at tau = 0.2 reproduces the fixed-tau numbers.
+    assert float(rows[20]["box_acc_largest_0.5"]) == pytest.approx(metrics["gt_known_loc_acc"], abs=1e-4)
+    assert float(rows[20]["top1_loc_error"]) == pytest.approx(metrics["top1_loc_error"], abs=1e-4)
+    assert float(rows[20]["top5_loc_error"]) == pytest.approx(metrics["top5_loc_error"], abs=1e-4)
+    assert sweep["max_box_acc"]["value"] >= metrics["gt_known_loc_acc"]  # an oracle is never below a fixed tau
+    # The calibrated tau is the val-best one.
+    val_curve = [float(row["val_box_acc_largest_0.5"]) for row in rows]
+    assert calibrated["tau"] == pytest.approx(float(rows[int(np.argmax(val_curve))]["tau"]))
 
 
 def test_same_config_and_seed_give_identical_results(finished_run, tiny_config):

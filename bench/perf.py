@@ -1,0 +1,115 @@
+"""``make perf``: timings of the threshold sweep and of the CAM overhead (a benchmark, not a test).
+
+Prints, from one process on one machine:
+
+1. ms per 224x224 map for the fast sweep (:func:`bench.sweep.sweep_boxes`) and
+   the per-threshold reference loop (:func:`bench.sweep.reference_sweep`,
+   which computes the same two box rules with ``scipy.ndimage.label``), at 100
+   and 1,000 thresholds, and their ratio; also the plain loop "threshold ->
+   label -> largest component box" alone (one rule). The maps are random 14x14 maps
+   upsampled bilinearly to 224x224, like CAMs.
+2. The CAM overhead ratio ``time(forward + top-5 and GT-class CAMs + upsampling
+   + boxes at tau) / time(forward alone)`` for the default backbone
+   (EfficientNet-Lite0, stride 16, 224 px, ImageNet weights, 12 classes).
+
+Timings are the median of a few repeats; a shared machine makes them noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.config import EvalConfig, ModelConfig
+from bench.evaluate import boxes_for_batch, predict
+from bench.localize import largest_component_box, normalize_cams
+from bench.models import build_model
+from bench.sweep import reference_sweep, sweep_boxes, threshold_list
+
+SIZE = 224
+
+
+def _median_seconds(function: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def cam_like_maps(count: int, seed: int = 0) -> np.ndarray:
+    """``(count, 224, 224)`` float32 maps: random 14x14 maps upsampled bilinearly, max-normalized."""
+    generator = torch.Generator().manual_seed(seed)
+    small = torch.randn(count, 1, 14, 14, generator=generator)
+    maps = torch.nn.functional.interpolate(small, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    return normalize_cams(maps[:, 0].numpy(), "max")
+
+
+def sweep_timings(num_maps: int, reference_maps: int) -> None:
+    maps = cam_like_maps(num_maps)
+    gt_boxes = np.array([[40.0, 50.0, 160.0, 190.0]])
+    sweep_boxes(maps[0], threshold_list(10), gt_boxes)  # compile (or load the cached compiled kernel)
+    print(f"threshold sweep, ms per {SIZE}x{SIZE} map (median of repeats; {num_maps} maps fast, "
+          f"{reference_maps} reference)")
+    print(f"  {'thresholds':>10}  {'fast':>8}  {'reference':>10}  {'ratio':>7}  {'largest-only loop':>18}  {'ratio':>7}")
+    for count in (100, 1000):
+        thresholds = threshold_list(count)
+        fast = _median_seconds(lambda: [sweep_boxes(m, thresholds, gt_boxes) for m in maps], 5) / num_maps
+        reference = _median_seconds(lambda: [reference_sweep(m, thresholds, gt_boxes)
+                                              for m in maps[:reference_maps]], 1 if count == 1000 else 3) / reference_maps
+        largest_only = _median_seconds(lambda: [[largest_component_box(m >= t) for t in thresholds]
+                                                 for m in maps[:reference_maps]], 1) / reference_maps
+        print(f"  {count:>10}  {fast * 1e3:8.2f}  {reference * 1e3:10.1f}  {reference / fast:6.0f}x  "
+              f"{largest_only * 1e3:18.1f}  {largest_only / fast:6.0f}x")
+
+
+def cam_overhead(batch_size: int, repeats: int, threads: int) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    model = build_model(ModelConfig(), num_classes=12).eval()
+    images = torch.randn(batch_size, 3, SIZE, SIZE)
+    labels = torch.arange(batch_size) % 12
+    config = EvalConfig()
+
+    @torch.no_grad()
+    def forward() -> None:
+        model.head(model.features(images))
+
+    def forward_cams_boxes() -> None:
+        prediction = predict(model, images, labels)  # forward + top-5 and GT-class CAMs
+        boxes_for_batch(prediction.cams, [(SIZE, SIZE)] * batch_size, config)  # upsample + boxes at tau
+
+    forward()
+    forward_cams_boxes()  # warm-up
+    plain, full = [], []
+    for _ in range(repeats):  # interleaved, so that load from other processes hits both alike
+        plain.append(_median_seconds(forward, 1))
+        full.append(_median_seconds(forward_cams_boxes, 1))
+    plain, full = statistics.median(plain), statistics.median(full)
+    print(f"CAM overhead, efficientnet_lite0 stride 16, {SIZE}px, batch {batch_size}, "
+          f"{torch.get_num_threads()} torch threads (median of {repeats})")
+    print(f"  forward alone                              {plain * 1e3 / batch_size:7.2f} ms/image")
+    print(f"  forward + top-5 & GT CAMs + boxes (6 maps) {full * 1e3 / batch_size:7.2f} ms/image")
+    print(f"  ratio                                      {full / plain:7.3f}  (target <= 1.05)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--maps", type=int, default=20, help="maps timed for the fast sweep")
+    parser.add_argument("--reference-maps", type=int, default=3, help="maps timed for the reference loop")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = parser.parse_args()
+    sweep_timings(args.maps, args.reference_maps)
+    cam_overhead(args.batch_size, args.repeats, args.threads)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,138 @@
+"""Score heat maps saved by other tools (``python -m bench evaluate-maps``) on our protocol.
+
+One ``.npy`` file per image of the evaluated split, under the maps folder:
+``<maps>/<image_id>.npy`` (image ids may contain folders), or the image id
+with its extension replaced (``birds/001.png`` -> ``birds/001.npy``). Each
+file holds a 2-D real array ``(h, w)`` of any resolution: the map of the
+image's ground-truth class.
+
+**Resize rule.** A map is resized to the evaluated frame (``eval.frame``:
+the ``input_size x input_size`` network input, or the original image's
+``(H, W)``) by bilinear interpolation with ``align_corners=False`` — exactly
+how our own CAMs are upsampled (:func:`bench.cam.upsample_cams`); a map already
+at the frame's size is used as is. The aspect ratio is not preserved: the map
+is assumed to cover the whole image. It is then normalized with
+``eval.normalization`` and scored like our CAMs: GT-known loc accuracy at the
+fixed ``eval.tau``, MaxBoxAcc, MaxBoxAccV2 and (where masks exist) PxAP.
+
+**Checks.** Every file is checked before anything is scored, and all problems
+are reported together, each with its file name: missing file, unreadable
+file, not 2-D, empty, not real numbers, NaN or inf values, and values outside
+``[0, 1]`` (wsolevaluation's convention for saved score maps; pass
+``allow_any_range`` to accept any finite values, which the normalization
+rescales anyway).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bench.boxes import best_iou, resize_boxes
+from bench.cam import upsample_cams
+from bench.config import EvalConfig
+from bench.data import Sample
+from bench.evaluate import SweepMeters
+from bench.localize import boxes_from_cams
+from bench.metrics import IOU_THRESHOLD
+from bench.sweep import threshold_list
+from bench.threshold_metrics import sweep_summary
+
+MAX_LISTED_PROBLEMS = 20
+
+
+class ScoreMapError(ValueError):
+    """Some score-map files are missing or invalid; the message lists them with their file names."""
+
+
+def map_candidates(maps_dir: Path, image_id: str) -> list[Path]:
+    """Where the map of ``image_id`` may be, in the order tried."""
+    exact = maps_dir / f"{image_id}.npy"
+    replaced = (maps_dir / image_id).with_suffix(".npy")
+    return [exact] if replaced == exact else [exact, replaced]
+
+
+def check_score_map(array: np.ndarray, allow_any_range: bool = False) -> str | None:
+    """What is wrong with a loaded map (None if nothing)."""
+    if array.ndim != 2:
+        return f"expected a 2-D (h, w) map, got shape {array.shape}"
+    if array.size == 0:
+        return f"empty map, shape {array.shape}"
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        return f"expected real numbers, got dtype {array.dtype}"
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        return f"{bad} NaN or inf value(s) out of {array.size}"
+    if not allow_any_range and (array.min() < 0 or array.max() > 1):
+        return (f"values outside [0, 1]: min {float(array.min()):g}, max {float(array.max()):g} "
+                f"(save maps in [0, 1], or pass --any-range)")
+    return None
+
+
+def load_score_maps(maps_dir: Path, samples: list[Sample], allow_any_range: bool = False) -> list[np.ndarray]:
+    """The map of every sample (float32 ``(h_i, w_i)``), in order; raises :class:`ScoreMapError` listing all problems."""
+    maps_dir = Path(maps_dir)
+    if not maps_dir.is_dir():
+        raise ScoreMapError(f"{maps_dir}: score-map folder not found")
+    maps, problems = [], []
+    for sample in samples:
+        candidates = map_candidates(maps_dir, sample.image_id)
+        path = next((candidate for candidate in candidates if candidate.is_file()), None)
+        if path is None:
+            problems.append(f"{candidates[0]}: missing (map of image {sample.image_id!r})")
+            continue
+        try:
+            array = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            problems.append(f"{path}: not a readable .npy array ({error})")
+            continue
+        problem = check_score_map(array, allow_any_range)
+        if problem:
+            problems.append(f"{path}: {problem}")
+            continue
+        maps.append(array.astype(np.float32))
+    if problems:
+        listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
+        more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""
+        raise ScoreMapError(f"{len(problems)} of {len(samples)} score maps in {maps_dir} are missing or invalid:\n"
+                            f"  {listed}{more}")
+    return maps
+
+
+def resize_to_frame(score_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The module's resize rule: ``(h, w)`` -> ``size = (H, W)`` float32, bilinear, align_corners=False."""
+    if score_map.shape == tuple(size):
+        return score_map.astype(np.float32)
+    tensor = torch.from_numpy(np.ascontiguousarray(score_map, dtype=np.float32))[None, None]  # (1, 1, h, w)
+    return upsample_cams(tensor, tuple(size))[0, 0].numpy()
+
+
+def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig, input_size: int,
+               split: str) -> dict:
+    """Score loaded maps (one per sample) on the config's protocol -> a JSON-able dict with protocols."""
+    thresholds = threshold_list(config.num_thresholds)
+    sweep = SweepMeters.for_thresholds(thresholds)
+    correct = 0
+    for score_map, sample in zip(maps, samples):
+        if config.frame == "original":
+            size, gt_boxes = sample.size, np.asarray(sample.boxes, dtype=np.float64)
+        else:
+            size = (input_size, input_size)
+            gt_boxes = resize_boxes(sample.boxes, sample.size, size)
+        framed = resize_to_frame(score_map, size)
+        box = boxes_from_cams(framed[None], config.tau, config.normalization)  # (1, 4)
+        correct += int(best_iou(box, [gt_boxes])[0] >= IOU_THRESHOLD)
+        flags = np.zeros(1, dtype=bool)  # no classifier: top-1/top-5 are not scored
+        sweep.update([framed], [sample], [gt_boxes], flags, flags, config.normalization)
+    frame = "original image frame" if config.frame == "original" else f"{input_size}x{input_size} input frame"
+    return {
+        "num_images": len(samples),
+        "gt_known_loc_acc": {
+            "value": 100.0 * correct / len(samples),
+            "protocol": f"{split} split, fixed tau={config.tau:g} on '{config.normalization}'-normalized maps, "
+                        f"largest connected component, IoU >= 0.5, boxes in the {frame}",
+        },
+        "sweep": sweep_summary(sweep.boxes, sweep.pixels, None, split, config.normalization),
+    }

@@ -1,0 +1,471 @@
+"""Studies: several runs that differ in a few keys, their tables, paired comparisons and figures.
+
+A study (:class:`bench.config.StudyConfig`) is a grid of run configs. Each run
+is an ordinary run folder under ``results/<study>/runs/<run>/``; a finished run
+whose saved config equals the study's is reused, so an interrupted study picks
+up where it stopped. The study folder ``results/<study>/`` then gets:
+
+* ``table.md``, ``table.tex`` (booktabs), ``table.csv``: one row per setting
+  (every grid key but ``seed``), each metric as mean ± std over seeds, and the
+  CAM paper's ILSVRC numbers in a separate reference block;
+* ``comparison.md`` / ``comparison.csv``: ``GAP - X`` for each metric and
+  each pooling X in ``study.compare``, with a paired bootstrap confidence
+  interval over test images and seeds, and one computed verdict per setting;
+* figures: ``cams_gap_vs_gmp.png``, ``iou_hist.png``, ``boxacc_vs_tau.png``,
+  ``cam_area.png`` and, when the grid varies ``model.lse_r``, ``lse_sweep.png``.
+
+**Paired bootstrap** (:func:`paired_bootstrap`). Runs of two poolings with
+the same seed see the same test images in the same order, so per-image values
+are paired. One resample draws S seeds and N images with replacement (the same
+draw for both poolings) and takes the mean difference; the interval is the
+percentile interval of the resamples. It accounts for both sources of
+variation the table shows: which test images, and which training seed.
+
+**Verdict.** GT-known localization accuracy isolates localization from
+classification, so the verdict uses it: "GAP localizes better" if the whole
+interval of ``GAP - X`` is above 0, "worse" if below, else "no significant
+difference".
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from bench.boxes import box_area, pairwise_iou
+from bench.cam import upsample_cams
+from bench.config import RunConfig, StudyConfig, load_config
+from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
+
+# Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
+# Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
+PER_IMAGE_METRICS = {
+    "top1_cls_error": ("top1_correct", lambda v: 100.0 * (1.0 - v)),
+    "top1_loc_error": ("top1_loc", lambda v: 100.0 * (1.0 - v)),
+    "top5_loc_error": ("top5_loc", lambda v: 100.0 * (1.0 - v)),
+    "gt_known_loc_acc": ("gt_known_loc", lambda v: 100.0 * v),
+    "mean_iou": ("top1_iou", lambda v: v),
+}
+TABLE_METRICS = {
+    "top1_cls_error": "top-1 cls err (%)",
+    "top1_loc_error": "top-1 loc err (%)",
+    "top5_loc_error": "top-5 loc err (%)",
+    "gt_known_loc_acc": "GT-known loc (%)",
+    "mean_iou": "mean IoU",
+}
+# Threshold-free and calibrated columns (bench.threshold_metrics), from metrics.json["sweep"]; table only.
+SWEEP_METRICS = {
+    "sweep.max_box_acc.value": "MaxBoxAcc (%, oracle tau)",
+    "sweep.max_box_acc_v2.value": "MaxBoxAccV2 (%, oracle tau)",
+    "sweep.pxap.value": "PxAP (%)",
+    "sweep.calibrated.top1_loc_error": "top-1 loc err (%, tau from val)",
+}
+LOWER_IS_BETTER = {"top1_cls_error", "top1_loc_error", "top5_loc_error"}
+VERDICT_METRIC = "gt_known_loc_acc"
+# The CAM paper, ILSVRC 2014 val (Zhou et al., CVPR 2016, Tables 1-2): another dataset, shown for reference only.
+PAPER_REFERENCE = (
+    ("GoogLeNet-GAP", 35.0, 56.40, 43.00),
+    ("GoogLeNet-GMP", 35.6, 57.78, 45.26),
+)
+
+
+class StudyError(RuntimeError):
+    """A study cannot proceed as asked (e.g. a finished run folder holds another config)."""
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def run_state(config: RunConfig) -> str:
+    """What a study does with ``config.run_dir``; its status is read by :func:`bench.runs.run_status`.
+
+    ``missing``; ``complete`` (finished with this very config: reused); ``different`` (finished with another
+    config); ``running`` (its process is alive, or runs on another host); ``interrupted`` (stopped early,
+    killed or failed, same config: continued from its checkpoint); ``partial`` (unfinished and unreadable
+    or of another config: run again from scratch).
+    """
+    folder = config.run_dir
+    if not folder.exists():
+        return "missing"
+    status = run_status(folder)
+    if status == RUNNING:
+        return "running"
+    try:
+        same = load_config(folder / "config.yaml") == config
+    except Exception:  # noqa: BLE001 - any unreadable folder is an unfinished one
+        return "partial"
+    if status == COMPLETE:
+        return "complete" if same else "different"
+    return "interrupted" if same and status in (INTERRUPTED, FAILED) else "partial"
+
+
+def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
+              log: Callable[[str], None] = print) -> Path:
+    """Run every run not finished yet (reusing finished ones, continuing interrupted ones), then write the report.
+
+    Under ``torchrun`` every rank takes part in each run; rank 0 decides what to run and writes the report.
+    """
+    from bench import distributed
+    from bench.pipeline import run
+
+    context = distributed.from_environment()
+    states = context.on_main(lambda: {config.name: run_state(config) for config in runs})
+    different = [name for name, state in states.items() if state == "different"]
+    if different and not overwrite:
+        raise StudyError(f"{len(different)} finished run folder(s) under {study.study_dir / 'runs'} hold another "
+                         f"config than this study asks for ({', '.join(different[:3])}); pass --overwrite "
+                         f"(make ... OVERWRITE=1) to retrain them, or rename the study file")
+    running = [name for name, state in states.items() if state == "running"]
+    if running:
+        raise StudyError(f"run(s) {', '.join(running[:3])} of study {study.name} are being run by another process "
+                         f"(manifest.json names it); wait for it or stop it first")
+    say = log if context.is_main else (lambda message: None)
+    reused = sum(state == "complete" for state in states.values())
+    say(f"study {study.name}: {len(runs)} runs ({reused} finished and reused) -> {study.study_dir}/")
+    for index, config in enumerate(runs, start=1):
+        state = states[config.name]
+        if state == "complete":
+            continue
+        if state == "interrupted":
+            say(f"[{index}/{len(runs)}] {config.name}: interrupted earlier; continuing from its last checkpoint")
+        elif state == "partial":
+            say(f"[{index}/{len(runs)}] {config.name}: unfinished folder of another or unreadable config; "
+                f"running it again")
+        say(f"[{index}/{len(runs)}] {config.name}")
+        run(config, overwrite=state in ("partial", "different"), resume=state == "interrupted", log=log,
+            context=context)
+    if not context.is_main:
+        return study.study_dir
+    return write_report(study, runs, log=log)
+
+
+# ----------------------------------------------------------------------------- reading finished runs
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What the report needs of one finished run."""
+
+    config: RunConfig
+    metrics: dict
+    image_ids: list[str]
+    per_image: dict[str, np.ndarray]  # metric key -> (N,) per-image values (see PER_IMAGE_METRICS)
+    gt_boxes: list[np.ndarray]  # N arrays (G, 4), evaluated frame
+    gt_class_boxes: np.ndarray  # (N, 4)
+    gt_class_iou: np.ndarray  # (N,) best IoU of the GT-class box with the ground truth
+    gt_class_cams: np.ndarray  # (N, h, w) float32, feature resolution
+    box_acc_curve: tuple[np.ndarray, np.ndarray]  # (taus (T,), BoxAcc(tau, 0.5) % (T,)) from box_acc_curves.csv
+
+
+def _parse_boxes(text: str) -> np.ndarray:
+    return np.array([[float(v) for v in box.split()] for box in text.split(";") if box.strip()]).reshape(-1, 4)
+
+
+def read_run(config: RunConfig) -> RunResult:
+    folder = config.run_dir
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with (folder / "predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    per_image = {key: transform(np.array([float(row[column]) for row in rows]))
+                 for key, (column, transform) in PER_IMAGE_METRICS.items()}
+    cams = np.load(folder / "cams.npz")
+    with (folder / "box_acc_curves.csv").open(newline="") as handle:
+        curve_rows = list(csv.DictReader(handle))
+    curve = (np.array([float(row["tau"]) for row in curve_rows]),
+             np.array([float(row["box_acc_largest_0.5"]) for row in curve_rows]))
+    return RunResult(
+        config=config, metrics=metrics, image_ids=[row["image_id"] for row in rows], per_image=per_image,
+        gt_boxes=[_parse_boxes(row["gt_boxes"]) for row in rows],
+        gt_class_boxes=np.stack([_parse_boxes(row["gt_class_box"])[0] for row in rows]),
+        gt_class_iou=np.array([float(row["gt_class_iou"]) for row in rows]),
+        gt_class_cams=cams["gt_class"].astype(np.float32), box_acc_curve=curve,
+    )
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, confidence: float,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean of ``a - b`` and its percentile confidence interval, resampling seeds and images.
+
+    ``a``, ``b``: ``(S, N)`` per-image values of two methods, row s from
+    training seed s, column n the same test image in both. One resample draws
+    S rows and N columns with replacement (one draw shared by ``a`` and ``b``
+    and by all drawn rows) and takes the mean of ``(a - b)`` over the drawn
+    cells. Returns ``(observed mean difference, low, high)``.
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"a and b must both be (seeds, images); got {a.shape} and {b.shape}")
+    difference = a - b  # (S, N)
+    num_seeds, num_images = difference.shape
+    rng = np.random.default_rng(seed)
+    # Mean over drawn rows and columns = mean over drawn rows of the drawn-column means;
+    # per_column[s] sums over images via counts, which avoids an (R, S, N) array.
+    image_counts = np.stack([np.bincount(rng.integers(0, num_images, num_images), minlength=num_images)
+                             for _ in range(resamples)])  # (R, N)
+    seed_counts = np.stack([np.bincount(rng.integers(0, num_seeds, num_seeds), minlength=num_seeds)
+                            for _ in range(resamples)])  # (R, S)
+    row_means = image_counts @ difference.T / num_images  # (R, S): each seed's mean over the drawn images
+    means = (row_means * seed_counts).sum(axis=1) / num_seeds  # (R,)
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [alpha, 1.0 - alpha])
+    return float(difference.mean()), float(low), float(high)
+
+
+def verdict(low: float, high: float, metric: str) -> str:
+    """A computed sentence from the interval of ``GAP - X`` (sign-aware for errors)."""
+    better_if_positive = metric not in LOWER_IS_BETTER
+    if low > 0:
+        return "GAP localizes better" if better_if_positive else "GAP localizes worse"
+    if high < 0:
+        return "GAP localizes worse" if better_if_positive else "GAP localizes better"
+    return "no significant difference"
+
+
+# ----------------------------------------------------------------------------- grouping
+
+
+def _value(config: RunConfig, key: str):
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _row_keys(study: StudyConfig) -> list[str]:
+    return [key for key, _ in study.grid if key != "seed"]
+
+
+def _label(keys: list[str], values: tuple) -> str:
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in zip(keys, values)) or "all runs"
+
+
+def group_runs(study: StudyConfig, results: list[RunResult]) -> dict[tuple, list[RunResult]]:
+    """Results grouped by the values of every grid key but ``seed`` (grid order kept)."""
+    keys = _row_keys(study)
+    groups: dict[tuple, list[RunResult]] = {}
+    for result in results:
+        groups.setdefault(tuple(_value(result.config, key) for key in keys), []).append(result)
+    return groups
+
+
+def _settings(study: StudyConfig, results: list[RunResult]) -> dict[tuple, dict[str, list[RunResult]]]:
+    """Results by setting (every grid key but seed and pooling), then by pooling."""
+    keys = [key for key in _row_keys(study) if key != "model.pooling"]
+    settings: dict[tuple, dict[str, list[RunResult]]] = {}
+    for result in results:
+        setting = tuple(_value(result.config, key) for key in keys)
+        settings.setdefault(setting, {}).setdefault(result.config.model.pooling, []).append(result)
+    return settings
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    array = np.asarray(values, dtype=np.float64)
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def table_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
+    """One row per setting: the grid values, the number of seeds, each metric's mean and std."""
+    keys = _row_keys(study)
+    rows = []
+    for values, group in group_runs(study, results).items():
+        row = {key: value for key, value in zip(keys, values)}
+        row["seeds"] = len(group)
+        for metric in (*TABLE_METRICS, *SWEEP_METRICS):
+            values = [metric_value(r.metrics, metric) for r in group]
+            if all(value is not None for value in values):
+                row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
+        rows.append(row)
+    return rows
+
+
+def metric_value(metrics: dict, key: str) -> float | None:
+    """``metrics[a][b]...`` for a dotted key; None where the run did not compute it (e.g. no masks: no PxAP)."""
+    value = metrics
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value)
+
+
+def _columns(rows: list[dict]) -> dict[str, str]:
+    """The metric columns every row has: the fixed-tau ones, then the sweep ones that were computed."""
+    labels = {**TABLE_METRICS, **SWEEP_METRICS}
+    return {key: label for key, label in labels.items() if all(f"{key}_mean" in row for row in rows)}
+
+
+def _format(metric: str, mean: float, std: float, separator: str = " ± ") -> str:
+    digits = 3 if metric == "mean_iou" else 1
+    return f"{mean:.{digits}f}{separator}{std:.{digits}f}"
+
+
+def comparisons(study: StudyConfig, results: list[RunResult]) -> list[dict]:
+    """``GAP - X`` per setting, compared pooling and metric, with the paired bootstrap interval."""
+    keys = [key for key in _row_keys(study) if key != "model.pooling"]
+    out = []
+    for setting, by_pooling in _settings(study, results).items():
+        if "gap" not in by_pooling:
+            continue
+        for other in study.compare:
+            if other not in by_pooling:
+                continue
+            gap = {r.config.seed: r for r in by_pooling["gap"]}
+            rival = {r.config.seed: r for r in by_pooling[other]}
+            seeds = sorted(set(gap) & set(rival))
+            if not seeds:
+                continue
+            for seed in seeds:
+                if gap[seed].image_ids != rival[seed].image_ids:
+                    raise StudyError(f"runs {gap[seed].config.name} and {rival[seed].config.name} were evaluated "
+                                     "on different images; they cannot be paired")
+            for metric in TABLE_METRICS:
+                a = np.stack([gap[s].per_image[metric] for s in seeds])  # (S, N)
+                b = np.stack([rival[s].per_image[metric] for s in seeds])
+                mean, low, high = paired_bootstrap(a, b, study.bootstrap, study.confidence)
+                out.append({"setting": _label(keys, setting), "versus": other, "metric": metric,
+                            "seeds": len(seeds), "images": a.shape[1], "difference": mean, "low": low, "high": high,
+                            "verdict": verdict(low, high, metric)})
+    return out
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else [])
+        writer.writeheader()
+        writer.writerows(rows)
+    temporary.replace(path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def markdown_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
+    keys = _row_keys(study)
+    columns = _columns(rows)
+    header = [key.rsplit(".", 1)[-1] for key in keys] + ["seeds"] + list(columns.values())
+    lines = [f"Study `{study.name}`: mean ± std over seeds. Columns without a tau note: {protocol}. "
+             "Oracle columns take the best tau on the test split itself (wsolevaluation's protocol); "
+             "'tau from val' picks tau on the val split.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [str(row[key]) for key in keys] + [str(row["seeds"])]
+        cells += [_format(metric, row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Reference, **another dataset** (ILSVRC 2014 val, GoogLeNet, the CAM paper's Tables 1-2; "
+              "not comparable with the rows above):", "",
+              "| method | top-1 cls err (%) | top-1 loc err (%) | top-5 loc err (%) |", "|---|---|---|---|"]
+    lines += [f"| {name} | {cls:.1f} | {top1:.2f} | {top5:.2f} |" for name, cls, top1, top5 in PAPER_REFERENCE]
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
+    keys = _row_keys(study)
+    metrics = _columns(rows)
+    header = [key.rsplit(".", 1)[-1].replace("_", r"\_") for key in keys] + ["seeds"]
+    header += [label.replace("%", r"\%") for label in metrics.values()]
+    columns = "l" * (len(keys) + 1) + "r" * len(metrics)
+    lines = [r"% " + f"wsol-bench study {study.name}: mean $\\pm$ std over seeds; {protocol}",
+             r"\begin{tabular}{" + columns + "}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
+    for row in rows:
+        cells = [str(row[key]).replace("_", r"\_") for key in keys] + [str(row["seeds"])]
+        cells += [_format(metric, row[f"{metric}_mean"], row[f"{metric}_std"], r" $\pm$ ") for metric in metrics]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\midrule", r"\multicolumn{" + str(len(header)) + r"}{l}{\emph{Reference, another dataset: "
+              r"ILSVRC 2014 val, CAM paper (top-1 cls / top-1 loc / top-5 loc err, \%)}} \\"]
+    for name, cls, top1, top5 in PAPER_REFERENCE:
+        lines.append(r"\multicolumn{" + str(len(keys) + 1) + "}{l}{" + name + "} & " +
+                     f"{cls:.1f} & {top1:.2f} & {top5:.2f}" + " & " * (len(metrics) - 3) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def comparison_markdown(study: StudyConfig, rows: list[dict]) -> str:
+    level = f"{100 * study.confidence:g}%"
+    lines = [f"Paired differences GAP - X ({level} bootstrap interval over test images and seeds, "
+             f"{study.bootstrap} resamples). Verdict from {TABLE_METRICS[VERDICT_METRIC]}.", ""]
+    for row in rows:
+        if row["metric"] == VERDICT_METRIC:
+            lines.append(f"- **{row['setting']}, GAP vs {row['versus'].upper()}: {row['verdict']}** "
+                         f"(GT-known loc GAP - {row['versus'].upper()} = {row['difference']:+.1f} points, "
+                         f"{level} CI [{row['low']:+.1f}, {row['high']:+.1f}]; {row['seeds']} seeds x "
+                         f"{row['images']} images)")
+    lines += ["", "| setting | GAP - X | metric | difference | CI low | CI high |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        digits = 3 if row["metric"] == "mean_iou" else 2
+        lines.append(f"| {row['setting']} | {row['versus'].upper()} | {TABLE_METRICS[row['metric']]} | "
+                     f"{row['difference']:+.{digits}f} | {row['low']:+.{digits}f} | {row['high']:+.{digits}f} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- per-image geometry for figures
+
+
+def upsampled_cams(result: RunResult) -> np.ndarray:
+    """The run's GT-class CAMs upsampled to its input frame, as evaluated: ``(N, S, S)`` float32."""
+    size = result.config.model.input_size
+    cams = torch.from_numpy(result.gt_class_cams)[:, None]  # (N, 1, h, w)
+    return upsample_cams(cams, (size, size))[:, 0].numpy()
+
+
+def area_ratios(result: RunResult) -> np.ndarray:
+    """Area of the GT-class box / area of its best-matching GT box, per image: ``(N,)``."""
+    ratios = []
+    for box, gts in zip(result.gt_class_boxes, result.gt_boxes):
+        best = gts[int(pairwise_iou(box[None], gts)[0].argmax())]
+        ratios.append(box_area(box) / max(float(box_area(best)), 1e-9))
+    return np.asarray(ratios)
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def protocol_of(results: list[RunResult]) -> str:
+    protocols = sorted({r.metrics.get("protocol", "") for r in results})
+    return protocols[0] if len(protocols) == 1 else "; ".join(protocols)
+
+
+def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None] = print) -> Path:
+    """Tables, comparisons and figures from the finished runs of ``runs`` (unfinished ones are left out, said)."""
+    from bench import study_figures
+
+    finished = [config for config in runs if run_state(config) == "complete"]
+    missing = [config.name for config in runs if config not in finished]
+    if not finished:
+        raise StudyError(f"study {study.name}: none of its {len(runs)} runs has finished under "
+                         f"{study.study_dir / 'runs'}; run it first (make benchmark CONFIG=...)")
+    if missing:
+        log(f"study {study.name}: {len(missing)} run(s) unfinished, left out of the report: {', '.join(missing)}")
+    results = [read_run(config) for config in finished]
+    folder = study.study_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    protocol = protocol_of(results)
+    rows = table_rows(study, results)
+    _write_text(folder / "table.md", markdown_table(study, rows, protocol))
+    _write_text(folder / "table.tex", latex_table(study, rows, protocol))
+    _write_csv(folder / "table.csv", rows)
+    differences = comparisons(study, results)
+    if differences:
+        _write_text(folder / "comparison.md", comparison_markdown(study, differences))
+        _write_csv(folder / "comparison.csv", differences)
+    figures = study_figures.draw_all(study, results, _settings(study, results), folder)
+    log((folder / "table.md").read_text())
+    if differences:
+        log(comparison_markdown(study, differences))
+    log(f"study report in {folder}/ ({', '.join(sorted(p.name for p in figures))})")
+    return folder

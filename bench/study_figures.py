@@ -1,0 +1,210 @@
+"""The study's figures (PNG, titled and labelled), drawn from finished runs by :func:`draw_all`.
+
+* ``cams_gap_vs_gmp.png``: the same test images, one column per pooling: the
+  GT-class CAM (normalized as evaluated), its box (red) and the ground truth (green).
+* ``iou_hist.png``: IoU of the GT-class box with the ground truth, per pooling.
+* ``boxacc_vs_tau.png``: % of images localized (GT-class box, IoU >= 0.5) against tau, per pooling, tau marked.
+* ``cam_area.png``: predicted box area / ground-truth box area per pooling (log scale; 1 = right size).
+* ``lse_sweep.png``: GT-known loc and mean IoU against the LSE sharpness r (only if the grid varies ``model.lse_r``).
+
+One subplot (or block of rows) per setting: every grid key but seed and pooling.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from bench.config import StudyConfig  # noqa: E402
+from bench.datasets import load_dataset  # noqa: E402
+from bench.localize import normalize_cams  # noqa: E402
+from bench.report import draw_box  # noqa: E402
+from bench.study import RunResult, area_ratios, upsampled_cams  # noqa: E402
+
+POOLING_ORDER = ("gap", "gmp", "lse", "gem")
+COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple"}
+GALLERY_IMAGES = 4  # test images per setting in cams_gap_vs_gmp.png
+
+Settings = dict[tuple, dict[str, list[RunResult]]]
+
+
+def _ordered(by_pooling: dict[str, list[RunResult]]) -> list[str]:
+    return sorted(by_pooling, key=lambda p: POOLING_ORDER.index(p) if p in POOLING_ORDER else len(POOLING_ORDER))
+
+
+def _setting_label(study: StudyConfig, setting: tuple) -> str:
+    keys = [key for key, _ in study.grid if key not in ("seed", "model.pooling")]
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in zip(keys, setting)) or study.name
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    temporary = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    temporary.replace(path)
+    return path
+
+
+def _first_seed(runs: list[RunResult]) -> RunResult:
+    return min(runs, key=lambda r: r.config.seed)
+
+
+def _input_images(result: RunResult, image_ids: list[str]) -> list[np.ndarray]:
+    """The test images as the network saw them (resized to ``input_size``), ``(S, S, 3)`` uint8."""
+    config = result.config
+    dataset = load_dataset(config.dataset, Path(config.data_root), progress=False)
+    paths = {sample.image_id: sample.image_path for sample in dataset.splits[config.eval.split]}
+    size = config.model.input_size
+    images = []
+    for image_id in image_ids:
+        with Image.open(paths[image_id]) as image:
+            images.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
+    return images
+
+
+def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Path:
+    blocks = []
+    for setting, by_pooling in settings.items():
+        poolings = _ordered(by_pooling)
+        results = [_first_seed(by_pooling[p]) for p in poolings]
+        blocks.append((setting, poolings, results))
+    columns = max(len(poolings) for _, poolings, _ in blocks) + 1
+    rows = GALLERY_IMAGES * len(blocks)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for block, (setting, poolings, results) in enumerate(blocks):
+        reference = results[0]
+        count = min(GALLERY_IMAGES, len(reference.image_ids))
+        images = _input_images(reference, reference.image_ids[:count])
+        maps = {p: normalize_cams(upsampled_cams(r)[:count], r.config.eval.normalization)
+                for p, r in zip(poolings, results)}
+        for index in range(count):
+            row = axes[block * GALLERY_IMAGES + index]
+            row[0].imshow(images[index])
+            for box in reference.gt_boxes[index]:
+                draw_box(row[0], box, "lime")
+            row[0].set_title(f"{_setting_label(study, setting)}\n{reference.image_ids[index].rsplit('/', 1)[-1]}",
+                             fontsize=7)
+            for column, (pooling, result) in enumerate(zip(poolings, results), start=1):
+                axis = row[column]
+                axis.imshow(images[index])
+                axis.imshow(maps[pooling][index].clip(0, 1), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                for box in result.gt_boxes[index]:
+                    draw_box(axis, box, "lime")
+                draw_box(axis, result.gt_class_boxes[index], "red")
+                axis.set_title(f"{pooling.upper()} (seed {result.config.seed})\nIoU {result.gt_class_iou[index]:.2f}",
+                               fontsize=7)
+    figure.suptitle(f"{study.name}: GT-class CAM per pooling, box at tau={reference.config.eval.tau:g} (red), "
+                    "ground truth (green)", fontsize=9)
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.6 / rows, wspace=0.05, hspace=0.35)
+    return _save(figure, path)
+
+
+def _subplots(count: int, width: float = 4.2, height: float = 3.4) -> tuple[plt.Figure, np.ndarray]:
+    columns = min(count, 3)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.axis("off")
+    return figure, axes.flat
+
+
+def iou_histograms(study: StudyConfig, settings: Settings, path: Path) -> Path:
+    figure, axes = _subplots(len(settings))
+    bins = np.linspace(0, 1, 21)
+    for axis, (setting, by_pooling) in zip(axes, settings.items()):
+        for pooling in _ordered(by_pooling):
+            ious = np.concatenate([r.gt_class_iou for r in by_pooling[pooling]])
+            axis.hist(ious, bins=bins, histtype="step", linewidth=1.8, color=COLOURS.get(pooling),
+                      label=f"{pooling.upper()} (median {np.median(ious):.2f})")
+        axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
+        axis.set(title=_setting_label(study, setting), xlabel="IoU of the GT-class box with the ground truth",
+                 ylabel="images (all seeds)")
+        axis.legend(fontsize=8)
+    figure.suptitle(f"{study.name}: localization IoU per pooling (IoU >= 0.5 counts as localized)", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
+    figure, axes = _subplots(len(settings))
+    for axis, (setting, by_pooling) in zip(axes, settings.items()):
+        for pooling in _ordered(by_pooling):
+            taus = by_pooling[pooling][0].box_acc_curve[0]
+            curves = np.stack([r.box_acc_curve[1] for r in by_pooling[pooling]])  # (seeds, T)
+            mean = curves.mean(axis=0)
+            axis.plot(taus, mean, color=COLOURS.get(pooling),
+                      label=f"{pooling.upper()} (best {mean.max():.1f}% at tau={taus[mean.argmax()]:.2f})")
+            if len(curves) > 1:
+                axis.fill_between(taus, curves.min(axis=0), curves.max(axis=0), color=COLOURS.get(pooling),
+                                  alpha=0.15)
+        tau = next(iter(by_pooling.values()))[0].config.eval.tau
+        axis.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"tau = {tau:g} (the paper's)")
+        axis.set(title=_setting_label(study, setting), xlabel="tau (fraction of the normalized CAM)",
+                 ylabel="GT-known BoxAcc (%), IoU >= 0.5", ylim=(0, 100), xlim=(0, 1))
+        axis.legend(fontsize=7)
+    figure.suptitle(f"{study.name}: localization accuracy against the CAM threshold "
+                    "(mean over seeds, band = min..max)", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def cam_area(study: StudyConfig, settings: Settings, path: Path) -> Path:
+    figure, axes = _subplots(len(settings))
+    for axis, (setting, by_pooling) in zip(axes, settings.items()):
+        poolings = _ordered(by_pooling)
+        ratios = [np.concatenate([area_ratios(r) for r in by_pooling[p]]) for p in poolings]
+        positive = [np.clip(r, 1e-3, None) for r in ratios]
+        axis.boxplot(positive, showfliers=False)
+        axis.set_xticks(range(1, len(poolings) + 1),
+                        [f"{p.upper()}\nmedian {np.median(r):.2f}" for p, r in zip(poolings, ratios)])
+        axis.set_yscale("log")
+        axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
+        axis.set(title=_setting_label(study, setting), ylabel="predicted box area / GT box area")
+    figure.suptitle(f"{study.name}: box size relative to the object (GT-class CAM; < 1 = box on a part)", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
+    lse = [r for r in results if r.config.model.pooling == "lse"]
+    values = sorted({r.config.model.lse_r for r in lse})
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for axis, metric, label in ((left, "gt_known_loc_acc", "GT-known loc acc (%)"),
+                                (right, "mean_iou", "mean IoU (top-1 box)")):
+        means = [np.mean([r.metrics[metric] for r in lse if r.config.model.lse_r == v]) for v in values]
+        stds = [np.std([r.metrics[metric] for r in lse if r.config.model.lse_r == v]) for v in values]
+        axis.errorbar(values, means, yerr=stds, marker="o", color=COLOURS["lse"], capsize=3, label="LSE")
+        for pooling, style in (("gap", "--"), ("gmp", ":")):
+            matched = [r.metrics[metric] for r in results if r.config.model.pooling == pooling]
+            if matched:
+                axis.axhline(np.mean(matched), color=COLOURS[pooling], linestyle=style, label=pooling.upper())
+        axis.set_xscale("log")
+        axis.set(xlabel="LSE sharpness r (r -> 0: GAP, r -> inf: GMP)", ylabel=label)
+        axis.legend(fontsize=8)
+    figure.suptitle(f"{study.name}: localization along the average-to-max continuum", fontsize=10)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, folder: Path) -> list[Path]:
+    """Every figure that applies to this study; returns their paths."""
+    inputs = [r for r in results if r.config.eval.frame == "input"]
+    if len(inputs) != len(results):
+        raise ValueError("study figures need eval.frame: input (the CAMs in cams.npz are drawn in that frame)")
+    paths = [
+        cams_side_by_side(study, settings, folder / "cams_gap_vs_gmp.png"),
+        iou_histograms(study, settings, folder / "iou_hist.png"),
+        boxacc_vs_tau(study, settings, folder / "boxacc_vs_tau.png"),
+        cam_area(study, settings, folder / "cam_area.png"),
+    ]
+    if any(key == "model.lse_r" for key, _ in study.grid):
+        paths.append(lse_sweep(study, results, folder / "lse_sweep.png"))
+    return paths

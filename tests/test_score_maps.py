@@ -1,0 +1,75 @@
+"""python -m bench evaluate-maps: scoring saved heat maps, and the messages for bad files."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench.cli import main
+from bench.pipeline import prepare_dataset
+from bench.score_maps import check_score_map, resize_to_frame
+from conftest import TINY_CONFIG
+
+
+def _write_mask_maps(config, folder):
+    """Each test image's own object mask, at a quarter of its resolution: a near-perfect score map."""
+    samples = prepare_dataset(config, progress=False).splits["test"]
+    for sample in samples:
+        with Image.open(sample.mask_path) as mask:
+            score = np.asarray(mask.convert("L"), dtype=np.float32)[::4, ::4] / 255.0
+        path = folder / f"{sample.image_id}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, score)
+    return samples
+
+
+def test_masks_as_maps_score_near_perfectly(tiny_config, tiny_data_dir, tmp_path, capsys):
+    samples = _write_mask_maps(tiny_config(), tmp_path / "maps")
+    out = tmp_path / "scores.json"
+    code = main(["evaluate-maps", "--maps", str(tmp_path / "maps"), "--dataset-config", str(TINY_CONFIG),
+                 "--out", str(out), f"data_root={tiny_data_dir}"])
+    assert code == 0
+    scores = json.loads(out.read_text())
+    assert scores["num_images"] == len(samples)
+    assert scores["gt_known_loc_acc"]["value"] == 100.0
+    assert "fixed tau=0.2" in scores["gt_known_loc_acc"]["protocol"]
+    assert scores["sweep"]["max_box_acc"]["value"] == 100.0
+    assert scores["sweep"]["pxap"]["value"] > 90.0
+    # --out never overwrites.
+    assert main(["evaluate-maps", "--maps", str(tmp_path / "maps"), "--dataset-config", str(TINY_CONFIG),
+                 "--out", str(out), f"data_root={tiny_data_dir}"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_bad_score_map_files_are_reported_with_their_names(tiny_config, tiny_data_dir, tmp_path, capsys):
+    folder = tmp_path / "maps"
+    samples = _write_mask_maps(tiny_config(), folder)
+    np.save(folder / f"{samples[0].image_id}.npy", np.full((4, 4), np.nan, dtype=np.float32))
+    np.save(folder / f"{samples[1].image_id}.npy", np.zeros((1, 4, 4)))
+    np.save(folder / f"{samples[2].image_id}.npy", np.full((4, 4), 3.0))
+    (folder / f"{samples[3].image_id}.npy").unlink()
+    (folder / f"{samples[4].image_id}.npy").write_text("not numpy")
+    code = main(["evaluate-maps", "--maps", str(folder), "--dataset-config", str(TINY_CONFIG),
+                 f"data_root={tiny_data_dir}"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"5 of {len(samples)} score maps" in error
+    assert f"{samples[0].image_id}.npy: 16 NaN or inf value(s) out of 16" in error
+    assert f"{samples[1].image_id}.npy: expected a 2-D (h, w) map, got shape (1, 4, 4)" in error
+    assert f"{samples[2].image_id}.npy: values outside [0, 1]: min 3, max 3" in error
+    assert f"{samples[3].image_id}.npy: missing" in error
+    assert f"{samples[4].image_id}.npy: not a readable .npy array" in error
+    # --any-range accepts the map of 3s (normalization rescales it) but not the others.
+    main(["evaluate-maps", "--maps", str(folder), "--dataset-config", str(TINY_CONFIG), "--any-range",
+          f"data_root={tiny_data_dir}"])
+    assert f"4 of {len(samples)} score maps" in capsys.readouterr().err
+
+
+def test_resize_rule_is_bilinear_and_keeps_same_size_maps():
+    small = np.array([[0.0, 1.0]], dtype=np.float32)
+    assert resize_to_frame(small, (1, 2)) is not small and resize_to_frame(small, (1, 2)).tolist() == [[0.0, 1.0]]
+    # align_corners=False: 2 -> 4 columns gives 0, 0.25, 0.75, 1.
+    assert resize_to_frame(small, (1, 4)).tolist() == [[0.0, 0.25, 0.75, 1.0]]
+    assert check_score_map(np.array([["a"]])) == "expected real numbers, got dtype <U1"
+    assert check_score_map(np.zeros((0, 3))) == "empty map, shape (0, 3)"

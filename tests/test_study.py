@@ -1,0 +1,181 @@
+"""Studies: the grid, strict study files, reuse of finished runs, the paired bootstrap, tables and figures."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.config import ConfigError, load_study
+from bench.study import StudyError, paired_bootstrap, run_state, run_study, verdict
+from conftest import REPO, TINY_CONFIG
+
+
+def write_study(tmp_path, tiny_data_dir, text=None):
+    text = text or f"""\
+study:
+  base: {TINY_CONFIG}
+  grid:
+    model.pooling: [gap, gmp]
+    seed: [0, 1]
+  set:
+    data_root: {tiny_data_dir}
+    results_dir: {tmp_path / 'results'}
+  quick:
+    grid:
+      seed: [0]
+  compare: [gmp]
+  bootstrap: 200
+"""
+    path = tmp_path / "mystudy.yaml"
+    path.write_text(text)
+    return path
+
+
+# ----------------------------------------------------------------------------- study files
+
+
+def test_grid_gives_every_combination_named_by_its_values(tmp_path, tiny_data_dir):
+    study, runs = load_study(write_study(tmp_path, tiny_data_dir))
+    assert study.name == "mystudy" and study.study_dir == tmp_path / "results" / "mystudy"
+    assert [run.name for run in runs] == ["pooling-gap_seed-0", "pooling-gap_seed-1", "pooling-gmp_seed-0",
+                                          "pooling-gmp_seed-1"]
+    assert [(run.model.pooling, run.seed) for run in runs] == [("gap", 0), ("gap", 1), ("gmp", 0), ("gmp", 1)]
+    assert {run.run_dir.parent for run in runs} == {tmp_path / "results" / "mystudy" / "runs"}
+    assert all(run.data_root == str(tiny_data_dir) and run.dataset.num_test == 24 for run in runs)
+    quick, quick_runs = load_study(write_study(tmp_path, tiny_data_dir), quick=True)
+    assert quick.name == "mystudy_quick" and [run.name for run in quick_runs] == ["pooling-gap_seed-0",
+                                                                                  "pooling-gmp_seed-0"]
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("  base: tiny.yaml\n  grid: {model.pooling: [gap]}\n  bootstrapp: 10\n",
+     "unknown key 'study.bootstrapp'. Allowed keys in study: base, grid, set, quick, compare, bootstrap, "
+     "confidence. Did you mean 'bootstrap'?"),
+    ("  base: tiny.yaml\n  grid: {model.pooling: [gap, gap]}\n", "expected a non-empty list of distinct values"),
+    ("  base: tiny.yaml\n  grid: {model.poling: [gap]}\n", "unknown key 'model.poling'"),
+    ("  base: tiny.yaml\n  grid: {model.pooling: [gap, avg]}\n", "study run pooling-avg: "),
+    ("  base: tiny.yaml\n  grid: {model.pooling: [gap, gmp]}\n  compare: [lse]\n",
+     "every entry must be a pooling of study.grid.model.pooling other than gap"),
+    ("  grid: {seed: [0]}\n", "'study.base' must name the run config"),
+])
+def test_bad_study_files_name_the_key_and_what_is_expected(tmp_path, body, fragment):
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.read_text())
+    path = tmp_path / "bad.yaml"
+    path.write_text("study:\n" + body)
+    with pytest.raises(ConfigError) as error:
+        load_study(path)
+    assert fragment in str(error.value) and str(path.parent) in str(error.value)
+
+
+def test_shipped_study_files_load():
+    for name, count in (("paper.yaml", 6), ("paper_full.yaml", 18), ("lse_sweep.yaml", 5)):
+        study, runs = load_study(REPO / "configs" / name)
+        assert len(runs) == count and len({run.name for run in runs}) == count
+    _, quick = load_study(REPO / "configs" / "paper.yaml", quick=True)
+    assert [(run.model.pooling, run.seed, run.train.epochs) for run in quick] == [("gap", 0, 1), ("gmp", 0, 1)]
+
+
+# ----------------------------------------------------------------------------- statistics
+
+
+def test_paired_bootstrap_on_hand_computed_cases():
+    # A constant difference has a degenerate interval at that constant.
+    a = np.array([[3.0, 5.0, 7.0], [1.0, 1.0, 1.0]])
+    assert paired_bootstrap(a, a - 2.0, resamples=500, confidence=0.95) == (2.0, 2.0, 2.0)
+    # One seed, differences [0, 2]: the resampled mean is 0, 1 or 2 with probability 1/4, 1/2, 1/4,
+    # so the 95% interval is [0, 2] and about half of the resamples give 1.
+    mean, low, high = paired_bootstrap(np.array([[0.0, 2.0]]), np.zeros((1, 2)), resamples=4000, confidence=0.95)
+    assert (mean, low, high) == (1.0, 0.0, 2.0)
+    # Pairing: a and b share a large per-image effect, so the interval is tight around the true +1.
+    rng = np.random.default_rng(1)
+    shared = rng.normal(0, 10, size=(3, 400))
+    mean, low, high = paired_bootstrap(shared + 1.0 + rng.normal(0, 0.1, (3, 400)), shared, 1000, 0.95)
+    assert 0.95 < low < mean < high < 1.05
+    with pytest.raises(ValueError, match=r"\(seeds, images\)"):
+        paired_bootstrap(np.zeros(3), np.zeros(3), 100, 0.95)
+
+
+def test_verdict_reads_the_interval_with_the_metric_direction():
+    assert verdict(1.0, 5.0, "gt_known_loc_acc") == "GAP localizes better"
+    assert verdict(-5.0, -1.0, "gt_known_loc_acc") == "GAP localizes worse"
+    assert verdict(-1.0, 5.0, "gt_known_loc_acc") == "no significant difference"
+    assert verdict(-5.0, -1.0, "top1_loc_error") == "GAP localizes better"  # lower error is better
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, capsys):
+    path = write_study(tmp_path, tiny_data_dir)
+    study, runs = load_study(path)
+    folder = run_study(study, runs, log=lambda message: None)
+    assert {p.name for p in folder.iterdir()} >= {"runs", "table.md", "table.tex", "table.csv", "comparison.md",
+                                                 "comparison.csv", "cams_gap_vs_gmp.png", "iou_hist.png",
+                                                 "boxacc_vs_tau.png", "cam_area.png"}
+    assert not list(folder.glob("*.tmp*"))
+
+    with (folder / "table.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["model.pooling"] for row in rows] == ["gap", "gmp"] and {row["seeds"] for row in rows} == {"2"}
+    for row, pooling in zip(rows, ("gap", "gmp")):
+        values = [json.loads((run.run_dir / "metrics.json").read_text())["top1_loc_error"]
+                  for run in runs if run.model.pooling == pooling]
+        assert float(row["top1_loc_error_mean"]) == pytest.approx(np.mean(values))
+        assert float(row["top1_loc_error_std"]) == pytest.approx(np.std(values, ddof=1))
+    table = (folder / "table.md").read_text()
+    assert "GoogLeNet-GAP | 35.0 | 56.40 | 43.00" in table and "another dataset" in table
+    tex = (folder / "table.tex").read_text()
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"$\pm$" in tex
+
+    with (folder / "comparison.csv").open() as handle:
+        differences = list(csv.DictReader(handle))
+    known = next(d for d in differences if d["metric"] == "gt_known_loc_acc")
+    gap_mean = np.mean([float(r["gt_known_loc_acc_mean"]) for r in rows if r["model.pooling"] == "gap"])
+    gmp_mean = np.mean([float(r["gt_known_loc_acc_mean"]) for r in rows if r["model.pooling"] == "gmp"])
+    assert float(known["difference"]) == pytest.approx(gap_mean - gmp_mean)
+    assert float(known["low"]) <= float(known["difference"]) <= float(known["high"])
+    assert known["verdict"] == verdict(float(known["low"]), float(known["high"]), "gt_known_loc_acc")
+    assert f"GAP vs GMP: {known['verdict']}" in (folder / "comparison.md").read_text()
+
+    # A second call reuses every finished run (nothing retrained) and re-renders the report.
+    stamps = {run.name: (run.run_dir / "predictions.csv").stat().st_mtime_ns for run in runs}
+    assert main(["run", str(path)]) == 0
+    assert "4 runs (4 finished and reused)" in capsys.readouterr().out
+    assert stamps == {run.name: (run.run_dir / "predictions.csv").stat().st_mtime_ns for run in runs}
+
+    # A run whose process is alive stops the study; one whose process is gone (killed) is continued from its
+    # checkpoint (bench.runs decides); a finished run of another config is refused.
+    manifest_path = runs[1].run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": os.getpid()}))
+    assert run_state(runs[1]) == "running"
+    with pytest.raises(StudyError, match="being run by another process"):
+        run_study(study, runs, log=lambda message: None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": gone.pid}))
+    assert run_state(runs[1]) == "interrupted"
+    messages = []
+    run_study(study, runs, log=messages.append)
+    assert run_state(runs[1]) == "complete"
+    assert any("continuing from its last checkpoint" in message for message in messages)
+    assert len(json.loads(manifest_path.read_text())["resumed"]) == 1
+    (runs[1].run_dir / "config.yaml").write_text("model: [not a config\n")
+    manifest_path.write_text(json.dumps({**manifest, "status": "failed"}))
+    assert run_state(runs[1]) == "partial"  # unreadable config: run again from scratch
+    _, other_runs = load_study(path, overrides=["train.epochs=1"])
+    with pytest.raises(StudyError, match="hold another config"):
+        run_study(study, other_runs, log=lambda message: None)
+
+
+def test_report_without_finished_runs_says_so(tmp_path, tiny_data_dir, capsys):
+    path = write_study(tmp_path, tiny_data_dir)
+    assert main(["report", str(path)]) == 2
+    assert "none of its 4 runs has finished" in capsys.readouterr().err
+    assert main(["report", str(TINY_CONFIG)]) == 2
+    assert "'report' takes a study file" in capsys.readouterr().err
