@@ -30,6 +30,7 @@ difference".
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,7 +94,15 @@ def run_state(config: RunConfig) -> str:
         return "partial"
     if manifest.get("status") != "complete":
         return "partial"
-    return "complete" if saved == config else "different"
+    return "complete" if same_experiment(saved, config) else "different"
+
+
+def same_experiment(a: RunConfig, b: RunConfig) -> bool:
+    """Equal configs up to the keys that change how fast a run goes, not what it computes."""
+    def essence(config: RunConfig) -> RunConfig:
+        return dataclasses.replace(config, threads=0, train=dataclasses.replace(config.train, num_workers=0))
+
+    return essence(a) == essence(b)
 
 
 def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
