@@ -30,6 +30,7 @@ difference".
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,12 +98,23 @@ def run_state(config: RunConfig) -> str:
     if status == RUNNING:
         return "running"
     try:
-        same = load_config(folder / "config.yaml") == config
+        same = same_experiment(load_config(folder / "config.yaml"), config)
     except Exception:  # noqa: BLE001 - any unreadable folder is an unfinished one
         return "partial"
     if status == COMPLETE:
         return "complete" if same else "different"
     return "interrupted" if same and status in (INTERRUPTED, FAILED) else "partial"
+
+
+def same_experiment(a: RunConfig, b: RunConfig) -> bool:
+    """Equal configs up to the keys that change how fast a run goes, not what it computes.
+
+    (``--resume`` accepts these changes too: :data:`bench.pipeline.RESUMABLE_CHANGES`.)
+    """
+    def essence(config: RunConfig) -> RunConfig:
+        return dataclasses.replace(config, threads=0, train=dataclasses.replace(config.train, num_workers=0))
+
+    return essence(a) == essence(b)
 
 
 def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
