@@ -4,9 +4,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 CONFIG ?= configs/paper.yaml
-# Extra config overrides, e.g. ARGS="train.epochs=1 name=quick"; OVERWRITE=1 replaces an existing run folder.
+# Extra config overrides, e.g. ARGS="train.epochs=1 name=quick"; OVERWRITE=1 replaces an existing run folder;
+# RESUME=1 continues an interrupted one; NPROC=2 runs 2 processes on this machine (torchrun, DDP).
 ARGS   ?=
 OVERWRITE ?=
+RESUME ?=
+NPROC  ?=
+LAUNCH  = $(if $(NPROC),-m torch.distributed.run --standalone --nproc-per-node=$(NPROC))
 # QUICK=1 runs a study's quick variant (study.quick in the study file).
 QUICK ?=
 # Where datasets live (overrides the config's data_root), e.g. DATA_ROOT=/datasets
@@ -18,7 +22,7 @@ RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
-	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 QUICK=1 DATA_ROOT=/path/to/datasets"
+	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 RESUME=1 NPROC=2 QUICK=1 DATA_ROOT=/path/to/datasets"
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies (once)
 
@@ -29,7 +33,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 benchmark: $(STAMP) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
-	$(PY) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(QUICK),--quick)
+	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) $(if $(QUICK),--quick)
 
 report: $(STAMP) ## Re-render a study's tables and figures from its finished runs (no training)
 	$(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick)

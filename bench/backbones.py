@@ -234,6 +234,16 @@ _BUILDERS = {
 }
 
 
+def check_weights(config: ModelConfig) -> None:
+    """Raise :class:`MissingWeightsError` now if ``config`` asks for ImageNet weights that are not there."""
+    if not config.pretrained:
+        return
+    if config.backbone in EFFICIENTNET_LITE:
+        efficientnet_lite_weights_path(EFFICIENTNET_LITE[config.backbone])
+    elif config.backbone in TORCHVISION_WEIGHT_FILES:
+        torchvision_weights_path(config)
+
+
 def build_backbone(config: ModelConfig) -> Backbone:
     """The backbone ``config.backbone`` at ``config.feature_stride``, with ImageNet weights if ``pretrained``."""
     builder = _BUILDERS.get(config.backbone)

@@ -1,6 +1,7 @@
 """Command line: ``python -m bench <command> ...`` (also installed as ``wsol-bench``).
 
-Exit codes: 0 success, 2 bad input (config, dataset, existing run folder or outputs), 1 other failure,
+Exit codes: 0 success, 2 bad input (config, dataset, existing run folder or outputs, nothing to resume),
+1 other failure (a NaN loss, out of disk space or memory: one message, no traceback),
 3 (``cam`` only) some images could not be read and were skipped (the others were processed).
 """
 
@@ -14,6 +15,7 @@ from typing import Sequence
 from bench.config import ConfigError, config_to_dict, is_study_file, load_config, load_study
 
 EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
 EXIT_IMAGES_SKIPPED = 3
 
 _EPILOG = """\
@@ -21,6 +23,8 @@ examples:
   python -m bench run configs/gap.yaml                      # train, localize, score -> results/gap/
   python -m bench run configs/gmp.yaml train.epochs=1 name=gmp_quick
   python -m bench run configs/gap.yaml --overwrite          # replace an existing results/gap/
+  python -m bench run configs/gap.yaml --resume             # continue an interrupted results/gap/
+  torchrun --standalone --nproc-per-node=2 -m bench run configs/gap.yaml   # 2 processes (DDP)
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
   python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
@@ -53,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     run = with_config("run", "run one benchmark (data, training, CAM evaluation, run folder in results/<name>/), "
                              "or every unfinished run of a study file and its report (results/<study>/)")
     run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the unfinished run in the run folder from its last checkpoint (same config); "
+                          "a study continues its interrupted runs this way without being asked")
     run.add_argument("--quick", action="store_true", help="study files: the study's quick variant (study.quick)")
     report = with_config("report", "re-render a study's tables, comparisons and figures from its finished runs "
                                    "(no training)")
@@ -171,25 +178,53 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"
                   + (f", {len(skipped)} skipped" if skipped else ""))
             return 0
-        pipeline.run(config, overwrite=args.overwrite)
+        from bench import distributed
+
+        try:
+            pipeline.run(config, overwrite=args.overwrite, resume=args.resume)
+        finally:
+            distributed.shutdown()
         return 0
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("interrupted; continue the run with --resume", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
         from bench.data import DatasetFormatError
-        from bench.pipeline import RunExistsError
+        from bench.pipeline import ResumeError, RunExistsError
         from bench.score_maps import ScoreMapError
         from bench.study import StudyError
 
-        known = (DatasetFormatError, RunExistsError, StudyError, ScoreMapError, FileNotFoundError, FileExistsError)
+        known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
+                 FileExistsError)
         if isinstance(error, known):
             print(f"error: {error}", file=sys.stderr)
             return EXIT_BAD_INPUT
+        failure = describe_failure(error)
+        if failure:
+            print(f"error: {failure}", file=sys.stderr)
+            return EXIT_FAILURE
         raise
+
+
+def describe_failure(error: BaseException) -> str | None:
+    """One clear line for the failures a user can act on (NaN loss, disk, memory); None for a real bug."""
+    from bench.files import DiskFullError
+    from bench.train import NonFiniteLossError
+
+    if isinstance(error, (NonFiniteLossError, DiskFullError)):
+        return str(error)
+    import torch
+
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return ("out of memory; lower train.batch_size / eval.batch_size / train.num_workers (or use fewer "
+                "processes per machine), then continue with --resume")
+    if isinstance(error, RuntimeError) and "DataLoader worker" in str(error) and "killed by signal" in str(error):
+        return (f"a data-loading worker was killed ({error}); usually the machine ran out of memory: lower "
+                f"train.num_workers or train.batch_size, then continue with --resume")
+    return None
 
 
 def _study_command(args: argparse.Namespace) -> int:
@@ -213,7 +248,12 @@ def _study_command(args: argparse.Namespace) -> int:
     if args.command == "report":
         studies.write_report(study, runs)
     else:
-        studies.run_study(study, runs, overwrite=args.overwrite)
+        from bench import distributed
+
+        try:
+            studies.run_study(study, runs, overwrite=args.overwrite)
+        finally:
+            distributed.shutdown()
     return 0
 
 

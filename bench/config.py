@@ -27,6 +27,7 @@ Backbone = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lit
                    "vgg16_gap", "googlenet_gap", "tiny_cnn"]
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 # Feature strides each backbone offers (its CAM is input_size / stride pixels wide).
 FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "efficientnet_lite1": (16, 32), "efficientnet_lite2": (16, 32),
@@ -135,13 +136,20 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One run: train a classifier, compute CAMs and boxes, score them."""
+    """One run: train a classifier, compute CAMs and boxes, score them.
+
+    Runtime: ``threads`` (torch CPU threads per process, 0 = torch's default),
+    ``precision`` (``bf16`` / ``fp16`` autocast for training and evaluation;
+    ``fp16`` needs a GPU) and ``channels_last`` (NHWC memory layout, for GPUs).
+    """
 
     name: str
     seed: int = 0
     data_root: str = "data"
     results_dir: str = "results"
     threads: int = 0
+    precision: Precision = "fp32"
+    channels_last: bool = False
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -467,10 +467,12 @@ class WsolDataset(torch.utils.data.Dataset):
     ``input_size``, then a horizontal flip with p = 0.5 if ``hflip``.
 
     Augmentation randomness comes from a generator owned by the dataset, seeded
-    from ``seed`` (and, inside a DataLoader worker, from that worker's torch
-    seed, which the DataLoader derives from the main process's torch RNG). So
-    runs are reproducible for any ``num_workers``, workers do not repeat each
-    other's crops, and crops differ from epoch to epoch.
+    from ``(seed, epoch, stream)`` and, inside a DataLoader worker, that worker's
+    id. ``stream`` tells apart processes that read the same dataset (the rank in
+    a distributed run); :meth:`set_epoch` starts the next epoch's crops. So runs
+    are reproducible for any ``num_workers``, workers and ranks do not repeat
+    each other's crops, crops differ from epoch to epoch, and a run resumed at an
+    epoch boundary sees the crops the uninterrupted run saw (no state to save).
     """
 
     def __init__(
@@ -483,6 +485,7 @@ class WsolDataset(torch.utils.data.Dataset):
         hflip: bool = True,
         crop_scale: tuple[float, float] = (0.5, 1.0),
         seed: int = 0,
+        stream: int = 0,
     ):
         if not isinstance(input_size, int) or input_size <= 0:
             raise ValueError(f"input_size={input_size!r} must be a positive integer")
@@ -495,9 +498,9 @@ class WsolDataset(torch.utils.data.Dataset):
         self.mean, self.std = tuple(mean), tuple(std)
         self.train, self.hflip = train, hflip
         self.crop_scale = tuple(crop_scale)
-        self.seed = seed
+        self.seed, self.stream, self.epoch = seed, stream, 0
         self._generator: torch.Generator | None = None
-        self._generator_worker_seed: int | None = None
+        self._generator_worker: int | None = None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -505,17 +508,22 @@ class WsolDataset(torch.utils.data.Dataset):
     def __getstate__(self) -> dict:
         # Workers build their own generator (see _augmentation_generator).
         state = self.__dict__.copy()
-        state["_generator"], state["_generator_worker_seed"] = None, None
+        state["_generator"], state["_generator_worker"] = None, None
         return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the augmentation of epoch ``epoch`` from now on (call before iterating a new epoch)."""
+        self.epoch = epoch
+        self._generator, self._generator_worker = None, None
 
     def _augmentation_generator(self) -> torch.Generator:
         worker = torch.utils.data.get_worker_info()
-        worker_seed = None if worker is None else worker.seed
-        if self._generator is None or worker_seed != self._generator_worker_seed:
-            entropy = [self.seed] if worker_seed is None else [self.seed, worker_seed]
+        worker_id = None if worker is None else worker.id
+        if self._generator is None or worker_id != self._generator_worker:
+            entropy = [self.seed, self.epoch, self.stream] + ([] if worker_id is None else [worker_id + 1])
             seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
             self._generator = torch.Generator().manual_seed(seed)
-            self._generator_worker_seed = worker_seed
+            self._generator_worker = worker_id
         return self._generator
 
     def _load(self, sample: Sample) -> Image.Image:

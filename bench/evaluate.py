@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -25,8 +26,9 @@ from tqdm import tqdm
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import EvalConfig
 from bench.data import Sample
+from bench.files import atomic_path
 from bench.localize import boxes_from_cams, normalize_cams
-from bench.metrics import TOP_K, LocalizationMeter, localization_outcomes
+from bench.metrics import TOP_K, LocalizationMeter, LocalizationOutcome, localization_outcomes
 from bench.models import CamNet
 from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter
 
@@ -67,12 +69,29 @@ class EvaluationResult:
     gallery: list[GalleryItem] = field(default_factory=list)
 
 
+@dataclass
+class ScoredBatch:
+    """Everything evaluation keeps of one batch: picklable, so ranks can send it to rank 0."""
+
+    rows: list[list]  # one predictions.csv row per image, columns PREDICTION_COLUMNS
+    outcome: LocalizationOutcome
+    image_ids: list[str]
+    top1_cams: list[np.ndarray]  # each (h, w) float16
+    gt_cams: list[np.ndarray]  # each (h, w) float16
+    gallery: list[GalleryItem]  # the batch's images among the first gallery_size of the split
+
+
 @dataclass(frozen=True)
 class SweepMeters:
     """Threshold-list meters fed with each image's GT-class map (:mod:`bench.threshold_metrics`)."""
 
     boxes: ThresholdSweepMeter
     pixels: PixelPrecisionMeter  # fed only with images that have a mask
+
+    @classmethod
+    def for_thresholds(cls, thresholds: np.ndarray) -> SweepMeters:
+        """Empty meters over ``thresholds (T,)``."""
+        return cls(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
 
     def update(self, gt_maps: list[np.ndarray], samples: list[Sample], gt_boxes: list[np.ndarray],
                top1_correct: np.ndarray, top5_correct: np.ndarray, normalization: str) -> None:
@@ -82,6 +101,11 @@ class SweepMeters:
         for cam, sample in zip(normalized, samples):
             if sample.mask_path is not None:
                 self.pixels.update(cam, mask_in_frame(sample.mask_path, cam.shape))
+
+    def merge(self, other: SweepMeters) -> None:
+        """Add ``other``'s counts (e.g. another rank's share of the split): exact, the meters only count."""
+        self.boxes.merge(other.boxes)
+        self.pixels.merge(other.pixels)
 
 
 def mask_in_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -162,6 +186,75 @@ def _denormalize(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
     return (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
+def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
+                device: torch.device, sweep: SweepMeters | None = None) -> ScoredBatch:
+    """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``).
+
+    ``sweep`` (optional) is fed each image's GT-class map in the evaluated frame.
+    """
+    labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
+    indices = batch["index"].tolist()
+    sizes = [size for size, _ in frames]
+    gt_boxes = [boxes for _, boxes in frames]
+    maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
+    topk_classes = prediction.topk_classes.cpu().numpy()
+    label_array = labels.cpu().numpy()
+    outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
+    if sweep is not None:
+        sweep.update([m[-1] for m in maps], batch_samples, gt_boxes, outcome.top1_correct, outcome.top5_correct,
+                     config.normalization)
+    topk_probs = prediction.topk_probs.float().cpu().numpy()
+    cams = prediction.cams.float().cpu()
+    scored = ScoredBatch(rows=[], outcome=outcome, image_ids=[], top1_cams=[], gt_cams=[], gallery=[])
+    for row, (index, sample) in enumerate(zip(indices, batch_samples)):
+        scored.rows.append([
+            sample.image_id, int(label_array[row]),
+            " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
+            ";".join(_format_box(b) for b in gt_boxes[row]),
+            _format_box(boxes[row, 0]), f"{outcome.top1_iou[row]:.4f}",
+            _format_box(boxes[row, -1]), f"{outcome.gt_known_iou[row]:.4f}",
+            int(outcome.top1_correct[row]), int(outcome.top5_correct[row]),
+            int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
+        ])
+        scored.image_ids.append(sample.image_id)
+        scored.top1_cams.append(cams[row, 0].numpy().astype(np.float16))
+        scored.gt_cams.append(cams[row, -1].numpy().astype(np.float16))
+        if index < config.gallery_size:
+            scored.gallery.append(GalleryItem(
+                image=_gallery_image(batch["image"][row], sizes[row], model.mean, model.std),
+                cam=normalize_cams(maps[row][:1], config.normalization)[0],
+                gt_boxes=gt_boxes[row], box=boxes[row, 0], label=int(label_array[row]),
+                predicted=int(topk_classes[row, 0]), iou=float(outcome.top1_iou[row]),
+            ))
+    return scored
+
+
+def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
+                  device: torch.device, sweep: SweepMeters | None = None) -> Iterator[ScoredBatch]:
+    """:func:`score_batch` over ``loader``, lazily (``sweep`` is complete once the iterator is exhausted)."""
+    model.eval()
+    for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
+        yield score_batch(model, batch, samples, config, device, sweep)
+
+
+def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> EvaluationResult:
+    """Stream scored batches (in split order) into ``predictions_path`` (written atomically) and the metrics."""
+    meter = LocalizationMeter()
+    result = EvaluationResult(metrics={})
+    with atomic_path(predictions_path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        for batch in scored:
+            writer.writerows(batch.rows)
+            meter.update(batch.outcome)
+            result.image_ids += batch.image_ids
+            result.top1_cams += batch.top1_cams
+            result.gt_cams += batch.gt_cams
+            result.gallery += batch.gallery
+    result.metrics = meter.compute()
+    return result
+
+
 def evaluate(
     model: CamNet,
     loader: torch.utils.data.DataLoader,
@@ -176,50 +269,7 @@ def evaluate(
     The CSV is written to a temporary file and renamed once complete. ``sweep``
     (optional) is also fed each image's GT-class map in the evaluated frame.
     """
-    model.eval()
-    meter = LocalizationMeter()
-    result = EvaluationResult(metrics={})
-    temporary = predictions_path.with_name(predictions_path.name + ".tmp")
-    with temporary.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(PREDICTION_COLUMNS)
-        for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-            labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
-            sizes = [size for size, _ in frames]
-            gt_boxes = [boxes for _, boxes in frames]
-            maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
-            topk_classes = prediction.topk_classes.cpu().numpy()
-            label_array = labels.cpu().numpy()
-            outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
-            meter.update(outcome)
-            if sweep is not None:
-                sweep.update([m[-1] for m in maps], batch_samples, gt_boxes, outcome.top1_correct,
-                             outcome.top5_correct, config.normalization)
-            topk_probs = prediction.topk_probs.cpu().numpy()
-            cams = prediction.cams.cpu()
-            for row, sample in enumerate(batch_samples):
-                writer.writerow([
-                    sample.image_id, int(label_array[row]),
-                    " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
-                    ";".join(_format_box(b) for b in gt_boxes[row]),
-                    _format_box(boxes[row, 0]), f"{outcome.top1_iou[row]:.4f}",
-                    _format_box(boxes[row, -1]), f"{outcome.gt_known_iou[row]:.4f}",
-                    int(outcome.top1_correct[row]), int(outcome.top5_correct[row]),
-                    int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
-                ])
-                result.image_ids.append(sample.image_id)
-                result.top1_cams.append(cams[row, 0].numpy().astype(np.float16))
-                result.gt_cams.append(cams[row, -1].numpy().astype(np.float16))
-                if len(result.gallery) < config.gallery_size:
-                    result.gallery.append(GalleryItem(
-                        image=_gallery_image(batch["image"][row], sizes[row], model.mean, model.std),
-                        cam=normalize_cams(maps[row][:1], config.normalization)[0],
-                        gt_boxes=gt_boxes[row], box=boxes[row, 0], label=int(label_array[row]),
-                        predicted=int(topk_classes[row, 0]), iou=float(outcome.top1_iou[row]),
-                    ))
-    temporary.replace(predictions_path)
-    result.metrics = meter.compute()
-    return result
+    return collect_results(score_batches(model, loader, samples, config, device, sweep), predictions_path)
 
 
 @torch.no_grad()

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from bench.config import TrainConfig
 from bench.models import CamNet, global_pool
-from bench.train import save_checkpoint, train_one_epoch, warmup_cosine_schedule
+from bench.checkpoint import save_training_state
+from bench.train import train_one_epoch, warmup_cosine_schedule
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,9 @@ def fit_head(
                                 config.grad_clip)
         model.backbone.eval()  # train_one_epoch switched the whole model to train mode
         history.append({"epoch": epoch, **stats})
-        save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch)
+        save_training_state(checkpoint_path, {
+            "epoch": epoch, "epochs": config.epochs, "mode": "head", "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
+        })
         log(f"epoch {epoch}/{config.epochs}: loss {stats['loss']:.4f}, train accuracy {stats['accuracy']:.1f}%")
     return history

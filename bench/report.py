@@ -61,7 +61,7 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
         axis.set_title(f"{name}{mark}\nIoU {item.iou:.2f}", fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=100, format="png")  # path may be a temporary name without .png
     plt.close(figure)
 
 
@@ -88,7 +88,7 @@ def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | Non
     axis.legend(fontsize=7)
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(figure_path, dpi=100)
+    figure.savefig(figure_path, dpi=100, format="png")  # figure_path may be a temporary name without .png
     plt.close(figure)
 
 

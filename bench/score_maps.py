@@ -38,7 +38,7 @@ from bench.evaluate import SweepMeters
 from bench.localize import boxes_from_cams
 from bench.metrics import IOU_THRESHOLD
 from bench.sweep import threshold_list
-from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter, sweep_summary
+from bench.threshold_metrics import sweep_summary
 
 MAX_LISTED_PROBLEMS = 20
 
@@ -113,7 +113,7 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
                split: str) -> dict:
     """Score loaded maps (one per sample) on the config's protocol -> a JSON-able dict with protocols."""
     thresholds = threshold_list(config.num_thresholds)
-    sweep = SweepMeters(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
+    sweep = SweepMeters.for_thresholds(thresholds)
     correct = 0
     for score_map, sample in zip(maps, samples):
         if config.frame == "original":

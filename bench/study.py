@@ -30,6 +30,7 @@ difference".
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +42,7 @@ import torch
 from bench.boxes import box_area, pairwise_iou
 from bench.cam import upsample_cams
 from bench.config import RunConfig, StudyConfig, load_config
-from bench.localize import boxes_from_cams
+from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
 # Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
@@ -59,6 +60,13 @@ TABLE_METRICS = {
     "gt_known_loc_acc": "GT-known loc (%)",
     "mean_iou": "mean IoU",
 }
+# Threshold-free and calibrated columns (bench.threshold_metrics), from metrics.json["sweep"]; table only.
+SWEEP_METRICS = {
+    "sweep.max_box_acc.value": "MaxBoxAcc (%, oracle tau)",
+    "sweep.max_box_acc_v2.value": "MaxBoxAccV2 (%, oracle tau)",
+    "sweep.pxap.value": "PxAP (%)",
+    "sweep.calibrated.top1_loc_error": "top-1 loc err (%, tau from val)",
+}
 LOWER_IS_BETTER = {"top1_cls_error", "top1_loc_error", "top5_loc_error"}
 VERDICT_METRIC = "gt_known_loc_acc"
 # The CAM paper, ILSVRC 2014 val (Zhou et al., CVPR 2016, Tables 1-2): another dataset, shown for reference only.
@@ -66,7 +74,6 @@ PAPER_REFERENCE = (
     ("GoogLeNet-GAP", 35.0, 56.40, 43.00),
     ("GoogLeNet-GMP", 35.6, 57.78, 45.26),
 )
-TAUS = np.round(np.arange(0.0, 1.0001, 0.05), 2)  # thresholds of boxacc_vs_tau.png
 
 
 class StudyError(RuntimeError):
@@ -77,41 +84,76 @@ class StudyError(RuntimeError):
 
 
 def run_state(config: RunConfig) -> str:
-    """``missing``, ``complete`` (finished with this very config), ``partial`` or ``different``."""
+    """What a study does with ``config.run_dir``; its status is read by :func:`bench.runs.run_status`.
+
+    ``missing``; ``complete`` (finished with this very config: reused); ``different`` (finished with another
+    config); ``running`` (its process is alive, or runs on another host); ``interrupted`` (stopped early,
+    killed or failed, same config: continued from its checkpoint); ``partial`` (unfinished and unreadable
+    or of another config: run again from scratch).
+    """
     folder = config.run_dir
     if not folder.exists():
         return "missing"
+    status = run_status(folder)
+    if status == RUNNING:
+        return "running"
     try:
-        manifest = json.loads((folder / "manifest.json").read_text())
-        saved = load_config(folder / "config.yaml")
+        same = same_experiment(load_config(folder / "config.yaml"), config)
     except Exception:  # noqa: BLE001 - any unreadable folder is an unfinished one
         return "partial"
-    if manifest.get("status") != "complete":
-        return "partial"
-    return "complete" if saved == config else "different"
+    if status == COMPLETE:
+        return "complete" if same else "different"
+    return "interrupted" if same and status in (INTERRUPTED, FAILED) else "partial"
+
+
+def same_experiment(a: RunConfig, b: RunConfig) -> bool:
+    """Equal configs up to the keys that change how fast a run goes, not what it computes.
+
+    (``--resume`` accepts these changes too: :data:`bench.pipeline.RESUMABLE_CHANGES`.)
+    """
+    def essence(config: RunConfig) -> RunConfig:
+        return dataclasses.replace(config, threads=0, train=dataclasses.replace(config.train, num_workers=0))
+
+    return essence(a) == essence(b)
 
 
 def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
               log: Callable[[str], None] = print) -> Path:
-    """Run every run not finished yet (reusing finished ones), then write the study's report."""
+    """Run every run not finished yet (reusing finished ones, continuing interrupted ones), then write the report.
+
+    Under ``torchrun`` every rank takes part in each run; rank 0 decides what to run and writes the report.
+    """
+    from bench import distributed
     from bench.pipeline import run
 
-    states = {config.name: run_state(config) for config in runs}
+    context = distributed.from_environment()
+    states = context.on_main(lambda: {config.name: run_state(config) for config in runs})
     different = [name for name, state in states.items() if state == "different"]
     if different and not overwrite:
         raise StudyError(f"{len(different)} finished run folder(s) under {study.study_dir / 'runs'} hold another "
                          f"config than this study asks for ({', '.join(different[:3])}); pass --overwrite "
                          f"(make ... OVERWRITE=1) to retrain them, or rename the study file")
+    running = [name for name, state in states.items() if state == "running"]
+    if running:
+        raise StudyError(f"run(s) {', '.join(running[:3])} of study {study.name} are being run by another process "
+                         f"(manifest.json names it); wait for it or stop it first")
+    say = log if context.is_main else (lambda message: None)
     reused = sum(state == "complete" for state in states.values())
-    log(f"study {study.name}: {len(runs)} runs ({reused} finished and reused) -> {study.study_dir}/")
+    say(f"study {study.name}: {len(runs)} runs ({reused} finished and reused) -> {study.study_dir}/")
     for index, config in enumerate(runs, start=1):
         state = states[config.name]
         if state == "complete":
             continue
-        if state == "partial":
-            log(f"[{index}/{len(runs)}] {config.name}: unfinished folder from an interrupted study; running it again")
-        log(f"[{index}/{len(runs)}] {config.name}")
-        run(config, overwrite=state in ("partial", "different"), log=log)
+        if state == "interrupted":
+            say(f"[{index}/{len(runs)}] {config.name}: interrupted earlier; continuing from its last checkpoint")
+        elif state == "partial":
+            say(f"[{index}/{len(runs)}] {config.name}: unfinished folder of another or unreadable config; "
+                f"running it again")
+        say(f"[{index}/{len(runs)}] {config.name}")
+        run(config, overwrite=state in ("partial", "different"), resume=state == "interrupted", log=log,
+            context=context)
+    if not context.is_main:
+        return study.study_dir
     return write_report(study, runs, log=log)
 
 
@@ -130,6 +172,7 @@ class RunResult:
     gt_class_boxes: np.ndarray  # (N, 4)
     gt_class_iou: np.ndarray  # (N,) best IoU of the GT-class box with the ground truth
     gt_class_cams: np.ndarray  # (N, h, w) float32, feature resolution
+    box_acc_curve: tuple[np.ndarray, np.ndarray]  # (taus (T,), BoxAcc(tau, 0.5) % (T,)) from box_acc_curves.csv
 
 
 def _parse_boxes(text: str) -> np.ndarray:
@@ -144,12 +187,16 @@ def read_run(config: RunConfig) -> RunResult:
     per_image = {key: transform(np.array([float(row[column]) for row in rows]))
                  for key, (column, transform) in PER_IMAGE_METRICS.items()}
     cams = np.load(folder / "cams.npz")
+    with (folder / "box_acc_curves.csv").open(newline="") as handle:
+        curve_rows = list(csv.DictReader(handle))
+    curve = (np.array([float(row["tau"]) for row in curve_rows]),
+             np.array([float(row["box_acc_largest_0.5"]) for row in curve_rows]))
     return RunResult(
         config=config, metrics=metrics, image_ids=[row["image_id"] for row in rows], per_image=per_image,
         gt_boxes=[_parse_boxes(row["gt_boxes"]) for row in rows],
         gt_class_boxes=np.stack([_parse_boxes(row["gt_class_box"])[0] for row in rows]),
         gt_class_iou=np.array([float(row["gt_class_iou"]) for row in rows]),
-        gt_class_cams=cams["gt_class"].astype(np.float32),
+        gt_class_cams=cams["gt_class"].astype(np.float32), box_acc_curve=curve,
     )
 
 
@@ -247,10 +294,28 @@ def table_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
     for values, group in group_runs(study, results).items():
         row = {key: value for key, value in zip(keys, values)}
         row["seeds"] = len(group)
-        for metric in TABLE_METRICS:
-            row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std([r.metrics[metric] for r in group])
+        for metric in (*TABLE_METRICS, *SWEEP_METRICS):
+            values = [metric_value(r.metrics, metric) for r in group]
+            if all(value is not None for value in values):
+                row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
         rows.append(row)
     return rows
+
+
+def metric_value(metrics: dict, key: str) -> float | None:
+    """``metrics[a][b]...`` for a dotted key; None where the run did not compute it (e.g. no masks: no PxAP)."""
+    value = metrics
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value)
+
+
+def _columns(rows: list[dict]) -> dict[str, str]:
+    """The metric columns every row has: the fixed-tau ones, then the sweep ones that were computed."""
+    labels = {**TABLE_METRICS, **SWEEP_METRICS}
+    return {key: label for key, label in labels.items() if all(f"{key}_mean" in row for row in rows)}
 
 
 def _format(metric: str, mean: float, std: float, separator: str = " ± ") -> str:
@@ -304,12 +369,15 @@ def _write_text(path: Path, text: str) -> None:
 
 def markdown_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
     keys = _row_keys(study)
-    header = [key.rsplit(".", 1)[-1] for key in keys] + ["seeds"] + list(TABLE_METRICS.values())
-    lines = [f"Study `{study.name}`: mean ± std over seeds; {protocol}.", "",
+    columns = _columns(rows)
+    header = [key.rsplit(".", 1)[-1] for key in keys] + ["seeds"] + list(columns.values())
+    lines = [f"Study `{study.name}`: mean ± std over seeds. Columns without a tau note: {protocol}. "
+             "Oracle columns take the best tau on the test split itself (wsolevaluation's protocol); "
+             "'tau from val' picks tau on the val split.", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row[key]) for key in keys] + [str(row["seeds"])]
-        cells += [_format(metric, row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in TABLE_METRICS]
+        cells += [_format(metric, row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in columns]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Reference, **another dataset** (ILSVRC 2014 val, GoogLeNet, the CAM paper's Tables 1-2; "
               "not comparable with the rows above):", "",
@@ -320,20 +388,21 @@ def markdown_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
 
 def latex_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
     keys = _row_keys(study)
+    metrics = _columns(rows)
     header = [key.rsplit(".", 1)[-1].replace("_", r"\_") for key in keys] + ["seeds"]
-    header += [label.replace("%", r"\%") for label in TABLE_METRICS.values()]
-    columns = "l" * (len(keys) + 1) + "r" * len(TABLE_METRICS)
+    header += [label.replace("%", r"\%") for label in metrics.values()]
+    columns = "l" * (len(keys) + 1) + "r" * len(metrics)
     lines = [r"% " + f"wsol-bench study {study.name}: mean $\\pm$ std over seeds; {protocol}",
              r"\begin{tabular}{" + columns + "}", r"\toprule", " & ".join(header) + r" \\", r"\midrule"]
     for row in rows:
         cells = [str(row[key]).replace("_", r"\_") for key in keys] + [str(row["seeds"])]
-        cells += [_format(metric, row[f"{metric}_mean"], row[f"{metric}_std"], r" $\pm$ ") for metric in TABLE_METRICS]
+        cells += [_format(metric, row[f"{metric}_mean"], row[f"{metric}_std"], r" $\pm$ ") for metric in metrics]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\midrule", r"\multicolumn{" + str(len(header)) + r"}{l}{\emph{Reference, another dataset: "
               r"ILSVRC 2014 val, CAM paper (top-1 cls / top-1 loc / top-5 loc err, \%)}} \\"]
     for name, cls, top1, top5 in PAPER_REFERENCE:
         lines.append(r"\multicolumn{" + str(len(keys) + 1) + "}{l}{" + name + "} & " +
-                     f"{cls:.1f} & {top1:.2f} & {top5:.2f}" + " & " * (len(TABLE_METRICS) - 3) + r" \\")
+                     f"{cls:.1f} & {top1:.2f} & {top5:.2f}" + " & " * (len(metrics) - 3) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"
 
@@ -364,17 +433,6 @@ def upsampled_cams(result: RunResult) -> np.ndarray:
     size = result.config.model.input_size
     cams = torch.from_numpy(result.gt_class_cams)[:, None]  # (N, 1, h, w)
     return upsample_cams(cams, (size, size))[:, 0].numpy()
-
-
-def boxacc_curve(result: RunResult, taus: np.ndarray = TAUS) -> np.ndarray:
-    """% of images whose GT-class box at each tau has IoU >= 0.5 with a GT box: ``(T,)``."""
-    cams = upsampled_cams(result)
-    accuracy = []
-    for tau in taus:
-        boxes = boxes_from_cams(cams, float(tau), result.config.eval.normalization)
-        ious = [pairwise_iou(box[None], gts).max() if len(gts) else 0.0 for box, gts in zip(boxes, result.gt_boxes)]
-        accuracy.append(100.0 * np.mean(np.asarray(ious) >= 0.5))
-    return np.asarray(accuracy)
 
 
 def area_ratios(result: RunResult) -> np.ndarray:

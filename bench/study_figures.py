@@ -25,7 +25,7 @@ from bench.config import StudyConfig  # noqa: E402
 from bench.datasets import load_dataset  # noqa: E402
 from bench.localize import normalize_cams  # noqa: E402
 from bench.report import draw_box  # noqa: E402
-from bench.study import TAUS, RunResult, area_ratios, boxacc_curve, upsampled_cams  # noqa: E402
+from bench.study import RunResult, area_ratios, upsampled_cams  # noqa: E402
 
 POOLING_ORDER = ("gap", "gmp", "lse", "gem")
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple"}
@@ -137,12 +137,13 @@ def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
     figure, axes = _subplots(len(settings))
     for axis, (setting, by_pooling) in zip(axes, settings.items()):
         for pooling in _ordered(by_pooling):
-            curves = np.stack([boxacc_curve(r) for r in by_pooling[pooling]])  # (seeds, T)
+            taus = by_pooling[pooling][0].box_acc_curve[0]
+            curves = np.stack([r.box_acc_curve[1] for r in by_pooling[pooling]])  # (seeds, T)
             mean = curves.mean(axis=0)
-            axis.plot(TAUS, mean, marker="o", markersize=3, color=COLOURS.get(pooling),
-                      label=f"{pooling.upper()} (best {mean.max():.1f}% at tau={TAUS[mean.argmax()]:.2f})")
+            axis.plot(taus, mean, color=COLOURS.get(pooling),
+                      label=f"{pooling.upper()} (best {mean.max():.1f}% at tau={taus[mean.argmax()]:.2f})")
             if len(curves) > 1:
-                axis.fill_between(TAUS, curves.min(axis=0), curves.max(axis=0), color=COLOURS.get(pooling),
+                axis.fill_between(taus, curves.min(axis=0), curves.max(axis=0), color=COLOURS.get(pooling),
                                   alpha=0.15)
         tau = next(iter(by_pooling.values()))[0].config.eval.tau
         axis.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"tau = {tau:g} (the paper's)")

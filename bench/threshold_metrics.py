@@ -39,6 +39,12 @@ from bench.sweep import sweep_boxes
 IOU_DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2's IoU thresholds
 
 
+def _check_same_thresholds(mine: np.ndarray, theirs: np.ndarray) -> None:
+    if not np.array_equal(mine, theirs):
+        raise ValueError(f"cannot merge meters over different thresholds ({len(mine)} vs {len(theirs)} values, "
+                         f"or other values); build both from the same threshold list")
+
+
 class ThresholdSweepMeter:
     """Streams images; counts, for each threshold and delta, the images whose box is correct.
 
@@ -71,6 +77,15 @@ class ThresholdSweepMeter:
             self.top1_loc += largest_ok & bool(top1)
             self.top5_loc += largest_ok & bool(top5)
             self.num_images += 1
+
+    def merge(self, other: ThresholdSweepMeter) -> None:
+        """Add ``other``'s images (same thresholds): the result equals one meter fed with both streams."""
+        _check_same_thresholds(self.thresholds, other.thresholds)
+        self.num_images += other.num_images
+        self.largest_correct += other.largest_correct
+        self.all_correct += other.all_correct
+        self.top1_loc += other.top1_loc
+        self.top5_loc += other.top5_loc
 
     def compute(self) -> dict:
         """Curves (lists over the thresholds, %) and the oracle summaries; see the module docstring."""
@@ -136,6 +151,13 @@ class PixelPrecisionMeter:
         self.positive += np.bincount(levels[flat_mask], minlength=bins)
         self.negative += np.bincount(levels[~flat_mask], minlength=bins)
         self.num_images += 1
+
+    def merge(self, other: PixelPrecisionMeter) -> None:
+        """Add ``other``'s pixels (same thresholds): the result equals one meter fed with both streams."""
+        _check_same_thresholds(self.thresholds, other.thresholds)
+        self.positive += other.positive
+        self.negative += other.negative
+        self.num_images += other.num_images
 
     def compute(self) -> float:
         """PxAP in % (module docstring). Raises ValueError if no mask pixel was seen."""

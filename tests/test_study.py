@@ -2,6 +2,9 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,17 +144,30 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
 
     # A second call reuses every finished run (nothing retrained) and re-renders the report.
     stamps = {run.name: (run.run_dir / "predictions.csv").stat().st_mtime_ns for run in runs}
-    assert main(["run", str(path)]) == 0
+    assert main(["run", str(path), "threads=1"]) == 0  # speed-only keys do not make a run "different"
     assert "4 runs (4 finished and reused)" in capsys.readouterr().out
     assert stamps == {run.name: (run.run_dir / "predictions.csv").stat().st_mtime_ns for run in runs}
 
-    # An interrupted run (status "running") is run again; a finished run of another config is refused.
+    # A run whose process is alive stops the study; one whose process is gone (killed) is continued from its
+    # checkpoint (bench.runs decides); a finished run of another config is refused.
     manifest_path = runs[1].run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    manifest_path.write_text(json.dumps({**manifest, "status": "running"}))
-    assert run_state(runs[1]) == "partial"
-    run_study(study, runs, log=lambda message: None)
+    manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": os.getpid()}))
+    assert run_state(runs[1]) == "running"
+    with pytest.raises(StudyError, match="being run by another process"):
+        run_study(study, runs, log=lambda message: None)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": gone.pid}))
+    assert run_state(runs[1]) == "interrupted"
+    messages = []
+    run_study(study, runs, log=messages.append)
     assert run_state(runs[1]) == "complete"
+    assert any("continuing from its last checkpoint" in message for message in messages)
+    assert len(json.loads(manifest_path.read_text())["resumed"]) == 1
+    (runs[1].run_dir / "config.yaml").write_text("model: [not a config\n")
+    manifest_path.write_text(json.dumps({**manifest, "status": "failed"}))
+    assert run_state(runs[1]) == "partial"  # unreadable config: run again from scratch
     _, other_runs = load_study(path, overrides=["train.epochs=1"])
     with pytest.raises(StudyError, match="hold another config"):
         run_study(study, other_runs, log=lambda message: None)

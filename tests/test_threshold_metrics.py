@@ -93,3 +93,22 @@ def test_meters_reject_misuse():
         ThresholdSweepMeter(threshold_list(4)).update([_two_blobs()], [], np.array([True]), np.array([True]))
     with pytest.raises(ValueError, match="same"):
         PixelPrecisionMeter(threshold_list(4)).update(np.zeros((2, 2), np.float32), np.zeros((2, 3), bool))
+
+
+def test_merged_meters_equal_one_meter_fed_both_streams():
+    # How ranks' shares are combined: rank 0 saw image A, rank 1 image B (the first test's images).
+    both = _meter([RIGHT_BLOB, LEFT_BLOB], top1=[True, False], top5=[True, True])
+    share = _meter([RIGHT_BLOB], top1=[True], top5=[True])
+    share.merge(_meter([LEFT_BLOB], top1=[False], top5=[True]))
+    assert share.compute() == both.compute()
+    assert share.compute()["curves"]["box_acc_largest_0.5"] == [0.0, 50.0, 50.0, 50.0]
+    # PxAP of the hand-computed example, its two images fed to two meters: 5/6 as well.
+    pixels, other = PixelPrecisionMeter(threshold_list(4)), PixelPrecisionMeter(threshold_list(4))
+    pixels.update(np.array([[1.0, 0.6]], np.float32), np.array([[True, False]]))
+    other.update(np.array([[0.6, 0.2]], np.float32), np.array([[True, False]]))
+    pixels.merge(other)
+    assert pixels.num_images == 2 and pixels.compute() == pytest.approx(100.0 * 5 / 6)
+    with pytest.raises(ValueError, match="different thresholds"):
+        pixels.merge(PixelPrecisionMeter(threshold_list(5)))
+    with pytest.raises(ValueError, match="different thresholds"):
+        share.merge(ThresholdSweepMeter(threshold_list(5)))

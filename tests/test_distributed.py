@@ -1,0 +1,103 @@
+"""torchrun with 2 gloo processes on the tiny config: training completes, and the sharded evaluation
+writes exactly what a single process writes from the same checkpoint."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from bench.checkpoint import load_training_state
+from bench.config import load_config
+from bench.data import WsolDataset, collate
+from bench.distributed import Context
+from bench.evaluate import SweepMeters, evaluate, sweep_split
+from bench.models import build_model
+from bench.pipeline import prepare_dataset
+from bench.report import write_sweep_curves
+from bench.sweep import threshold_list
+from bench.threshold_metrics import sweep_summary
+from conftest import REPO, TINY_CONFIG
+
+RUN_FILES = {"config.yaml", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv", "cams.npz",
+             "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
+
+
+def test_my_batches_deals_whole_batches_round_robin():
+    # 11 images in batches of 3: [0,1,2] [3,4,5] [6,7,8] [9,10]; rank 1 of 2 gets the 2nd and 4th.
+    assert Context(rank=1, world_size=2).my_batches(11, 3) == [[3, 4, 5], [9, 10]]
+    assert Context(rank=0, world_size=2).my_batches(11, 3) == [[0, 1, 2], [6, 7, 8]]
+    assert Context().my_batches(4, 3) == [[0, 1, 2], [3]]
+
+
+def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config, tmp_path):
+    # eval.batch_size=5 over 24 images: 5 batches, rank 0 scores 3 and rank 1 scores 2; the gallery (8 images)
+    # spans rank 0's first batch and rank 1's first batch. The 12 val images (tau calibration) are 3 batches:
+    # 2 on rank 0, 1 on rank 1.
+    overrides = ["eval.batch_size=5", "eval.gallery_size=8"]
+    config = tiny_config(*overrides)
+    prepare_dataset(config)  # generate the shared dataset before the two processes read it
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bench",
+               "run", str(TINY_CONFIG), f"data_root={config.data_root}", f"results_dir={config.results_dir}",
+               *overrides]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = config.run_dir
+    assert {path.name for path in folder.iterdir()} == RUN_FILES  # rank 1 wrote nothing of its own
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["world_size"] == 2
+    assert [epoch["epoch"] for epoch in manifest["train_history"]] == [1, 2]
+
+    # The checkpoint loads in a single process; evaluating it there reproduces the files byte for byte.
+    state = load_training_state(folder / "checkpoint.pt")
+    assert state["epoch"] == 2
+    dataset = prepare_dataset(config)
+    model = build_model(config.model, num_classes=len(dataset.class_names))
+    model.load_state_dict(state["model"])
+    def loader(samples):
+        return torch.utils.data.DataLoader(
+            WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False),
+            batch_size=config.eval.batch_size, collate_fn=collate)
+
+    samples, val_samples = dataset.splits["test"], dataset.splits["val"]
+    sweep, val_sweep = (SweepMeters.for_thresholds(threshold_list(config.eval.num_thresholds)) for _ in range(2))
+    result = evaluate(model, loader(samples), samples, config.eval, torch.device("cpu"), tmp_path / "single.csv",
+                      sweep)
+    sweep_split(model, loader(val_samples), val_samples, config.eval, torch.device("cpu"), val_sweep)
+    assert (tmp_path / "single.csv").read_text() == (folder / "predictions.csv").read_text()
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert {key: saved[key] for key in result.metrics} == result.metrics
+    # The threshold sweep (test counts and val calibration) summed over the 2 ranks equals one process's.
+    assert val_sweep.boxes.num_images == 12 and sweep.pixels.num_images == 24
+    assert saved["sweep"] == sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes, "test",
+                                           config.eval.normalization)
+    write_sweep_curves(sweep.boxes, val_sweep.boxes, tmp_path / "curves.csv", tmp_path / "curves.png", "single")
+    assert (tmp_path / "curves.csv").read_text() == (folder / "box_acc_curves.csv").read_text()
+    cams = np.load(folder / "cams.npz")
+    assert list(cams["image_ids"]) == result.image_ids
+    assert np.array_equal(cams["top1"], np.stack(result.top1_cams))
+    assert np.array_equal(cams["gt_class"], np.stack(result.gt_cams))
+
+
+def test_checks_against_the_job_and_the_machine(tiny_config):
+    from bench.config import ConfigError
+    from bench.pipeline import check_runtime
+
+    with pytest.raises(ConfigError, match=r"'train.batch_size' is 16.*divisible by the number of processes \(3\)"):
+        check_runtime(tiny_config(), Context(world_size=3))
+    with pytest.raises(ConfigError, match="'precision' is 'fp16', which needs a CUDA GPU.*precision=bf16"):
+        check_runtime(tiny_config("precision=fp16"), Context())
+    check_runtime(tiny_config("precision=bf16"), Context(world_size=2))  # bf16 autocast runs on CPU
+
+
+def test_bf16_autocast_run_completes_on_cpu(tiny_config):
+    from bench.pipeline import run
+
+    config = tiny_config("precision=bf16", "channels_last=true", "train.epochs=1")
+    metrics = run(config, log=lambda message: None, context=Context())
+    assert metrics["num_images"] == config.dataset.num_test
+    assert load_config(config.run_dir / "config.yaml").precision == "bf16"

@@ -1,0 +1,113 @@
+"""Nothing lost: a SIGKILLed run resumes to the same results, a NaN loss stops with its epoch and step and keeps
+the last good checkpoint, partial folders are never reported, writes are atomic."""
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bench import train
+from bench.checkpoint import capture_rng_state, load_training_state, restore_rng_state, save_training_state
+from bench.cli import describe_failure, main
+from bench.files import DiskFullError, atomic_path
+from bench.pipeline import prepare_dataset, run
+from bench.runs import finished_runs, run_status
+from conftest import REPO, TINY_CONFIG
+
+
+def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    np.random.normal()  # leaves a cached Gaussian in NumPy's state
+    save_training_state(tmp_path / "state.pt", {"rng": capture_rng_state()})
+    expected = (random.random(), np.random.normal(), torch.rand(2))
+    restore_rng_state(load_training_state(tmp_path / "state.pt")["rng"])
+    again = (random.random(), np.random.normal(), torch.rand(2))
+    assert expected[:2] == again[:2] and torch.equal(expected[2], again[2])
+    assert [path.name for path in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_a_full_disk_names_the_file_and_leaves_the_old_one(tmp_path):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+    with pytest.raises(DiskFullError, match=rf"out of disk space writing {target} .*--resume"):
+        with atomic_path(target) as temporary:
+            temporary.write_text("half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert target.read_text() == "old" and [path.name for path in tmp_path.iterdir()] == ["metrics.json"]
+    assert "out of memory; lower train.batch_size" in describe_failure(MemoryError())
+    worker = RuntimeError("DataLoader worker (pid 12) is killed by signal: Killed. ")
+    assert "lower train.num_workers" in describe_failure(worker)
+    assert describe_failure(ValueError("a bug")) is None  # real bugs keep their traceback
+
+
+def _cli_overrides(config):
+    return [f"data_root={config.data_root}", f"results_dir={config.results_dir}"]
+
+
+def test_a_sigkilled_run_is_recognized_and_resumes_to_the_same_results(tiny_config, capsys):
+    overrides = ["train.epochs=4"]
+    whole = tiny_config(*overrides, "name=whole")
+    killed = tiny_config(*overrides, "name=killed")
+    prepare_dataset(whole)  # generated before the subprocess starts, so it starts training at once
+    command = [sys.executable, "-m", "bench", "run", str(TINY_CONFIG), *_cli_overrides(killed), *overrides,
+               "name=killed"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed.run_dir / "checkpoint.pt"
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    os.kill(process.pid, signal.SIGKILL)  # the moment epoch 1's checkpoint exists: mid-run, no cleanup possible
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    state = load_training_state(checkpoint)
+    assert 1 <= state["epoch"] < 4, state["epoch"]  # killed before the end
+    print(f"killed after epoch {state['epoch']}")
+
+    # The partial folder is recognizable and never counted as a result.
+    assert run_status(killed.run_dir) == "interrupted"
+    assert json.loads((killed.run_dir / "manifest.json").read_text())["status"] == "running"
+    assert finished_runs(killed.results_dir) == []
+    assert main(["run", str(TINY_CONFIG), *_cli_overrides(killed), *overrides, "name=killed"]) == 2
+    assert "unfinished run (status: interrupted); pass --resume" in capsys.readouterr().err
+    assert main(["run", str(TINY_CONFIG), *_cli_overrides(killed), "name=killed", "--resume"]) == 2
+    assert "the config differs" in (error := capsys.readouterr().err) and "train.epochs: 4 -> 2" in error
+
+    assert main(["run", str(TINY_CONFIG), *_cli_overrides(killed), *overrides, "name=killed", "--resume"]) == 0
+    run(whole, log=lambda message: None)
+    for name in ("metrics.json", "predictions.csv"):
+        assert (killed.run_dir / name).read_text() == (whole.run_dir / name).read_text()
+    resumed = json.loads((killed.run_dir / "manifest.json").read_text())
+    uninterrupted = json.loads((whole.run_dir / "manifest.json").read_text())
+    assert resumed["train_history"] == uninterrupted["train_history"]
+    assert resumed["resumed"][0]["after_epoch"] == state["epoch"]
+    assert finished_runs(killed.results_dir) == [killed.run_dir, whole.run_dir]
+    assert main(["run", str(TINY_CONFIG), *_cli_overrides(killed), *overrides, "name=killed", "--resume"]) == 2
+    assert "already complete" in capsys.readouterr().err
+
+
+def test_a_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch, capsys):
+    config = tiny_config()  # 48 images in batches of 16: 3 steps per epoch
+    calls = []
+    real_loss = train.F.cross_entropy
+
+    def loss_that_breaks_at_the_fifth_step(logits, labels):
+        calls.append(1)
+        loss = real_loss(logits, labels)
+        return loss * float("nan") if len(calls) == 5 else loss
+
+    monkeypatch.setattr(train.F, "cross_entropy", loss_that_breaks_at_the_fifth_step)
+    assert main(["run", str(TINY_CONFIG), *_cli_overrides(config)]) == 1
+    error = capsys.readouterr().err
+    assert "epoch 2/2, step 2/3: the training loss became nan" in error
+    assert "the checkpoint of epoch 1 is kept" in error and "Traceback" not in error
+    assert load_training_state(config.run_dir / "checkpoint.pt")["epoch"] == 1
+    assert run_status(config.run_dir) == "failed" and finished_runs(config.results_dir) == []
+    assert "NonFiniteLossError" in json.loads((config.run_dir / "manifest.json").read_text())["error"]
