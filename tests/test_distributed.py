@@ -22,8 +22,8 @@ from bench.sweep import threshold_list
 from bench.threshold_metrics import sweep_summary
 from conftest import REPO, TINY_CONFIG
 
-RUN_FILES = {"config.yaml", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv", "cams.npz",
-             "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
+RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
+             "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
 
 
 def test_my_batches_deals_whole_batches_round_robin():
