@@ -86,7 +86,7 @@ class CamNet(nn.Module):
         return self.head(self.features(images))
 
     def parameter_groups(self, lr: float, head_lr_mult: float) -> list[dict]:
-        """Optimizer groups: the pretrained backbone at ``lr``, the new layers (added + classifier) at ``lr * head_lr_mult``."""
+        """Optimizer groups: the pretrained backbone at ``lr``; the new layers at ``lr * head_lr_mult``."""
         return [
             {"params": list(self.backbone.parameters()), "lr": lr},
             {"params": self.new_parameters(), "lr": lr * head_lr_mult},
