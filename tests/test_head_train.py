@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from bench.config import ModelConfig, TrainConfig
+from bench.config import ConfigError, ModelConfig, TrainConfig
 from bench.head_train import FeatureCache, cache_backbone_features, fit_head, pool_cache
 from bench.models import CamNet, build_model
 from bench.pipeline import run
@@ -90,3 +90,10 @@ def test_pooled_cache_gives_the_heads_logits(pooling):
     assert pooled.maps.shape == (24, 64) and torch.equal(pooled.labels, cache.labels)
     with torch.no_grad():
         torch.testing.assert_close(model.classify_pooled(pooled.maps), model.head(cache.maps.float()))
+
+
+def test_head_mode_refuses_resume_before_any_work(tiny_config):
+    config = tiny_config("train.mode=head")
+    with pytest.raises(ConfigError, match="'train.mode' is 'head', which runs in one process and does not resume"):
+        run(config, resume=True, log=lambda message: None)
+    assert not config.run_dir.exists()
