@@ -25,7 +25,7 @@ from bench.config import StudyConfig  # noqa: E402
 from bench.datasets import load_dataset  # noqa: E402
 from bench.localize import normalize_cams  # noqa: E402
 from bench.report import draw_box  # noqa: E402
-from bench.study import RunResult, area_ratios, upsampled_cams  # noqa: E402
+from bench.study_results import RunResult, area_ratios, upsampled_cams  # noqa: E402
 
 POOLING_ORDER = ("gap", "gmp", "lse", "gem")
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple"}

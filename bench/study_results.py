@@ -1,0 +1,82 @@
+"""Finished runs as a study reads them: per-image outcomes, boxes, CAMs and BoxAcc curves.
+
+Everything comes from a run folder's files (``metrics.json``, ``predictions.csv``,
+``cams.npz``, ``box_acc_curves.csv``), so a study report needs no model.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.boxes import box_area, pairwise_iou
+from bench.cam import upsample_cams
+from bench.config import RunConfig
+
+# Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
+# Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
+PER_IMAGE_METRICS = {
+    "top1_cls_error": ("top1_correct", lambda v: 100.0 * (1.0 - v)),
+    "top1_loc_error": ("top1_loc", lambda v: 100.0 * (1.0 - v)),
+    "top5_loc_error": ("top5_loc", lambda v: 100.0 * (1.0 - v)),
+    "gt_known_loc_acc": ("gt_known_loc", lambda v: 100.0 * v),
+    "mean_iou": ("top1_iou", lambda v: v),
+}
+@dataclass(frozen=True)
+class RunResult:
+    """What the report needs of one finished run."""
+
+    config: RunConfig
+    metrics: dict
+    image_ids: list[str]
+    per_image: dict[str, np.ndarray]  # metric key -> (N,) per-image values (see PER_IMAGE_METRICS)
+    gt_boxes: list[np.ndarray]  # N arrays (G, 4), evaluated frame
+    gt_class_boxes: np.ndarray  # (N, 4)
+    gt_class_iou: np.ndarray  # (N,) best IoU of the GT-class box with the ground truth
+    gt_class_cams: np.ndarray  # (N, h, w) float32, feature resolution
+    box_acc_curve: tuple[np.ndarray, np.ndarray]  # (taus (T,), BoxAcc(tau, 0.5) % (T,)) from box_acc_curves.csv
+
+
+def _parse_boxes(text: str) -> np.ndarray:
+    return np.array([[float(v) for v in box.split()] for box in text.split(";") if box.strip()]).reshape(-1, 4)
+
+
+def read_run(config: RunConfig) -> RunResult:
+    folder = config.run_dir
+    metrics = json.loads((folder / "metrics.json").read_text())
+    with (folder / "predictions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    per_image = {key: transform(np.array([float(row[column]) for row in rows]))
+                 for key, (column, transform) in PER_IMAGE_METRICS.items()}
+    cams = np.load(folder / "cams.npz")
+    with (folder / "box_acc_curves.csv").open(newline="") as handle:
+        curve_rows = list(csv.DictReader(handle))
+    curve = (np.array([float(row["tau"]) for row in curve_rows]),
+             np.array([float(row["box_acc_largest_0.5"]) for row in curve_rows]))
+    return RunResult(
+        config=config, metrics=metrics, image_ids=[row["image_id"] for row in rows], per_image=per_image,
+        gt_boxes=[_parse_boxes(row["gt_boxes"]) for row in rows],
+        gt_class_boxes=np.stack([_parse_boxes(row["gt_class_box"])[0] for row in rows]),
+        gt_class_iou=np.array([float(row["gt_class_iou"]) for row in rows]),
+        gt_class_cams=cams["gt_class"].astype(np.float32), box_acc_curve=curve,
+    )
+
+
+def upsampled_cams(result: RunResult) -> np.ndarray:
+    """The run's GT-class CAMs upsampled to its input frame, as evaluated: ``(N, S, S)`` float32."""
+    size = result.config.model.input_size
+    cams = torch.from_numpy(result.gt_class_cams)[:, None]  # (N, 1, h, w)
+    return upsample_cams(cams, (size, size))[:, 0].numpy()
+
+
+def area_ratios(result: RunResult) -> np.ndarray:
+    """Area of the GT-class box / area of its best-matching GT box, per image: ``(N,)``."""
+    ratios = []
+    for box, gts in zip(result.gt_class_boxes, result.gt_boxes):
+        best = gts[int(pairwise_iou(box[None], gts)[0].argmax())]
+        ratios.append(box_area(box) / max(float(box_area(best)), 1e-9))
+    return np.asarray(ratios)
