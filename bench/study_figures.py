@@ -12,6 +12,7 @@ One subplot (or block of rows) per setting: every grid key but seed and pooling.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +42,11 @@ def _ordered(by_pooling: dict[str, list[RunResult]]) -> list[str]:
 def _setting_label(study: StudyConfig, setting: tuple) -> str:
     keys = [key for key, _ in study.grid if key not in ("seed", "model.pooling")]
     return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in zip(keys, setting)) or study.name
+
+
+def _title(figure: plt.Figure, text: str) -> None:
+    """A figure title wrapped to the figure's width (about 11 characters per inch at size 10)."""
+    figure.suptitle(textwrap.fill(text, width=int(figure.get_figwidth() * 11)), fontsize=10)
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -101,16 +107,18 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
                 draw_box(axis, result.gt_class_boxes[index], "red")
                 axis.set_title(f"{pooling.upper()} (seed {result.config.seed})\nIoU {result.gt_class_iou[index]:.2f}",
                                fontsize=7)
-    figure.suptitle(f"{study.name}: GT-class CAM per pooling, box at tau={reference.config.eval.tau:g} (red), "
-                    "ground truth (green)", fontsize=9)
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.6 / rows, wspace=0.05, hspace=0.35)
+    _title(figure, f"{study.name}: GT-class CAM per pooling, box at tau={reference.config.eval.tau:g} (red), "
+                    "ground truth (green)")
+    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / figure.get_figheight(), wspace=0.05,
+                           hspace=0.35)
     return _save(figure, path)
 
 
 def _subplots(count: int, width: float = 4.2, height: float = 3.4) -> tuple[plt.Figure, np.ndarray]:
     columns = min(count, 3)
     rows = -(-count // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(width * columns, height * rows), squeeze=False)
+    figsize = (max(width * columns, 7.0), height * rows + 0.6)  # room for a two-line title
+    figure, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False)
     for axis in axes.flat[count:]:
         axis.axis("off")
     return figure, axes.flat
@@ -128,7 +136,7 @@ def iou_histograms(study: StudyConfig, settings: Settings, path: Path) -> Path:
         axis.set(title=_setting_label(study, setting), xlabel="IoU of the GT-class box with the ground truth",
                  ylabel="images (all seeds)")
         axis.legend(fontsize=8)
-    figure.suptitle(f"{study.name}: localization IoU per pooling (IoU >= 0.5 counts as localized)", fontsize=10)
+    _title(figure, f"{study.name}: localization IoU per pooling (IoU >= 0.5 counts as localized)")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -150,8 +158,8 @@ def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
         axis.set(title=_setting_label(study, setting), xlabel="tau (fraction of the normalized CAM)",
                  ylabel="GT-known BoxAcc (%), IoU >= 0.5", ylim=(0, 100), xlim=(0, 1))
         axis.legend(fontsize=7)
-    figure.suptitle(f"{study.name}: localization accuracy against the CAM threshold "
-                    "(mean over seeds, band = min..max)", fontsize=10)
+    _title(figure, f"{study.name}: localization accuracy against the CAM threshold "
+                    "(mean over seeds, band = min..max)")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -168,7 +176,7 @@ def cam_area(study: StudyConfig, settings: Settings, path: Path) -> Path:
         axis.set_yscale("log")
         axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
         axis.set(title=_setting_label(study, setting), ylabel="predicted box area / GT box area")
-    figure.suptitle(f"{study.name}: box size relative to the object (GT-class CAM; < 1 = box on a part)", fontsize=10)
+    _title(figure, f"{study.name}: box size relative to the object (GT-class CAM; < 1 = box on a part)")
     figure.tight_layout()
     return _save(figure, path)
 
@@ -189,7 +197,7 @@ def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
         axis.set_xscale("log")
         axis.set(xlabel="LSE sharpness r (r -> 0: GAP, r -> inf: GMP)", ylabel=label)
         axis.legend(fontsize=8)
-    figure.suptitle(f"{study.name}: localization along the average-to-max continuum", fontsize=10)
+    _title(figure, f"{study.name}: localization along the average-to-max continuum")
     figure.tight_layout()
     return _save(figure, path)
 
