@@ -186,6 +186,19 @@ def _denormalize(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
     return (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 
 
+def box_top1_and_gt(cams: torch.Tensor, sizes: list[tuple[int, int]],
+                    config: EvalConfig) -> tuple[list[np.ndarray], np.ndarray]:
+    """Upsample and box only the two maps the metrics use, of ``cams (B, K + 1, h, w)``.
+
+    Every metric needs the top-1 class's box (top-1 loc, mean IoU) and the true
+    class's box (top-5 loc, GT-known loc: the top-5 rule boxes *the true*
+    class's CAM), never the boxes of predictions 2..5, so those are not made.
+    Returns B maps ``(2, H_i, W_i)`` and boxes ``(B, 2, 4)``: index 0 the top-1
+    class, index 1 (= -1) the true class.
+    """
+    return boxes_for_batch(cams[:, [0, -1]], sizes, config)
+
+
 def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
                 device: torch.device, sweep: SweepMeters | None = None) -> ScoredBatch:
     """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``).
@@ -196,7 +209,7 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
     indices = batch["index"].tolist()
     sizes = [size for size, _ in frames]
     gt_boxes = [boxes for _, boxes in frames]
-    maps, boxes = boxes_for_batch(prediction.cams, sizes, config)  # B x (K+1, H, W), (B, K+1, 4)
+    maps, boxes = box_top1_and_gt(prediction.cams, sizes, config)  # B x (2, H, W), (B, 2, 4)
     topk_classes = prediction.topk_classes.cpu().numpy()
     label_array = labels.cpu().numpy()
     outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
