@@ -197,20 +197,24 @@ _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
 }
 
 
+def _read_yaml(path: Path, what: str, example: str) -> tuple[Any, dict[str, int]]:
+    """The parsed YAML document and the line of each dotted key; ConfigError if missing or not YAML."""
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found (expected a YAML file, e.g. {example})")
+    text = path.read_text()
+    try:
+        return yaml.safe_load(text), _key_lines(yaml.compose(text))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+
+
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
     """Read a YAML config, apply ``key.sub=value`` overrides, validate strictly.
 
     The run name defaults to the file's stem (``configs/gap.yaml`` -> ``gap``).
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found (expected a YAML file, e.g. configs/gap.yaml)")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    raw, lines = _read_yaml(path, "config file", "configs/gap.yaml")
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -441,14 +445,7 @@ def load_study(path: str | Path, quick: bool = False,
     ``<results_dir>/<study>/runs/``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: study file not found (expected a YAML file, e.g. configs/paper.yaml)")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    raw, lines = _read_yaml(path, "study file", "configs/paper.yaml")
     where = _Where(str(path), lines)
     if not isinstance(raw, dict) or set(raw) != {"study"}:
         extra = sorted(set(raw) - {"study"}) if isinstance(raw, dict) else raw
