@@ -8,7 +8,7 @@ turned into boxes by the paper's rule (:mod:`bench.localize`). With
 image's ``(H, W)`` and scored against the boxes as the dataset gives them (the
 evaluation transform is a plain resize, so mapping back is exact). Per-image rows go
 straight to ``predictions.csv``; only counters, the feature-resolution CAMs
-(float16, for ``cams.npz``) and a few gallery images stay in memory.
+(for ``cams.npz``) and a few gallery images stay in memory.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ class GalleryItem:
 class EvaluationResult:
     metrics: dict[str, float]
     image_ids: list[str] = field(default_factory=list)
-    top1_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float16
-    gt_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float16
+    top1_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
+    gt_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
     gallery: list[GalleryItem] = field(default_factory=list)
 
 
@@ -76,8 +76,8 @@ class ScoredBatch:
     rows: list[list]  # one predictions.csv row per image, columns PREDICTION_COLUMNS
     outcome: LocalizationOutcome
     image_ids: list[str]
-    top1_cams: list[np.ndarray]  # each (h, w) float16
-    gt_cams: list[np.ndarray]  # each (h, w) float16
+    top1_cams: list[np.ndarray]  # each (h, w) float32
+    gt_cams: list[np.ndarray]  # each (h, w) float32
     gallery: list[GalleryItem]  # the batch's images among the first gallery_size of the split
 
 
@@ -230,8 +230,8 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
             int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
         ])
         scored.image_ids.append(sample.image_id)
-        scored.top1_cams.append(cams[row, 0].numpy().astype(np.float16))
-        scored.gt_cams.append(cams[row, -1].numpy().astype(np.float16))
+        scored.top1_cams.append(cams[row, 0].numpy().astype(np.float32))
+        scored.gt_cams.append(cams[row, -1].numpy().astype(np.float32))
         if index < config.gallery_size:
             scored.gallery.append(GalleryItem(
                 image=_gallery_image(batch["image"][row], sizes[row], model.mean, model.std),

@@ -8,7 +8,7 @@ The run folder ``results/<name>/`` holds:
 * ``checkpoint.pt``    full training state after the last finished epoch (:mod:`bench.checkpoint`)
 * ``metrics.json``     the metrics, with the protocol that produced them
 * ``predictions.csv``  one row per evaluated image (see :data:`bench.evaluate.PREDICTION_COLUMNS`)
-* ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16) + image ids
+* ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16; float32 if beyond its range) + image ids
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
 * ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
 
@@ -79,6 +79,12 @@ def protocol_description(config: RunConfig) -> str:
     frame = "original image frame" if config.eval.frame == "original" else f"{size}x{size} input frame"
     return (f"{config.eval.split} split, fixed tau={config.eval.tau:g} on '{config.eval.normalization}'-normalized CAMs, "
             f"largest connected component, IoU >= 0.5, boxes in the {frame}")
+
+
+def compact_maps(maps: np.ndarray) -> np.ndarray:
+    """float16 (half the size of ``cams.npz``) unless a value is beyond its range (|x| > 65504): then float32."""
+    half = maps.astype(np.float16)
+    return half if np.array_equal(np.isfinite(half), np.isfinite(maps)) else maps
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -429,7 +435,8 @@ def _train_and_evaluate(config: RunConfig, context: distributed.Context, class_n
                            f"{config.name}: BoxAcc vs tau ({config.eval.split})")
     with atomic_path(run_dir / "cams.npz") as temporary, temporary.open("wb") as handle:
         np.savez_compressed(handle, image_ids=np.array(result.image_ids),
-                            top1=np.stack(result.top1_cams), gt_class=np.stack(result.gt_cams))
+                            top1=compact_maps(np.stack(result.top1_cams)),
+                            gt_class=compact_maps(np.stack(result.gt_cams)))
     if result.gallery:
         with atomic_path(run_dir / "gallery.png") as temporary:
             save_gallery(result.gallery, class_names, temporary,

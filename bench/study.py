@@ -233,15 +233,30 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
+def run_metric(result: RunResult, metric: str) -> float | None:
+    """One run's value of a table column, recomputed from its per-image files where possible.
+
+    The fixed-tau columns are means of ``predictions.csv`` rows and MaxBoxAcc
+    is the maximum of ``box_acc_curves.csv``, so those cells can be audited
+    from the run folder; the other threshold-free columns (MaxBoxAccV2, PxAP,
+    tau from val) need the maps and come from ``metrics.json``.
+    """
+    if metric in TABLE_METRICS:
+        return float(result.per_image[metric].mean())
+    if metric == "sweep.max_box_acc.value":
+        return float(result.box_acc_curve[1].max())
+    return metric_value(result.metrics, metric)
+
+
 def table_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
-    """One row per setting: the grid values, the number of seeds, each metric's mean and std."""
+    """One row per setting: the grid values, the number of seeds, each metric's mean and std (ddof 1) over seeds."""
     keys = _row_keys(study)
     rows = []
     for values, group in group_runs(study, results).items():
         row = {key: value for key, value in zip(keys, values)}
         row["seeds"] = len(group)
         for metric in (*TABLE_METRICS, *SWEEP_METRICS):
-            values = [metric_value(r.metrics, metric) for r in group]
+            values = [run_metric(r, metric) for r in group]
             if all(value is not None for value in values):
                 row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
         rows.append(row)

@@ -93,7 +93,7 @@ def test_cams_and_gallery_are_kept_at_feature_resolution(samples, tmp_path):
     assert result.image_ids == ["a", "b", "c", "d"]
     assert len(result.gallery) == 2
     top1_cam = result.top1_cams[0].astype(np.float32)  # red channel of "a", 0..1
-    assert result.top1_cams[0].dtype == np.float16 and top1_cam.shape == (SIZE, SIZE)
+    assert result.top1_cams[0].dtype == np.float32 and top1_cam.shape == (SIZE, SIZE)
     assert top1_cam[4:12, 4:20].min() == 1.0 and top1_cam.sum() == 16 * 8
     assert not (tmp_path / "predictions.csv.tmp").exists()
 

@@ -154,3 +154,12 @@ def test_a_users_csv_dataset_runs_end_to_end_and_bad_images_stop_or_are_skipped(
                                            ["reason"], "split": "train"}]
     assert manifest["skipped_images"][0]["reason"].startswith("cannot be opened as an image")
     assert manifest["dataset"].startswith(f"CSV {copy / 'mine.csv'}")
+
+
+def test_cams_are_stored_in_float16_unless_beyond_its_range():
+    from bench.pipeline import compact_maps
+
+    small = np.array([[[1.5, -2.0], [60000.0, 0.0]]], dtype=np.float32)
+    assert compact_maps(small).dtype == np.float16 and compact_maps(small)[0, 1, 0] == 60000.0
+    large = np.array([[[1.5, 70000.0]]], dtype=np.float32)  # float16 would turn it into inf
+    assert compact_maps(large).dtype == np.float32 and compact_maps(large)[0, 0, 1] == 70000.0

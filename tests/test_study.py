@@ -118,6 +118,8 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
                                                  "comparison.csv", "cams_gap_vs_gmp.png", "iou_hist.png",
                                                  "boxacc_vs_tau.png", "cam_area.png"}
     assert not list(folder.glob("*.tmp*"))
+    for figure in ("cams_gap_vs_gmp.png", "iou_hist.png", "boxacc_vs_tau.png", "cam_area.png"):
+        assert (folder / figure).stat().st_size > 10_000  # a drawn figure, not an empty file
 
     with (folder / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -179,3 +181,70 @@ def test_report_without_finished_runs_says_so(tmp_path, tiny_data_dir, capsys):
     assert "none of its 4 runs has finished" in capsys.readouterr().err
     assert main(["report", str(TINY_CONFIG)]) == 2
     assert "'report' takes a study file" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- tables from hand-made runs
+
+
+def hand_made_run(pooling, seed, top1_correct, top1_loc, top5_loc, gt_known, iou, curve):
+    """A RunResult as read from a run folder, with per-image values chosen by hand (4 test images)."""
+    from bench.config import load_config
+    from bench.study_results import PER_IMAGE_METRICS, RunResult
+
+    columns = {"top1_correct": top1_correct, "top1_loc": top1_loc, "top5_loc": top5_loc, "gt_known_loc": gt_known,
+               "top1_iou": iou}
+    per_image = {key: transform(np.array(columns[column], dtype=float))
+                 for key, (column, transform) in PER_IMAGE_METRICS.items()}
+    config = load_config(TINY_CONFIG, [f"model.pooling={pooling}", f"seed={seed}"])
+    boxes = np.zeros((4, 4))
+    return RunResult(config=config, metrics={"protocol": "hand-made"}, image_ids=["a", "b", "c", "d"],
+                     per_image=per_image, gt_boxes=[np.ones((1, 4))] * 4, gt_class_boxes=boxes,
+                     gt_class_iou=np.zeros(4), gt_class_cams=np.zeros((4, 2, 2), np.float32),
+                     box_acc_curve=(np.array([0.0, 0.5]), np.array(curve, dtype=float)))
+
+
+def test_table_cells_are_recomputed_from_per_image_rows_with_exact_strings(tmp_path, tiny_data_dir):
+    from bench.study import markdown_table, table_rows
+
+    study, _ = load_study(write_study(tmp_path, tiny_data_dir))
+    results = [
+        # GAP seed 0: 3 of 4 classified, 2 of 4 top-1 localized, GT-known 3 of 4, IoUs mean 0.5; MaxBoxAcc 75.
+        hand_made_run("gap", 0, [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0.8, 0.6, 0.4, 0.2], [50, 75]),
+        # GAP seed 1: 4 of 4 classified, 3 of 4 localized, GT-known 4 of 4, IoUs mean 0.6; MaxBoxAcc 100.
+        hand_made_run("gap", 1, [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0.9, 0.7, 0.5, 0.3], [100, 25]),
+        hand_made_run("gmp", 0, [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0], [0, 0]),
+    ]
+    rows = table_rows(study, results)
+    assert [(row["model.pooling"], row["seeds"]) for row in rows] == [("gap", 2), ("gmp", 1)]
+    # top-1 cls error: 25 and 0 -> mean 12.5, std (ddof 1) = 25 / sqrt(2) = 17.68
+    assert rows[0]["top1_cls_error_mean"] == 12.5 and rows[0]["top1_cls_error_std"] == pytest.approx(17.6777, abs=1e-4)
+    table = markdown_table(study, rows, "hand-made")
+    gap_line = next(line for line in table.splitlines() if line.startswith("| gap |"))
+    # columns: cls err, top-1 loc err (50, 25), top-5 loc err (25, 0), GT-known (75, 100), mean IoU (0.5, 0.6),
+    # MaxBoxAcc (max of each curve: 75, 100)
+    assert gap_line == ("| gap | 2 | 12.5 ± 17.7 | 37.5 ± 17.7 | 12.5 ± 17.7 | 87.5 ± 17.7 | 0.550 ± 0.071 | "
+                        "87.5 ± 17.7 |")
+    assert "| gmp | 1 | 100.0 ± 0.0 | 100.0 ± 0.0 | 100.0 ± 0.0 | 0.0 ± 0.0 | 0.000 ± 0.000 | 0.0 ± 0.0 |" in table
+    # A column that some run lacks (no PxAP in metrics.json) is left out rather than shown half-empty.
+    assert "PxAP" not in table and "MaxBoxAcc (%, oracle tau)" in table
+
+
+def test_lse_sweep_study_draws_metric_against_r(tmp_path, tiny_data_dir):
+    path = write_study(tmp_path, tiny_data_dir, f"""\
+study:
+  base: {TINY_CONFIG}
+  grid:
+    model.lse_r: [0.5, 8.0]
+    seed: [0]
+  set:
+    model.pooling: lse
+    data_root: {tiny_data_dir}
+    results_dir: {tmp_path / 'results'}
+    train.epochs: 1
+    train.lr: 0.005
+""")
+    study, runs = load_study(path)
+    folder = run_study(study, runs, log=lambda message: None)
+    assert (folder / "lse_sweep.png").stat().st_size > 10_000
+    with (folder / "table.csv").open() as handle:
+        assert [row["model.lse_r"] for row in csv.DictReader(handle)] == ["0.5", "8.0"]
