@@ -83,7 +83,8 @@ def protocol_description(config: RunConfig) -> str:
 
 def compact_maps(maps: np.ndarray) -> np.ndarray:
     """float16 (half the size of ``cams.npz``) unless a value is beyond its range (|x| > 65504): then float32."""
-    half = maps.astype(np.float16)
+    with np.errstate(over="ignore"):  # the overflow is what is being checked for
+        half = maps.astype(np.float16)
     return half if np.array_equal(np.isfinite(half), np.isfinite(maps)) else maps
 
 

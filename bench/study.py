@@ -30,6 +30,7 @@ difference".
 from __future__ import annotations
 
 import csv
+import math
 import dataclasses
 import json
 from pathlib import Path
@@ -230,7 +231,7 @@ def _settings(study: StudyConfig, results: list[RunResult]) -> dict[tuple, dict[
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else math.nan  # no spread from one seed
 
 
 def run_metric(result: RunResult, metric: str) -> float | None:
@@ -280,7 +281,10 @@ def _columns(rows: list[dict]) -> dict[str, str]:
 
 
 def _format(metric: str, mean: float, std: float, separator: str = " ± ") -> str:
+    """``mean ± std``; the mean alone where one seed gives no spread (std NaN)."""
     digits = 3 if metric == "mean_iou" else 1
+    if math.isnan(std):
+        return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f}{separator}{std:.{digits}f}"
 
 
@@ -368,7 +372,7 @@ def comparison_markdown(study: StudyConfig, rows: list[dict]) -> str:
         if row["metric"] == VERDICT_METRIC:
             lines.append(f"- **{row['setting']}, GAP vs {row['versus'].upper()}: {row['verdict']}** "
                          f"(GT-known loc GAP - {row['versus'].upper()} = {row['difference']:+.1f} points, "
-                         f"{level} CI [{row['low']:+.1f}, {row['high']:+.1f}]; {row['seeds']} seeds x "
+                         f"{level} CI [{row['low']:+.1f}, {row['high']:+.1f}]; {row['seeds']} seed(s) x "
                          f"{row['images']} images)")
     lines += ["", "| setting | GAP - X | metric | difference | CI low | CI high |", "|---|---|---|---|---|---|"]
     for row in rows:
