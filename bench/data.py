@@ -13,6 +13,23 @@ for people who convert their own data::
     <root>/metadata/<split>/localization.txt  "<image_id>,<x0>,<y0>,<x1>,<y1>" one line per box
     <root>/metadata/<split>/masks.txt         "<image_id>,<mask path under masks/>"  (optional)
 
+``localization.txt`` may instead use wsolevaluation's OpenImages **mask
+layout**, recognised by its field count (3 instead of 5; one file cannot mix
+the two)::
+
+    <image_id>,<instance mask path>,<ignore mask path>   one line per instance mask
+
+The ignore mask path is given on an image's first line only (empty on its
+later lines, and may be empty altogether); mask paths are relative to the
+masks root. Masks are grayscale PNGs, object where value > 127. Such a sample
+gets ``mask_paths`` (all its instance masks) and ``ignore_path``, and its GT
+boxes are **derived** from the masks, one per instance mask: the tight box of
+its object pixels (:func:`bench.boxes.mask_to_box`) in the mask's own frame,
+scaled to the image size when the mask's size differs, so every box metric
+works unchanged on this layout. PxAP uses the union of the instance masks as
+the object and leaves out the ignored pixels that are not object pixels
+(:func:`read_mask`, ``bench.evaluate.mask_in_frame``), as wsolevaluation does.
+
 Boxes follow :mod:`bench.boxes` (``[x0, y0, x1, y1)``, pixels of the original
 image); sizes are converted to ``(H, W)`` on read, the one place where the
 file's ``width,height`` order is handled (:func:`image_size` is the one place
@@ -40,10 +57,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from bench.boxes import crop_boxes, hflip_boxes, resize_boxes
+from bench.boxes import crop_boxes, hflip_boxes, mask_to_box, resize_boxes
 
 SPLITS = ("train", "val", "test")
 CLASSES_FILE = "classes.txt"
+# Key of _FORMATS for a localization.txt in the mask layout (not a file name of its own).
+MASK_LAYOUT_FILE = "localization.txt (mask layout)"
+# A mask pixel is object (or ignored) where its grayscale value is above this.
+MASK_THRESHOLD = 127
 # Size of an image whose header could not be read: bench.datasets.check_images reports it.
 UNKNOWN_SIZE = (0, 0)
 # Reading more image headers than this shows a progress bar.
@@ -56,7 +77,11 @@ _FORMATS = {
     "image_ids.txt": (1, "<image_id>"),
     "class_labels.txt": (2, "<image_id>,<label>"),
     "image_sizes.txt": (3, "<image_id>,<width>,<height>"),
-    "localization.txt": (5, "<image_id>,<x0>,<y0>,<x1>,<y1>"),
+    "localization.txt": (5, "<image_id>,<x0>,<y0>,<x1>,<y1>"
+                            " (box layout, from line 1; the 3-field mask layout cannot be mixed in)"),
+    # wsolevaluation's OpenImages layout of localization.txt (module docstring); the last field may be empty.
+    MASK_LAYOUT_FILE: (3, "<image_id>,<instance mask path>,<ignore mask path or empty>"
+                          " (mask layout, from line 1; the 5-field box layout cannot be mixed in)"),
     "masks.txt": (2, "<image_id>,<mask path relative to masks/>"),
     CLASSES_FILE: (2, "<label>,<name>"),
 }
@@ -76,6 +101,9 @@ class Sample:
     for training. ``size`` is ``(H, W)`` of the original image
     (:data:`UNKNOWN_SIZE` if a reader could not read the image's header; such
     samples are reported by ``bench.datasets.check_images``).
+    ``mask_paths``: the image's object masks (empty: none; one from
+    ``masks.txt``, one per instance in the mask layout; the object is their
+    union); ``ignore_path``: pixels PxAP leaves out (mask layout only).
     """
 
     image_id: str
@@ -83,7 +111,8 @@ class Sample:
     label: int
     boxes: np.ndarray
     size: tuple[int, int]
-    mask_path: Path | None
+    mask_paths: tuple[Path, ...]
+    ignore_path: Path | None = None
 
 
 # ----------------------------------------------------------------------------- reading
@@ -106,12 +135,14 @@ class Line:
 
 
 def read_lines(
-    path: Path, num_fields: int, expected: str, separator: str | None = ",", max_split: int = -1
+    path: Path, num_fields: int, expected: str, separator: str | None = ",", max_split: int = -1,
+    last_may_be_empty: bool = False,
 ) -> list[Line]:
     """Read a text file into lines of exactly ``num_fields`` non-empty fields (blank lines skipped).
 
     ``separator=None`` splits on runs of whitespace (CUB's files);
-    ``max_split`` as in :meth:`str.split`, so the last field may hold separators.
+    ``max_split`` as in :meth:`str.split`, so the last field may hold separators;
+    ``last_may_be_empty``: the last field may be empty.
     """
     path = Path(path)
     if not path.is_file():
@@ -124,18 +155,31 @@ def read_lines(
         line = Line(path, number, text, fields, expected)
         if len(fields) != num_fields:
             raise line.error(f"{len(fields)} field(s), {num_fields} expected")
-        if not all(fields):
+        if not all(fields[:-1] if last_may_be_empty else fields):
             raise line.error(f"field {fields.index('') + 1} is empty")
         lines.append(line)
     return lines
 
 
-def _read_lines(path: Path) -> list[Line]:
-    """Read one of this layout's metadata files (format from its name)."""
-    num_fields, expected = _FORMATS[path.name]
+def _read_lines(path: Path, kind: str | None = None) -> list[Line]:
+    """Read one of this layout's metadata files (format from its name, or ``kind``: a key of ``_FORMATS``)."""
+    kind = path.name if kind is None else kind
+    num_fields, expected = _FORMATS[kind]
     # Class names may contain commas; image ids may not (see module docstring).
-    max_split = num_fields - 1 if path.name == CLASSES_FILE else -1
-    return read_lines(path, num_fields, expected, ",", max_split)
+    max_split = num_fields - 1 if kind == CLASSES_FILE else -1
+    return read_lines(path, num_fields, expected, ",", max_split, last_may_be_empty=kind == MASK_LAYOUT_FILE)
+
+
+def _is_mask_layout(path: Path) -> bool:
+    """True if ``localization.txt`` uses the mask layout: its first non-blank line has 3 fields.
+
+    Every other line must then have 3 fields too (:func:`_read_lines` names the
+    first that does not); a missing file is the box layout.
+    """
+    if not path.is_file():
+        return False
+    first = next((text for text in path.read_text(encoding="utf-8").splitlines() if text.strip()), "")
+    return len(first.split(",")) == _FORMATS[MASK_LAYOUT_FILE][0]
 
 
 def parse_int(line: Line, index: int, what: str) -> int:
@@ -287,7 +331,8 @@ def read_metadata(
     """Read and validate one split's metadata files in ``folder``; samples in image_ids.txt order.
 
     Image paths are ``image_root / image_id``; ``masks.txt`` (optional) paths
-    are under ``masks_root``. ``num_classes`` bounds the labels (None: any
+    and those of a mask-layout ``localization.txt`` (module docstring; boxes
+    derived from the instance masks, which are opened) are under ``masks_root``. ``num_classes`` bounds the labels (None: any
     label >= 0). In ``train``, ``localization.txt`` is optional (images
     without a line get G = 0) and so is ``image_sizes.txt`` (sizes come from
     the image headers). ``strict_boxes``: every box must lie inside its listed
@@ -305,8 +350,18 @@ def read_metadata(
         sizes = dict(zip(ids, read_image_sizes([image_root / image_id for image_id in ids], f"{split}: image sizes")))
     else:
         sizes = _read_one_per_image(folder / "image_sizes.txt", ids, _parse_size)
-    boxes = _read_boxes(folder / "localization.txt", ids, sizes if strict_boxes else None, required=not train)
-    masks = {} if masks_root is None else _read_masks(folder / "masks.txt", ids, Path(masks_root))
+    localization = folder / "localization.txt"
+    ignore: dict[str, Path] = {}
+    if _is_mask_layout(localization):
+        if masks_root is None:
+            raise DatasetFormatError(f"{localization} lists masks (mask layout) but no masks root was given")
+        if (folder / "masks.txt").exists():
+            raise DatasetFormatError(f"{folder / 'masks.txt'}: masks are already listed in {localization} "
+                                     "(mask layout); keep one of the two")
+        masks, ignore, boxes = _read_instance_masks(localization, ids, Path(masks_root), sizes, required=not train)
+    else:
+        boxes = _read_boxes(localization, ids, sizes if strict_boxes else None, required=not train)
+        masks = {} if masks_root is None else _read_masks(folder / "masks.txt", ids, Path(masks_root))
     return [
         Sample(
             image_id=image_id,
@@ -314,7 +369,8 @@ def read_metadata(
             label=labels[image_id],
             boxes=boxes[image_id],
             size=sizes[image_id],
-            mask_path=masks.get(image_id),
+            mask_paths=masks.get(image_id, ()),
+            ignore_path=ignore.get(image_id),
         )
         for image_id in ids
     ]
@@ -334,8 +390,8 @@ def read_split(root: Path, split: str) -> list[Sample]:
     return read_metadata(root / "metadata" / split, split, root / "images", num_classes, root / "masks")
 
 
-def _read_masks(path: Path, ids: dict[str, int], masks_root: Path) -> dict[str, Path]:
-    """Optional masks.txt: image id -> mask path (images without a line have no mask)."""
+def _read_masks(path: Path, ids: dict[str, int], masks_root: Path) -> dict[str, tuple[Path]]:
+    """Optional masks.txt: image id -> (mask path,) (images without a line have no mask)."""
     if not path.exists():
         return {}
     masks = {}
@@ -343,8 +399,60 @@ def _read_masks(path: Path, ids: dict[str, int], masks_root: Path) -> dict[str, 
         image_id = _known_id(line, ids)
         if image_id in masks:
             raise line.error("second mask for the same image id")
-        masks[image_id] = masks_root / line.fields[1]
+        masks[image_id] = (masks_root / line.fields[1],)
     return masks
+
+
+def _read_instance_masks(
+    path: Path, ids: dict[str, int], masks_root: Path, sizes: dict[str, tuple[int, int]], required: bool
+) -> tuple[dict[str, tuple[Path, ...]], dict[str, Path], dict[str, np.ndarray]]:
+    """localization.txt in the mask layout -> instance mask paths, ignore mask path and derived boxes per image id.
+
+    Boxes ``(G, 4)`` float32, one per instance mask: the tight box of its
+    object pixels in the mask's frame, scaled to the image's ``sizes[id] (H, W)``
+    when the sizes differ. Each mask file must be readable and hold at least
+    one object pixel. ``required``: every image needs >= 1 instance mask.
+    """
+    masks: dict[str, list[Path]] = {image_id: [] for image_id in ids}
+    boxes: dict[str, list[np.ndarray]] = {image_id: [] for image_id in ids}
+    ignore: dict[str, Path] = {}
+    for line in _read_lines(path, MASK_LAYOUT_FILE):
+        image_id = _known_id(line, ids)
+        if line.fields[2]:
+            if masks[image_id]:
+                raise line.error("ignore mask on a later line of the image (give it on the image's first line only)")
+            ignore[image_id] = masks_root / line.fields[2]
+        mask_path = masks_root / line.fields[1]
+        try:
+            mask = read_mask(mask_path)
+        except IMAGE_READ_ERRORS as error:
+            raise line.error(f"cannot read instance mask {mask_path} ({type(error).__name__}: {error})") from None
+        if not mask.any():
+            raise line.error(f"instance mask {mask_path} has no object pixel (value > {MASK_THRESHOLD})")
+        box = mask_to_box(mask)
+        if mask.shape != sizes[image_id] and sizes[image_id] != UNKNOWN_SIZE:
+            box = resize_boxes(box, mask.shape, sizes[image_id])
+        masks[image_id].append(mask_path)
+        boxes[image_id].append(box)
+    missing = [image_id for image_id, paths in masks.items() if not paths]
+    if required and missing:
+        raise DatasetFormatError(
+            f"{path}: no instance mask for {len(missing)} image id(s), e.g. {missing[:3]}; every image needs >= 1"
+        )
+    return ({image_id: tuple(paths) for image_id, paths in masks.items() if paths}, ignore,
+            {image_id: np.asarray(values, dtype=np.float32).reshape(-1, 4) for image_id, values in boxes.items()})
+
+
+def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``(H, W)`` bool mask of a grayscale PNG (True where value > :data:`MASK_THRESHOLD`).
+
+    ``size (H, W)``: resized to it first (nearest neighbour); None keeps the file's size.
+    """
+    with Image.open(path) as image:
+        mask = image.convert("L")
+        if size is not None and mask.size != (size[1], size[0]):
+            mask = mask.resize((size[1], size[0]), Image.NEAREST)
+        return np.asarray(mask) > MASK_THRESHOLD
 
 
 # ----------------------------------------------------------------------------- writing
@@ -389,10 +497,14 @@ def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_
         labels.append(f"{image_id},{sample.label}")
         sizes.append(f"{image_id},{width},{height}")
         boxes += [f"{image_id}," + ",".join(_format_number(v) for v in box) for box in sample.boxes]
-        if sample.mask_path is not None:
+        if len(sample.mask_paths) > 1 or sample.ignore_path is not None:
+            raise ValueError(f"{sample.image_id} has {len(sample.mask_paths)} instance mask(s) and ignore mask "
+                             f"{sample.ignore_path}; the writer stores one mask per image (masks.txt) and no ignore "
+                             "mask: keep such data in wsolevaluation's OpenImages layout and read it in place")
+        if sample.mask_paths:
             if masks_root is None:
                 raise ValueError(f"{sample.image_id} has a mask but no masks_root was given")
-            masks.append(f"{image_id},{_relative_id(sample.mask_path, Path(masks_root), 'mask')}")
+            masks.append(f"{image_id},{_relative_id(sample.mask_paths[0], Path(masks_root), 'mask')}")
     files = {"image_ids.txt": ids, "class_labels.txt": labels, "image_sizes.txt": sizes, "localization.txt": boxes}
     if masks:
         files["masks.txt"] = masks

@@ -280,7 +280,7 @@ def read_cub(root: Path, val_size: int, seed: int) -> DatasetSplits:
         if width <= 0 or height <= 0:
             raise box_line.error(f"box width {width} and height {height} must be > 0")
         box = xywh_to_xyxy(np.array([[x, y, width, height]]))
-        sample = Sample(line.fields[1], path, label - 1, _boxes_array(box), size, None)
+        sample = Sample(line.fields[1], path, label - 1, _boxes_array(box), size, ())
         splits["train" if flag == 1 else "test"].append(sample)
     train, val = carve_val(splits["train"], val_size, seed)
     source = (f"CUB-200-2011 at {folder} (official train/test split: {len(splits['train'])} / "
@@ -368,7 +368,7 @@ def _imagenet_train(train_root: Path, chosen: list[tuple[str, str]], max_per_cla
         labels += [label] * len(files)
     sizes = read_image_sizes(paths, "ImageNet train: image sizes")
     no_box = np.zeros((0, 4), dtype=np.float32)
-    return [Sample(path.relative_to(train_root.parent).as_posix(), path, label, no_box, size, None)
+    return [Sample(path.relative_to(train_root.parent).as_posix(), path, label, no_box, size, ())
             for path, label, size in zip(paths, labels, sizes)]
 
 
@@ -482,7 +482,7 @@ def _imagenet_val(root: Path, chosen: list[tuple[str, str]]) -> tuple[list[Sampl
     if records[0][4] is None:  # the CSV form gives no sizes: read them from the image headers
         sizes = read_image_sizes([path for _, path, *_ in records], "ImageNet val: image sizes")
         records = [(*record[:4], size) for record, size in zip(records, sizes)]
-    samples = [Sample(image_id, path, label, _boxes_array(boxes), size, None)
+    samples = [Sample(image_id, path, label, _boxes_array(boxes), size, ())
                for image_id, path, label, boxes, size in records]
     return samples, form
 
@@ -695,7 +695,7 @@ def read_csv_dataset(path: Path) -> DatasetSplits:
     sizes = read_image_sizes(paths, "CSV dataset: image sizes")
     splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
     for (image, record), image_path, size in zip(records.items(), paths, sizes):
-        sample = Sample(image, image_path, label_of[record["label"]], _boxes_array(record["boxes"]), size, None)
+        sample = Sample(image, image_path, label_of[record["label"]], _boxes_array(record["boxes"]), size, ())
         splits[record["split"]].append(sample)
     counts = " / ".join(str(len(samples)) for samples in splits.values())
     source = f"CSV {path} ({len(class_names)} classes; train / val / test: {counts} images)"
@@ -716,8 +716,9 @@ def _image_problem(sample: Sample) -> tuple[str | None, Sample]:
     if size != sample.size:
         return (f"the file is {size[0]}x{size[1]} (HxW) but the metadata says {sample.size[0]}x{sample.size[1]}",
                 sample)
-    if sample.mask_path is not None and not sample.mask_path.is_file():
-        return f"missing mask file {sample.mask_path}", sample
+    for mask_path in (*sample.mask_paths, *([sample.ignore_path] if sample.ignore_path else [])):
+        if not mask_path.is_file():
+            return f"missing mask file {mask_path}", sample
     height, width = size
     boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
     limits = np.array([width, height, width, height], dtype=np.float64)

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import EvalConfig
-from bench.data import Sample
+from bench.data import Sample, read_mask
 from bench.files import atomic_path
 from bench.localize import boxes_from_cams, normalize_cams
 from bench.metrics import TOP_K, LocalizationMeter, LocalizationOutcome, localization_outcomes
@@ -99,8 +99,8 @@ class SweepMeters:
         normalized = [normalize_cams(cam[None], normalization)[0] for cam in gt_maps]
         self.boxes.update(normalized, gt_boxes, top1_correct, top5_correct)
         for cam, sample in zip(normalized, samples):
-            if sample.mask_path is not None:
-                self.pixels.update(cam, mask_in_frame(sample.mask_path, cam.shape))
+            if sample.mask_paths:
+                self.pixels.update(cam, *mask_in_frame(sample, cam.shape))
 
     def merge(self, other: SweepMeters) -> None:
         """Add ``other``'s counts (e.g. another rank's share of the split): exact, the meters only count."""
@@ -108,13 +108,17 @@ class SweepMeters:
         self.pixels.merge(other.pixels)
 
 
-def mask_in_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
-    """Object mask ``(H, W)`` bool from a 0/255 PNG (object: value >= 128), resized (nearest) to ``size``."""
-    with Image.open(path) as image:
-        mask = image.convert("L")
-        if mask.size != (size[1], size[0]):
-            mask = mask.resize((size[1], size[0]), Image.NEAREST)
-        return np.asarray(mask) >= 128
+def mask_in_frame(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``sample``'s object and ignored pixels, each ``(H, W)`` bool at ``size (H, W)`` (masks resized, nearest).
+
+    Object: the union of its instance masks (value > 127). Ignored: the ignore
+    mask's pixels that are not object pixels (None without an ignore mask),
+    as wsolevaluation's OpenImages protocol.
+    """
+    union = np.any([read_mask(path, size) for path in sample.mask_paths], axis=0)
+    if sample.ignore_path is None:
+        return union, None
+    return union, read_mask(sample.ignore_path, size) & ~union
 
 
 @torch.no_grad()

@@ -453,7 +453,7 @@ def _write_sample(root: Path, split: str, index: int, label: int, image: np.ndar
     Image.fromarray(image).save(image_path, quality=95)
     Image.fromarray(mask.astype(np.uint8) * 255).save(mask_path)
     image_id = relative.with_suffix(".jpg").as_posix()
-    return Sample(image_id, image_path, label, mask_to_box(mask)[None], mask.shape, mask_path)
+    return Sample(image_id, image_path, label, mask_to_box(mask)[None], mask.shape, (mask_path,))
 
 
 def _generate_split(root: Path, split: str, parameters: dict, progress_bar: tqdm) -> list[int]:

@@ -140,16 +140,21 @@ class PixelPrecisionMeter:
         self.negative = np.zeros(len(self.thresholds) + 1, dtype=np.int64)
         self.num_images = 0
 
-    def update(self, normalized: np.ndarray, mask: np.ndarray) -> None:
-        """Add one map ``(H, W)`` float32 (normalized) and its object mask ``(H, W)`` bool."""
+    def update(self, normalized: np.ndarray, mask: np.ndarray, ignore: np.ndarray | None = None) -> None:
+        """Add one map ``(H, W)`` float32 (normalized) and its object mask ``(H, W)`` bool.
+
+        ``ignore (H, W)`` bool: pixels left out of both positives and negatives (None: none).
+        """
         normalized, mask = np.asarray(normalized, dtype=np.float32), np.asarray(mask, dtype=bool)
-        if normalized.shape != mask.shape:
-            raise ValueError(f"map {normalized.shape} and mask {mask.shape} must have the same (H, W)")
+        kept = np.ones_like(mask) if ignore is None else ~np.asarray(ignore, dtype=bool)
+        if not normalized.shape == mask.shape == kept.shape:
+            raise ValueError(f"map {normalized.shape}, mask {mask.shape} and ignore {kept.shape} "
+                             "must have the same (H, W)")
         levels = np.searchsorted(self.thresholds, normalized.ravel(), side="right")  # (H*W,)
-        flat_mask = mask.ravel()
+        flat_mask, flat_kept = mask.ravel(), kept.ravel()
         bins = len(self.positive)
-        self.positive += np.bincount(levels[flat_mask], minlength=bins)
-        self.negative += np.bincount(levels[~flat_mask], minlength=bins)
+        self.positive += np.bincount(levels[flat_mask & flat_kept], minlength=bins)
+        self.negative += np.bincount(levels[~flat_mask & flat_kept], minlength=bins)
         self.num_images += 1
 
     def merge(self, other: PixelPrecisionMeter) -> None:

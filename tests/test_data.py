@@ -59,22 +59,22 @@ def test_read_split_parses_several_and_float_boxes_exactly(tmp_path):
     np.testing.assert_array_equal(two.boxes, np.array([[0.5, 1.25, 10.75, 40]], dtype=np.float32))
     assert one.boxes.dtype == np.float32
     assert one.image_path == root / "images" / "a" / "one.jpg"
-    assert one.mask_path is None
+    assert one.mask_paths == () and one.ignore_path is None
     assert read_class_names(root) == ["cat", "dog"]
 
 
 def test_masks_txt_is_optional_per_image(tmp_path):
     root = write_dataset(tmp_path, {"masks.txt": "a/one.jpg,a/one.png\n"})
     two, one = read_split(root, "val")
-    assert one.mask_path == root / "masks" / "a" / "one.png" and two.mask_path is None
+    assert one.mask_paths == (root / "masks" / "a" / "one.png",) and two.mask_paths == ()
 
 
 def test_write_then_read_round_trips(tmp_path):
     root = tmp_path / "out"
     samples = [
         Sample("x/1.jpg", root / "images/x/1.jpg", 1, np.array([[1, 2, 3, 4], [0.5, 0, 8, 9.25]], np.float32),
-               (10, 8), root / "masks/x/1.png"),
-        Sample("2.jpg", root / "images/2.jpg", 0, np.array([[0, 0, 5, 5]], np.float32), (6, 7), None),
+               (10, 8), (root / "masks/x/1.png",)),
+        Sample("2.jpg", root / "images/2.jpg", 0, np.array([[0, 0, 5, 5]], np.float32), (6, 7), ()),
     ]
     write_class_names(root.mkdir() or root, ["a", "b, with comma"])
     write_split(root, "test", samples)
@@ -82,8 +82,8 @@ def test_write_then_read_round_trips(tmp_path):
     assert (root / "metadata/test/localization.txt").read_text().splitlines()[1] == "x/1.jpg,0.5,0,8,9.25"
     assert read_class_names(root) == ["a", "b, with comma"]
     for got, expected in zip(read_split(root, "test"), samples):
-        assert (got.image_id, got.label, got.size, got.mask_path) == (
-            expected.image_id, expected.label, expected.size, expected.mask_path)
+        assert (got.image_id, got.label, got.size, got.mask_paths, got.ignore_path) == (
+            expected.image_id, expected.label, expected.size, expected.mask_paths, None)
         np.testing.assert_array_equal(got.boxes, expected.boxes)
 
 

@@ -29,8 +29,8 @@ def write_image(path: Path, height: int, width: int) -> Path:
 
 
 def same_samples(got: list[Sample], expected: list[Sample]) -> None:
-    assert [(s.image_id, s.image_path, s.label, s.size, s.mask_path) for s in got] == [
-        (s.image_id, s.image_path, s.label, s.size, s.mask_path) for s in expected]
+    assert [(s.image_id, s.image_path, s.label, s.size, s.mask_paths) for s in got] == [
+        (s.image_id, s.image_path, s.label, s.size, s.mask_paths) for s in expected]
     for a, b in zip(got, expected):
         assert a.boxes.dtype == np.float32 and a.boxes.shape == b.boxes.shape
         np.testing.assert_array_equal(a.boxes, b.boxes)
@@ -100,7 +100,7 @@ def test_cub_val_is_carved_from_train_with_the_seed(cub_root):
 
 def test_carve_val_is_stratified_and_keeps_order():
     labels = [0] * 10 + [1] * 5 + [2] * 2
-    samples = [Sample(f"{i}", Path(f"{i}.png"), label, np.zeros((1, 4), np.float32), (4, 4), None)
+    samples = [Sample(f"{i}", Path(f"{i}.png"), label, np.zeros((1, 4), np.float32), (4, 4), ())
                for i, label in enumerate(labels)]
     rest, carved = carve_val(samples, 7, seed=0)
     counts = [sum(s.label == k for s in carved) for k in range(3)]
@@ -327,8 +327,8 @@ def test_read_wsol_on_the_project_layout_with_optional_val_and_train_sizes(tmp_p
     root = tmp_path / "mine"
     write_image(root / "images" / "t.png", 10, 20)
     write_image(root / "images" / "e.png", 12, 8)
-    train = [Sample("t.png", root / "images/t.png", 1, np.zeros((0, 4), np.float32), (10, 20), None)]
-    test = [Sample("e.png", root / "images/e.png", 0, np.array([[0, 0, 8, 12]], np.float32), (12, 8), None)]
+    train = [Sample("t.png", root / "images/t.png", 1, np.zeros((0, 4), np.float32), (10, 20), ())]
+    test = [Sample("e.png", root / "images/e.png", 0, np.array([[0, 0, 8, 12]], np.float32), (12, 8), ())]
     root.mkdir(exist_ok=True)
     write_class_names(root, ["x", "y"])
     write_split(root, "train", train)
@@ -351,8 +351,8 @@ def test_read_wsol_missing_root_says_what_is_expected(tmp_path):
 
 
 def test_dataset_splits_refuse_an_evaluation_image_without_box():
-    sample = Sample("a", Path("a.png"), 0, np.zeros((0, 4), np.float32), (4, 4), None)
-    boxed = Sample("b", Path("b.png"), 0, np.ones((1, 4), np.float32), (4, 4), None)
+    sample = Sample("a", Path("a.png"), 0, np.zeros((0, 4), np.float32), (4, 4), ())
+    boxed = Sample("b", Path("b.png"), 0, np.ones((1, 4), np.float32), (4, 4), ())
     DatasetSplits(["c"], {"train": [sample], "val": [], "test": [boxed]}, "here")
     with pytest.raises(DatasetFormatError, match="here: test image a has no box"):
         DatasetSplits(["c"], {"train": [boxed], "val": [], "test": [sample]}, "here")
@@ -433,7 +433,7 @@ def test_check_images_reports_or_skips_bad_images(tmp_path):
     data = read_csv_dataset(path)
     assert data.splits["train"][1].size == UNKNOWN_SIZE
     samples = data.splits["train"] + data.splits["test"]
-    samples.append(Sample("w", tmp_path / "wrong_size.png", 0, np.ones((1, 4), np.float32), (20, 30), None))
+    samples.append(Sample("w", tmp_path / "wrong_size.png", 0, np.ones((1, 4), np.float32), (20, 30), ()))
     with pytest.raises(DatasetFormatError) as error:
         check_images(samples, skip_bad=False)
     message = str(error.value)

@@ -37,7 +37,7 @@ def make_sample(tmp_path, name, label, rectangles, gt_boxes) -> Sample:
         pixels[y0:y1, x0:x1, channel] = 255
     path = tmp_path / f"{name}.png"
     Image.fromarray(pixels).save(path)
-    return Sample(name, path, label, np.array(gt_boxes, dtype=np.float32), (SIZE, SIZE), None)
+    return Sample(name, path, label, np.array(gt_boxes, dtype=np.float32), (SIZE, SIZE), ())
 
 
 @pytest.fixture
@@ -104,7 +104,7 @@ def test_original_frame_scores_against_the_boxes_as_given(tmp_path):
     pixels[8:24, 12:36, 0] = 255  # red object, box [12, 8, 36, 24) in the original frame
     path = tmp_path / "wide.png"
     Image.fromarray(pixels).save(path)
-    sample = Sample("wide", path, 0, np.array([[12, 8, 36, 24]], dtype=np.float32), (32, 48), None)
+    sample = Sample("wide", path, 0, np.array([[12, 8, 36, 24]], dtype=np.float32), (32, 48), ())
     loader = torch.utils.data.DataLoader(WsolDataset([sample], SIZE, (0, 0, 0), (1, 1, 1), train=False),
                                          batch_size=1, collate_fn=collate)
     config = EvalConfig(tau=0.5, frame="original", gallery_size=1)

@@ -16,7 +16,7 @@ def _write_mask_maps(config, folder):
     """Each test image's own object mask, at a quarter of its resolution: a near-perfect score map."""
     samples = prepare_dataset(config, progress=False).splits["test"]
     for sample in samples:
-        with Image.open(sample.mask_path) as mask:
+        with Image.open(sample.mask_paths[0]) as mask:
             score = np.asarray(mask.convert("L"), dtype=np.float32)[::4, ::4] / 255.0
         path = folder / f"{sample.image_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -196,7 +196,7 @@ def test_tiny_dataset_reads_back_with_exact_boxes(tiny_dataset):
         assert sample.size == (64, 64)
         with Image.open(sample.image_path) as image:
             assert image.size == (64, 64) and image.mode == "RGB"
-        mask = np.asarray(Image.open(sample.mask_path)) > 127
+        mask = np.asarray(Image.open(sample.mask_paths[0])) > 127
         assert sample.boxes.shape == (1, 4)
         np.testing.assert_array_equal(sample.boxes[0], mask_to_box(mask))
 
@@ -204,7 +204,7 @@ def test_tiny_dataset_reads_back_with_exact_boxes(tiny_dataset):
 def test_any_image_regenerates_alone(tiny_dataset):
     sample = read_split(tiny_dataset, "test")[7]
     _, mask = render_sample(image_rng(TINY["seed"], "test", 7), sample.label, "parts", 64)
-    np.testing.assert_array_equal(np.asarray(Image.open(sample.mask_path)) > 127, mask)
+    np.testing.assert_array_equal(np.asarray(Image.open(sample.mask_paths[0])) > 127, mask)
 
 
 def test_existing_dataset_is_reused_without_rewriting(tiny_dataset):
