@@ -256,6 +256,26 @@ def _check_model(model: ModelConfig, where: "_Where") -> None:
         )
 
 
+# Keys that change how fast a run goes, not what it computes.
+SPEED_KEYS = ("threads", "train.num_workers")
+
+
+def config_differences(a: RunConfig, b: RunConfig, ignore: typing.Iterable[str] = ()) -> list[str]:
+    """``"key: a -> b"`` for every dotted key whose value differs between two configs, except ``ignore``."""
+    def flat(data: dict, prefix: str = "") -> dict:
+        items = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[prefix + key] = value
+        return items
+
+    first, second = flat(config_to_dict(a)), flat(config_to_dict(b))
+    return [f"{key}: {first.get(key)!r} -> {second.get(key)!r}" for key in sorted(set(first) | set(second))
+            if first.get(key) != second.get(key) and key not in ignore]
+
+
 def config_to_dict(config: Any) -> dict:
     """The resolved config as plain YAML-able data (tuples become lists)."""
     def plain(value: Any) -> Any:

@@ -43,7 +43,7 @@ import torch
 
 from bench import distributed
 from bench.checkpoint import load_training_state
-from bench.config import ConfigError, RunConfig, config_to_dict, load_config, save_config
+from bench.config import SPEED_KEYS, ConfigError, RunConfig, config_differences, load_config, save_config
 from bench.backbones import check_weights
 from bench.data import DatasetFormatError, WsolDataset, collate, write_class_names
 from bench.datasets import DatasetSplits, check_images, load_dataset
@@ -70,7 +70,7 @@ class ResumeError(ValueError):
 
 
 # Keys that may differ between an interrupted run and its resumption: they do not change the results.
-RESUMABLE_CHANGES = ("threads", "train.num_workers", "data_root", "results_dir")
+RESUMABLE_CHANGES = (*SPEED_KEYS, "data_root", "results_dir")
 
 
 def protocol_description(config: RunConfig) -> str:
@@ -200,16 +200,6 @@ def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     run_dir.mkdir(parents=True)
 
 
-def _flat(data: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def check_resumable(config: RunConfig) -> dict | None:
     """Check that ``config.run_dir`` holds an unfinished run of ``config``; return its checkpoint (None if none yet).
 
@@ -227,10 +217,7 @@ def check_resumable(config: RunConfig) -> dict | None:
     if status == RUNNING:
         raise ResumeError(f"--resume: the run in {run_dir} is still running (manifest.json names its process); "
                           f"wait for it or stop it first")
-    saved = _flat(config_to_dict(load_config(run_dir / "config.yaml")))
-    wanted = _flat(config_to_dict(config))
-    changed = [f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in sorted(set(saved) | set(wanted))
-               if saved.get(key) != wanted.get(key) and key not in RESUMABLE_CHANGES]
+    changed = config_differences(load_config(run_dir / "config.yaml"), config, RESUMABLE_CHANGES)
     if changed:
         raise ResumeError(f"--resume: the config differs from the one {run_dir} was started with "
                           f"({'; '.join(changed)}); resume with the same config, or start a new run")

@@ -31,14 +31,13 @@ from __future__ import annotations
 
 import csv
 import math
-import dataclasses
 import json
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from bench.config import RunConfig, StudyConfig, load_config
+from bench.config import SPEED_KEYS, RunConfig, StudyConfig, config_differences, load_config
 from bench.files import atomic_path, write_text
 from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
 from bench.study_results import PER_IMAGE_METRICS, RunResult, read_run
@@ -97,14 +96,8 @@ def run_state(config: RunConfig) -> str:
 
 
 def same_experiment(a: RunConfig, b: RunConfig) -> bool:
-    """Equal configs up to the keys that change how fast a run goes, not what it computes.
-
-    (``--resume`` accepts these changes too: :data:`bench.pipeline.RESUMABLE_CHANGES`.)
-    """
-    def essence(config: RunConfig) -> RunConfig:
-        return dataclasses.replace(config, threads=0, train=dataclasses.replace(config.train, num_workers=0))
-
-    return essence(a) == essence(b)
+    """Equal configs up to the keys that change how fast a run goes, not what it computes (:data:`SPEED_KEYS`)."""
+    return not config_differences(a, b, SPEED_KEYS)
 
 
 def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
