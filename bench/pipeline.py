@@ -94,14 +94,22 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def prepare_dataset(config: RunConfig, progress: bool = True) -> DatasetSplits:
-    """Read the config's dataset (generating the embedded one if needed); the splits used are checked.
-
-    Every image of ``train`` and of the evaluated split is checked before any
-    training (:func:`bench.datasets.check_images`): with ``dataset.skip_bad``
-    problem images are dropped (and listed by :func:`run` in the manifest),
-    otherwise the first problems stop the run here.
-    """
+    """Read the config's dataset (generating the embedded one if needed); images are checked by the callers."""
     return load_dataset(config.dataset, Path(config.data_root), progress=progress)
+
+
+def _checked_split(dataset: DatasetSplits, split: str, skip_bad: bool) -> tuple[list, list[dict]]:
+    """One split's samples after :func:`bench.datasets.check_images`, and its skipped images tagged with the split.
+
+    With ``skip_bad`` problem images are dropped (``run`` lists them in the
+    manifest), otherwise the first problems stop the run here; a split left
+    with no image is an error either way.
+    """
+    samples, skipped = check_images(dataset.splits[split], skip_bad)
+    if not samples:
+        raise DatasetFormatError(f"{dataset.source}: no usable image left in the {split} split after skipping bad "
+                                 "images")
+    return samples, [{**item, "split": split} for item in skipped]
 
 
 def checked_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list, list[dict]]:
@@ -110,14 +118,9 @@ def checked_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, li
     if not dataset.splits[split]:
         raise DatasetFormatError(f"{dataset.source}: the {split} split is empty; set eval.split to a split "
                                  f"with images ({', '.join(k for k, v in dataset.splits.items() if v)})")
-    train, skipped_train = check_images(dataset.splits["train"], config.dataset.skip_bad)
-    evaluated, skipped_eval = check_images(dataset.splits[split], config.dataset.skip_bad)
-    skipped = [{**item, "split": "train"} for item in skipped_train]
-    skipped += [{**item, "split": split} for item in skipped_eval]
-    if not train or not evaluated:
-        raise DatasetFormatError(f"{dataset.source}: no usable image left in the "
-                                 f"{'train' if not train else split} split after skipping bad images")
-    return train, evaluated, skipped
+    train, skipped_train = _checked_split(dataset, "train", config.dataset.skip_bad)
+    evaluated, skipped_eval = _checked_split(dataset, split, config.dataset.skip_bad)
+    return train, evaluated, skipped_train + skipped_eval
 
 
 def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list[dict]]:
@@ -130,10 +133,7 @@ def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list
     if not dataset.splits["val"]:
         raise DatasetFormatError(f"{dataset.source}: eval.calibrate needs a val split with boxes, and it is empty; "
                                  f"add one or set eval.calibrate: false")
-    samples, skipped = check_images(dataset.splits["val"], config.dataset.skip_bad)
-    if not samples:
-        raise DatasetFormatError(f"{dataset.source}: no usable image left in the val split after skipping bad images")
-    return samples, [{**item, "split": "val"} for item in skipped]
+    return _checked_split(dataset, "val", config.dataset.skip_bad)
 
 
 def _new_sweep(config: RunConfig) -> SweepMeters:
