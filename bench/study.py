@@ -40,7 +40,7 @@ import numpy as np
 from bench.config import SPEED_KEYS, RunConfig, StudyConfig, config_differences, load_config
 from bench.files import atomic_path, write_text
 from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
-from bench.study_results import PER_IMAGE_METRICS, RunResult, read_run
+from bench.study_results import PER_IMAGE_METRICS, RunResult, read_run, setting_keys, setting_label
 
 TABLE_METRICS = {
     "top1_cls_error": "top-1 cls err (%)",
@@ -196,10 +196,6 @@ def _row_keys(study: StudyConfig) -> list[str]:
     return [key for key, _ in study.grid if key != "seed"]
 
 
-def _label(keys: list[str], values: tuple) -> str:
-    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in zip(keys, values)) or "all runs"
-
-
 def group_runs(study: StudyConfig, results: list[RunResult]) -> dict[tuple, list[RunResult]]:
     """Results grouped by the values of every grid key but ``seed`` (grid order kept)."""
     keys = _row_keys(study)
@@ -210,8 +206,8 @@ def group_runs(study: StudyConfig, results: list[RunResult]) -> dict[tuple, list
 
 
 def _settings(study: StudyConfig, results: list[RunResult]) -> dict[tuple, dict[str, list[RunResult]]]:
-    """Results by setting (every grid key but seed and pooling), then by pooling."""
-    keys = [key for key in _row_keys(study) if key != "model.pooling"]
+    """Results by setting (:func:`bench.study_results.setting_keys`), then by pooling."""
+    keys = setting_keys(study)
     settings: dict[tuple, dict[str, list[RunResult]]] = {}
     for result in results:
         setting = tuple(_value(result.config, key) for key in keys)
@@ -283,7 +279,6 @@ def _format(metric: str, mean: float, std: float, separator: str = " ± ") -> st
 
 def comparisons(study: StudyConfig, results: list[RunResult]) -> list[dict]:
     """``GAP - X`` per setting, compared pooling and metric, with the paired bootstrap interval."""
-    keys = [key for key in _row_keys(study) if key != "model.pooling"]
     out = []
     for setting, by_pooling in _settings(study, results).items():
         if "gap" not in by_pooling:
@@ -304,7 +299,8 @@ def comparisons(study: StudyConfig, results: list[RunResult]) -> list[dict]:
                 a = np.stack([gap[s].per_image[metric] for s in seeds])  # (S, N)
                 b = np.stack([rival[s].per_image[metric] for s in seeds])
                 mean, low, high = paired_bootstrap(a, b, study.bootstrap, study.confidence)
-                out.append({"setting": _label(keys, setting), "versus": other, "metric": metric,
+                label = setting_label(study, setting, "all runs")
+                out.append({"setting": label, "versus": other, "metric": metric,
                             "seeds": len(seeds), "images": a.shape[1], "difference": mean, "low": low, "high": high,
                             "verdict": verdict(low, high, metric)})
     return out

@@ -26,7 +26,7 @@ from bench.config import StudyConfig  # noqa: E402
 from bench.datasets import load_dataset  # noqa: E402
 from bench.localize import normalize_cams  # noqa: E402
 from bench.report import draw_box  # noqa: E402
-from bench.study_results import RunResult, area_ratios, upsampled_cams  # noqa: E402
+from bench.study_results import RunResult, area_ratios, setting_label, upsampled_cams  # noqa: E402
 
 POOLING_ORDER = ("gap", "gmp", "lse", "gem")
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple"}
@@ -37,11 +37,6 @@ Settings = dict[tuple, dict[str, list[RunResult]]]
 
 def _ordered(by_pooling: dict[str, list[RunResult]]) -> list[str]:
     return sorted(by_pooling, key=lambda p: POOLING_ORDER.index(p) if p in POOLING_ORDER else len(POOLING_ORDER))
-
-
-def _setting_label(study: StudyConfig, setting: tuple) -> str:
-    keys = [key for key, _ in study.grid if key not in ("seed", "model.pooling")]
-    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in zip(keys, setting)) or study.name
 
 
 def _title(figure: plt.Figure, text: str) -> None:
@@ -96,7 +91,8 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
             row[0].imshow(images[index])
             for box in reference.gt_boxes[index]:
                 draw_box(row[0], box, "lime")
-            row[0].set_title(f"{_setting_label(study, setting)}\n{reference.image_ids[index].rsplit('/', 1)[-1]}",
+            name = reference.image_ids[index].rsplit("/", 1)[-1]
+            row[0].set_title(f"{setting_label(study, setting, study.name)}\n{name}",
                              fontsize=7)
             for column, (pooling, result) in enumerate(zip(poolings, results), start=1):
                 axis = row[column]
@@ -133,7 +129,8 @@ def iou_histograms(study: StudyConfig, settings: Settings, path: Path) -> Path:
             axis.hist(ious, bins=bins, histtype="step", linewidth=1.8, color=COLOURS.get(pooling),
                       label=f"{pooling.upper()} (median {np.median(ious):.2f})")
         axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
-        axis.set(title=_setting_label(study, setting), xlabel="IoU of the GT-class box with the ground truth",
+        axis.set(title=setting_label(study, setting, study.name),
+                 xlabel="IoU of the GT-class box with the ground truth",
                  ylabel="images (all seeds)")
         axis.legend(fontsize=8)
     _title(figure, f"{study.name}: localization IoU per pooling (IoU >= 0.5 counts as localized)")
@@ -155,7 +152,7 @@ def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
                                   alpha=0.15)
         tau = next(iter(by_pooling.values()))[0].config.eval.tau
         axis.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"tau = {tau:g} (the paper's)")
-        axis.set(title=_setting_label(study, setting), xlabel="tau (fraction of the normalized CAM)",
+        axis.set(title=setting_label(study, setting, study.name), xlabel="tau (fraction of the normalized CAM)",
                  ylabel="GT-known BoxAcc (%), IoU >= 0.5", ylim=(0, 100), xlim=(0, 1))
         axis.legend(fontsize=7)
     _title(figure, f"{study.name}: localization accuracy against the CAM threshold "
@@ -175,7 +172,7 @@ def cam_area(study: StudyConfig, settings: Settings, path: Path) -> Path:
                         [f"{p.upper()}\nmedian {np.median(r):.2f}" for p, r in zip(poolings, ratios)])
         axis.set_yscale("log")
         axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
-        axis.set(title=_setting_label(study, setting), ylabel="predicted box area / GT box area")
+        axis.set(title=setting_label(study, setting, study.name), ylabel="predicted box area / GT box area")
     _title(figure, f"{study.name}: box size relative to the object (GT-class CAM; < 1 = box on a part)")
     figure.tight_layout()
     return _save(figure, path)

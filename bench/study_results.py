@@ -15,7 +15,7 @@ import torch
 
 from bench.boxes import box_area, pairwise_iou
 from bench.cam import upsample_cams
-from bench.config import RunConfig
+from bench.config import RunConfig, StudyConfig
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
 # Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
@@ -80,3 +80,14 @@ def area_ratios(result: RunResult) -> np.ndarray:
         best = gts[int(pairwise_iou(box[None], gts)[0].argmax())]
         ratios.append(box_area(box) / max(float(box_area(best)), 1e-9))
     return np.asarray(ratios)
+
+
+def setting_keys(study: StudyConfig) -> list[str]:
+    """The grid keys that define a *setting*: every one but ``seed`` and ``model.pooling`` (grid order)."""
+    return [key for key, _ in study.grid if key not in ("seed", "model.pooling")]
+
+
+def setting_label(study: StudyConfig, setting: tuple, default: str) -> str:
+    """``"variant=parts, input_size=224"`` for the values of :func:`setting_keys`; ``default`` if there are none."""
+    pairs = zip(setting_keys(study), setting)
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in pairs) or default
