@@ -37,8 +37,10 @@ from typing import Callable
 
 import numpy as np
 
+from bench import distributed, study_figures
 from bench.config import SPEED_KEYS, RunConfig, StudyConfig, config_differences, load_config
 from bench.files import atomic_path, write_text
+from bench.pipeline import run
 from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
 from bench.study_results import PER_IMAGE_METRICS, RunResult, read_run, setting_keys, setting_label
 
@@ -106,9 +108,6 @@ def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False
 
     Under ``torchrun`` every rank takes part in each run; rank 0 decides what to run and writes the report.
     """
-    from bench import distributed
-    from bench.pipeline import run
-
     context = distributed.from_environment()
     states = context.on_main(lambda: {config.name: run_state(config) for config in runs})
     different = [name for name, state in states.items() if state == "different"]
@@ -381,8 +380,6 @@ def protocol_of(results: list[RunResult]) -> str:
 
 def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None] = print) -> Path:
     """Tables, comparisons and figures from the finished runs of ``runs`` (unfinished ones are left out, said)."""
-    from bench import study_figures
-
     finished = [config for config in runs if run_state(config) == "complete"]
     missing = [config.name for config in runs if config not in finished]
     if not finished:
