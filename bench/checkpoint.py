@@ -5,7 +5,7 @@ learning-rate scheduler (and fp16 grad scaler) states, the epoch, the per-epoch
 history, the world size, and the random states of Python, NumPy and torch (CPU
 and CUDA). Data order and augmentation need no saved state: both are functions
 of ``(seed, epoch, rank)`` (``DistributedSampler.set_epoch`` and
-:meth:`bench.data.WsolDataset.set_epoch`). Every value is a tensor or plain
+:meth:`bench.torch_data.WsolDataset.set_epoch`). Every value is a tensor or plain
 Python data, so the file loads with ``torch.load(weights_only=True)``.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.files import atomic_path
+from bench.atomic_files import atomic_path
 
 
 def capture_rng_state() -> dict:

@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import ConfigError, config_to_dict, is_study_file, load_config, load_study
+from bench.config import (
+    ConfigError,
+    config_to_dict,
+    is_study_file,
+    load_config,
+    load_study,
+)
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
@@ -99,16 +105,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cam(args: argparse.Namespace) -> int:
-    from bench import camtool
+    from bench import cam_command
 
     try:
         if args.topk < 1 or args.batch_size < 1:
-            raise camtool.CamToolError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
-        images = camtool.plan_outputs(args.images, Path(args.out), args.overwrite)
-        model = (camtool.checkpoint_cam_model(Path(args.checkpoint)) if args.checkpoint
-                 else camtool.imagenet_cam_model())
-        skipped = camtool.run_cam(images, model, Path(args.out), args.topk, args.batch_size)
-    except (camtool.CamToolError, ConfigError, FileNotFoundError) as error:
+            raise cam_command.CamCommandError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+        images = cam_command.plan_outputs(args.images, Path(args.out), args.overwrite)
+        model = (cam_command.checkpoint_cam_model(Path(args.checkpoint)) if args.checkpoint
+                 else cam_command.imagenet_cam_model())
+        skipped = cam_command.run_cam(images, model, Path(args.out), args.topk, args.batch_size)
+    except (cam_command.CamCommandError, ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if skipped:
@@ -123,7 +129,7 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
     from pathlib import Path
 
     from bench import pipeline
-    from bench.score_maps import load_score_maps, score_maps
+    from bench.evaluate_maps import load_score_maps, score_maps
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists():
@@ -161,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench import pipeline
 
         if args.command == "export-wsol":
-            from bench.datasets import common_image_root, write_wsol
+            from bench.readers import common_image_root, write_wsol
 
             dataset = pipeline.prepare_dataset(config)
             image_root = common_image_root(dataset)
@@ -192,10 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; continue the run with --resume", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
-        from bench.data import DatasetFormatError
+        from bench.evaluate_maps import ScoreMapError
+        from bench.layout import DatasetFormatError
         from bench.pipeline import ResumeError, RunExistsError
-        from bench.score_maps import ScoreMapError
-        from bench.study import StudyError
+        from bench.study.runner import StudyError
 
         known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
                  FileExistsError)
@@ -211,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def describe_failure(error: BaseException) -> str | None:
     """One clear line for the failures a user can act on (NaN loss, disk, memory); None for a real bug."""
-    from bench.files import DiskFullError
+    from bench.atomic_files import DiskFullError
     from bench.train import NonFiniteLossError
 
     if isinstance(error, (NonFiniteLossError, DiskFullError)):
@@ -236,7 +242,7 @@ def _study_command(args: argparse.Namespace) -> int:
         for config in runs:
             print(f"  {config.run_dir}")
         return 0
-    from bench import study as studies
+    from bench.study import runner as studies
 
     if args.command == "data":
         from bench import pipeline

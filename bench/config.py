@@ -404,7 +404,7 @@ def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
 
 @dataclass(frozen=True)
 class StudyConfig:
-    """A set of runs that differ in a few keys, analysed together (``bench.study``).
+    """A set of runs that differ in a few keys, analysed together (``bench.study.runner``).
 
     A study file is a YAML file with one top-level ``study:`` mapping:
 

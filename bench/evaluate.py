@@ -23,12 +23,17 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from bench.atomic_files import atomic_path
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import EvalConfig
-from bench.data import Sample, read_mask
-from bench.files import atomic_path
+from bench.layout import Sample, read_mask
 from bench.localize import boxes_from_cams, normalize_cams
-from bench.metrics import TOP_K, LocalizationMeter, LocalizationOutcome, localization_outcomes
+from bench.metrics import (
+    TOP_K,
+    LocalizationMeter,
+    LocalizationOutcome,
+    localization_outcomes,
+)
 from bench.models import CamNet
 from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter
 

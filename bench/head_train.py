@@ -24,9 +24,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from bench.checkpoint import save_training_state
 from bench.config import TrainConfig
 from bench.models import CamNet, global_pool
-from bench.checkpoint import save_training_state
 from bench.train import train_one_epoch, warmup_cosine_schedule
 
 
@@ -50,7 +50,7 @@ def cache_backbone_features(model: CamNet, loader: torch.utils.data.DataLoader, 
 
 
 class _ShuffledBatches:
-    """Batches of the cache in a new random order each pass, shaped like :func:`bench.data.collate`'s.
+    """Batches of the cache in a new random order each pass, shaped like :func:`bench.torch_data.collate`'s.
 
     One gather per batch (``maps[indices]``) instead of a DataLoader's item-by-item stacking.
     """

@@ -15,8 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.backbones import (FeatureExtractor, build_backbone, load_efficientnet_lite_imagenet,
-                             set_efficientnet_stride_16)
+from bench.backbones import (
+    FeatureExtractor,
+    build_backbone,
+    load_efficientnet_lite_imagenet,
+    set_efficientnet_stride_16,
+)
 from bench.config import FEATURE_STRIDES, PRETRAINED_BACKBONES, ModelConfig
 
 

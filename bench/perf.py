@@ -2,8 +2,8 @@
 
 Prints, from one process on one machine:
 
-1. ms per 224x224 map for the fast sweep (:func:`bench.sweep.sweep_boxes`) and
-   the per-threshold reference loop (:func:`bench.sweep.reference_sweep`,
+1. ms per 224x224 map for the fast sweep (:func:`bench.threshold_boxes.sweep_boxes`) and
+   the per-threshold reference loop (:func:`bench.threshold_boxes.reference_sweep`,
    which computes the same two box rules with ``scipy.ndimage.label``), at 100
    and 1,000 thresholds, and their ratio; also the plain loop "threshold ->
    label -> largest component box" alone (one rule). The maps are random 14x14 maps
@@ -30,7 +30,7 @@ from bench.config import EvalConfig, ModelConfig
 from bench.evaluate import box_top1_and_gt, predict
 from bench.localize import largest_component_box, normalize_cams
 from bench.models import build_model
-from bench.sweep import reference_sweep, sweep_boxes, threshold_list
+from bench.threshold_boxes import reference_sweep, sweep_boxes, threshold_list
 
 SIZE = 224
 

@@ -14,8 +14,8 @@ The run folder ``results/<name>/`` holds:
 
 An existing run folder is never overwritten unless ``overwrite=True``; an
 unfinished one is continued with ``resume=True``. Every file is written under a
-temporary name and renamed (:mod:`bench.files`); ``manifest.json`` says
-``complete`` only once all of them are in place (:mod:`bench.runs`).
+temporary name and renamed (:mod:`bench.atomic_files`); ``manifest.json`` says
+``complete`` only once all of them are in place (:mod:`bench.run_folder`).
 
 Under ``torchrun`` every rank trains (DistributedDataParallel) and scores its
 share of the evaluation batches; rank 0 alone reads the dataset index, writes the
@@ -29,8 +29,8 @@ import datetime
 import json
 import os
 import platform
-import socket
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -42,19 +42,32 @@ import numpy as np
 import torch
 
 from bench import distributed
-from bench.checkpoint import load_training_state
-from bench.config import SPEED_KEYS, ConfigError, RunConfig, config_differences, load_config, save_config
+from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_text
 from bench.backbones import check_weights
-from bench.data import DatasetFormatError, WsolDataset, collate, write_class_names
-from bench.datasets import DatasetSplits, check_images, load_dataset
+from bench.checkpoint import load_training_state
+from bench.config import (
+    SPEED_KEYS,
+    ConfigError,
+    RunConfig,
+    config_differences,
+    load_config,
+    save_config,
+)
 from bench.evaluate import SweepMeters, collect_results, score_batches, sweep_split
 from bench.head_train import cache_backbone_features, fit_head
-from bench.files import TEMPORARY_SUFFIX, atomic_path, write_text
+from bench.layout import DatasetFormatError, write_class_names
 from bench.models import build_model, calibrate_feature_scale
-from bench.report import format_metrics, format_sweep, save_gallery, write_sweep_curves
-from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
-from bench.sweep import threshold_list
+from bench.readers import DatasetSplits, check_images, load_dataset
+from bench.run_folder import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
+from bench.run_report import (
+    format_metrics,
+    format_sweep,
+    save_gallery,
+    write_sweep_curves,
+)
+from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
+from bench.torch_data import WsolDataset, collate
 from bench.train import autocast, fit, seed_everything
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
@@ -99,7 +112,7 @@ def prepare_dataset(config: RunConfig, progress: bool = True) -> DatasetSplits:
 
 
 def _checked_split(dataset: DatasetSplits, split: str, skip_bad: bool) -> tuple[list, list[dict]]:
-    """One split's samples after :func:`bench.datasets.check_images`, and its skipped images tagged with the split.
+    """One split's samples after :func:`bench.readers.check_images`, and its skipped images tagged with the split.
 
     With ``skip_bad`` problem images are dropped (``run`` lists them in the
     manifest), otherwise the first problems stop the run here; a split left
@@ -230,8 +243,8 @@ def check_resumable(config: RunConfig) -> dict | None:
 def check_runtime(config: RunConfig, context: distributed.Context) -> None:
     """Checks of the config against this machine and job size (before any work)."""
     if config.precision == "fp16" and context.device.type != "cuda":
-        raise ConfigError(f"'precision' is 'fp16', which needs a CUDA GPU and this machine has none; "
-                          f"use precision=bf16 (CPU autocast) or precision=fp32")
+        raise ConfigError("'precision' is 'fp16', which needs a CUDA GPU and this machine has none; "
+                          "use precision=bf16 (CPU autocast) or precision=fp32")
     if config.train.batch_size % context.world_size:
         raise ConfigError(f"'train.batch_size' is {config.train.batch_size}, the batch summed over all processes; "
                           f"it must be divisible by the number of processes ({context.world_size})")

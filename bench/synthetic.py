@@ -62,7 +62,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.boxes import box_area, mask_to_box
-from bench.data import SPLITS, Sample, write_class_names, write_split
+from bench.layout import SPLITS, Sample, write_class_names, write_split
 
 # Bump whenever the rendered images could change: it is part of the dataset's folder name.
 GENERATOR_VERSION = 1

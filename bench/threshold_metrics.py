@@ -1,7 +1,7 @@
 """Metrics over a list of thresholds: BoxAcc curves, MaxBoxAcc(V2), PxAP and a tau chosen on val.
 
 Definitions (DOMAIN.md §3; percentages; ``tau`` runs over a threshold list,
-:func:`bench.sweep.threshold_list`; maps are GT-class CAMs normalized as
+:func:`bench.threshold_boxes.threshold_list`; maps are GT-class CAMs normalized as
 ``eval.normalization`` says):
 
 * **BoxAcc(tau, delta)**: % of images whose box at ``tau`` has IoU >= delta
@@ -34,7 +34,7 @@ import numpy as np
 
 from bench.boxes import best_iou
 from bench.metrics import IOU_THRESHOLD
-from bench.sweep import sweep_boxes
+from bench.threshold_boxes import sweep_boxes
 
 IOU_DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2's IoU thresholds
 

@@ -3,11 +3,9 @@
 from pathlib import Path
 
 import pytest
+from helpers import TINY_CONFIG
 
 from bench.config import load_config
-
-REPO = Path(__file__).resolve().parent.parent
-TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="session")

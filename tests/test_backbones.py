@@ -5,13 +5,13 @@ import dataclasses
 import pytest
 import torch
 import torchvision
+from helpers import TINY_CONFIG
 
 from bench.backbones import MissingWeightsError, build_backbone
 from bench.cam import class_activation_maps
 from bench.cli import main
 from bench.config import FEATURE_STRIDES, ConfigError, ModelConfig, load_config
 from bench.models import build_model
-from conftest import TINY_CONFIG
 
 CASES = [(name, stride) for name, strides in FEATURE_STRIDES.items() for stride in strides]
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import pytest
 import yaml
+from helpers import REPO, TINY_CONFIG
 
 from bench.cli import main
 from bench.config import (
@@ -15,7 +16,6 @@ from bench.config import (
     load_config,
     save_config,
 )
-from conftest import REPO, TINY_CONFIG
 
 
 def write(tmp_path, text, name="exp.yaml"):

@@ -9,18 +9,18 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY_CONFIG
 
 from bench.checkpoint import load_training_state
 from bench.config import load_config
-from bench.data import WsolDataset, collate
 from bench.distributed import Context
 from bench.evaluate import SweepMeters, evaluate, sweep_split
 from bench.models import build_model
 from bench.pipeline import compact_maps, prepare_dataset
-from bench.report import write_sweep_curves
-from bench.sweep import threshold_list
+from bench.run_report import write_sweep_curves
+from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
-from conftest import REPO, TINY_CONFIG
+from bench.torch_data import WsolDataset, collate
 
 RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
              "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}

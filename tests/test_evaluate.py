@@ -14,9 +14,10 @@ import torch
 from PIL import Image
 
 from bench.config import EvalConfig, ModelConfig
-from bench.data import Sample, WsolDataset, collate
 from bench.evaluate import PREDICTION_COLUMNS, evaluate
+from bench.layout import Sample
 from bench.models import CamNet
+from bench.torch_data import WsolDataset, collate
 
 SIZE = 32
 

@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from bench.boxes import EMPTY_BOX
-from bench.localize import NORMALIZATIONS, boxes_from_cams, largest_component_box, normalize_cams
+from bench.localize import (
+    NORMALIZATIONS,
+    boxes_from_cams,
+    largest_component_box,
+    normalize_cams,
+)
 
 
 def one_box(cam, tau=0.2, normalization="max") -> np.ndarray:

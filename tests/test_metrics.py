@@ -3,7 +3,12 @@
 import numpy as np
 import pytest
 
-from bench.metrics import METRIC_KEYS, LocalizationMeter, LocalizationOutcome, localization_outcomes
+from bench.metrics import (
+    METRIC_KEYS,
+    LocalizationMeter,
+    LocalizationOutcome,
+    localization_outcomes,
+)
 
 GT = [0, 0, 10, 10]
 

@@ -10,7 +10,12 @@ from torchvision.models import ResNet50_Weights
 
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import ModelConfig
-from bench.models import build_model, calibrate_feature_scale, efficientnet_lite_imagenet, global_pool
+from bench.models import (
+    build_model,
+    calibrate_feature_scale,
+    efficientnet_lite_imagenet,
+    global_pool,
+)
 
 FEATURES = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[0.0, 0.0], [0.0, 4.0]]]])  # (1, 2, 2, 2)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.data import DatasetFormatError, read_metadata
-from bench.datasets import read_wsol_metadata
 from bench.evaluate import SweepMeters, mask_in_frame
+from bench.layout import DatasetFormatError, read_metadata
+from bench.readers import read_wsol_metadata
 from bench.threshold_metrics import PixelPrecisionMeter
 
 LOCALIZATION = ("val/a.png,masks/a_0.png,masks/a_ignore.png\n"

@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
+from helpers import TINY_CONFIG
 from PIL import Image
 
 from bench.cli import main
@@ -14,7 +15,6 @@ from bench.config import load_config
 from bench.evaluate import PREDICTION_COLUMNS
 from bench.metrics import METRIC_KEYS
 from bench.pipeline import RunExistsError, prepare_dataset, run
-from conftest import TINY_CONFIG
 
 RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
              "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
@@ -117,7 +117,7 @@ def test_existing_run_is_never_overwritten_silently(finished_run, tiny_config, c
 
 def write_csv_copy(synthetic_root, folder):
     """The tiny synthetic dataset re-described as a user's CSV, plus one unreadable train image."""
-    from bench.datasets import read_wsol
+    from bench.readers import read_wsol
 
     dataset = read_wsol(synthetic_root)
     rows = ["image,label,split,x0,y0,x1,y1"]

@@ -13,14 +13,19 @@ import time
 import numpy as np
 import pytest
 import torch
+from helpers import REPO, TINY_CONFIG
 
 from bench import train
-from bench.checkpoint import capture_rng_state, load_training_state, restore_rng_state, save_training_state
+from bench.atomic_files import DiskFullError, atomic_path
+from bench.checkpoint import (
+    capture_rng_state,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+)
 from bench.cli import describe_failure, main
-from bench.files import DiskFullError, atomic_path
 from bench.pipeline import prepare_dataset, run
-from bench.runs import finished_runs, run_status
-from conftest import REPO, TINY_CONFIG
+from bench.run_folder import finished_runs, run_status
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):

@@ -8,11 +8,17 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import REPO, TINY_CONFIG
 
 from bench.cli import main
 from bench.config import ConfigError, load_study
-from bench.study import StudyError, paired_bootstrap, run_state, run_study, verdict
-from conftest import REPO, TINY_CONFIG
+from bench.study.runner import (
+    StudyError,
+    paired_bootstrap,
+    run_state,
+    run_study,
+    verdict,
+)
 
 
 def write_study(tmp_path, tiny_data_dir, text=None):
@@ -151,7 +157,7 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
     assert stamps == {run.name: (run.run_dir / "predictions.csv").stat().st_mtime_ns for run in runs}
 
     # A run whose process is alive stops the study; one whose process is gone (killed) is continued from its
-    # checkpoint (bench.runs decides); a finished run of another config is refused.
+    # checkpoint (bench.run_folder decides); a finished run of another config is refused.
     manifest_path = runs[1].run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": os.getpid()}))
@@ -189,7 +195,7 @@ def test_report_without_finished_runs_says_so(tmp_path, tiny_data_dir, capsys):
 def hand_made_run(pooling, seed, top1_correct, top1_loc, top5_loc, gt_known, iou, curve):
     """A RunResult as read from a run folder, with per-image values chosen by hand (4 test images)."""
     from bench.config import load_config
-    from bench.study_results import PER_IMAGE_METRICS, RunResult
+    from bench.study.results import PER_IMAGE_METRICS, RunResult
 
     columns = {"top1_correct": top1_correct, "top1_loc": top1_loc, "top5_loc": top5_loc, "gt_known_loc": gt_known,
                "top1_iou": iou}
@@ -204,7 +210,7 @@ def hand_made_run(pooling, seed, top1_correct, top1_loc, top5_loc, gt_known, iou
 
 
 def test_table_cells_are_recomputed_from_per_image_rows_with_exact_strings(tmp_path, tiny_data_dir):
-    from bench.study import markdown_table, table_rows
+    from bench.study.runner import markdown_table, table_rows
 
     study, _ = load_study(write_study(tmp_path, tiny_data_dir))
     results = [

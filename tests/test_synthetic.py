@@ -10,7 +10,7 @@ from PIL import Image
 
 from bench import synthetic
 from bench.boxes import box_area, mask_to_box
-from bench.data import read_class_names, read_split
+from bench.layout import read_class_names, read_split
 from bench.synthetic import (
     CLASS_DESIGNS,
     NUM_CLASSES,

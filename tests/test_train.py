@@ -3,7 +3,6 @@
 import math
 
 import pytest
-import torch
 
 from bench.config import ModelConfig, TrainConfig
 from bench.models import build_model

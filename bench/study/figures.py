@@ -23,10 +23,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bench.config import StudyConfig  # noqa: E402
-from bench.datasets import load_dataset  # noqa: E402
 from bench.localize import normalize_cams  # noqa: E402
-from bench.report import draw_box  # noqa: E402
-from bench.study_results import RunResult, area_ratios, setting_label, upsampled_cams  # noqa: E402
+from bench.readers import load_dataset  # noqa: E402
+from bench.run_report import draw_box  # noqa: E402
+from bench.study.results import RunResult, area_ratios, setting_label, upsampled_cams  # noqa: E402
 
 POOLING_ORDER = ("gap", "gmp", "lse", "gem")
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple"}

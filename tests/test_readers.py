@@ -6,8 +6,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.data import UNKNOWN_SIZE, DatasetFormatError, Sample, read_split, write_class_names, write_split
-from bench.datasets import (
+from bench.layout import (
+    UNKNOWN_SIZE,
+    DatasetFormatError,
+    Sample,
+    read_split,
+    write_class_names,
+    write_split,
+)
+from bench.readers import (
     DatasetNotFoundError,
     DatasetSplits,
     carve_val,

@@ -41,9 +41,10 @@ from tqdm import tqdm
 from bench.backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from bench.cam import class_activation_maps, upsample_cams
 from bench.config import ModelConfig, load_config
-from bench.data import CLASSES_FILE, image_to_tensor, read_class_names
+from bench.layout import CLASSES_FILE, read_class_names
 from bench.localize import boxes_from_cams, normalize_cams
 from bench.models import CamNet, build_model, efficientnet_lite0_imagenet
+from bench.torch_data import image_to_tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 TAU = 0.2
@@ -51,7 +52,7 @@ NORMALIZATION = "max"
 IMAGENET_INPUT_SIZE = 224
 
 
-class CamToolError(ValueError):
+class CamCommandError(ValueError):
     """Bad input to ``bench cam`` (no images, missing checkpoint, outputs that exist); nothing was written."""
 
 
@@ -90,14 +91,14 @@ def checkpoint_cam_model(checkpoint: Path) -> CamModel:
     """The network of a run folder (``config.yaml`` beside the checkpoint) with the checkpoint's weights."""
     run_dir = checkpoint.parent
     if not checkpoint.is_file():
-        raise CamToolError(f"checkpoint {checkpoint} not found (expected results/<run>/checkpoint.pt)")
+        raise CamCommandError(f"checkpoint {checkpoint} not found (expected results/<run>/checkpoint.pt)")
     if not (run_dir / "config.yaml").is_file():
-        raise CamToolError(f"{run_dir / 'config.yaml'} not found: the checkpoint must sit in its run folder")
+        raise CamCommandError(f"{run_dir / 'config.yaml'} not found: the checkpoint must sit in its run folder")
     config = load_config(run_dir / "config.yaml")
     if (run_dir / CLASSES_FILE).is_file():
         names = read_class_names(run_dir)
     else:
-        from bench.datasets import load_dataset
+        from bench.readers import load_dataset
 
         names = load_dataset(config.dataset, Path(config.data_root), progress=False).class_names
     # The checkpoint holds every weight: no need to read ImageNet weights first.
@@ -118,7 +119,7 @@ def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
         if item.is_dir():
             found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
-                raise CamToolError(f"folder {item} holds no image file ({', '.join(IMAGE_SUFFIXES)})")
+                raise CamCommandError(f"folder {item} holds no image file ({', '.join(IMAGE_SUFFIXES)})")
             paths += found
         else:
             paths.append(item)
@@ -135,7 +136,7 @@ def check_outputs_free(images: list[Path], out_dir: Path, overwrite: bool) -> No
     seen: dict[str, Path] = {}
     for image in images:
         if image.name in seen:
-            raise CamToolError(f"{seen[image.name]} and {image} have the same file name, so the same outputs in "
+            raise CamCommandError(f"{seen[image.name]} and {image} have the same file name, so the same outputs in "
                                f"{out_dir}; run them with different --out folders")
         seen[image.name] = image
     if overwrite:
@@ -143,7 +144,7 @@ def check_outputs_free(images: list[Path], out_dir: Path, overwrite: bool) -> No
     existing = [path for image in images for path in output_paths(image, out_dir) if path.exists()]
     if existing:
         more = f" and {len(existing) - 1} more" if len(existing) > 1 else ""
-        raise CamToolError(f"{existing[0]}{more} already exist(s); pass --overwrite to replace, "
+        raise CamCommandError(f"{existing[0]}{more} already exist(s); pass --overwrite to replace, "
                            f"or choose another --out folder")
 
 
@@ -231,7 +232,7 @@ def run_cam(images: list[Path], model: CamModel, out_dir: Path, topk: int = 5, b
             log: Callable[[str], None] = print) -> list[tuple[Path, str]]:
     """CAMs, top-k and boxes for every image (from :func:`plan_outputs`); returns the skipped files with the reason."""
     if topk < 1 or batch_size < 1:
-        raise CamToolError(f"--topk and --batch-size must be >= 1, got {topk} and {batch_size}")
+        raise CamCommandError(f"--topk and --batch-size must be >= 1, got {topk} and {batch_size}")
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped: list[tuple[Path, str]] = []
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]

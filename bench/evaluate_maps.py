@@ -33,11 +33,11 @@ import torch
 from bench.boxes import best_iou, resize_boxes
 from bench.cam import upsample_cams
 from bench.config import EvalConfig
-from bench.data import Sample
 from bench.evaluate import SweepMeters
+from bench.layout import Sample
 from bench.localize import boxes_from_cams
 from bench.metrics import IOU_THRESHOLD
-from bench.sweep import threshold_list
+from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
 
 MAX_LISTED_PROBLEMS = 20

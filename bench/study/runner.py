@@ -31,18 +31,24 @@ from __future__ import annotations
 
 import csv
 import math
-import json
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from bench import distributed, study_figures
-from bench.config import SPEED_KEYS, RunConfig, StudyConfig, config_differences, load_config
-from bench.files import atomic_path, write_text
+from bench import distributed
+from bench.atomic_files import atomic_path, write_text
+from bench.config import (
+    SPEED_KEYS,
+    RunConfig,
+    StudyConfig,
+    config_differences,
+    load_config,
+)
 from bench.pipeline import run
-from bench.runs import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
-from bench.study_results import PER_IMAGE_METRICS, RunResult, read_run, setting_keys, setting_label
+from bench.run_folder import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
+from bench.study import figures as study_figures
+from bench.study.results import RunResult, read_run, setting_keys, setting_label
 
 TABLE_METRICS = {
     "top1_cls_error": "top-1 cls err (%)",
@@ -75,7 +81,7 @@ class StudyError(RuntimeError):
 
 
 def run_state(config: RunConfig) -> str:
-    """What a study does with ``config.run_dir``; its status is read by :func:`bench.runs.run_status`.
+    """What a study does with ``config.run_dir``; its status is read by :func:`bench.run_folder.run_status`.
 
     ``missing``; ``complete`` (finished with this very config: reused); ``different`` (finished with another
     config); ``running`` (its process is alive, or runs on another host); ``interrupted`` (stopped early,

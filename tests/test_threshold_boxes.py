@@ -6,7 +6,7 @@ from scipy import ndimage
 
 from bench.boxes import best_iou
 from bench.localize import boxes_from_cams, normalize_cams
-from bench.sweep import reference_sweep, sweep_boxes, threshold_list
+from bench.threshold_boxes import reference_sweep, sweep_boxes, threshold_list
 
 EMPTY = [0, 0, 0, 0]
 

@@ -1,7 +1,7 @@
 """Real WSOL datasets read in their native layouts, with no conversion step.
 
 Every reader returns a :class:`DatasetSplits`: class names, ``train`` / ``val`` /
-``test`` lists of :class:`bench.data.Sample` (boxes ``[x0, y0, x1, y1)`` in the
+``test`` lists of :class:`bench.layout.Sample` (boxes ``[x0, y0, x1, y1)`` in the
 original image frame, :mod:`bench.boxes`; sizes ``(H, W)``) and a one-line
 description of where they came from. ``data/README.md`` ("Real datasets") tells
 users where to put each dataset.
@@ -11,7 +11,7 @@ reader                 layout
 =====================  =====================================================
 :func:`read_cub`       CUB-200-2011 as distributed (``CUB_200_2011/``)
 :func:`read_imagenet`  ILSVRC 2012 CLS-LOC, Kaggle folder layout, a class subset
-:func:`read_wsol`      this project's layout (``bench.data``) or a
+:func:`read_wsol`      this project's layout (``bench.layout``) or a
                        wsolevaluation ``metadata/<DATASET>`` folder
 :func:`read_wsol_metadata`  wsolevaluation metadata + its image folder
 :func:`read_csv_dataset`    your own data: one CSV file
@@ -34,7 +34,7 @@ The choices that are open in the formats are made here, once:
   most :data:`BORDER_TOLERANCE` (1 px: inclusive ``xmax = W`` plus 1, float
   boxes touching the border) and are then clipped to it; more is an error.
 
-Malformed lines raise :class:`bench.data.DatasetFormatError` naming the file,
+Malformed lines raise :class:`bench.layout.DatasetFormatError` naming the file,
 the 1-based line number, the line and what was expected; a dataset that is not
 where it should be raises :class:`DatasetNotFoundError`, which says what was
 expected where and how to obtain the dataset.
@@ -54,7 +54,7 @@ from tqdm import tqdm
 
 from bench.boxes import xywh_to_xyxy
 from bench.config import DatasetConfig
-from bench.data import (
+from bench.layout import (
     CLASSES_FILE,
     IMAGE_READ_ERRORS,
     PROGRESS_MIN_IMAGES,
@@ -93,7 +93,7 @@ IMAGENET_XML = Path("ILSVRC/Annotations/CLS-LOC/val")  # <val image stem>.xml, P
 SYNSET_FILE = "LOC_synset_mapping.txt"  # "<wnid> <names>", line order = class index
 VAL_SOLUTION_FILE = "LOC_val_solution.csv"  # "ImageId,PredictionString" (wnid xmin ymin xmax ymax)*
 WSOL_OBTAIN = (
-    "Write it with bench.datasets.write_wsol, or point to a metadata/<DATASET> folder of clovaai/wsolevaluation "
+    "Write it with bench.readers.write_wsol, or point to a metadata/<DATASET> folder of clovaai/wsolevaluation "
     "(Choe et al., CVPR 2020), with the images in dataset/<DATASET> beside metadata/."
 )
 CSV_HEADER = ("image", "label", "split", "x0", "y0", "x1", "y1")
@@ -524,7 +524,7 @@ def read_imagenet(root: Path, wnids: Sequence[str], num_classes: int, val_size: 
 
 
 def read_wsol(root: Path) -> DatasetSplits:
-    """This project's layout (``bench.data``, data/README.md), or a wsolevaluation metadata folder.
+    """This project's layout (``bench.layout``, data/README.md), or a wsolevaluation metadata folder.
 
     ``root`` with ``classes.txt`` and ``metadata/{train,val,test}/``: the
     ``val`` folder is optional (empty split). ``root`` that directly holds

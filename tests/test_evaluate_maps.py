@@ -3,13 +3,12 @@
 import json
 
 import numpy as np
-import pytest
+from helpers import TINY_CONFIG
 from PIL import Image
 
 from bench.cli import main
+from bench.evaluate_maps import check_score_map, resize_to_frame
 from bench.pipeline import prepare_dataset
-from bench.score_maps import check_score_map, resize_to_frame
-from conftest import TINY_CONFIG
 
 
 def _write_mask_maps(config, folder):

@@ -1,0 +1,1 @@
+"""Studies: grids of runs, their tables, paired comparisons and figures."""

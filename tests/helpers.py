@@ -1,0 +1,36 @@
+"""Helpers shared by the tests (imported as ``helpers``; fixtures stay in conftest.py)."""
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parent.parent
+TINY_CONFIG = REPO / "configs" / "tiny.yaml"
+
+METADATA = {
+    "image_ids.txt": "b/two.jpg\na/one.jpg\n",
+    "class_labels.txt": "a/one.jpg,1\nb/two.jpg,0\n",
+    "image_sizes.txt": "a/one.jpg,200,100\nb/two.jpg,50,40\n",
+    "localization.txt": "a/one.jpg,20,10,120,60\nb/two.jpg,0.5,1.25,10.75,40\na/one.jpg,0,0,200,100\n",
+}
+
+
+def write_dataset(root, files=None, classes="0,cat\n1,dog\n", split="val"):
+    """Hand-written metadata (and no images) under ``root``."""
+    folder = root / "metadata" / split
+    folder.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text(classes)
+    for name, text in {**METADATA, **(files or {})}.items():
+        if text is not None:
+            (folder / name).write_text(text)
+    return root
+
+
+def write_image(root, image_id, height, width, colour=(10, 20, 30)):
+    path = root / "images" / image_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.zeros((height, width, 3), dtype=np.uint8) + np.array(colour, dtype=np.uint8)
+    Image.fromarray(pixels).save(path)  # PNG content regardless of suffix: lossless for exact checks
+    return path
+

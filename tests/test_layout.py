@@ -1,0 +1,122 @@
+"""The on-disk metadata layout: reader and writer, on hand-written data."""
+
+import numpy as np
+import pytest
+from helpers import write_dataset
+
+from bench.layout import (
+    DatasetFormatError,
+    Sample,
+    read_class_names,
+    read_split,
+    write_class_names,
+    write_split,
+)
+
+# ----------------------------------------------------------------------------- reading
+
+
+def test_read_split_parses_several_and_float_boxes_exactly(tmp_path):
+    root = write_dataset(tmp_path)
+    samples = read_split(root, "val")
+    assert [s.image_id for s in samples] == ["b/two.jpg", "a/one.jpg"]  # image_ids.txt order
+    two, one = samples
+    assert (one.label, one.size, two.label, two.size) == (1, (100, 200), 0, (40, 50))  # sizes are (H, W)
+    np.testing.assert_array_equal(one.boxes, np.array([[20, 10, 120, 60], [0, 0, 200, 100]], dtype=np.float32))
+    np.testing.assert_array_equal(two.boxes, np.array([[0.5, 1.25, 10.75, 40]], dtype=np.float32))
+    assert one.boxes.dtype == np.float32
+    assert one.image_path == root / "images" / "a" / "one.jpg"
+    assert one.mask_paths == () and one.ignore_path is None
+    assert read_class_names(root) == ["cat", "dog"]
+
+
+def test_masks_txt_is_optional_per_image(tmp_path):
+    root = write_dataset(tmp_path, {"masks.txt": "a/one.jpg,a/one.png\n"})
+    two, one = read_split(root, "val")
+    assert one.mask_paths == (root / "masks" / "a" / "one.png",) and two.mask_paths == ()
+
+
+def test_write_then_read_round_trips(tmp_path):
+    root = tmp_path / "out"
+    samples = [
+        Sample("x/1.jpg", root / "images/x/1.jpg", 1, np.array([[1, 2, 3, 4], [0.5, 0, 8, 9.25]], np.float32),
+               (10, 8), (root / "masks/x/1.png",)),
+        Sample("2.jpg", root / "images/2.jpg", 0, np.array([[0, 0, 5, 5]], np.float32), (6, 7), ()),
+    ]
+    write_class_names(root.mkdir() or root, ["a", "b, with comma"])
+    write_split(root, "test", samples)
+    assert (root / "metadata/test/image_sizes.txt").read_text() == "x/1.jpg,8,10\n2.jpg,7,6\n"
+    assert (root / "metadata/test/localization.txt").read_text().splitlines()[1] == "x/1.jpg,0.5,0,8,9.25"
+    assert read_class_names(root) == ["a", "b, with comma"]
+    for got, expected in zip(read_split(root, "test"), samples):
+        assert (got.image_id, got.label, got.size, got.mask_paths, got.ignore_path) == (
+            expected.image_id, expected.label, expected.size, expected.mask_paths, None)
+        np.testing.assert_array_equal(got.boxes, expected.boxes)
+
+
+@pytest.mark.parametrize(
+    "name, text, line, problem",
+    [
+        ("image_ids.txt", "b/two.jpg\nb/two.jpg\n", 2, "duplicate image id"),
+        ("class_labels.txt", "a/one.jpg,1\nb/two.jpg\n", 2, r"1 field\(s\), 2 expected"),
+        ("class_labels.txt", "a/one.jpg,dog\nb/two.jpg,0\n", 1, "'dog' is not an integer"),
+        ("class_labels.txt", "a/one.jpg,1\nb/two.jpg,2\n", 2, r"label 2 outside \[0, 2\)"),
+        ("class_labels.txt", "a/one.jpg,1\nb/two.jpg,0\nc.jpg,0\n", 3, "'c.jpg' is not in image_ids.txt"),
+        ("class_labels.txt", "a/one.jpg,1\nb/two.jpg,0\na/one.jpg,0\n", 3, "second line"),
+        ("image_sizes.txt", "a/one.jpg,200,100\nb/two.jpg,50\n", 2, r"2 field\(s\), 3 expected"),
+        ("image_sizes.txt", "a/one.jpg,200,100.5\nb/two.jpg,50,40\n", 1, "height '100.5' is not an integer"),
+        ("image_sizes.txt", "a/one.jpg,0,100\nb/two.jpg,50,40\n", 1, "not positive"),
+        ("localization.txt", "a/one.jpg,20,10,120,60\nb/two.jpg,5,5,5,9\n", 2, "empty box"),
+        ("localization.txt", "a/one.jpg,20,10,120,60\nb/two.jpg,5,5,x,9\n", 2, "x1 'x' is not a number"),
+        ("localization.txt", "a/one.jpg,20,10,120,60\nb/two.jpg,5,5,nan,9\n", 2, "not finite"),
+        ("localization.txt", "a/one.jpg,20,10,201,60\nb/two.jpg,1,1,2,2\n", 1, "outside the image"),
+        ("localization.txt", "a/one.jpg,20,-1,120,60\nb/two.jpg,1,1,2,2\n", 1, "outside the image"),
+        ("localization.txt", "a/one.jpg,20,10,120,60\n\nb/two.jpg,1,1,2,2,3\n", 3, r"6 field\(s\), 5 expected"),
+        ("localization.txt", "a/one.jpg,20,10,120,60\nb/two.jpg,1,1,2,2\nz.jpg,1,1,2,2\n", 3, "not in image_ids"),
+        ("masks.txt", "zz.jpg,zz.png\n", 1, "not in image_ids"),
+    ],
+)
+def test_malformed_line_names_file_line_and_problem(tmp_path, name, text, line, problem):
+    root = write_dataset(tmp_path, {name: text})
+    with pytest.raises(DatasetFormatError, match=problem) as error:
+        read_split(root, "val")
+    message = str(error.value)
+    assert str(root / "metadata" / "val" / name) in message
+    assert f"line {line}:" in message
+    assert "(expected '<image_id>" in message
+
+
+def test_class_label_out_of_order_in_classes_txt(tmp_path):
+    root = write_dataset(tmp_path, classes="0,cat\n2,dog\n")
+    with pytest.raises(DatasetFormatError, match=r"classes.txt, line 2: label 2 out of order"):
+        read_split(root, "val")
+
+
+@pytest.mark.parametrize(
+    "name, problem",
+    [
+        ("class_labels.txt", r"class_labels.txt: no line for 1 image id\(s\).*'b/two.jpg'.*image_ids.txt line 1"),
+        ("image_sizes.txt", r"image_sizes.txt: no line for 1 image id"),
+        ("localization.txt", r"localization.txt: no box for 1 image id\(s\).*'b/two.jpg'"),
+    ],
+)
+def test_image_without_label_size_or_box_is_an_error(tmp_path, name, problem):
+    kept = {"class_labels.txt": "a/one.jpg,1\n", "image_sizes.txt": "a/one.jpg,200,100\n",
+            "localization.txt": "a/one.jpg,20,10,120,60\n"}
+    root = write_dataset(tmp_path, {name: kept[name]})
+    with pytest.raises(DatasetFormatError, match=problem):
+        read_split(root, "val")
+
+
+def test_missing_metadata_file_names_the_expected_path(tmp_path):
+    root = write_dataset(tmp_path, {"image_sizes.txt": None})
+    with pytest.raises(DatasetFormatError, match="missing metadata file") as error:
+        read_split(root, "val")
+    assert str(root / "metadata" / "val" / "image_sizes.txt") in str(error.value)
+    with pytest.raises(DatasetFormatError, match="missing metadata file .*classes.txt"):
+        read_class_names(tmp_path / "elsewhere")
+
+
+def test_unknown_split_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"split='dev' is not one of \('train', 'val', 'test'\)"):
+        read_split(write_dataset(tmp_path), "dev")
