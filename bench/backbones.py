@@ -250,3 +250,18 @@ def build_backbone(config: ModelConfig) -> Backbone:
     if builder is None:
         raise ValueError(f"unknown backbone {config.backbone!r}; expected one of: {', '.join(_BUILDERS)}")
     return builder(config)
+
+
+def backbone_stages(body: nn.Module) -> list[nn.Module]:
+    """The backbone's layers in forward order, grouped as ``train.frozen_stages`` counts them.
+
+    EfficientNet-Lite: the stem (conv + BN), its 7 block stages, the head conv
+    (9 stages; stride 16 is reached in stage 4, i.e. ``blocks[3]``). The
+    torchvision and tiny bodies: their top-level layers (ResNet: conv1, bn1,
+    relu, maxpool, layer1..layer4).
+    """
+    if isinstance(body, FeatureExtractor):
+        model = body.model
+        return [nn.Sequential(model.conv_stem, model.bn1), *model.blocks,
+                nn.Sequential(model.conv_head, model.bn2)]
+    return list(body.children())

@@ -27,7 +27,7 @@ Backbone = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lit
                    "vgg16_gap", "googlenet_gap", "tiny_cnn"]
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
-Precision = Literal["fp32", "bf16", "fp16"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
 # Feature strides each backbone offers (its CAM is input_size / stride pixels wide).
 FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "efficientnet_lite1": (16, 32), "efficientnet_lite2": (16, 32),
@@ -105,6 +105,12 @@ class TrainConfig:
     pretrained backbone, caches its feature maps once and trains only the new
     layers (the added conv, if any, and the classifier) on the cache
     (:mod:`bench.head_train`).
+
+    ``frozen_stages``: in ``full`` mode, the backbone's first N stages keep
+    their ImageNet weights (:meth:`bench.models.CamNet.freeze_stages`; 0 = all
+    train). ``validate``: after every epoch, score the val split (top-1 cls
+    error, GT-known loc at ``eval.tau``) into ``history.csv``, and report the
+    test metrics of the epoch best on val localization beside the final ones.
     """
 
     mode: Literal["full", "head"] = "full"
@@ -117,6 +123,8 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 0.0
     num_workers: int = 0
+    frozen_stages: int = 0
+    validate: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -140,7 +148,9 @@ class RunConfig:
 
     Runtime: ``threads`` (torch CPU threads per process, 0 = torch's default),
     ``precision`` (``bf16`` / ``fp16`` autocast for training and evaluation;
-    ``fp16`` needs a GPU) and ``channels_last`` (NHWC memory layout, for GPUs).
+    ``fp16`` needs a GPU; ``auto``: bf16 where the hardware computes it
+    natively, else fp32, see :func:`bench.train.resolve_precision`) and
+    ``channels_last`` (NHWC memory layout: faster on CPUs with oneDNN and on GPUs).
     """
 
     name: str
@@ -148,8 +158,8 @@ class RunConfig:
     data_root: str = "data"
     results_dir: str = "results"
     threads: int = 0
-    precision: Precision = "fp32"
-    channels_last: bool = False
+    precision: Precision = "auto"
+    channels_last: bool = True
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -189,6 +199,7 @@ _CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
     "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
+    "train.frozen_stages": (lambda v: v >= 0, "an integer >= 0 (0 = the whole backbone trains)"),
     "train.augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "two numbers 0 < low <= high <= 1"),
     "eval.tau": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
     "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),

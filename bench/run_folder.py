@@ -18,6 +18,12 @@ from pathlib import Path
 
 COMPLETE, RUNNING, INTERRUPTED, FAILED, UNKNOWN = "complete", "running", "interrupted", "failed", "unknown"
 
+# The run folder's file names, one place (bench.pipeline writes them; studies and tools read them).
+CHECKPOINT_FILE = "checkpoint.pt"  # full training state after the last finished epoch
+BEST_EPOCH_FILE = "best_epoch.pt"  # model weights of the epoch best on val localization
+HISTORY_FILE = "history.csv"  # one row per epoch: training loss / accuracy, val metrics
+SELECTED_DIR = "val_selected"  # metrics.json, predictions.csv, box_acc_curves.csv of the val-selected epoch
+
 
 def _process_alive(pid: int) -> bool:
     try:

@@ -105,3 +105,40 @@ def format_sweep(summary: dict) -> str:
                      f"{calibrated['top5_loc_error']:6.2f}, GT-known loc acc {calibrated['gt_known_loc_acc']:.2f} "
                      f"[{calibrated['protocol']}]")
     return "\n".join(lines)
+
+
+def format_selected(final: dict, selected: dict) -> str:
+    """The val-selected epoch's headline test metrics beside the final epoch's, one line."""
+    parts = []
+    for key, label in (("top1_cls_error", "top-1 cls err"), ("top1_loc_error", "top-1 loc err"),
+                       ("gt_known_loc_acc", "GT-known loc")):
+        parts.append(f"{label} {selected[key]:.2f} (final {final['metrics'][key]:.2f})")
+    v2 = selected["sweep"]["max_box_acc_v2"]["value"]
+    parts.append(f"MaxBoxAccV2 {v2:.2f} (final {final['sweep']['max_box_acc_v2']['value']:.2f})")
+    return ", ".join(parts) + f" [{selected['split']} split]"
+
+
+def save_history_figure(history: list[dict[str, float]], path: Path, title: str) -> None:
+    """Learning curves: training loss (left); train accuracy, val top-1 cls error and val GT-known loc (right)."""
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, percent_axis) = plt.subplots(1, 2, figsize=(9, 3.4))
+    loss_axis.plot(epochs, [row["loss"] for row in history], marker="o", color="tab:gray")
+    loss_axis.set_xlabel("epoch")
+    loss_axis.set_ylabel("training loss")
+    curves = (("accuracy", "train accuracy", "tab:gray"), ("val_top1_cls_error", "val top-1 cls error", "tab:red"),
+              ("val_gt_known_loc_acc", "val GT-known loc", "tab:blue"))
+    for key, label, colour in curves:
+        if any(key in row for row in history):
+            percent_axis.plot(epochs, [row.get(key, float("nan")) for row in history], marker="o", label=label,
+                              color=colour)
+    percent_axis.set_xlabel("epoch")
+    percent_axis.set_ylabel("%")
+    percent_axis.set_ylim(0, 100)
+    percent_axis.legend(fontsize=7)
+    for axis in (loss_axis, percent_axis):
+        axis.grid(alpha=0.3)
+        axis.xaxis.get_major_locator().set_params(integer=True)
+    figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100, format="png")  # path may be a temporary name without .png
+    plt.close(figure)

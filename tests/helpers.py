@@ -8,6 +8,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 
+# What a finished run folder holds (bench.pipeline), and the columns of its history.csv.
+RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
+             "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png", "history.csv", "history.png",
+             "best_epoch.pt", "val_selected"}
+SELECTED_FILES = {"metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png"}
+HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "lr", "seconds", "val_top1_cls_error", "val_gt_known_loc_acc",
+                   "val_top1_loc_error"]
+
 METADATA = {
     "image_ids.txt": "b/two.jpg\na/one.jpg\n",
     "class_labels.txt": "a/one.jpg,1\nb/two.jpg,0\n",

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import REPO, TINY_CONFIG
+from helpers import REPO, RUN_FILES, TINY_CONFIG
 
 from bench.checkpoint import load_training_state
 from bench.config import load_config
@@ -21,9 +21,6 @@ from bench.run_report import write_sweep_curves
 from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
 from bench.torch_data import WsolDataset, collate
-
-RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
-             "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
 
 
 def test_my_batches_deals_whole_batches_round_robin():
@@ -58,6 +55,9 @@ def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config
     dataset = prepare_dataset(config)
     model = build_model(config.model, num_classes=len(dataset.class_names))
     model.load_state_dict(state["model"])
+    if config.channels_last:  # the memory layout the run evaluated in (kernels differ in the last bits)
+        model.to(memory_format=torch.channels_last)
+
     def loader(samples):
         return torch.utils.data.DataLoader(
             WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False),

@@ -6,18 +6,19 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
 import yaml
-from helpers import TINY_CONFIG
+from helpers import HISTORY_COLUMNS, RUN_FILES, SELECTED_FILES, TINY_CONFIG
 from PIL import Image
 
+from bench.checkpoint import load_training_state
 from bench.cli import main
 from bench.config import load_config
-from bench.evaluate import PREDICTION_COLUMNS
+from bench.evaluate import PREDICTION_COLUMNS, validation_metrics
 from bench.metrics import METRIC_KEYS
-from bench.pipeline import RunExistsError, prepare_dataset, run
-
-RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
-             "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png"}
+from bench.models import build_model
+from bench.pipeline import RunExistsError, prepare_dataset, run, select_epoch
+from bench.torch_data import WsolDataset, collate
 
 
 @pytest.fixture
@@ -61,7 +62,9 @@ def test_run_folder_holds_every_output_with_its_schema(finished_run):
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["seed"] == 0
     assert manifest["versions"]["torch"] and manifest["device"] == "cpu"
-    assert set(manifest["timings_s"]) == {"data", "model", "train", "evaluate", "calibrate", "report", "total"}
+    assert set(manifest["timings_s"]) <= {"data", "model", "train", "evaluate", "evaluate_selected", "report", "total"}
+    assert {"data", "model", "train", "evaluate", "report", "total"} <= set(manifest["timings_s"])
+    assert manifest["precision"] in ("fp32", "bf16") and manifest["precision_config"] == "auto"
     assert [epoch["epoch"] for epoch in manifest["train_history"]] == [1, 2]
 
     with Image.open(folder / "gallery.png") as gallery:
@@ -163,3 +166,53 @@ def test_cams_are_stored_in_float16_unless_beyond_its_range():
     assert compact_maps(small).dtype == np.float16 and compact_maps(small)[0, 1, 0] == 60000.0
     large = np.array([[[1.5, 70000.0]]], dtype=np.float32)  # float16 would turn it into inf
     assert compact_maps(large).dtype == np.float32 and compact_maps(large)[0, 0, 1] == 70000.0
+
+
+def test_history_and_val_selected_epoch_are_written_and_consistent(finished_run):
+    config, metrics = finished_run
+    folder = config.run_dir
+    with (folder / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == HISTORY_COLUMNS and [int(row["epoch"]) for row in rows] == [1, 2]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for row, logged in zip(rows, manifest["train_history"]):
+        assert float(row["val_gt_known_loc_acc"]) == pytest.approx(logged["val_gt_known_loc_acc"], rel=1e-5)
+        assert float(row["accuracy"]) == pytest.approx(logged["accuracy"], rel=1e-5)
+    selected = manifest["val_selected_epoch"]
+    assert selected == select_epoch(manifest["train_history"])
+    assert {path.name for path in (folder / "val_selected").iterdir()} == SELECTED_FILES
+    chosen = json.loads((folder / "val_selected" / "metrics.json").read_text())
+    assert chosen["epoch"] == selected and json.loads((folder / "metrics.json").read_text())["epoch"] == 2
+
+    # best_epoch.pt holds the selected epoch's weights: scoring the val split with them gives its history row.
+    best = load_training_state(folder / "best_epoch.pt")
+    assert best["epoch"] == selected
+    dataset = prepare_dataset(config)
+    model = build_model(config.model, num_classes=len(dataset.class_names))
+    model.load_state_dict(best["model"])
+    val = dataset.splits["val"]
+    loader = torch.utils.data.DataLoader(WsolDataset(val, config.model.input_size, model.mean, model.std, train=False),
+                                         batch_size=config.eval.batch_size, collate_fn=collate)
+    rescored = validation_metrics(model, loader, val, config.eval, torch.device("cpu"))
+    row = manifest["train_history"][selected - 1]
+    assert rescored["gt_known_loc_acc"] == pytest.approx(row["val_gt_known_loc_acc"])
+    assert rescored["top1_cls_error"] == pytest.approx(row["val_top1_cls_error"])
+
+
+def test_select_epoch_prefers_val_localization_then_classification_then_the_later_epoch():
+    def row(epoch, loc, cls):
+        return {"epoch": epoch, "val_gt_known_loc_acc": loc, "val_top1_cls_error": cls}
+
+    assert select_epoch([row(1, 40.0, 50.0), row(2, 55.0, 30.0), row(3, 50.0, 10.0)]) == 2
+    assert select_epoch([row(1, 55.0, 20.0), row(2, 55.0, 30.0)]) == 1  # tie on loc: lower cls error
+    assert select_epoch([row(1, 55.0, 20.0), row(2, 55.0, 20.0)]) == 2  # full tie: the later epoch
+    assert select_epoch([{"epoch": 1, "loss": 1.0}]) is None  # no validation
+
+
+def test_train_validate_false_writes_no_history_val_metrics_nor_selection(tiny_config):
+    config = tiny_config("train.validate=false", "train.epochs=1")
+    run(config, log=lambda message: None)
+    folder = config.run_dir
+    assert not (folder / "val_selected").exists() and not (folder / "best_epoch.pt").exists()
+    with (folder / "history.csv").open() as handle:
+        assert next(csv.reader(handle)) == HISTORY_COLUMNS[:5]

@@ -87,11 +87,16 @@ def test_a_sigkilled_run_is_recognized_and_resumes_to_the_same_results(tiny_conf
 
     assert main(["run", str(TINY_CONFIG), *_cli_overrides(killed), *overrides, "name=killed", "--resume"]) == 0
     run(whole, log=lambda message: None)
-    for name in ("metrics.json", "predictions.csv"):
+    for name in ("metrics.json", "predictions.csv", "val_selected/metrics.json", "val_selected/predictions.csv"):
         assert (killed.run_dir / name).read_text() == (whole.run_dir / name).read_text()
     resumed = json.loads((killed.run_dir / "manifest.json").read_text())
     uninterrupted = json.loads((whole.run_dir / "manifest.json").read_text())
-    assert resumed["train_history"] == uninterrupted["train_history"]
+
+    def without_wall_time(history):
+        return [{key: value for key, value in row.items() if key != "seconds"} for row in history]
+
+    assert without_wall_time(resumed["train_history"]) == without_wall_time(uninterrupted["train_history"])
+    assert resumed["val_selected_epoch"] == uninterrupted["val_selected_epoch"]
     assert resumed["resumed"][0]["after_epoch"] == state["epoch"]
     assert finished_runs(killed.results_dir) == [killed.run_dir, whole.run_dir]
     assert main(["run", str(TINY_CONFIG), *_cli_overrides(killed), *overrides, "name=killed", "--resume"]) == 2

@@ -1,12 +1,22 @@
-"""The learning-rate schedule on hand-computed steps."""
+"""Training: the learning-rate schedule on hand-computed steps, frozen stages, the precision choice."""
 
 import math
 
 import pytest
+import torch
+import torch.nn.functional as F
 
+from bench import train
 from bench.config import ModelConfig, TrainConfig
+from bench.distributed import Context
 from bench.models import build_model
-from bench.train import learning_rate_factor, make_optimizer, warmup_cosine_schedule
+from bench.pipeline import ResumeError, check_world_size
+from bench.train import (
+    learning_rate_factor,
+    make_optimizer,
+    resolve_precision,
+    warmup_cosine_schedule,
+)
 
 
 def test_warmup_then_cosine_factors():
@@ -26,3 +36,59 @@ def test_schedule_scales_both_groups_and_keeps_the_head_multiplier():
         optimizer.step()
         scheduler.step()
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([0.1, 1.0])
+
+
+def test_frozen_stages_keep_weights_and_statistics_and_get_no_gradient():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8), num_classes=3)
+    # tiny_cnn's stages: conv, BN, ReLU per block; freezing 2 freezes the first conv and its BN.
+    model.freeze_stages(2)
+    first_conv, first_norm, second_conv = model.backbone[0], model.backbone[1], model.backbone[3]
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    optimizer = make_optimizer(model, TrainConfig(lr=0.1, weight_decay=0.1))
+    assert all(p.requires_grad for group in optimizer.param_groups for p in group["params"])
+    model.train()
+    assert not first_norm.training and model.backbone[4].training  # frozen BN stays in eval mode
+    loss = F.cross_entropy(model(torch.randn(4, 3, 32, 32)), torch.tensor([0, 1, 2, 0]))
+    loss.backward()
+    assert first_conv.weight.grad is None and second_conv.weight.grad is not None
+    optimizer.step()
+    after = model.state_dict()
+    for name in ("backbone.0.weight", "backbone.1.weight", "backbone.1.running_mean", "backbone.1.running_var"):
+        assert torch.equal(after[name], before[name]), name
+    assert not torch.equal(after["backbone.3.weight"], before["backbone.3.weight"])
+    assert not torch.equal(after["backbone.4.running_mean"], before["backbone.4.running_mean"])
+    with pytest.raises(ValueError, match="train.frozen_stages is 99; this backbone has 9 stages"):
+        model.freeze_stages(99)
+
+
+def test_efficientnet_stages_are_stem_seven_block_stages_and_head():
+    from bench.backbones import backbone_stages
+
+    model = build_model(ModelConfig(backbone="efficientnet_lite0", pretrained=False, feature_stride=16),
+                        num_classes=3)
+    stages = backbone_stages(model.backbone)
+    assert len(stages) == 9
+    # After the stem and blocks[0..3] (5 stages) the map is at stride 16 with 80 channels.
+    features = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        for stage in stages[:5]:
+            features = stage(features)
+    assert features.shape == (1, 80, 4, 4)
+
+
+def test_auto_precision_is_bf16_only_with_native_support(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.setattr(train, "native_bf16", lambda device: False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(train, "native_bf16", lambda device: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+
+
+def test_resume_with_another_number_of_processes_is_refused():
+    check_world_size({"world_size": 2}, Context(rank=0, world_size=2))
+    check_world_size(None, Context())  # nothing trained yet: any size
+    with pytest.raises(ResumeError, match=r"trained in 2 process\(es\) and this job has 1.*NPROC=2"):
+        check_world_size({"world_size": 2}, Context())
+    check_world_size({}, Context())  # checkpoints from before world_size was saved: one process
