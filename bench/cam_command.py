@@ -1,16 +1,20 @@
 """``python -m bench cam``: class activation maps, top-k classes and boxes for any image.
 
 For each image: the network sees it resized (not cropped) to its input size,
-the CAMs of the top-k classes come from the same forward pass as the logits
-(:mod:`bench.cam`), are upsampled straight to the image's original ``(H, W)``
-and boxed by the paper's rule (τ = 0.2 of the max, largest 8-connected
-component; :mod:`bench.localize`). Outputs, in ``--out``:
+the CAMs of the top-k classes come from the same forward pass as the logits,
+are upsampled straight to the image's original ``(H, W)`` and boxed by the
+paper's rule, largest 8-connected component (the path evaluation uses too,
+:mod:`bench.prediction`). The threshold and normalization are the run's
+``eval.tau`` and ``eval.normalization`` with ``--checkpoint`` (read from its
+``config.yaml``), the paper's tau = 0.2 of the max otherwise; both are printed
+and written in every JSON file. Outputs, in ``--out``:
 
 * ``<file name>.cam.png``: one panel per top-k class, each at the image's
   original resolution (CAM overlaid in jet, box in red), class name and
   probability above it;
 * ``<file name>.json``: the top-k classes, probabilities and boxes
-  (``[x0, y0, x1, y1)`` in pixels of the original image, see :mod:`bench.boxes`).
+  (``[x0, y0, x1, y1)`` in pixels of the original image, see :mod:`bench.boxes`),
+  with the box rule (``tau``, ``normalization``) and where it came from.
 
 EXIF orientation is applied first, so "original" means the image as viewers
 show it. Existing outputs are never replaced without ``--overwrite``.
@@ -34,22 +38,23 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from tqdm import tqdm
 
+from bench.atomic_files import atomic_path, write_text
 from bench.backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
-from bench.cam import class_activation_maps, upsample_cams
-from bench.config import ModelConfig, load_config
+from bench.config import EvalConfig, ModelConfig, load_config
 from bench.layout import CLASSES_FILE, read_class_names
-from bench.localize import boxes_from_cams, normalize_cams
+from bench.localize import normalize_cams
 from bench.models import CamNet, build_model, efficientnet_lite0_imagenet
+from bench.prediction import localize_batch
+from bench.protocol import box_rule
+from bench.run_report import overlay_cam
 from bench.torch_data import image_to_tensor
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-TAU = 0.2
-NORMALIZATION = "max"
 IMAGENET_INPUT_SIZE = 224
+PAPER_RULE = EvalConfig()  # tau = 0.2 of the max: the box rule without a run to take it from
 
 
 class CamCommandError(ValueError):
@@ -58,11 +63,18 @@ class CamCommandError(ValueError):
 
 @dataclass(frozen=True)
 class CamModel:
-    """A CAM network with its class names and input size."""
+    """A CAM network with its class names, input size and box rule (``tau`` on ``normalization``-normalized CAMs)."""
 
     network: CamNet
     class_names: list[str]
     input_size: int
+    tau: float = PAPER_RULE.tau
+    normalization: str = PAPER_RULE.normalization
+    rule_source: str = "the CAM paper's rule (no run given)"
+
+    @property
+    def box_rule(self) -> str:
+        return box_rule(self.tau, self.normalization)
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,8 @@ def checkpoint_cam_model(checkpoint: Path) -> CamModel:
     model_config = dataclasses.replace(config.model, pretrained=False, weights="")
     network = build_model(model_config, num_classes=len(names))
     network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
-    return CamModel(network.eval(), names, config.model.input_size)
+    return CamModel(network.eval(), names, config.model.input_size, config.eval.tau, config.eval.normalization,
+                    f"{run_dir / 'config.yaml'} (eval.tau, eval.normalization)")
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
@@ -154,25 +167,18 @@ def read_image(path: Path) -> Image.Image:
         return ImageOps.exif_transpose(image).convert("RGB")
 
 
-@torch.no_grad()
 def predict_cams(model: CamModel, images: list[Image.Image], topk: int) -> list[ImagePrediction]:
     """Top-k classes, their CAMs upsampled to each image's ``(H, W)`` and their boxes, for a batch of images."""
     network = model.network
     size = (model.input_size, model.input_size)
     batch = torch.stack([image_to_tensor(image.resize(size, Image.BILINEAR), network.mean, network.std)
                          for image in images])  # (B, 3, S, S)
-    features = network.features(batch)  # (B, C, h, w)
-    logits = network.head(features)  # (B, num_classes)
-    k = min(topk, logits.shape[1])
-    probabilities, classes = logits.softmax(dim=1).topk(k, dim=1)  # (B, K)
-    cams = class_activation_maps(features, network.cam_weight, classes)  # (B, K, h, w)
-    predictions = []
-    for index, image in enumerate(images):
-        full = upsample_cams(cams[index : index + 1], (image.height, image.width))[0].numpy()  # (K, H, W)
-        predictions.append(ImagePrediction(classes[index].tolist(), probabilities[index].tolist(),
-                                           boxes_from_cams(full, TAU, NORMALIZATION),
-                                           normalize_cams(full, NORMALIZATION)))
-    return predictions
+    sizes = [(image.height, image.width) for image in images]
+    located = localize_batch(network, batch, sizes, topk, model.tau, model.normalization)
+    prediction = located.prediction
+    return [ImagePrediction(prediction.topk_classes[index].tolist(), prediction.topk_probs[index].tolist(),
+                            located.boxes[index], normalize_cams(located.maps[index], model.normalization))
+            for index in range(len(images))]
 
 
 def render_overlay(image: Image.Image, prediction: ImagePrediction, class_names: list[str]) -> Image.Image:
@@ -182,12 +188,10 @@ def render_overlay(image: Image.Image, prediction: ImagePrediction, class_names:
     strip = int(font.size * 1.6)
     line = max(2, min(width, height) // 150)
     canvas = Image.new("RGB", (width * len(prediction.classes), height + strip), "white")
-    pixels = np.asarray(image, dtype=np.float32)
-    jet = colormaps["jet"]
+    pixels = np.asarray(image)
     for rank, (label, probability, box, cam) in enumerate(zip(prediction.classes, prediction.probabilities,
                                                               prediction.boxes, prediction.cams)):
-        heat = jet(np.clip(cam, 0.0, 1.0))[..., :3] * 255.0  # (H, W, 3)
-        panel = Image.fromarray((0.55 * pixels + 0.45 * heat).astype(np.uint8))
+        panel = Image.fromarray(overlay_cam(pixels, cam))
         x0, y0, x1, y1 = (float(v) for v in box)
         if x1 > x0 and y1 > y0:  # boxes are half-open pixel ranges; PIL's rectangle is inclusive
             ImageDraw.Draw(panel).rectangle((x0, y0, x1 - 1, y1 - 1), outline=(255, 0, 0), width=line)
@@ -197,28 +201,24 @@ def render_overlay(image: Image.Image, prediction: ImagePrediction, class_names:
     return canvas
 
 
-def prediction_record(path: Path, image: Image.Image, prediction: ImagePrediction, class_names: list[str],
-                      input_size: int) -> dict:
+def prediction_record(path: Path, image: Image.Image, prediction: ImagePrediction, model: CamModel) -> dict:
     """What the JSON file holds for one image."""
     return {
         "image": str(path),
         "size_hw": [image.height, image.width],
-        "input_size": input_size,
-        "box_rule": f"tau={TAU} of the CAM's max, largest 8-connected component",
+        "input_size": model.input_size,
+        "tau": model.tau,
+        "normalization": model.normalization,
+        "box_rule": model.box_rule,
+        "box_rule_from": model.rule_source,
         "box_format": "[x0, y0, x1, y1), pixels of the original image",
         "predictions": [
-            {"rank": rank + 1, "class_index": label, "class_name": class_names[label],
+            {"rank": rank + 1, "class_index": label, "class_name": model.class_names[label],
              "probability": round(probability, 6), "box": [round(float(v), 2) for v in box]}
             for rank, (label, probability, box) in enumerate(zip(prediction.classes, prediction.probabilities,
                                                                  prediction.boxes))
         ],
     }
-
-
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    write(temporary)
-    temporary.replace(path)
 
 
 def plan_outputs(inputs: Sequence[str | Path], out_dir: Path, overwrite: bool = False) -> list[Path]:
@@ -234,6 +234,7 @@ def run_cam(images: list[Path], model: CamModel, out_dir: Path, topk: int = 5, b
     if topk < 1 or batch_size < 1:
         raise CamCommandError(f"--topk and --batch-size must be >= 1, got {topk} and {batch_size}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    log(f"boxes: {model.box_rule} (8-connected), from {model.rule_source}")
     skipped: list[tuple[Path, str]] = []
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
     for batch_paths in tqdm(batches, desc="cam", unit="batch", leave=False, disable=len(batches) < 2):
@@ -249,10 +250,10 @@ def run_cam(images: list[Path], model: CamModel, out_dir: Path, topk: int = 5, b
         predictions = predict_cams(model, [image for _, image in loaded], topk)
         for (path, image), prediction in zip(loaded, predictions):
             png, record_path = output_paths(path, out_dir)
-            overlay = render_overlay(image, prediction, model.class_names)
-            _write_atomically(png, lambda p: overlay.save(p, format="PNG"))
-            record = prediction_record(path, image, prediction, model.class_names, model.input_size)
-            _write_atomically(record_path, lambda p: p.write_text(json.dumps(record, indent=2) + "\n"))
+            with atomic_path(png) as temporary:
+                render_overlay(image, prediction, model.class_names).save(temporary, format="PNG")
+            record = prediction_record(path, image, prediction, model)
+            write_text(record_path, json.dumps(record, indent=2) + "\n")
             log(f"{path} ({image.width}x{image.height})")
             for entry in record["predictions"]:
                 log(f"  {entry['rank']}. {entry['class_name']:<28} {100 * entry['probability']:6.2f}%  "

@@ -1,14 +1,13 @@
 """Streaming evaluation: one forward pass gives logits and CAMs; boxes and metrics per batch.
 
 For each image, the CAMs of the top-5 predicted classes and of the ground-truth
-class are computed from the same features as the logits, upsampled bilinearly
-to the evaluated frame (by default the network input, ``input_size x input_size``), and
-turned into boxes by the paper's rule (:mod:`bench.localize`). With
-``eval.frame: original`` the CAM is instead upsampled straight to the original
-image's ``(H, W)`` and scored against the boxes as the dataset gives them (the
-evaluation transform is a plain resize, so mapping back is exact). Per-image rows go
-straight to ``predictions.csv``; only counters, the feature-resolution CAMs
-(for ``cams.npz``) and a few gallery images stay in memory.
+class come from the same features as the logits; the top-1 and ground-truth
+class's maps are upsampled bilinearly to the evaluated frame and boxed by the
+paper's rule (the path :mod:`bench.prediction` shares with ``bench cam``). The
+frame is the network input by default, or the original image with
+``eval.frame: original`` (:mod:`bench.protocol`). Per-image rows go straight
+to ``predictions.csv``; only counters, the feature-resolution CAMs (for
+``cams.npz``) and a few gallery images stay in memory.
 """
 
 from __future__ import annotations
@@ -24,10 +23,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.atomic_files import atomic_path
-from bench.cam import class_activation_maps, upsample_cams
 from bench.config import EvalConfig
 from bench.layout import Sample, read_mask
-from bench.localize import boxes_from_cams, normalize_cams
+from bench.localize import normalize_cams
 from bench.metrics import (
     TOP_K,
     LocalizationMeter,
@@ -35,21 +33,18 @@ from bench.metrics import (
     localization_outcomes,
 )
 from bench.models import CamNet
+from bench.prediction import localize_batch, predict, upsample_to_frames
+from bench.protocol import frame_of
 from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter
 
 PREDICTION_COLUMNS = (
     "image_id", "label", "top5_classes", "top5_probs", "gt_boxes", "top1_box", "top1_iou",
     "gt_class_box", "gt_class_iou", "top1_correct", "top5_correct", "top1_loc", "top5_loc", "gt_known_loc",
 )
-
-
-@dataclass(frozen=True)
-class BatchPrediction:
-    """Everything a forward pass yields for B images (K = min(5, num_classes))."""
-
-    topk_classes: torch.Tensor  # (B, K) int64, best first
-    topk_probs: torch.Tensor  # (B, K) softmax probabilities
-    cams: torch.Tensor  # (B, K + 1, h, w): CAMs of the top-K classes, then of the true class
+# The maps evaluation boxes, among the top-5 CAMs and the true class's: every metric needs the top-1
+# class's box (top-1 loc, mean IoU) and the true class's box (top-5 loc, GT-known loc: the top-5 rule
+# boxes *the true* class's CAM), never the boxes of predictions 2..5, so those are not made.
+SCORED_MAPS = (0, -1)
 
 
 @dataclass(frozen=True)
@@ -126,60 +121,17 @@ def mask_in_frame(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np
     return union, read_mask(sample.ignore_path, size) & ~union
 
 
-@torch.no_grad()
-def predict(model: CamNet, images: torch.Tensor, labels: torch.Tensor) -> BatchPrediction:
-    """Logits and CAMs of a batch ``images (B, 3, S, S)`` in one forward pass."""
-    features = model.features(images)  # (B, C, h, w)
-    logits = model.head(features)  # (B, num_classes)
-    k = min(TOP_K, logits.shape[1])
-    topk_probs, topk_classes = logits.softmax(dim=1).topk(k, dim=1)  # (B, K)
-    classes = torch.cat([topk_classes, labels[:, None]], dim=1)  # (B, K + 1)
-    cams = class_activation_maps(features, model.cam_weight, classes)  # (B, K + 1, h, w)
-    return BatchPrediction(topk_classes, topk_probs, cams)
-
-
-def boxes_for_batch(cams: torch.Tensor, sizes: list[tuple[int, int]],
-                    config: EvalConfig) -> tuple[list[np.ndarray], np.ndarray]:
-    """Upsample each image's ``cams[i] (K, h, w)`` to its frame ``sizes[i] = (H_i, W_i)`` and box every map.
-
-    Returns the upsampled maps (B arrays ``(K, H_i, W_i)``) and boxes ``(B, K, 4)``
-    in each image's frame. Frames of equal size are upsampled in one batch.
-    """
-    batch, k = cams.shape[:2]
-    cams = cams.float()
-    if len(set(sizes)) == 1:
-        upsampled = list(upsample_cams(cams, sizes[0]).cpu().numpy())  # B x (K, H, W)
-    else:
-        upsampled = [upsample_cams(cams[i : i + 1], size)[0].cpu().numpy() for i, size in enumerate(sizes)]
-    boxes = np.stack([boxes_from_cams(maps, config.tau, config.normalization) for maps in upsampled])
-    return upsampled, boxes.reshape(batch, k, 4)
-
-
-def _frame(sample: Sample, image: torch.Tensor, boxes: torch.Tensor, frame: str) -> tuple[tuple[int, int], np.ndarray]:
-    """The evaluated frame's size ``(H, W)`` and ground-truth boxes ``(G, 4)`` for one image.
-
-    ``input``: the network input (the whole image resized to ``input_size``;
-    boxes scaled with it). ``original``: the image file's own pixels, the CAM
-    upsampled straight to ``(H, W)`` of the original.
-    """
-    if frame == "original":
-        return sample.size, np.asarray(sample.boxes, dtype=np.float64)
-    return tuple(image.shape[-2:]), boxes.numpy()
-
-
-def _forward_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig, device: torch.device):
-    """``(labels, prediction, the batch's samples, their frames)`` for one loader batch."""
-    labels = batch["label"].to(device)
-    prediction = predict(model, batch["image"].to(device), labels)
+def _frames(batch: dict, samples: list[Sample], config: EvalConfig) -> tuple[list[Sample], list, list]:
+    """The batch's samples, their evaluated frames' sizes ``(H_i, W_i)`` and ground-truth boxes ``(G_i, 4)``."""
     batch_samples = [samples[index] for index in batch["index"].tolist()]
-    frames = [_frame(sample, image, boxes, config.frame)
-              for sample, image, boxes in zip(batch_samples, batch["image"], batch["boxes"])]
-    return labels, prediction, batch_samples, frames
+    input_size = batch["image"].shape[-1]  # the loader's images are (B, 3, S, S)
+    frames = [frame_of(sample, config.frame, input_size) for sample in batch_samples]
+    return batch_samples, [size for size, _ in frames], [boxes for _, boxes in frames]
 
 
 def _gallery_image(image: torch.Tensor, size: tuple[int, int], mean: tuple, std: tuple) -> np.ndarray:
     """The input tensor as ``(H, W, 3)`` uint8 at the evaluated frame's size."""
-    pixels = _denormalize(image, mean, std)
+    pixels = to_pixels(image, mean, std)
     if pixels.shape[:2] != size:
         pixels = np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.BILINEAR))
     return pixels
@@ -189,23 +141,10 @@ def _format_box(box: np.ndarray) -> str:
     return " ".join(f"{value:.6g}" for value in box)
 
 
-def _denormalize(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
-    """``(3, S, S)`` normalized tensor -> ``(S, S, 3)`` uint8."""
+def to_pixels(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
+    """``(3, S, S)`` tensor normalized with ``mean`` / ``std`` -> ``(S, S, 3)`` uint8: the inverse of ``image_to_tensor``."""
     pixels = image.cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
-
-
-def box_top1_and_gt(cams: torch.Tensor, sizes: list[tuple[int, int]],
-                    config: EvalConfig) -> tuple[list[np.ndarray], np.ndarray]:
-    """Upsample and box only the two maps the metrics use, of ``cams (B, K + 1, h, w)``.
-
-    Every metric needs the top-1 class's box (top-1 loc, mean IoU) and the true
-    class's box (top-5 loc, GT-known loc: the top-5 rule boxes *the true*
-    class's CAM), never the boxes of predictions 2..5, so those are not made.
-    Returns B maps ``(2, H_i, W_i)`` and boxes ``(B, 2, 4)``: index 0 the top-1
-    class, index 1 (= -1) the true class.
-    """
-    return boxes_for_batch(cams[:, [0, -1]], sizes, config)
 
 
 def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
@@ -214,11 +153,12 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
 
     ``sweep`` (optional) is fed each image's GT-class map in the evaluated frame.
     """
-    labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
+    batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
+    labels = batch["label"].to(device)
+    located = localize_batch(model, batch["image"].to(device), sizes, TOP_K, config.tau, config.normalization,
+                             labels, boxed=SCORED_MAPS)
+    prediction, maps, boxes = located.prediction, located.maps, located.boxes  # ..., B x (2, H, W), (B, 2, 4)
     indices = batch["index"].tolist()
-    sizes = [size for size, _ in frames]
-    gt_boxes = [boxes for _, boxes in frames]
-    maps, boxes = box_top1_and_gt(prediction.cams, sizes, config)  # B x (2, H, W), (B, 2, 4)
     topk_classes = prediction.topk_classes.cpu().numpy()
     label_array = labels.cpu().numpy()
     outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
@@ -303,14 +243,15 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
     """
     model.eval()
     for batch in tqdm(loader, desc="sweep", leave=False, dynamic_ncols=True):
-        labels, prediction, batch_samples, frames = _forward_batch(model, batch, samples, config, device)
-        gt_cams = prediction.cams[:, -1:].float()  # (B, 1, h, w)
-        maps = [upsample_cams(gt_cams[i : i + 1], size)[0, 0].cpu().numpy() for i, (size, _) in enumerate(frames)]
+        batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
+        labels = batch["label"].to(device)
+        prediction = predict(model, batch["image"].to(device), TOP_K, labels)
+        maps = [m[0] for m in upsample_to_frames(prediction.cams[:, -1:], sizes)]  # B x (H, W), the GT class's
         topk = prediction.topk_classes.cpu().numpy()
         label_array = labels.cpu().numpy()
         top1 = topk[:, 0] == label_array
         top5 = (topk[:, :TOP_K] == label_array[:, None]).any(axis=1)
-        sweep.update(maps, batch_samples, [boxes for _, boxes in frames], top1, top5, config.normalization)
+        sweep.update(maps, batch_samples, gt_boxes, top1, top5, config.normalization)
 
 
 @torch.no_grad()

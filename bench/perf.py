@@ -25,11 +25,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bench.cam import class_activation_maps
 from bench.config import EvalConfig, ModelConfig
-from bench.evaluate import box_top1_and_gt, predict
+from bench.evaluate import SCORED_MAPS
 from bench.localize import largest_component_box, normalize_cams
+from bench.metrics import TOP_K
 from bench.models import build_model
+from bench.prediction import localize_batch, localize_features
 from bench.threshold_boxes import reference_sweep, sweep_boxes, threshold_list
 
 SIZE = 224
@@ -77,14 +78,17 @@ def cam_overhead(batch_size: int, repeats: int, threads: int) -> None:
     images = torch.randn(batch_size, 3, SIZE, SIZE)
     labels = torch.arange(batch_size) % 12
     config = EvalConfig()
+    sizes = [(SIZE, SIZE)] * batch_size
+    # Exactly evaluation's call: top-5 and GT-class CAMs, the two maps the metrics use upsampled and boxed.
+    rule = {"topk": TOP_K, "tau": config.tau, "normalization": config.normalization, "labels": labels,
+            "boxed": SCORED_MAPS}
 
     @torch.no_grad()
     def forward() -> None:
         model.head(model.features(images))
 
     def forward_cams_boxes() -> None:
-        prediction = predict(model, images, labels)  # forward + top-5 and GT-class CAMs
-        box_top1_and_gt(prediction.cams, [(SIZE, SIZE)] * batch_size, config)  # upsample + the 2 boxes used
+        localize_batch(model, images, sizes, **rule)
 
     forward()
     forward_cams_boxes()  # warm-up
@@ -97,12 +101,8 @@ def cam_overhead(batch_size: int, repeats: int, threads: int) -> None:
     with torch.no_grad():
         features = model.features(images)  # (B, C, h, w)
 
-    @torch.no_grad()
     def cams_and_boxes() -> None:
-        logits = model.head(features)
-        classes = torch.cat([logits.topk(5, dim=1).indices, labels[:, None]], dim=1)  # (B, 6)
-        cams = class_activation_maps(features, model.cam_weight, classes)  # (B, 6, h, w)
-        box_top1_and_gt(cams, [(SIZE, SIZE)] * batch_size, config)
+        localize_features(model, features, sizes, **rule)
 
     extra = _median_seconds(cams_and_boxes, 3 * repeats)
     print(f"CAM overhead, efficientnet_lite0 stride 16, {SIZE}px, batch {batch_size}, "

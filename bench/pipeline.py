@@ -68,6 +68,7 @@ from bench.evaluate import (
 from bench.head_train import cache_backbone_features, fit_head
 from bench.layout import DatasetFormatError, write_class_names
 from bench.models import CamNet, build_model, calibrate_feature_scale
+from bench.protocol import describe_protocol
 from bench.readers import DatasetSplits, check_images, load_dataset
 from bench.run_folder import (
     BEST_EPOCH_FILE,
@@ -107,14 +108,6 @@ class ResumeError(ValueError):
 
 # Keys that may differ between an interrupted run and its resumption: they do not change the results.
 RESUMABLE_CHANGES = (*SPEED_KEYS, "data_root", "results_dir")
-
-
-def protocol_description(config: RunConfig) -> str:
-    """How the numbers were produced, stated beside them."""
-    size = config.model.input_size
-    frame = "original image frame" if config.eval.frame == "original" else f"{size}x{size} input frame"
-    return (f"{config.eval.split} split, fixed tau={config.eval.tau:g} on '{config.eval.normalization}'-normalized CAMs, "
-            f"largest connected component, IoU >= 0.5, boxes in the {frame}")
 
 
 def compact_maps(maps: np.ndarray) -> np.ndarray:
@@ -595,15 +588,14 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
         val_sweep = _merged(val_sweep, context)
     if not context.is_main:
         return {}
-    protocol = protocol_description(config)
+    protocol = describe_protocol(config.eval, config.model.input_size)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
                             config.eval.split, config.eval.normalization)
     write_json(out_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
                                           "epoch": epoch, "sweep": summary})
-    with atomic_path(out_dir / "box_acc_curves.csv") as curves, atomic_path(out_dir / "boxacc_vs_tau.png") as figure:
-        write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, curves, figure,
-                           f"{config.name}: BoxAcc vs tau ({config.eval.split})")
+    write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, out_dir / "box_acc_curves.csv",
+                       out_dir / "boxacc_vs_tau.png", f"{config.name}: BoxAcc vs tau ({config.eval.split})")
     if figures:
         _write_maps_and_gallery(job, result)
     return {"metrics": result.metrics, "protocol": protocol, "sweep": summary}
@@ -615,10 +607,8 @@ def _write_maps_and_gallery(job: _Job, result) -> None:
         np.savez_compressed(handle, image_ids=np.array(result.image_ids),
                             top1=compact_maps(np.stack(result.top1_cams)),
                             gt_class=compact_maps(np.stack(result.gt_cams)))
-    if result.gallery:
-        with atomic_path(run_dir / "gallery.png") as temporary:
-            save_gallery(result.gallery, job.class_names, temporary,
-                         f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
+    save_gallery(result.gallery, job.class_names, run_dir / "gallery.png",
+                 f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
 
 
 def _evaluate_selected(job: _Job, selected: int, final: dict) -> None:
@@ -648,5 +638,4 @@ def _write_history(run_dir: Path, history: list[dict[str, float]], title: str) -
     lines = [",".join(columns)] + [",".join(f"{row[key]:.6g}" if key in row else "" for key in columns)
                                    for row in history]
     write_text(run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
-    with atomic_path(run_dir / "history.png") as temporary:
-        save_history_figure(history, temporary, title)
+    save_history_figure(history, run_dir / "history.png", title)

@@ -1,4 +1,9 @@
-"""Human-facing output of a run: the metrics table and the CAM gallery figure."""
+"""Human-facing output of a run: the metrics table, the CAM gallery figure, and the drawing they share.
+
+:func:`overlay_cam` is the one CAM overlay (jet at alpha 0.45 over the image),
+used by the gallery, the study's figures and ``bench cam``; :func:`save_figure`
+writes every matplotlib figure atomically (:mod:`bench.atomic_files`).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +15,15 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from bench.atomic_files import atomic_path  # noqa: E402
 from bench.evaluate import GalleryItem  # noqa: E402
 from bench.threshold_metrics import ThresholdSweepMeter  # noqa: E402
+
+CAM_COLORMAP = "jet"
+CAM_ALPHA = 0.45  # the CAM's share of each overlay pixel: enough to read the heat, the image still shows
 
 METRIC_LABELS = {
     "top1_cls_error": "top-1 cls error (%)",
@@ -35,6 +45,32 @@ def format_metrics(metrics: dict[str, float], protocol: str) -> str:
     return "\n".join(lines)
 
 
+def overlay_cam(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """``cam (H, W)`` in jet blended over ``image (H, W, 3)`` uint8 -> ``(H, W, 3)`` uint8.
+
+    ``cam`` is a normalized map; values outside ``[0, 1]`` are clipped (jet's
+    blue at 0, dark red at 1). Each pixel is
+    ``round((1 - CAM_ALPHA) * image + CAM_ALPHA * 255 * jet(cam))``.
+    """
+    image, cam = np.asarray(image), np.asarray(cam)
+    if image.ndim != 3 or image.shape[2] != 3 or cam.shape != image.shape[:2]:
+        raise ValueError(f"overlay_cam needs image (H, W, 3) and cam (H, W) of the same H, W; got image "
+                         f"{image.shape} and cam {cam.shape}")
+    heat = matplotlib.colormaps[CAM_COLORMAP](np.clip(cam, 0.0, 1.0))[..., :3] * 255.0  # (H, W, 3) in [0, 255]
+    blended = (1.0 - CAM_ALPHA) * image.astype(np.float64) + CAM_ALPHA * heat
+    return np.rint(blended).astype(np.uint8)
+
+
+def save_figure(figure: plt.Figure, path: Path, dpi: int = 100) -> Path:
+    """Write ``figure`` as PNG to ``path`` atomically, close it, return ``path``."""
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=dpi, format="png")
+    finally:
+        plt.close(figure)
+    return path
+
+
 def draw_box(axis: plt.Axes, box, colour: str) -> None:
     x0, y0, x1, y1 = (float(v) for v in box)
     # Box edges are pixel edges; imshow puts pixel centres on integers, hence the -0.5.
@@ -51,8 +87,7 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
     for axis in axes.flat:
         axis.axis("off")
     for axis, item in zip(axes.flat, items):
-        axis.imshow(item.image)
-        axis.imshow(item.cam.clip(0, 1), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+        axis.imshow(overlay_cam(item.image, item.cam))
         for box in item.gt_boxes:
             draw_box(axis, box, "lime")
         draw_box(axis, item.box, "red")
@@ -61,8 +96,7 @@ def save_gallery(items: list[GalleryItem], class_names: list[str], path: Path, t
         axis.set_title(f"{name}{mark}\nIoU {item.iou:.2f}", fontsize=7)
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=100, format="png")  # path may be a temporary name without .png
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | None, csv_path: Path,
@@ -72,7 +106,7 @@ def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | Non
     if val is not None:
         curves["val_box_acc_largest_0.5"] = val.compute()["curves"]["box_acc_largest_0.5"]
     columns = list(curves)
-    with csv_path.open("w", newline="") as handle:
+    with atomic_path(csv_path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in zip(*(curves[column] for column in columns)):
@@ -88,8 +122,7 @@ def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | Non
     axis.legend(fontsize=7)
     axis.set_title(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(figure_path, dpi=100, format="png")  # figure_path may be a temporary name without .png
-    plt.close(figure)
+    save_figure(figure, figure_path)
 
 
 def format_sweep(summary: dict) -> str:
@@ -140,5 +173,4 @@ def save_history_figure(history: list[dict[str, float]], path: Path, title: str)
         axis.xaxis.get_major_locator().set_params(integer=True)
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100, format="png")  # path may be a temporary name without .png
-    plt.close(figure)
+    save_figure(figure, path)

@@ -70,6 +70,15 @@ def test_unreadable_files_are_named_skipped_and_give_exit_code_3(photos_run):
     assert not (out / "broken.jpg.json").exists() and (out / "coffee.jpg.json").exists()
 
 
+def test_outputs_state_the_papers_rule_and_leave_no_temporary_file(photos_run):
+    _, out, _, stdout, _ = photos_run
+    assert sorted(path.name for path in out.iterdir()) == ["chelsea.png.cam.png", "chelsea.png.json",
+                                                          "coffee.jpg.cam.png", "coffee.jpg.json"]
+    record = json.loads((out / "coffee.jpg.json").read_text())
+    assert record["tau"] == 0.2 and record["normalization"] == "max" and "paper" in record["box_rule_from"]
+    assert "boxes: fixed tau=0.2 on 'max'-normalized CAMs, largest connected component (8-connected)" in stdout
+
+
 def test_existing_outputs_are_not_overwritten_silently(photos_run, capsys):
     folder, out, *_ = photos_run
     record = out / "coffee.jpg.json"
@@ -107,3 +116,22 @@ def test_checkpoint_gives_the_runs_own_predictions(tiny_config, tmp_path):
     assert [p["class_name"] for p in record["predictions"]] == [class_names[int(c)]
                                                               for c in row["top5_classes"].split()]
     assert record["predictions"][0]["probability"] == pytest.approx(float(row["top5_probs"].split()[0]), abs=1e-4)
+
+
+def test_checkpoint_boxes_use_the_runs_tau_and_normalization(tiny_config, tmp_path):
+    # A run whose protocol is far from the paper's (tau 0.2 of the max): bench cam must box as the run did.
+    config = tiny_config("train.mode=head", "eval.tau=0.8", "eval.normalization=minmax", "eval.frame=original")
+    run(config, log=lambda message: None)
+    with (config.run_dir / "predictions.csv").open() as handle:
+        rows = list(csv.DictReader(handle))[:4]
+    images = [next(config.dataset_path.rglob(os.path.basename(row["image_id"]))) for row in rows]
+    out = tmp_path / "cam"
+    assert main(["cam", *map(str, images), "--checkpoint", str(config.run_dir / "checkpoint.pt"),
+                 "--out", str(out)]) == 0
+    for image, row in zip(images, rows):
+        record = json.loads((out / f"{image.name}.json").read_text())
+        # The run scored its boxes in the original frame, so its top-1 box is the one bench cam must give.
+        assert record["predictions"][0]["box"] == [float(v) for v in row["top1_box"].split()]
+        assert record["tau"] == 0.8 and record["normalization"] == "minmax"
+        assert "tau=0.8 on 'minmax'-normalized CAMs" in record["box_rule"]
+        assert record["box_rule_from"] == f"{config.run_dir / 'config.yaml'} (eval.tau, eval.normalization)"

@@ -11,13 +11,18 @@ import csv
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
+from scipy import ndimage
 
-from bench.config import EvalConfig, ModelConfig
-from bench.evaluate import PREDICTION_COLUMNS, evaluate
+from bench.backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
+from bench.config import EvalConfig, ModelConfig, RunConfig
+from bench.evaluate import PREDICTION_COLUMNS, evaluate, to_pixels
 from bench.layout import Sample
-from bench.models import CamNet
-from bench.torch_data import WsolDataset, collate
+from bench.models import CamNet, build_model
+from bench.prediction import localize_batch, upsample_to_frames
+from bench.protocol import describe_protocol, frame_of
+from bench.torch_data import WsolDataset, collate, image_to_tensor
 
 SIZE = 32
 
@@ -118,3 +123,103 @@ def test_original_frame_scores_against_the_boxes_as_given(tmp_path):
     assert abs(x0 - 12) <= 1.5 and abs(x1 - 36) <= 1.5 and abs(y0 - 8) <= 1 and abs(y1 - 24) <= 1
     assert result.metrics["gt_known_loc_acc"] == 100.0
     assert result.gallery[0].image.shape == (32, 48, 3) and result.gallery[0].cam.shape == (32, 48)
+
+
+def rectangle_image(channel, x0, y0, x1, y1, value=1.0) -> torch.Tensor:
+    """A ``(3, SIZE, SIZE)`` image, zero but for ``value`` in ``[x0, x1) x [y0, y1)`` of ``channel``."""
+    image = torch.zeros(3, SIZE, SIZE)
+    image[channel, y0:y1, x0:x1] = value
+    return image
+
+
+def test_shared_path_boxes_a_sharp_rectangle_as_worked_out_by_hand():
+    # Red on [4, 20) x [4, 12): class 0's CAM is exactly that rectangle. Upsampled x2 (align_corners=False),
+    # output pixel i reads input (i + 0.5) / 2 - 0.5, so the first pixels outside the edge get 0.25 of the
+    # peak: kept at tau 0.2 (box one pixel wider on each side), dropped at tau 0.3 (box exactly x2).
+    images = torch.stack([rectangle_image(0, 4, 4, 20, 12), rectangle_image(1, 0, 0, 8, 8)])
+    at_02 = localize_batch(identity_model(), images, [(64, 64), (64, 64)], 5, 0.2, "max")
+    assert at_02.boxes[0, 0].tolist() == [7, 7, 41, 25]
+    at_03 = localize_batch(identity_model(), images, [(64, 64), (32, 64)], 5, 0.3, "max")
+    assert at_03.boxes[0, 0].tolist() == [8, 8, 40, 24]
+    assert at_03.boxes[1, 0].tolist() == [0, 0, 16, 8]  # a (32, 64) frame stretches x only
+    assert at_03.maps[1].shape == (3, 32, 64) and at_03.maps[0][0].max() == 1.0
+    # 3 classes, so the top-5 is the top-3; GAP logits are the channel means (16 * 8 / 1024 for red).
+    prediction = at_02.prediction
+    assert prediction.topk_classes.tolist() == [[0, 1, 2], [1, 0, 2]]
+    red = np.exp(0.125) / (np.exp(0.125) + 2)
+    assert prediction.topk_probs[0].tolist() == pytest.approx([red, (1 - red) / 2, (1 - red) / 2], abs=1e-6)
+
+
+def test_shared_path_boxes_only_the_chosen_maps_with_the_true_class_last():
+    # A big faint green area and a small bright red square, labelled red: green wins top-1.
+    image = rectangle_image(1, 0, 0, SIZE, SIZE, value=0.5) + rectangle_image(0, 2, 2, 6, 6)
+    located = localize_batch(identity_model(), image[None], [(SIZE, SIZE)], 5, 0.2, "max",
+                             labels=torch.tensor([0]), boxed=(0, -1))
+    assert located.prediction.cams.shape == (1, 4, SIZE, SIZE)  # top-3, then the true class
+    assert located.boxes.shape == (1, 2, 4) and located.maps[0].shape == (2, SIZE, SIZE)
+    assert located.boxes[0].tolist() == [[0, 0, SIZE, SIZE], [2, 2, 6, 6]]  # top-1 (green), true class (red)
+
+
+def reference_boxes(model, images, sizes, topk, tau, labels) -> np.ndarray:
+    """The box rule written out one image and one class at a time: min-max, ``>= tau``, largest 8-component."""
+    with torch.no_grad():
+        features = model.features(images).double()  # (B, C, h, w)
+        probabilities = model.head(model.features(images)).softmax(dim=1)
+    weight = model.cam_weight.detach().double()
+    boxes = []
+    for index, size in enumerate(sizes):
+        classes = probabilities[index].argsort(descending=True)[:topk].tolist() + [int(labels[index])]
+        for label in classes:
+            cam = (weight[label][:, None, None] * features[index]).sum(dim=0)  # (h, w)
+            full = F.interpolate(cam[None, None], size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+            normalized = (full - full.min()) / (full.max() - full.min())
+            components, _ = ndimage.label(normalized >= tau, structure=np.ones((3, 3)))
+            largest = np.bincount(components.ravel())[1:].argmax() + 1
+            ys, xs = np.nonzero(components == largest)
+            boxes.append([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    return np.array(boxes, dtype=np.float32).reshape(len(sizes), -1, 4)
+
+
+def test_shared_path_matches_the_rule_written_out_on_a_tiny_network():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8, input_size=64),
+                        num_classes=7).eval()
+    images = torch.randn(3, 3, 64, 64)
+    labels = torch.tensor([1, 4, 6])
+    sizes = [(64, 64), (50, 90), (64, 64)]  # frames of different sizes in one batch
+    located = localize_batch(model, images, sizes, 3, 0.7, "minmax", labels)
+    expected = reference_boxes(model, images, sizes, 3, 0.7, labels)
+    np.testing.assert_array_equal(located.boxes, expected)
+    assert (expected[..., 2:] - expected[..., :2]).min() > 0 and (expected != [0, 0, 64, 64]).any()
+    # Frames of one size are upsampled in one call: the same maps as one image at a time.
+    cams = located.prediction.cams
+    together = upsample_to_frames(cams, [(50, 90)] * 3)
+    for index in range(3):
+        np.testing.assert_array_equal(together[index], upsample_to_frames(cams[index : index + 1], [(50, 90)])[0])
+
+
+def test_frame_of_scales_boxes_to_the_input_or_keeps_the_originals():
+    sample = Sample("wide", "wide.png", 0, np.array([[12, 8, 36, 24]], dtype=np.float32), (32, 48), ())
+    size, boxes = frame_of(sample, "input", 32)
+    assert size == (32, 32) and boxes.tolist() == [[8, 8, 24, 24]]  # x scaled by 32 / 48
+    size, boxes = frame_of(sample, "original", 32)
+    assert size == (32, 48) and boxes.tolist() == [[12, 8, 36, 24]]
+    with pytest.raises(ValueError, match="eval.frame='crop'"):
+        frame_of(sample, "crop", 32)
+
+
+def test_protocol_is_stated_in_one_wording():
+    assert describe_protocol(EvalConfig(), 224) == (
+        "test split, fixed tau=0.2 on 'max'-normalized CAMs, largest connected component, IoU >= 0.5, "
+        "boxes in the 224x224 input frame")
+    config = RunConfig(name="x", eval=EvalConfig(split="val", tau=0.35, normalization="minmax", frame="original"))
+    assert describe_protocol(config.eval, config.model.input_size, maps="maps") == (
+        "val split, fixed tau=0.35 on 'minmax'-normalized maps, largest connected component, IoU >= 0.5, "
+        "boxes in the original image frame")
+
+
+@pytest.mark.parametrize("mean, std", [((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+                                       (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)])
+def test_to_pixels_undoes_image_to_tensor_exactly(mean, std):
+    pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(to_pixels(image_to_tensor(Image.fromarray(pixels), mean, std), mean, std), pixels)

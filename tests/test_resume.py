@@ -121,3 +121,27 @@ def test_a_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
     assert load_training_state(config.run_dir / "checkpoint.pt")["epoch"] == 1
     assert run_status(config.run_dir) == "failed" and finished_runs(config.results_dir) == []
     assert "NonFiniteLossError" in json.loads((config.run_dir / "manifest.json").read_text())["error"]
+
+
+def test_figures_are_written_atomically_and_closed(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from bench.run_report import save_figure
+
+    target = tmp_path / "gallery.png"
+    target.write_text("old")
+    figure = plt.figure()
+
+    def fail_midway(path, **options):
+        path.write_bytes(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(figure, "savefig", fail_midway)
+    with pytest.raises(DiskFullError, match="gallery.png"):
+        save_figure(figure, target)
+    assert target.read_text() == "old" and [path.name for path in tmp_path.iterdir()] == ["gallery.png"]
+    assert not plt.fignum_exists(figure.number)  # closed even on failure: no figure leaks in long studies
+    figure = plt.figure(figsize=(2, 1))
+    assert save_figure(figure, target, dpi=50) == target
+    assert target.read_bytes().startswith(b"\x89PNG") and [path.name for path in tmp_path.iterdir()] == ["gallery.png"]
+    assert not plt.fignum_exists(figure.number)

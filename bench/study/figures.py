@@ -20,17 +20,19 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
 
 from bench.config import StudyConfig  # noqa: E402
+from bench.evaluate import to_pixels  # noqa: E402
 from bench.localize import normalize_cams  # noqa: E402
 from bench.readers import load_dataset  # noqa: E402
-from bench.run_report import draw_box  # noqa: E402
+from bench.run_report import draw_box, overlay_cam, save_figure  # noqa: E402
 from bench.study.results import RunResult, area_ratios, setting_label, upsampled_cams  # noqa: E402
+from bench.torch_data import WsolDataset  # noqa: E402
 
 POOLING_ORDER = ("gap", "gmp", "lse", "gem")
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple"}
 GALLERY_IMAGES = 4  # test images per setting in cams_gap_vs_gmp.png
+FIGURE_DPI = 110
 
 Settings = dict[tuple, dict[str, list[RunResult]]]
 
@@ -44,29 +46,18 @@ def _title(figure: plt.Figure, text: str) -> None:
     figure.suptitle(textwrap.fill(text, width=int(figure.get_figwidth() * 11)), fontsize=10)
 
 
-def _save(figure: plt.Figure, path: Path) -> Path:
-    temporary = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    temporary.replace(path)
-    return path
-
-
 def _first_seed(runs: list[RunResult]) -> RunResult:
     return min(runs, key=lambda r: r.config.seed)
 
 
 def _input_images(result: RunResult, image_ids: list[str]) -> list[np.ndarray]:
-    """The test images as the network saw them (resized to ``input_size``), ``(S, S, 3)`` uint8."""
+    """The test images as the network saw them (the evaluation's resize to ``input_size``), ``(S, S, 3)`` uint8."""
     config = result.config
     dataset = load_dataset(config.dataset, Path(config.data_root), progress=False)
-    paths = {sample.image_id: sample.image_path for sample in dataset.splits[config.eval.split]}
-    size = config.model.input_size
-    images = []
-    for image_id in image_ids:
-        with Image.open(paths[image_id]) as image:
-            images.append(np.asarray(image.convert("RGB").resize((size, size), Image.BILINEAR)))
-    return images
+    by_id = {sample.image_id: sample for sample in dataset.splits[config.eval.split]}
+    plain = ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))  # no normalization: the tensors are the pixels / 255
+    images = WsolDataset([by_id[image_id] for image_id in image_ids], config.model.input_size, *plain, train=False)
+    return [to_pixels(images[index]["image"], *plain) for index in range(len(images))]
 
 
 def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Path:
@@ -96,8 +87,7 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
                              fontsize=7)
             for column, (pooling, result) in enumerate(zip(poolings, results), start=1):
                 axis = row[column]
-                axis.imshow(images[index])
-                axis.imshow(maps[pooling][index].clip(0, 1), cmap="jet", alpha=0.45, vmin=0, vmax=1)
+                axis.imshow(overlay_cam(images[index], maps[pooling][index]))
                 for box in result.gt_boxes[index]:
                     draw_box(axis, box, "lime")
                 draw_box(axis, result.gt_class_boxes[index], "red")
@@ -107,7 +97,7 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
                     "ground truth (green)")
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / figure.get_figheight(), wspace=0.05,
                            hspace=0.35)
-    return _save(figure, path)
+    return save_figure(figure, path, FIGURE_DPI)
 
 
 def _subplots(count: int, width: float = 4.2, height: float = 3.4) -> tuple[plt.Figure, np.ndarray]:
@@ -135,7 +125,7 @@ def iou_histograms(study: StudyConfig, settings: Settings, path: Path) -> Path:
         axis.legend(fontsize=8)
     _title(figure, f"{study.name}: localization IoU per pooling (IoU >= 0.5 counts as localized)")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path, FIGURE_DPI)
 
 
 def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
@@ -158,7 +148,7 @@ def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
     _title(figure, f"{study.name}: localization accuracy against the CAM threshold "
                     "(mean over seeds, band = min..max)")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path, FIGURE_DPI)
 
 
 def cam_area(study: StudyConfig, settings: Settings, path: Path) -> Path:
@@ -175,7 +165,7 @@ def cam_area(study: StudyConfig, settings: Settings, path: Path) -> Path:
         axis.set(title=setting_label(study, setting, study.name), ylabel="predicted box area / GT box area")
     _title(figure, f"{study.name}: box size relative to the object (GT-class CAM; < 1 = box on a part)")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path, FIGURE_DPI)
 
 
 def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
@@ -196,7 +186,7 @@ def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
         axis.legend(fontsize=8)
     _title(figure, f"{study.name}: localization along the average-to-max continuum")
     figure.tight_layout()
-    return _save(figure, path)
+    return save_figure(figure, path, FIGURE_DPI)
 
 
 def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, folder: Path) -> list[Path]:
