@@ -148,7 +148,25 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
     assert float(known["difference"]) == pytest.approx(gap_mean - gmp_mean)
     assert float(known["low"]) <= float(known["difference"]) <= float(known["high"])
     assert known["verdict"] == verdict(float(known["low"]), float(known["high"]), "gt_known_loc_acc")
-    assert f"GAP vs GMP: {known['verdict']}" in (folder / "comparison.md").read_text()
+    assert f"GAP vs GMP, GT-known loc (%): {known['verdict']}" in (folder / "comparison.md").read_text()
+    top1 = next(d for d in differences if d["metric"] == "top1_loc_error")
+    assert f"GAP vs GMP, top-1 loc err (%): {top1['verdict']}" in (folder / "comparison.md").read_text()
+    # The val-selected epoch gets its own table and comparison; the table says which epoch and train accuracy.
+    assert {"table_val_selected.csv", "table_val_selected.tex", "comparison_val_selected.csv",
+            "learning_curves.png"} <= {p.name for p in folder.iterdir()}
+    with (folder / "table_val_selected.csv").open() as handle:
+        selected_rows = list(csv.DictReader(handle))
+    for row, pooling in zip(selected_rows, ("gap", "gmp")):
+        chosen = [json.loads((run.run_dir / "val_selected" / "metrics.json").read_text()) for run in runs
+                  if run.model.pooling == pooling]
+        assert float(row["epoch_mean"]) == pytest.approx(np.mean([c["epoch"] for c in chosen]))
+        assert float(row["gt_known_loc_acc_mean"]) == pytest.approx(np.mean([c["gt_known_loc_acc"] for c in chosen]))
+    for row, pooling in zip(rows, ("gap", "gmp")):
+        final_accuracy = [json.loads((run.run_dir / "manifest.json").read_text())["train_history"][-1]["accuracy"]
+                          for run in runs if run.model.pooling == pooling]
+        assert float(row["train_accuracy_mean"]) == pytest.approx(np.mean(final_accuracy), rel=1e-5)
+    assert "| pooling | seeds | train acc (%) | top-1 cls err (%) |" in table and "## Final epoch" in table
+    assert "| pooling | seeds | train acc (%) | epoch | top-1 cls err (%) |" in table
 
     # A second call reuses every finished run (nothing retrained) and re-renders the report.
     stamps = {run.name: (run.run_dir / "predictions.csv").stat().st_mtime_ns for run in runs}

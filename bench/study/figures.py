@@ -6,6 +6,8 @@
 * ``boxacc_vs_tau.png``: % of images localized (GT-class box, IoU >= 0.5) against tau, per pooling, tau marked.
 * ``cam_area.png``: predicted box area / ground-truth box area per pooling (log scale; 1 = right size).
 * ``lse_sweep.png``: GT-known loc and mean IoU against the LSE sharpness r (only if the grid varies ``model.lse_r``).
+* ``learning_curves.png``: val GT-known loc (solid) and val top-1 cls error (dashed) per epoch, per pooling
+  (only if the runs validated every epoch, ``train.validate``).
 
 One subplot (or block of rows) per setting: every grid key but seed and pooling.
 """
@@ -189,6 +191,37 @@ def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
     return save_figure(figure, path, FIGURE_DPI)
 
 
+def learning_curves(study: StudyConfig, settings: Settings, path: Path) -> Path:
+    """Val GT-known loc and val top-1 cls error against the epoch, mean over seeds (band = min..max of GT-known)."""
+    figure, axes = _subplots(len(settings))
+    for axis, (setting, by_pooling) in zip(axes, settings.items()):
+        for pooling in _ordered(by_pooling):
+            runs = by_pooling[pooling]
+            epochs = [int(row["epoch"]) for row in runs[0].history]
+            located = np.array([[row["val_gt_known_loc_acc"] for row in r.history] for r in runs])  # (seeds, E)
+            errors = np.array([[row["val_top1_cls_error"] for row in r.history] for r in runs])
+            colour = COLOURS.get(pooling)
+            axis.plot(epochs, located.mean(axis=0), color=colour, marker="o", label=f"{pooling.upper()} GT-known loc")
+            axis.plot(epochs, errors.mean(axis=0), color=colour, linestyle="--", label=f"{pooling.upper()} cls error")
+            if len(runs) > 1:
+                axis.fill_between(epochs, located.min(axis=0), located.max(axis=0), color=colour, alpha=0.15)
+        axis.set(title=setting_label(study, setting, study.name), xlabel="epoch", ylabel="val split (%)",
+                 ylim=(0, 100))
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    _title(figure, f"{study.name}: localization and classification on the val split along training "
+                    "(mean over seeds)")
+    figure.tight_layout()
+    return save_figure(figure, path, FIGURE_DPI)
+
+
+def _validated(results: list[RunResult]) -> bool:
+    """Every run has a val row for every epoch, on the same epochs."""
+    epochs = {tuple(int(row["epoch"]) for row in r.history) for r in results}
+    return len(epochs) == 1 and all(r.history and all("val_gt_known_loc_acc" in row for row in r.history)
+                                    for r in results)
+
+
 def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, folder: Path) -> list[Path]:
     """Every figure that applies to this study; returns their paths."""
     inputs = [r for r in results if r.config.eval.frame == "input"]
@@ -202,4 +235,6 @@ def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, f
     ]
     if any(key == "model.lse_r" for key, _ in study.grid):
         paths.append(lse_sweep(study, results, folder / "lse_sweep.png"))
+    if _validated(results):
+        paths.append(learning_curves(study, settings, folder / "learning_curves.png"))
     return paths

@@ -1,14 +1,16 @@
-"""Finished runs as a study reads them: per-image outcomes, boxes, CAMs and BoxAcc curves.
+"""Finished runs as a study reads them: per-image outcomes, boxes, CAMs, BoxAcc curves and learning curves.
 
 Everything comes from a run folder's files (``metrics.json``, ``predictions.csv``,
-``cams.npz``, ``box_acc_curves.csv``), so a study report needs no model.
+``cams.npz``, ``box_acc_curves.csv``, ``history.csv``), so a study report needs
+no model. A run is read at one of two points (:data:`POINTS`): its final epoch
+(the paper's protocol), or the epoch best on val localization (``val_selected/``).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,6 +18,7 @@ import torch
 from bench.boxes import box_area, pairwise_iou
 from bench.cam import upsample_cams
 from bench.config import RunConfig, StudyConfig
+from bench.run_folder import HISTORY_FILE, SELECTED_DIR
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
 # Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
@@ -26,6 +29,10 @@ PER_IMAGE_METRICS = {
     "gt_known_loc_acc": ("gt_known_loc", lambda v: 100.0 * v),
     "mean_iou": ("top1_iou", lambda v: v),
 }
+# Where a run is read: its final epoch, or the epoch chosen on the val split (train.validate).
+FINAL, VAL_SELECTED = "final", "val_selected"
+POINTS = (FINAL, VAL_SELECTED)
+
 @dataclass(frozen=True)
 class RunResult:
     """What the report needs of one finished run."""
@@ -37,22 +44,51 @@ class RunResult:
     gt_boxes: list[np.ndarray]  # N arrays (G, 4), evaluated frame
     gt_class_boxes: np.ndarray  # (N, 4)
     gt_class_iou: np.ndarray  # (N,) best IoU of the GT-class box with the ground truth
-    gt_class_cams: np.ndarray  # (N, h, w) float32, feature resolution
+    gt_class_cams: np.ndarray | None  # (N, h, w) float32, feature resolution (the final epoch's; None otherwise)
     box_acc_curve: tuple[np.ndarray, np.ndarray]  # (taus (T,), BoxAcc(tau, 0.5) % (T,)) from box_acc_curves.csv
+    history: list[dict[str, float]] = field(default_factory=list)  # history.csv rows, one per epoch (empty for runs from before it existed)
+    point: str = FINAL
+
+    @property
+    def epoch(self) -> int:
+        """The epoch whose model was scored."""
+        return int(self.metrics.get("epoch", self.config.train.epochs))
+
+    @property
+    def train_accuracy(self) -> float | None:
+        """Training accuracy (%, on the augmented training batches) in the scored epoch."""
+        rows = [row for row in self.history if int(row["epoch"]) == self.epoch]
+        return rows[0]["accuracy"] if rows else None
 
 
 def _parse_boxes(text: str) -> np.ndarray:
     return np.array([[float(v) for v in box.split()] for box in text.split(";") if box.strip()]).reshape(-1, 4)
 
 
-def read_run(config: RunConfig) -> RunResult:
-    folder = config.run_dir
+def has_point(config: RunConfig, point: str) -> bool:
+    """Whether the finished run in ``config.run_dir`` was scored at ``point``."""
+    return point == FINAL or (config.run_dir / SELECTED_DIR / "metrics.json").is_file()
+
+
+def read_history(path) -> list[dict[str, float]]:
+    """``history.csv`` as rows of floats (empty cells left out); [] if the file is missing."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
+
+
+def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
+    """One finished run at ``point`` (:data:`POINTS`)."""
+    if point not in POINTS:
+        raise ValueError(f"point {point!r}: expected one of {', '.join(POINTS)}")
+    folder = config.run_dir if point == FINAL else config.run_dir / SELECTED_DIR
     metrics = json.loads((folder / "metrics.json").read_text())
     with (folder / "predictions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     per_image = {key: transform(np.array([float(row[column]) for row in rows]))
                  for key, (column, transform) in PER_IMAGE_METRICS.items()}
-    cams = np.load(folder / "cams.npz")
+    cams = np.load(config.run_dir / "cams.npz")["gt_class"].astype(np.float32) if point == FINAL else None
     with (folder / "box_acc_curves.csv").open(newline="") as handle:
         curve_rows = list(csv.DictReader(handle))
     curve = (np.array([float(row["tau"]) for row in curve_rows]),
@@ -62,7 +98,7 @@ def read_run(config: RunConfig) -> RunResult:
         gt_boxes=[_parse_boxes(row["gt_boxes"]) for row in rows],
         gt_class_boxes=np.stack([_parse_boxes(row["gt_class_box"])[0] for row in rows]),
         gt_class_iou=np.array([float(row["gt_class_iou"]) for row in rows]),
-        gt_class_cams=cams["gt_class"].astype(np.float32), box_acc_curve=curve,
+        gt_class_cams=cams, box_acc_curve=curve, history=read_history(config.run_dir / HISTORY_FILE), point=point,
     )
 
 

@@ -48,7 +48,16 @@ from bench.config import (
 from bench.pipeline import run
 from bench.run_folder import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
 from bench.study import figures as study_figures
-from bench.study.results import RunResult, read_run, setting_keys, setting_label
+from bench.study.results import (
+    FINAL,
+    POINTS,
+    VAL_SELECTED,
+    RunResult,
+    has_point,
+    read_run,
+    setting_keys,
+    setting_label,
+)
 
 TABLE_METRICS = {
     "top1_cls_error": "top-1 cls err (%)",
@@ -64,8 +73,18 @@ SWEEP_METRICS = {
     "sweep.pxap.value": "PxAP (%)",
     "sweep.calibrated.top1_loc_error": "top-1 loc err (%, tau from val)",
 }
+# Per-run columns that say where a row stands in training: did it converge, which epoch was scored.
+RUN_COLUMNS = {
+    "train_accuracy": "train acc (%)",
+    "epoch": "epoch",
+}
 LOWER_IS_BETTER = {"top1_cls_error", "top1_loc_error", "top5_loc_error"}
-VERDICT_METRIC = "gt_known_loc_acc"
+# The verdicts stated first: the paper's metric, and the one that isolates localization from classification.
+HEADLINE_METRICS = ("top1_loc_error", "gt_known_loc_acc")
+POINT_TITLES = {
+    FINAL: "Final epoch (the paper's protocol)",
+    VAL_SELECTED: "Epoch chosen on val localization (GT-known loc on the val split; never on test)",
+}
 # The CAM paper, ILSVRC 2014 val (Zhou et al., CVPR 2016, Tables 1-2): another dataset, shown for reference only.
 PAPER_REFERENCE = (
     ("GoogLeNet-GAP", 35.0, 56.40, 43.00),
@@ -238,6 +257,10 @@ def run_metric(result: RunResult, metric: str) -> float | None:
     """
     if metric in TABLE_METRICS:
         return float(result.per_image[metric].mean())
+    if metric == "train_accuracy":
+        return result.train_accuracy
+    if metric == "epoch":  # the scored epoch; a column only where it varies by design (the val-selected one)
+        return float(result.epoch) if result.point != FINAL else None
     if metric == "sweep.max_box_acc.value":
         return float(result.box_acc_curve[1].max())
     return metric_value(result.metrics, metric)
@@ -250,7 +273,7 @@ def table_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
     for values, group in group_runs(study, results).items():
         row = {key: value for key, value in zip(keys, values)}
         row["seeds"] = len(group)
-        for metric in (*TABLE_METRICS, *SWEEP_METRICS):
+        for metric in (*RUN_COLUMNS, *TABLE_METRICS, *SWEEP_METRICS):
             values = [run_metric(r, metric) for r in group]
             if all(value is not None for value in values):
                 row[f"{metric}_mean"], row[f"{metric}_std"] = _mean_std(values)
@@ -270,13 +293,13 @@ def metric_value(metrics: dict, key: str) -> float | None:
 
 def _columns(rows: list[dict]) -> dict[str, str]:
     """The metric columns every row has: the fixed-tau ones, then the sweep ones that were computed."""
-    labels = {**TABLE_METRICS, **SWEEP_METRICS}
+    labels = {**RUN_COLUMNS, **TABLE_METRICS, **SWEEP_METRICS}
     return {key: label for key, label in labels.items() if all(f"{key}_mean" in row for row in rows)}
 
 
 def _format(metric: str, mean: float, std: float, separator: str = " ± ") -> str:
     """``mean ± std``; the mean alone where one seed gives no spread (std NaN)."""
-    digits = 3 if metric == "mean_iou" else 1
+    digits = 3 if metric == "mean_iou" else 0 if metric == "epoch" else 1
     if math.isnan(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f}{separator}{std:.{digits}f}"
@@ -318,14 +341,16 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
         writer.writerows(rows)
 
 
-def markdown_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
+def markdown_table(study: StudyConfig, rows: list[dict], protocol: str, title: str = "") -> str:
     keys = _row_keys(study)
     columns = _columns(rows)
     header = [key.rsplit(".", 1)[-1] for key in keys] + ["seeds"] + list(columns.values())
-    lines = [f"Study `{study.name}`: mean ± std over seeds. Columns without a tau note: {protocol}. "
-             "Oracle columns take the best tau on the test split itself (wsolevaluation's protocol); "
-             "'tau from val' picks tau on the val split.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [f"## {title}", ""] if title else []
+    lines += [f"Study `{study.name}`: mean ± std over seeds. Columns without a tau note: {protocol}. "
+              "Oracle columns take the best tau on the test split itself (wsolevaluation's protocol); "
+              "'tau from val' picks tau on the val split. 'train acc' is the training accuracy in the scored "
+              "epoch (augmented batches).", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [str(row[key]) for key in keys] + [str(row["seeds"])]
         cells += [_format(metric, row[f"{metric}_mean"], row[f"{metric}_std"]) for metric in columns]
@@ -358,16 +383,19 @@ def latex_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_markdown(study: StudyConfig, rows: list[dict]) -> str:
+def comparison_markdown(study: StudyConfig, rows: list[dict], title: str = "") -> str:
     level = f"{100 * study.confidence:g}%"
-    lines = [f"Paired differences GAP - X ({level} bootstrap interval over test images and seeds, "
-             f"{study.bootstrap} resamples). Verdict from {TABLE_METRICS[VERDICT_METRIC]}.", ""]
-    for row in rows:
-        if row["metric"] == VERDICT_METRIC:
-            lines.append(f"- **{row['setting']}, GAP vs {row['versus'].upper()}: {row['verdict']}** "
-                         f"(GT-known loc GAP - {row['versus'].upper()} = {row['difference']:+.1f} points, "
-                         f"{level} CI [{row['low']:+.1f}, {row['high']:+.1f}]; {row['seeds']} seed(s) x "
-                         f"{row['images']} images)")
+    lines = [f"## {title}", ""] if title else []
+    lines += [f"Paired differences GAP - X ({level} bootstrap interval over test images and seeds, "
+              f"{study.bootstrap} resamples). Verdicts from the paper's metric ({TABLE_METRICS['top1_loc_error']}) "
+              f"and from {TABLE_METRICS['gt_known_loc_acc']}, which leaves classification out.", ""]
+    for metric in HEADLINE_METRICS:
+        for row in rows:
+            if row["metric"] == metric:
+                lines.append(f"- **{row['setting']}, GAP vs {row['versus'].upper()}, {TABLE_METRICS[metric]}: "
+                             f"{row['verdict']}** (GAP - {row['versus'].upper()} = {row['difference']:+.1f} points, "
+                             f"{level} CI [{row['low']:+.1f}, {row['high']:+.1f}]; {row['seeds']} seed(s) x "
+                             f"{row['images']} images)")
     lines += ["", "| setting | GAP - X | metric | difference | CI low | CI high |", "|---|---|---|---|---|---|"]
     for row in rows:
         digits = 3 if row["metric"] == "mean_iou" else 2
@@ -385,7 +413,13 @@ def protocol_of(results: list[RunResult]) -> str:
 
 
 def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None] = print) -> Path:
-    """Tables, comparisons and figures from the finished runs of ``runs`` (unfinished ones are left out, said)."""
+    """Tables, comparisons and figures from the finished runs of ``runs`` (unfinished ones are left out, said).
+
+    Each point of :data:`bench.study.results.POINTS` the runs were scored at
+    gets its table and comparisons: ``table.*`` / ``comparison.csv`` for the
+    final epoch, ``table_val_selected.*`` / ``comparison_val_selected.csv`` for
+    the val-selected one; ``table.md`` and ``comparison.md`` hold both.
+    """
     finished = [config for config in runs if run_state(config) == "complete"]
     missing = [config.name for config in runs if config not in finished]
     if not finished:
@@ -393,21 +427,30 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
                          f"{study.study_dir / 'runs'}; run it first (make benchmark CONFIG=...)")
     if missing:
         log(f"study {study.name}: {len(missing)} run(s) unfinished, left out of the report: {', '.join(missing)}")
-    results = [read_run(config) for config in finished]
     folder = study.study_dir
     folder.mkdir(parents=True, exist_ok=True)
-    protocol = protocol_of(results)
-    rows = table_rows(study, results)
-    write_text(folder / "table.md", markdown_table(study, rows, protocol))
-    write_text(folder / "table.tex", latex_table(study, rows, protocol))
-    _write_csv(folder / "table.csv", rows)
-    differences = comparisons(study, results)
-    if differences:
-        write_text(folder / "comparison.md", comparison_markdown(study, differences))
-        _write_csv(folder / "comparison.csv", differences)
-    figures = study_figures.draw_all(study, results, _settings(study, results), folder)
+    points = [point for point in POINTS if all(has_point(config, point) for config in finished)]
+    tables, notes = [], []
+    for point in points:
+        results = [read_run(config, point) for config in finished]
+        suffix = "" if point == FINAL else f"_{point}"
+        title = POINT_TITLES[point] if len(points) > 1 else ""
+        protocol = protocol_of(results)
+        rows = table_rows(study, results)
+        tables.append(markdown_table(study, rows, protocol, title))
+        write_text(folder / f"table{suffix}.tex", latex_table(study, rows, protocol))
+        _write_csv(folder / f"table{suffix}.csv", rows)
+        differences = comparisons(study, results)
+        if differences:
+            notes.append(comparison_markdown(study, differences, title))
+            _write_csv(folder / f"comparison{suffix}.csv", differences)
+        if point == FINAL:
+            figures = study_figures.draw_all(study, results, _settings(study, results), folder)
+    write_text(folder / "table.md", "\n".join(tables))
+    if notes:
+        write_text(folder / "comparison.md", "\n".join(notes))
     log((folder / "table.md").read_text())
-    if differences:
-        log(comparison_markdown(study, differences))
+    if notes:
+        log((folder / "comparison.md").read_text())
     log(f"study report in {folder}/ ({', '.join(sorted(p.name for p in figures))})")
     return folder
