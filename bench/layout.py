@@ -47,6 +47,7 @@ and what was expected.
 
 from __future__ import annotations
 
+import codecs
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,26 @@ class Line:
         )
 
 
+def read_text(path: Path) -> str:
+    """A metadata file's text, decoded as UTF-8 (a leading byte-order mark is dropped).
+
+    Any other encoding raises :class:`DatasetFormatError` naming the file and
+    the first line that cannot be decoded (numbered as :meth:`str.splitlines`
+    counts, like :func:`read_lines`), rather than a bare UnicodeDecodeError.
+    """
+    data = Path(path).read_bytes()
+    data = data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        # The bytes before the error decode; "." stands for the line they end in.
+        line = len((data[: error.start] + b".").decode("utf-8").splitlines())
+        raise DatasetFormatError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[error.start]:02x} is not valid UTF-8 there); "
+            "save the file as UTF-8 (it may be in Latin-1 or Windows-1252)"
+        ) from None
+
+
 def read_lines(
     path: Path, num_fields: int, expected: str, separator: str | None = ",", max_split: int = -1,
     last_may_be_empty: bool = False,
@@ -147,7 +168,7 @@ def read_lines(
     if not path.is_file():
         raise DatasetFormatError(f"missing metadata file {path} (one {expected!r} per line); see data/README.md")
     lines = []
-    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, text in enumerate(read_text(path).splitlines(), start=1):
         if not text.strip():
             continue
         fields = [field.strip() for field in text.strip().split(separator, max_split)]
@@ -177,7 +198,7 @@ def _is_mask_layout(path: Path) -> bool:
     """
     if not path.is_file():
         return False
-    first = next((text for text in path.read_text(encoding="utf-8").splitlines() if text.strip()), "")
+    first = next((text for text in read_text(path).splitlines() if text.strip()), "")
     return len(first.split(",")) == _FORMATS[MASK_LAYOUT_FILE][0]
 
 

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,7 @@ from bench.layout import (
     read_lines,
     read_metadata,
     read_split,
+    read_text,
     write_class_names,
     write_metadata,
 )
@@ -639,21 +641,20 @@ def _csv_lines(path: Path) -> list[Line]:
     header = ",".join(CSV_HEADER)
     lines: list[Line] = []
     header_seen = False
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file)
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue
-            line = Line(path, reader.line_num, ",".join(row), [field.strip() for field in row], CSV_EXPECTED)
-            if not header_seen:
-                if tuple(field.lower() for field in line.fields) != CSV_HEADER:
-                    raise DatasetFormatError(f"{path}, line {line.number}: the first row {line.text!r} is not the "
-                                             f"header {header!r}")
-                header_seen = True
-                continue
-            if len(line.fields) != len(CSV_HEADER):
-                raise line.error(f"{len(line.fields)} field(s), {len(CSV_HEADER)} expected")
-            lines.append(line)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    for row in reader:
+        if not any(field.strip() for field in row):
+            continue
+        line = Line(path, reader.line_num, ",".join(row), [field.strip() for field in row], CSV_EXPECTED)
+        if not header_seen:
+            if tuple(field.lower() for field in line.fields) != CSV_HEADER:
+                raise DatasetFormatError(f"{path}, line {line.number}: the first row {line.text!r} is not the "
+                                         f"header {header!r}")
+            header_seen = True
+            continue
+        if len(line.fields) != len(CSV_HEADER):
+            raise line.error(f"{len(line.fields)} field(s), {len(CSV_HEADER)} expected")
+        lines.append(line)
     if not header_seen:
         raise DatasetFormatError(f"{path} is empty; expected the header {header!r} and one row per box")
     return lines

@@ -117,6 +117,26 @@ def test_missing_metadata_file_names_the_expected_path(tmp_path):
         read_class_names(tmp_path / "elsewhere")
 
 
+@pytest.mark.parametrize("name", ["classes.txt", "metadata/val/class_labels.txt", "metadata/val/localization.txt"])
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path, name):
+    root = write_dataset(tmp_path)
+    path = root / name
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"o", "\u00f6".encode("latin-1"), 1)  # a Latin-1 byte (0xf6) on line 2
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DatasetFormatError, match="line 2: not UTF-8 text") as error:
+        read_split(root, "val")
+    assert f"{path}, line 2: not UTF-8 text (byte 0xf6" in str(error.value)
+    assert "save the file as UTF-8" in str(error.value)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_field(tmp_path):
+    root = write_dataset(tmp_path, classes="\ufeff0,cat\n1,dog\n")
+    (root / "metadata" / "val" / "image_ids.txt").write_text("\ufeffb/two.jpg\na/one.jpg\n", encoding="utf-8")
+    assert read_class_names(root) == ["cat", "dog"]
+    assert [sample.image_id for sample in read_split(root, "val")] == ["b/two.jpg", "a/one.jpg"]
+
+
 def test_unknown_split_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"split='dev' is not one of \('train', 'val', 'test'\)"):
         read_split(write_dataset(tmp_path), "dev")

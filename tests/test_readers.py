@@ -422,6 +422,31 @@ def test_csv_header_and_missing_file(tmp_path):
         read_csv_dataset(tmp_path / "none.csv")
 
 
+def test_csv_that_is_not_utf8_is_named_with_its_line_and_the_cli_exits_2(tmp_path, capsys):
+    from bench.cli import main
+
+    path = write_csv(tmp_path, CSV_TEXT.replace("zebra,test", "z\u00e8bra,test"))
+    path.write_bytes(path.read_text().encode("latin-1"))  # a Latin-1 byte (0xe8) on line 7
+    with pytest.raises(DatasetFormatError, match="line 7: not UTF-8 text") as error:
+        read_csv_dataset(path)
+    assert f"{path}, line 7: not UTF-8 text (byte 0xe8" in str(error.value)
+    config = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    code = main(["data", str(config), f"data_root={tmp_path}", "dataset.name=csv", "dataset.path=data.csv"])
+    assert code == 2
+    assert f"{path}, line 7: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_cub_and_imagenet_files_that_are_not_utf8_are_named(cub_root, tmp_path):
+    (cub_root / "classes.txt").write_bytes("1 001.Red_bird\n2 002.Bl\u00e9_bird\n".encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match="classes.txt, line 2: not UTF-8 text"):
+        read_cub(cub_root, val_size=0, seed=0)
+    root = write_imagenet(tmp_path / "imagenet", "csv")
+    synsets = root / "LOC_synset_mapping.txt"
+    synsets.write_bytes(synsets.read_bytes() + "n09999999 caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match="LOC_synset_mapping.txt, line 5: not UTF-8 text"):
+        read_imagenet(root, (), 2, 0, 0, 0)
+
+
 # ----------------------------------------------------------------------------- check_images
 
 
