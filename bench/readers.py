@@ -63,6 +63,7 @@ from bench.layout import (
     DatasetFormatError,
     Line,
     Sample,
+    decode_image,
     image_size,
     parse_float,
     parse_int,
@@ -717,9 +718,17 @@ def _image_problem(sample: Sample) -> tuple[str | None, Sample]:
     if size != sample.size:
         return (f"the file is {size[0]}x{size[1]} (HxW) but the metadata says {sample.size[0]}x{sample.size[1]}",
                 sample)
+    try:
+        decode_image(sample.image_path)
+    except IMAGE_READ_ERRORS as error:
+        return f"cannot be decoded as an image ({type(error).__name__}: {error})", sample
     for mask_path in (*sample.mask_paths, *([sample.ignore_path] if sample.ignore_path else [])):
         if not mask_path.is_file():
             return f"missing mask file {mask_path}", sample
+        try:
+            decode_image(mask_path)
+        except IMAGE_READ_ERRORS as error:
+            return f"mask {mask_path} cannot be decoded ({type(error).__name__}: {error})", sample
     height, width = size
     boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
     limits = np.array([width, height, width, height], dtype=np.float64)
@@ -740,8 +749,10 @@ def _image_problem(sample: Sample) -> tuple[str | None, Sample]:
 def check_images(samples: list[Sample], skip_bad: bool) -> tuple[list[Sample], list[dict]]:
     """Check every sample's image before training; returns ``(kept samples, skipped)``.
 
-    Per image: the file exists, PIL opens it (header only), its size equals
-    ``sample.size``, a listed mask exists, and every box lies inside
+    Per image: the file exists, PIL opens it, its size equals ``sample.size``,
+    its pixels decode (:func:`bench.layout.decode_image`: a truncated file
+    is caught here, not in the first batch), a listed mask exists and
+    decodes, and every box lies inside
     ``[0, W] x [0, H]`` up to :data:`BORDER_TOLERANCE` (1 px; inclusive
     annotations with ``xmax = W`` and float boxes that touch the border land
     just outside). Boxes within the tolerance are clipped to the image in the
