@@ -290,6 +290,10 @@ def test_imagenet_malformed_annotations_name_the_file(tmp_path):
     with pytest.raises(DatasetFormatError, match="line 3: xmax 'nine' of box 1 is not a number") as error:
         read_imagenet(root, (), 2, 0, 0, 0)
     assert str(path) in str(error.value)
+    lines[2] = "ILSVRC2012_val_00000002,n00000002 0 0 4 9 n00000002 0 nan 4 9"  # NaN passed float() before
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match="line 3: ymin 'nan' of box 2 is not finite"):
+        read_imagenet(root, (), 2, 0, 0, 0)
     root = write_imagenet(tmp_path / "xml_form", "xml")
     broken = root / "ILSVRC/Annotations/CLS-LOC/val/ILSVRC2012_val_00000002.xml"
     broken.write_text("<annotation>\n<size><width>3</width>\n</annotation>\n")
