@@ -17,7 +17,9 @@ fixed ``eval.tau``, MaxBoxAcc, MaxBoxAccV2 and (where masks exist) PxAP.
 
 **Checks.** Every file is checked before anything is scored, and all problems
 are reported together, each with its file name: missing file, unreadable
-file, not 2-D, empty, not real numbers, NaN or inf values, and values outside
+file (0 bytes, truncated, a pickled object array, an ``.npz`` archive, not a
+``.npy`` file at all), not 2-D, empty, not real numbers (complex, bool,
+strings...), NaN or inf values, and values outside
 ``[0, 1]`` (wsolevaluation's convention for saved score maps; pass
 ``allow_any_range`` to accept any finite values, which the normalization
 rescales anyway).
@@ -41,6 +43,9 @@ from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
 
 MAX_LISTED_PROBLEMS = 20
+# What np.load raises on a file that is not one readable .npy array: 0 bytes or a cut header (EOFError),
+# truncated data, a pickled object array or a bad header (ValueError), an unreadable file (OSError).
+NPY_READ_ERRORS = (OSError, ValueError, EOFError)
 
 
 class ScoreMapError(ValueError):
@@ -71,6 +76,26 @@ def check_score_map(array: np.ndarray, allow_any_range: bool = False) -> str | N
     return None
 
 
+def load_score_map(path: Path, allow_any_range: bool = False) -> np.ndarray:
+    """One map file -> float32 ``(h, w)``; raises :class:`ScoreMapError` saying what is wrong with it.
+
+    The file is memory-mapped first, so a header that announces more values
+    than the file holds is refused without allocating them.
+    """
+    try:
+        loaded = np.load(path, mmap_mode="r", allow_pickle=False)
+    except NPY_READ_ERRORS as error:
+        raise ScoreMapError(f"not a readable .npy array ({type(error).__name__}: {error}); save the map again "
+                            "with np.save(path, map), map a 2-D array of floats") from None
+    if not isinstance(loaded, np.ndarray):  # np.load opens an .npz archive whatever the file's name
+        loaded.close()
+        raise ScoreMapError("not a readable .npy array: an .npz archive (save each map alone with np.save)")
+    problem = check_score_map(loaded, allow_any_range)
+    if problem:
+        raise ScoreMapError(problem)
+    return np.array(loaded, dtype=np.float32)  # a copy in memory: the file is closed
+
+
 def load_score_maps(maps_dir: Path, samples: list[Sample], allow_any_range: bool = False) -> list[np.ndarray]:
     """The map of every sample (float32 ``(h_i, w_i)``), in order; raises :class:`ScoreMapError` listing all problems."""
     maps_dir = Path(maps_dir)
@@ -84,15 +109,9 @@ def load_score_maps(maps_dir: Path, samples: list[Sample], allow_any_range: bool
             problems.append(f"{candidates[0]}: missing (map of image {sample.image_id!r})")
             continue
         try:
-            array = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as error:
-            problems.append(f"{path}: not a readable .npy array ({error})")
-            continue
-        problem = check_score_map(array, allow_any_range)
-        if problem:
-            problems.append(f"{path}: {problem}")
-            continue
-        maps.append(array.astype(np.float32))
+            maps.append(load_score_map(path, allow_any_range))
+        except ScoreMapError as error:
+            problems.append(f"{path}: {error}")
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
         more = f"\n  ... and {len(problems) - MAX_LISTED_PROBLEMS} more" if len(problems) > MAX_LISTED_PROBLEMS else ""

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +58,17 @@ from bench.config import DatasetConfig
 from bench.layout import (
     CLASSES_FILE,
     IMAGE_READ_ERRORS,
+    IMAGE_SUFFIXES,
     PROGRESS_MIN_IMAGES,
     SPLITS,
     DatasetFormatError,
     Line,
     Sample,
+    decode_image,
+    first_lines,
     image_size,
+    key_lines,
+    parse_box,
     parse_float,
     parse_int,
     read_class_names,
@@ -70,6 +76,7 @@ from bench.layout import (
     read_lines,
     read_metadata,
     read_split,
+    read_text,
     write_class_names,
     write_metadata,
 )
@@ -77,7 +84,6 @@ from bench.synthetic import ensure_synthetic_dataset
 
 # Boxes may overshoot the image by this many pixels (then they are clipped); see check_images.
 BORDER_TOLERANCE = 1.0
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 README_HINT = "See data/README.md, section 'Real datasets'."
 
 CUB_OBTAIN = ("Download CUB-200-2011 from the Caltech Vision Lab (Wah et al., 2011; archive CUB_200_2011.tgz), "
@@ -92,6 +98,7 @@ IMAGENET_DATA = Path("ILSVRC/Data/CLS-LOC")  # train/<wnid>/*.JPEG, val/*.JPEG
 IMAGENET_XML = Path("ILSVRC/Annotations/CLS-LOC/val")  # <val image stem>.xml, PASCAL VOC
 SYNSET_FILE = "LOC_synset_mapping.txt"  # "<wnid> <names>", line order = class index
 VAL_SOLUTION_FILE = "LOC_val_solution.csv"  # "ImageId,PredictionString" (wnid xmin ymin xmax ymax)*
+VOC_BOX_NAMES = ("xmin", "ymin", "xmax", "ymax")  # inclusive pixel boxes (PASCAL VOC, ImageNet)
 WSOL_OBTAIN = (
     "Write it with bench.readers.write_wsol, or point to a metadata/<DATASET> folder of clovaai/wsolevaluation "
     "(Choe et al., CVPR 2020), with the images in dataset/<DATASET> beside metadata/."
@@ -200,31 +207,6 @@ def _boxes_array(boxes: list[list[float]]) -> np.ndarray:
     return np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
 
 
-def _read_keyed(path: Path, num_fields: int, expected: str, ids: dict[str, Line] | None = None,
-                max_split: int = -1) -> dict[str, Line]:
-    """Whitespace-separated file with one line per key (first field): key -> line.
-
-    With ``ids`` (key -> its line elsewhere), every key must be one of them and
-    every one of them must have a line.
-    """
-    lines: dict[str, Line] = {}
-    for line in read_lines(path, num_fields, expected, separator=None, max_split=max_split):
-        key = line.fields[0]
-        if key in lines:
-            raise line.error(f"second line for id {key!r} (first on line {lines[key].number})")
-        if ids is not None and key not in ids:
-            reference = next(iter(ids.values())).path.name  # the file that defines the ids
-            raise line.error(f"id {key!r} is not in {reference}")
-        lines[key] = line
-    if not lines:
-        raise DatasetFormatError(f"{path} is empty (expected one {expected!r} per line)")
-    if ids is not None and len(lines) != len(ids):
-        missing = [key for key in ids if key not in lines]
-        raise DatasetFormatError(f"{path}: no line for {len(missing)} id(s), e.g. {missing[:3]} "
-                                 f"({ids[missing[0]].path.name} line {ids[missing[0]].number})")
-    return lines
-
-
 # ----------------------------------------------------------------------------- CUB-200-2011
 
 
@@ -239,6 +221,13 @@ def _cub_folder(root: Path) -> Path:
             return folder
     expected = f"the CUB_200_2011 folder (or its parent) with {', '.join(CUB_FILES)}"
     raise _not_found("CUB-200-2011", root, expected, CUB_OBTAIN)
+
+
+def _read_cub_file(path: Path, num_fields: int, expected: str, images: dict[str, Line] | None = None,
+                   max_split: int = -1) -> dict[str, Line]:
+    """One of CUB's whitespace-separated files, one line per image id: id -> line (``images``: those of images.txt)."""
+    lines = read_lines(path, num_fields, expected, separator=None, max_split=max_split)
+    return first_lines(key_lines(path, lines, "id", known=images, needs="line"))
 
 
 def read_cub(root: Path, val_size: int, seed: int) -> DatasetSplits:
@@ -260,10 +249,10 @@ def read_cub(root: Path, val_size: int, seed: int) -> DatasetSplits:
             raise line.error(f"class_id {class_id} out of order (line order must be 1, 2, 3, ...; "
                              f"{len(class_names) + 1} expected)")
         class_names.append(line.fields[1])
-    images = _read_keyed(folder / "images.txt", 2, "<image_id> <path under images/>", max_split=1)
-    labels = _read_keyed(folder / "image_class_labels.txt", 2, "<image_id> <class_id 1..N>", images)
-    is_train = _read_keyed(folder / "train_test_split.txt", 2, "<image_id> <1 = train, 0 = test>", images)
-    boxes = _read_keyed(folder / "bounding_boxes.txt", 5, "<image_id> <x> <y> <width> <height>", images)
+    images = _read_cub_file(folder / "images.txt", 2, "<image_id> <path under images/>", max_split=1)
+    labels = _read_cub_file(folder / "image_class_labels.txt", 2, "<image_id> <class_id 1..N>", images)
+    is_train = _read_cub_file(folder / "train_test_split.txt", 2, "<image_id> <1 = train, 0 = test>", images)
+    boxes = _read_cub_file(folder / "bounding_boxes.txt", 5, "<image_id> <x> <y> <width> <height>", images)
 
     paths = [folder / "images" / line.fields[1] for line in images.values()]
     sizes = read_image_sizes(paths, "CUB: image sizes")
@@ -306,17 +295,9 @@ def _read_synsets(root: Path) -> tuple[list[tuple[str, str]], str]:
     """
     path = root / SYNSET_FILE
     if path.is_file():
-        synsets: list[tuple[str, str]] = []
-        first: dict[str, int] = {}
-        for line in read_lines(path, 2, "<wnid> <name>, <other names>", separator=None, max_split=1):
-            wnid = line.fields[0]
-            if wnid in first:
-                raise line.error(f"wnid {wnid} listed twice (first on line {first[wnid]})")
-            first[wnid] = line.number
-            synsets.append((wnid, line.fields[1].split(",")[0].strip()))
-        if not synsets:
-            raise DatasetFormatError(f"{path} lists no synset")
-        return synsets, str(path)
+        lines = read_lines(path, 2, "<wnid> <name>, <other names>", separator=None, max_split=1)
+        keyed = first_lines(key_lines(path, lines, "wnid"))
+        return [(wnid, line.fields[1].split(",")[0].strip()) for wnid, line in keyed.items()], str(path)
     train = root / IMAGENET_DATA / "train"
     if not train.is_dir():
         raise _not_found("ILSVRC 2012 localization data", root, IMAGENET_EXPECTED, IMAGENET_OBTAIN)
@@ -405,7 +386,7 @@ def _parse_voc_xml(path: Path) -> tuple[tuple[int, int], list[tuple[str, list[fl
         bndbox = element.find("bndbox")
         if bndbox is None:
             raise DatasetFormatError(f"{path}: an <object> has no <bndbox>")
-        box = [_xml_number(path, bndbox, tag) for tag in ("xmin", "ymin", "xmax", "ymax")]
+        box = [_xml_number(path, bndbox, tag) for tag in VOC_BOX_NAMES]
         objects.append((_xml_text(path, element, "name"), box))
     return (height, width), objects
 
@@ -423,27 +404,15 @@ def _val_from_xml(xml_dir: Path) -> dict[str, tuple[tuple[int, int] | None, list
 def _val_from_csv(path: Path) -> dict[str, tuple[tuple[int, int] | None, list[tuple[str, list[float]]], str]]:
     """Validation image id -> (None, [(wnid, inclusive box)], where) from Kaggle's LOC_val_solution.csv."""
     expected = "<ImageId>,<wnid> <xmin> <ymin> <xmax> <ymax> [<wnid> <xmin> ...]"
+    lines = [line for line in read_lines(path, 2, expected) if line.fields != ["ImageId", "PredictionString"]]
     annotations: dict[str, tuple] = {}
-    first_line: dict[str, int] = {}
-    for line in read_lines(path, 2, expected):
-        if line.fields == ["ImageId", "PredictionString"]:
-            continue  # the header
+    for image_id, line in first_lines(key_lines(path, lines)).items():
         tokens = line.fields[1].split()
         if len(tokens) % 5:
             raise line.error(f"{len(tokens)} values in PredictionString, not a multiple of 5")
-        objects = []
-        for start in range(0, len(tokens), 5):
-            box = []
-            for name, token in zip(("xmin", "ymin", "xmax", "ymax"), tokens[start + 1 : start + 5]):
-                try:
-                    box.append(float(token))
-                except ValueError:
-                    raise line.error(f"{name} {token!r} of box {start // 5 + 1} is not a number") from None
-            objects.append((tokens[start], box))
-        image_id = line.fields[0]
-        if image_id in first_line:
-            raise line.error(f"second line for {image_id} (first on line {first_line[image_id]})")
-        first_line[image_id] = line.number
+        objects = [(tokens[start], parse_box(line, tokens[start + 1 : start + 5], VOC_BOX_NAMES, start // 5 + 1,
+                                             inclusive=True))
+                   for start in range(0, len(tokens), 5)]
         annotations[image_id] = (None, objects, f"{path}, line {line.number}")
     return annotations
 
@@ -628,10 +597,24 @@ def _csv_box(line: Line, split: str) -> list[float] | None:
         return None
     if not all(values):
         raise line.error("fill all four box columns x0,y0,x1,y1, or none (train rows only)")
-    x0, y0, x1, y1 = (parse_float(line, i, name) for i, name in enumerate(CSV_HEADER[3:], start=3))
-    if not (x1 > x0 and y1 > y0):
-        raise line.error(f"empty box (x1 must be > x0 and y1 > y0, got [{x0}, {y0}, {x1}, {y1}])")
-    return [x0, y0, x1, y1]
+    return parse_box(line, values, CSV_HEADER[3:])
+
+
+def _csv_record(rows: list[Line]) -> tuple[str, str, list[list[float]]]:
+    """One image's rows -> ``(class name, split, boxes)``; every row must give the first row's label and split."""
+    first = rows[0]
+    for row in rows:
+        image, label, split = row.fields[:3]
+        if not image or not label:
+            raise row.error(f"the {'image' if not image else 'label'} column is empty")
+        if split not in SPLITS:
+            raise row.error(f"split {split!r} is not one of {', '.join(SPLITS)}")
+        for index, column in ((1, "label"), (2, "split")):
+            if row.fields[index] != first.fields[index]:
+                raise row.error(f"{column} {row.fields[index]!r} differs from {first.fields[index]!r} given for the "
+                                f"same image on line {first.number}")
+    boxes = [_csv_box(row, first.fields[2]) for row in rows]
+    return first.fields[1], first.fields[2], [box for box in boxes if box is not None]
 
 
 def _csv_lines(path: Path) -> list[Line]:
@@ -639,21 +622,20 @@ def _csv_lines(path: Path) -> list[Line]:
     header = ",".join(CSV_HEADER)
     lines: list[Line] = []
     header_seen = False
-    with path.open(newline="", encoding="utf-8-sig") as file:
-        reader = csv.reader(file)
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue
-            line = Line(path, reader.line_num, ",".join(row), [field.strip() for field in row], CSV_EXPECTED)
-            if not header_seen:
-                if tuple(field.lower() for field in line.fields) != CSV_HEADER:
-                    raise DatasetFormatError(f"{path}, line {line.number}: the first row {line.text!r} is not the "
-                                             f"header {header!r}")
-                header_seen = True
-                continue
-            if len(line.fields) != len(CSV_HEADER):
-                raise line.error(f"{len(line.fields)} field(s), {len(CSV_HEADER)} expected")
-            lines.append(line)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""))
+    for row in reader:
+        if not any(field.strip() for field in row):
+            continue
+        line = Line(path, reader.line_num, ",".join(row), [field.strip() for field in row], CSV_EXPECTED)
+        if not header_seen:
+            if tuple(field.lower() for field in line.fields) != CSV_HEADER:
+                raise DatasetFormatError(f"{path}, line {line.number}: the first row {line.text!r} is not the "
+                                         f"header {header!r}")
+            header_seen = True
+            continue
+        if len(line.fields) != len(CSV_HEADER):
+            raise line.error(f"{len(line.fields)} field(s), {len(CSV_HEADER)} expected")
+        lines.append(line)
     if not header_seen:
         raise DatasetFormatError(f"{path} is empty; expected the header {header!r} and one row per box")
     return lines
@@ -674,29 +656,15 @@ def read_csv_dataset(path: Path) -> DatasetSplits:
     if not path.is_file():
         raise _not_found("the dataset CSV", path, f"a CSV file with the header {','.join(CSV_HEADER)!r}",
                          "Write it for your images, one row per box.")
-    records: dict[str, dict] = {}  # image -> {"line", "label", "split", "boxes"}
-    for line in _csv_lines(path):
-        image, label, split = line.fields[:3]
-        if not image or not label:
-            raise line.error(f"the {'image' if not image else 'label'} column is empty")
-        if split not in SPLITS:
-            raise line.error(f"split {split!r} is not one of {', '.join(SPLITS)}")
-        box = _csv_box(line, split)
-        record = records.setdefault(image, {"line": line.number, "label": label, "split": split, "boxes": []})
-        for key, value in (("label", label), ("split", split)):
-            if record[key] != value:
-                raise line.error(f"{key} {value!r} differs from {record[key]!r} given for the same image on line "
-                                 f"{record['line']}")
-        if box is not None:
-            record["boxes"].append(box)
-    class_names = sorted({record["label"] for record in records.values()})
+    rows_of = key_lines(path, _csv_lines(path), "image", repeats=True)  # image -> its rows, one per box
+    records = {image: _csv_record(rows) for image, rows in rows_of.items()}  # image -> (class name, split, boxes)
+    class_names = sorted({name for name, _, _ in records.values()})
     label_of = {name: label for label, name in enumerate(class_names)}
     paths = [path.parent / image for image in records]
     sizes = read_image_sizes(paths, "CSV dataset: image sizes")
     splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
-    for (image, record), image_path, size in zip(records.items(), paths, sizes):
-        sample = Sample(image, image_path, label_of[record["label"]], _boxes_array(record["boxes"]), size, ())
-        splits[record["split"]].append(sample)
+    for (image, (name, split, boxes)), image_path, size in zip(records.items(), paths, sizes):
+        splits[split].append(Sample(image, image_path, label_of[name], _boxes_array(boxes), size, ()))
     counts = " / ".join(str(len(samples)) for samples in splits.values())
     source = f"CSV {path} ({len(class_names)} classes; train / val / test: {counts} images)"
     return DatasetSplits(class_names, splits, source)
@@ -716,9 +684,17 @@ def _image_problem(sample: Sample) -> tuple[str | None, Sample]:
     if size != sample.size:
         return (f"the file is {size[0]}x{size[1]} (HxW) but the metadata says {sample.size[0]}x{sample.size[1]}",
                 sample)
+    try:
+        decode_image(sample.image_path)
+    except IMAGE_READ_ERRORS as error:
+        return f"cannot be decoded as an image ({type(error).__name__}: {error})", sample
     for mask_path in (*sample.mask_paths, *([sample.ignore_path] if sample.ignore_path else [])):
         if not mask_path.is_file():
             return f"missing mask file {mask_path}", sample
+        try:
+            decode_image(mask_path)
+        except IMAGE_READ_ERRORS as error:
+            return f"mask {mask_path} cannot be decoded ({type(error).__name__}: {error})", sample
     height, width = size
     boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
     limits = np.array([width, height, width, height], dtype=np.float64)
@@ -739,8 +715,10 @@ def _image_problem(sample: Sample) -> tuple[str | None, Sample]:
 def check_images(samples: list[Sample], skip_bad: bool) -> tuple[list[Sample], list[dict]]:
     """Check every sample's image before training; returns ``(kept samples, skipped)``.
 
-    Per image: the file exists, PIL opens it (header only), its size equals
-    ``sample.size``, a listed mask exists, and every box lies inside
+    Per image: the file exists, PIL opens it, its size equals ``sample.size``,
+    its pixels decode (:func:`bench.layout.decode_image`: a truncated file
+    is caught here, not in the first batch), a listed mask exists and
+    decodes, and every box lies inside
     ``[0, W] x [0, H]`` up to :data:`BORDER_TOLERANCE` (1 px; inclusive
     annotations with ``xmax = W`` and float boxes that touch the border land
     just outside). Boxes within the tolerance are clipped to the image in the

@@ -4,14 +4,13 @@ import contextlib
 import csv
 import io
 import json
-import os
 
 import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
 from bench.cli import main
-from bench.pipeline import run
+from bench.pipeline import prepare_dataset, run
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 
@@ -108,7 +107,9 @@ def test_checkpoint_gives_the_runs_own_predictions(tiny_config, tmp_path):
     run(config, log=lambda message: None)
     with (config.run_dir / "predictions.csv").open() as handle:
         row = next(csv.DictReader(handle))
-    image = next((config.dataset_path).rglob(os.path.basename(row["image_id"])))
+    # The evaluated split's image by its id: its file name alone (000000.jpg) is in every split.
+    evaluated = prepare_dataset(config, progress=False).splits[config.eval.split]
+    image = next(sample.image_path for sample in evaluated if sample.image_id == row["image_id"])
     out = tmp_path / "cam"
     assert main(["cam", str(image), "--checkpoint", str(config.run_dir / "checkpoint.pt"), "--out", str(out)]) == 0
     record = json.loads((out / f"{image.name}.json").read_text())

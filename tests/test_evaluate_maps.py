@@ -1,5 +1,6 @@
 """python -m bench evaluate-maps: scoring saved heat maps, and the messages for bad files."""
 
+import io
 import json
 
 import numpy as np
@@ -63,6 +64,35 @@ def test_bad_score_map_files_are_reported_with_their_names(tiny_config, tiny_dat
     main(["evaluate-maps", "--maps", str(folder), "--dataset-config", str(TINY_CONFIG), "--any-range",
           f"data_root={tiny_data_dir}"])
     assert f"4 of {len(samples)} score maps" in capsys.readouterr().err
+
+
+def test_unreadable_map_files_join_the_list_of_bad_files(tiny_config, tiny_data_dir, tmp_path, capsys):
+    folder = tmp_path / "maps"
+    samples = _write_mask_maps(tiny_config(), folder)
+    paths = [folder / f"{sample.image_id}.npy" for sample in samples]
+    paths[0].write_bytes(b"")  # 0 bytes
+    paths[1].write_bytes(paths[1].read_bytes()[:-10])  # truncated data
+    paths[2].write_bytes(paths[2].read_bytes()[:20])  # truncated header
+    np.save(paths[3], np.array([[None, 1.0]], dtype=object), allow_pickle=True)  # pickled object array
+    with paths[4].open("wb") as handle:  # an .npz archive under the .npy name
+        np.savez(handle, map=np.zeros((4, 4)))
+    np.save(paths[5], np.ones((4, 4), dtype=complex))  # wrong dtype
+    np.save(paths[6], np.ones((4, 4), dtype=bool))
+    # A header announcing 10^10 values with 64 bytes behind it: refused without allocating 75 GB.
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (100000, 100000)})
+    paths[7].write_bytes(header.getvalue() + bytes(64))
+    code = main(["evaluate-maps", "--maps", str(folder), "--dataset-config", str(TINY_CONFIG),
+                 f"data_root={tiny_data_dir}"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert f"8 of {len(samples)} score maps" in error
+    for path in paths[:5] + paths[7:8]:
+        assert f"{path}: not a readable .npy array" in error
+    assert "an .npz archive" in error
+    assert f"{paths[5]}: expected real numbers, got dtype complex128" in error
+    assert f"{paths[6]}: expected real numbers, got dtype bool" in error
+    assert not any(line.startswith("Traceback") for line in error.splitlines())
 
 
 def test_resize_rule_is_bilinear_and_keeps_same_size_maps():

@@ -1,17 +1,75 @@
 """The on-disk metadata layout: reader and writer, on hand-written data."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from helpers import write_dataset
 
 from bench.layout import (
     DatasetFormatError,
+    Line,
     Sample,
+    key_lines,
+    parse_box,
     read_class_names,
+    read_lines,
     read_split,
     write_class_names,
     write_split,
 )
+
+# ----------------------------------------------------------------------------- line helpers
+
+
+def _lines(tmp_path, name, text, num_fields=2):
+    path = tmp_path / name
+    path.write_text(text)
+    return path, read_lines(path, num_fields, "<key>,<value>")
+
+
+def test_key_lines_groups_by_first_field_in_file_order_and_checks_keys(tmp_path):
+    ids_path, id_lines = _lines(tmp_path, "ids.txt", "b\na\nc\n", 1)
+    ids = {line.fields[0]: line for line in id_lines}
+    path, lines = _lines(tmp_path, "boxes.txt", "a,1\nb,2\n\na,3\n")
+    keyed = key_lines(path, lines, known=ids, repeats=True)
+    assert list(keyed) == ["a", "b"]
+    assert [[line.fields[1] for line in group] for group in keyed.values()] == [["1", "3"], ["2"]]
+    assert [line.number for line in keyed["a"]] == [1, 4]
+    with pytest.raises(DatasetFormatError) as error:
+        key_lines(path, lines, known=ids)
+    assert str(error.value).startswith(f"{path}, line 4: duplicate image id: second line for image id 'a' "
+                                       "(first on line 1)")
+    with pytest.raises(DatasetFormatError) as error:
+        key_lines(path, lines, "id", known=ids, repeats=True, needs="box")
+    assert str(error.value) == (f"{path}: no box for 1 id(s) of ids.txt, e.g. ['c'] (ids.txt line 3); "
+                                "every id needs at least one")
+    key_lines(path, lines, known=ids, repeats=True)  # without needs, ids may lack a line
+    path, lines = _lines(tmp_path, "other.txt", "a,1\nz,2\n")
+    with pytest.raises(DatasetFormatError, match=r"other.txt, line 2: wnid 'z' is not in ids.txt"):
+        key_lines(path, lines, "wnid", known=ids)
+    path, lines = _lines(tmp_path, "empty.txt", "\n\n")
+    with pytest.raises(DatasetFormatError, match=r"empty.txt lists no image id$"):
+        key_lines(path, lines)
+    assert key_lines(path, lines, known=ids) == {}  # a file that only refers to keys may be empty
+
+
+def test_parse_box_half_open_and_inclusive():
+    line = Line(Path("f.txt"), 7, "a,1,2,3,4", ["a", "1", "2", "3", "4"], "<id>,<x0>,<y0>,<x1>,<y1>")
+    assert parse_box(line, ["1", "2.5", "3", "4e1"]) == [1.0, 2.5, 3.0, 40.0]
+    assert parse_box(line, ["5", "5", "5", "9"], ("xmin", "ymin", "xmax", "ymax"), inclusive=True) == [5, 5, 5, 9]
+    with pytest.raises(DatasetFormatError) as error:
+        parse_box(line, ["5", "5", "5", "9"])
+    assert str(error.value) == ("f.txt, line 7: empty box (x1 must be > x0 and y1 > y0, got [5.0, 5.0, 5.0, 9.0]): "
+                                "'a,1,2,3,4' (expected '<id>,<x0>,<y0>,<x1>,<y1>')")
+    with pytest.raises(DatasetFormatError, match=r"line 7: empty box 2 \(xmax must be >= xmin and ymax >= ymin, "
+                                                 r"got \[5.0, 5.0, 4.0, 9.0\]\)"):
+        parse_box(line, ["5", "5", "4", "9"], ("xmin", "ymin", "xmax", "ymax"), 2, inclusive=True)
+    with pytest.raises(DatasetFormatError, match="line 7: ymax 'inf' of box 3 is not finite"):
+        parse_box(line, ["0", "0", "1", "inf"], ("xmin", "ymin", "xmax", "ymax"), 3)
+    with pytest.raises(ValueError):
+        parse_box(line, ["0", "0", "1"])  # three values: a caller's bug, not a user's
+
 
 # ----------------------------------------------------------------------------- reading
 
@@ -74,6 +132,8 @@ def test_write_then_read_round_trips(tmp_path):
         ("localization.txt", "a/one.jpg,20,10,120,60\n\nb/two.jpg,1,1,2,2,3\n", 3, r"6 field\(s\), 5 expected"),
         ("localization.txt", "a/one.jpg,20,10,120,60\nb/two.jpg,1,1,2,2\nz.jpg,1,1,2,2\n", 3, "not in image_ids"),
         ("masks.txt", "zz.jpg,zz.png\n", 1, "not in image_ids"),
+        ("masks.txt", "a/one.jpg,a.png\na/one.jpg,b.png\n", 2, "duplicate image id: second line for image id "
+                                                              "'a/one.jpg' \\(first on line 1\\)"),
     ],
 )
 def test_malformed_line_names_file_line_and_problem(tmp_path, name, text, line, problem):
@@ -115,6 +175,26 @@ def test_missing_metadata_file_names_the_expected_path(tmp_path):
     assert str(root / "metadata" / "val" / "image_sizes.txt") in str(error.value)
     with pytest.raises(DatasetFormatError, match="missing metadata file .*classes.txt"):
         read_class_names(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("name", ["classes.txt", "metadata/val/class_labels.txt", "metadata/val/localization.txt"])
+def test_a_file_that_is_not_utf8_is_named_with_its_line(tmp_path, name):
+    root = write_dataset(tmp_path)
+    path = root / name
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b"o", "\u00f6".encode("latin-1"), 1)  # a Latin-1 byte (0xf6) on line 2
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DatasetFormatError, match="line 2: not UTF-8 text") as error:
+        read_split(root, "val")
+    assert f"{path}, line 2: not UTF-8 text (byte 0xf6" in str(error.value)
+    assert "save the file as UTF-8" in str(error.value)
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_field(tmp_path):
+    root = write_dataset(tmp_path, classes="\ufeff0,cat\n1,dog\n")
+    (root / "metadata" / "val" / "image_ids.txt").write_text("\ufeffb/two.jpg\na/one.jpg\n", encoding="utf-8")
+    assert read_class_names(root) == ["cat", "dog"]
+    assert [sample.image_id for sample in read_split(root, "val")] == ["b/two.jpg", "a/one.jpg"]
 
 
 def test_unknown_split_is_refused(tmp_path):

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import data as skimage_data
 
 from bench.layout import (
     UNKNOWN_SIZE,
@@ -289,6 +290,10 @@ def test_imagenet_malformed_annotations_name_the_file(tmp_path):
     with pytest.raises(DatasetFormatError, match="line 3: xmax 'nine' of box 1 is not a number") as error:
         read_imagenet(root, (), 2, 0, 0, 0)
     assert str(path) in str(error.value)
+    lines[2] = "ILSVRC2012_val_00000002,n00000002 0 0 4 9 n00000002 0 nan 4 9"  # NaN passed float() before
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetFormatError, match="line 3: ymin 'nan' of box 2 is not finite"):
+        read_imagenet(root, (), 2, 0, 0, 0)
     root = write_imagenet(tmp_path / "xml_form", "xml")
     broken = root / "ILSVRC/Annotations/CLS-LOC/val/ILSVRC2012_val_00000002.xml"
     broken.write_text("<annotation>\n<size><width>3</width>\n</annotation>\n")
@@ -422,6 +427,31 @@ def test_csv_header_and_missing_file(tmp_path):
         read_csv_dataset(tmp_path / "none.csv")
 
 
+def test_csv_that_is_not_utf8_is_named_with_its_line_and_the_cli_exits_2(tmp_path, capsys):
+    from bench.cli import main
+
+    path = write_csv(tmp_path, CSV_TEXT.replace("zebra,test", "z\u00e8bra,test"))
+    path.write_bytes(path.read_text().encode("latin-1"))  # a Latin-1 byte (0xe8) on line 7
+    with pytest.raises(DatasetFormatError, match="line 7: not UTF-8 text") as error:
+        read_csv_dataset(path)
+    assert f"{path}, line 7: not UTF-8 text (byte 0xe8" in str(error.value)
+    config = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    code = main(["data", str(config), f"data_root={tmp_path}", "dataset.name=csv", "dataset.path=data.csv"])
+    assert code == 2
+    assert f"{path}, line 7: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_cub_and_imagenet_files_that_are_not_utf8_are_named(cub_root, tmp_path):
+    (cub_root / "classes.txt").write_bytes("1 001.Red_bird\n2 002.Bl\u00e9_bird\n".encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match="classes.txt, line 2: not UTF-8 text"):
+        read_cub(cub_root, val_size=0, seed=0)
+    root = write_imagenet(tmp_path / "imagenet", "csv")
+    synsets = root / "LOC_synset_mapping.txt"
+    synsets.write_bytes(synsets.read_bytes() + "n09999999 caf\u00e9\n".encode("latin-1"))
+    with pytest.raises(DatasetFormatError, match="LOC_synset_mapping.txt, line 5: not UTF-8 text"):
+        read_imagenet(root, (), 2, 0, 0, 0)
+
+
 # ----------------------------------------------------------------------------- check_images
 
 
@@ -457,6 +487,58 @@ def test_check_images_reports_or_skips_bad_images(tmp_path):
     assert reasons["garbage.jpg"].startswith("cannot be opened as an image")
     assert "outside the 30x20 (WxH) image by more than 1 px" in reasons["outside.png"]
     assert reasons["wrong_size.png"] == "the file is 20x31 (HxW) but the metadata says 20x30"
+
+
+def _truncated_copy(path: Path, keep: float = 0.6) -> Path:
+    """Cut ``path`` to ``keep`` of its bytes in place: the header (and so the size) stays readable."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+    return path
+
+
+def test_check_images_decodes_the_pixels_so_truncated_images_and_masks_are_caught(tmp_path):
+    photo = np.asarray(Image.fromarray(skimage_data.coffee()).resize((60, 40)))
+    paths = {}
+    for name in ("good.jpg", "cut.jpg", "cut.png", "masked.jpg"):
+        paths[name] = tmp_path / name
+        Image.fromarray(photo).save(paths[name], quality=90)
+    Image.fromarray(photo).save(paths["cut.png"])  # a PNG too
+    mask = tmp_path / "mask.png"
+    Image.fromarray(np.tile(np.arange(60, dtype=np.uint8) * 4, (40, 1))).save(mask)
+    _truncated_copy(paths["cut.jpg"])
+    _truncated_copy(paths["cut.png"])
+    _truncated_copy(mask)
+    box = np.array([[1, 1, 10, 10]], np.float32)
+    samples = [Sample(name, path, 0, box, (40, 60), (mask,) if name == "masked.jpg" else ())
+               for name, path in paths.items()]
+    with Image.open(paths["cut.jpg"]) as image:
+        assert image.size == (60, 40)  # the header alone looks fine
+    kept, skipped = check_images(samples, skip_bad=True)
+    assert [s.image_id for s in kept] == ["good.jpg"]
+    reasons = {Path(item["image"]).name: item["reason"] for item in skipped}
+    assert reasons["cut.jpg"].startswith("cannot be decoded as an image (OSError: image file is truncated")
+    assert reasons["cut.png"].startswith("cannot be decoded as an image (OSError:")
+    assert reasons["masked.jpg"].startswith(f"mask {mask} cannot be decoded (OSError:")
+    with pytest.raises(DatasetFormatError, match="3 of 4 images have problems") as error:
+        check_images(samples, skip_bad=False)
+    assert f"{paths['cut.jpg']}: cannot be decoded" in str(error.value)
+
+
+def test_a_truncated_training_image_stops_the_run_before_the_run_folder_with_exit_2(tmp_path, capsys):
+    from bench.cli import main
+
+    overrides = [f"data_root={tmp_path / 'data'}", f"results_dir={tmp_path / 'results'}"]
+    config = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
+    assert main(["data", str(config), *overrides]) == 0
+    (root,) = (tmp_path / "data").glob("synthetic-*")
+    image = root / "images" / (root / "metadata" / "train" / "image_ids.txt").read_text().split()[3]
+    _truncated_copy(image, keep=0.5)
+    capsys.readouterr()
+    assert main(["run", str(config), *overrides]) == 2
+    error = capsys.readouterr().err
+    assert f"{image}: cannot be decoded as an image (OSError: image file is truncated" in error
+    assert "Traceback" not in error
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
 
 
 # ----------------------------------------------------------------------------- the configs and the command line
