@@ -44,7 +44,7 @@ from tqdm import tqdm
 from bench.atomic_files import atomic_path, write_text
 from bench.backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from bench.config import EvalConfig, ModelConfig, load_config
-from bench.layout import CLASSES_FILE, read_class_names
+from bench.layout import CLASSES_FILE, IMAGE_SUFFIXES, read_class_names
 from bench.localize import normalize_cams
 from bench.models import CamNet, build_model, efficientnet_lite0_imagenet
 from bench.prediction import localize_batch
@@ -52,7 +52,6 @@ from bench.protocol import box_rule
 from bench.run_report import overlay_cam
 from bench.torch_data import image_to_tensor
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGENET_INPUT_SIZE = 224
 PAPER_RULE = EvalConfig()  # tau = 0.2 of the max: the box rule without a run to take it from
 
