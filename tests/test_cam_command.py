@@ -125,7 +125,9 @@ def test_checkpoint_boxes_use_the_runs_tau_and_normalization(tiny_config, tmp_pa
     run(config, log=lambda message: None)
     with (config.run_dir / "predictions.csv").open() as handle:
         rows = list(csv.DictReader(handle))[:4]
-    images = [next(config.dataset_path.rglob(os.path.basename(row["image_id"]))) for row in rows]
+    by_id = {sample.image_id: sample.image_path
+             for sample in prepare_dataset(config, progress=False).splits[config.eval.split]}
+    images = [by_id[row["image_id"]] for row in rows]  # by id: file names repeat across splits
     out = tmp_path / "cam"
     assert main(["cam", *map(str, images), "--checkpoint", str(config.run_dir / "checkpoint.pt"),
                  "--out", str(out)]) == 0
