@@ -44,7 +44,7 @@ data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
 test: $(STAMP) ## Run the test suite (fast: CPU, no network)
 	$(PY) -m pytest -q
 
-perf: $(STAMP) ## Time the threshold sweep (fast vs reference loop) and the CAM overhead (prints a table)
+perf: $(STAMP) ## Time the threshold sweep, the CAM overhead and training images/s (default path vs fp32)
 	$(PY) -m bench.perf
 
 clean-venv: ## Remove .venv (datasets in data/ and runs in results/ are kept)

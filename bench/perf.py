@@ -11,6 +11,11 @@ Prints, from one process on one machine:
 2. The CAM overhead ratio ``time(forward + top-5 and GT-class CAMs + upsampling
    + boxes at tau) / time(forward alone)`` for the default backbone
    (EfficientNet-Lite0, stride 16, 224 px, ImageNet weights, 12 classes).
+3. Training images/s of the default training path (``configs/gap.yaml``: the
+   precision ``auto`` resolves to on this machine, channels_last, the frozen
+   stages it sets) against plain fp32 full fine-tuning (no channels_last,
+   nothing frozen), timed in alternation on the same batch of 32 embedded
+   training images (SGD steps only: no data loading), and their ratio.
 
 Timings are the median of a few repeats; a shared machine makes them noisy.
 """
@@ -20,18 +25,22 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from bench.config import EvalConfig, ModelConfig
+from bench.config import EvalConfig, ModelConfig, RunConfig, load_config
 from bench.evaluate import SCORED_MAPS
 from bench.localize import largest_component_box, normalize_cams
 from bench.metrics import TOP_K
 from bench.models import build_model
 from bench.prediction import localize_batch, localize_features
+from bench.readers import load_dataset
 from bench.threshold_boxes import reference_sweep, sweep_boxes, threshold_list
+from bench.torch_data import WsolDataset, collate
+from bench.train import autocast, make_optimizer, resolve_precision
 
 SIZE = 224
 
@@ -114,6 +123,62 @@ def cam_overhead(batch_size: int, repeats: int, threads: int) -> None:
     print(f"  ratio, (forward + that) / forward          {(plain + extra) / plain:7.3f}  (target <= 1.05)")
 
 
+def _training_step(config: RunConfig, samples: list, precision: str) -> Callable[[], None]:
+    """One SGD step of ``config``'s model on ``samples`` as the pipeline trains it (frozen stages, layout, precision)."""
+    model = build_model(config.model, num_classes=10)
+    images = WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False)
+    batch = collate([images[index] for index in range(len(images))])
+    images, labels = batch["image"], batch["label"]
+    if config.train.frozen_stages:
+        model.freeze_stages(config.train.frozen_stages)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    model.train()
+    optimizer = make_optimizer(model, config.train)
+    device = torch.device("cpu")
+
+    def step() -> None:
+        with autocast(device, precision):
+            loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def training_throughput(config_path: str, repeats: int, threads: int) -> None:
+    """Images/s of ``config_path``'s training path and of plain fp32 full fine-tuning, measured in alternation."""
+    if threads:
+        torch.set_num_threads(threads)
+    default = load_config(config_path)
+    plain = load_config(config_path, ["precision=fp32", "channels_last=false", "train.frozen_stages=0"])
+    precision = resolve_precision(default.precision, torch.device("cpu"))
+    dataset = load_dataset(default.dataset, Path(default.data_root), progress=False)
+    torch.manual_seed(0)
+    samples = dataset.splits["train"][:32]
+    steps = {"default": _training_step(default, samples, precision),
+             "fp32 full": _training_step(plain, samples, "fp32")}
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for step in steps.values():
+        step()  # warm-up: first-call allocations and oneDNN kernel choice
+    for _ in range(repeats):
+        for name, step in steps.items():  # alternated, so load on a shared machine hits both alike
+            started = time.perf_counter()
+            step()
+            times[name].append(time.perf_counter() - started)
+    rates = {name: len(samples) / statistics.median(values) for name, values in times.items()}
+    frozen = default.train.frozen_stages
+    print(f"\ntraining throughput ({default.model.backbone}, {default.model.input_size} px, stride "
+          f"{default.model.feature_stride}, batch 32, {torch.get_num_threads()} threads; median of {repeats} "
+          f"alternated steps)")
+    print(f"  default path ({config_path}: {precision} [precision {default.precision}], channels_last "
+          f"{default.channels_last}, {frozen} stages frozen): {rates['default']:6.1f} images/s")
+    print(f"  fp32 full fine-tuning (no channels_last, nothing frozen):  {rates['fp32 full']:6.1f} images/s")
+    print(f"  ratio default / fp32: {rates['default'] / rates['fp32 full']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--maps", type=int, default=20, help="maps timed for the fast sweep")
@@ -121,9 +186,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--train-config", default="configs/gap.yaml", help="whose training path is timed")
+    parser.add_argument("--only", choices=("sweep", "cam", "train"), help="run one of the three timings")
     args = parser.parse_args()
-    sweep_timings(args.maps, args.reference_maps)
-    cam_overhead(args.batch_size, args.repeats, args.threads)
+    if args.only in (None, "sweep"):
+        sweep_timings(args.maps, args.reference_maps)
+    if args.only in (None, "cam"):
+        cam_overhead(args.batch_size, args.repeats, args.threads)
+    if args.only in (None, "train"):
+        training_throughput(args.train_config, args.repeats, args.threads)
 
 
 if __name__ == "__main__":
