@@ -37,16 +37,21 @@ from pathlib import Path
 import timm
 import torch
 import torchvision
+from timm.data.constants import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    IMAGENET_INCEPTION_MEAN,
+    IMAGENET_INCEPTION_STD,
+)
 from torch import nn
 
 from bench.config import ModelConfig
 
-# Input normalization, one place. EfficientNet-Lite's TF weights expect [-1, 1];
-# so does torchvision's GoogLeNet (ported from TF; its transform_input does this).
-EFFICIENTNET_LITE_MEAN = (0.5, 0.5, 0.5)
-EFFICIENTNET_LITE_STD = (0.5, 0.5, 0.5)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Input normalization comes from timm's constants: torchvision's ImageNet weights expect
+# IMAGENET_DEFAULT_*; EfficientNet-Lite's TF weights expect [-1, 1], which is IMAGENET_INCEPTION_*
+# (mean = std = 0.5), and so does torchvision's GoogLeNet (ported from TF; its transform_input does this).
+# bench.cam_command still imports the Lite pair under these names.
+EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD = IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
 # The 1000-class ImageNet weights file of each torchvision backbone (IMAGENET1K_V1, the
 # weights the CAM-era papers used), as torchvision names it in the hub cache.
@@ -151,7 +156,7 @@ def _efficientnet_lite(config: ModelConfig) -> Backbone:
         set_efficientnet_stride_16(model)
     model.reset_classifier(0)
     return Backbone(FeatureExtractor(model), nn.Identity(), model.num_features,
-                    EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+                    IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
 
 
 # ----------------------------------------------------------------------------- torchvision
@@ -192,14 +197,14 @@ def _resnet(config: ModelConfig) -> Backbone:
         block.downsample[0].stride = (1, 1)
     body = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
                          model.layer1, model.layer2, model.layer3, model.layer4)
-    return Backbone(body, nn.Identity(), model.fc.in_features, IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone(body, nn.Identity(), model.fc.in_features, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
 def _vgg16_gap(config: ModelConfig) -> Backbone:
     model = torchvision.models.vgg16(weights=None)
     _load_torchvision(model, config)
     body = model.features[:-1]  # everything up to conv5_3 + ReLU; pool5 (the last layer) removed
-    return Backbone(body, _added_conv(512), ADDED_CONV_CHANNELS, IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone(body, _added_conv(512), ADDED_CONV_CHANNELS, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
 def _googlenet_gap(config: ModelConfig) -> Backbone:
@@ -211,7 +216,7 @@ def _googlenet_gap(config: ModelConfig) -> Backbone:
                          model.inception3a, model.inception3b, model.maxpool3,
                          model.inception4a, model.inception4b, model.inception4c, model.inception4d,
                          model.inception4e)
-    return Backbone(body, _added_conv(832), ADDED_CONV_CHANNELS, EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+    return Backbone(body, _added_conv(832), ADDED_CONV_CHANNELS, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
 
 
 def _tiny_cnn(config: ModelConfig) -> Backbone:
@@ -221,7 +226,7 @@ def _tiny_cnn(config: ModelConfig) -> Backbone:
     layers = block(3, 16, 2) + block(16, 32, 2) + block(32, 64, 2)
     if config.feature_stride == 16:
         layers += block(64, 64, 2)
-    return Backbone(nn.Sequential(*layers), nn.Identity(), 64, IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone(nn.Sequential(*layers), nn.Identity(), 64, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
 _BUILDERS = {

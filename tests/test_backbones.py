@@ -48,6 +48,18 @@ def test_the_paper_gap_backbones_add_a_1024_channel_conv_trained_at_the_head_rat
     assert len(new["params"]) + len(pretrained["params"]) == len(list(model.parameters()))
 
 
+@pytest.mark.parametrize("backbone, mean, std", [
+    # torchvision's ImageNet weights: timm's IMAGENET_DEFAULT_*; TF-ported weights take [-1, 1] input.
+    ("resnet18", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("vgg16_gap", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ("googlenet_gap", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+])
+def test_each_backbone_normalizes_its_input_as_its_weights_expect(backbone, mean, std):
+    model = build_model(ModelConfig(backbone=backbone, pretrained=False), num_classes=2)
+    assert (tuple(model.mean), tuple(model.std)) == (mean, std)
+
+
 def test_resnet_stride_16_is_wsolevaluations_layer4_at_stride_1():
     body = build_backbone(ModelConfig(backbone="resnet50", pretrained=False, feature_stride=16)).body
     layer4 = body[7][0]

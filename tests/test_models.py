@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from skimage import data as skimage_data
+from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from torchvision.models import ResNet50_Weights
 
 from bench.cam import class_activation_maps, upsample_cams
@@ -114,11 +115,15 @@ def test_parameter_groups_give_the_head_its_multiplier():
 
 
 def classify(model, image: np.ndarray) -> tuple[str, float]:
-    """Top-1 ImageNet class name and probability of an RGB uint8 image (resized to 224, mean = std = 0.5)."""
+    """Top-1 ImageNet class name and probability of an RGB uint8 image (resized to 224).
+
+    Normalized as EfficientNet-Lite's TF weights expect, to [-1, 1]: timm's IMAGENET_INCEPTION mean = std = 0.5.
+    """
     tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255.0
     tensor = torch.nn.functional.interpolate(tensor, size=(224, 224), mode="bilinear", antialias=True)
+    mean, std = (torch.tensor(values)[:, None, None] for values in (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD))
     with torch.no_grad():
-        logits = model.classifier(model.features((tensor - 0.5) / 0.5).mean(dim=(2, 3)))
+        logits = model.classifier(model.features((tensor - mean) / std).mean(dim=(2, 3)))
     probability, index = logits.softmax(dim=1)[0].max(dim=0)
     return ResNet50_Weights.IMAGENET1K_V2.meta["categories"][index], probability.item()
 
