@@ -45,7 +45,7 @@ from timm.data.constants import (
 )
 from torch import nn
 
-from bench.config import ModelConfig
+from bench.config import BACKBONES, ModelConfig
 
 # Input normalization comes from timm's constants: torchvision's ImageNet weights expect
 # IMAGENET_DEFAULT_*; EfficientNet-Lite's TF weights expect [-1, 1], which is IMAGENET_INCEPTION_*
@@ -53,14 +53,6 @@ from bench.config import ModelConfig
 # bench.cam_command still imports the Lite pair under these names.
 EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD = IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
-# The 1000-class ImageNet weights file of each torchvision backbone (IMAGENET1K_V1, the
-# weights the CAM-era papers used), as torchvision names it in the hub cache.
-TORCHVISION_WEIGHT_FILES = {
-    "resnet18": "resnet18-f37072fd.pth",
-    "resnet50": "resnet50-0676ba61.pth",
-    "vgg16_gap": "vgg16-397923af.pth",
-    "googlenet_gap": "googlenet-1378be20.pth",
-}
 EFFICIENTNET_LITE = {"efficientnet_lite0": 0, "efficientnet_lite1": 1, "efficientnet_lite2": 2}
 ADDED_CONV_CHANNELS = 1024
 
@@ -163,17 +155,22 @@ def _efficientnet_lite(config: ModelConfig) -> Backbone:
 
 
 def torchvision_weights_path(config: ModelConfig) -> Path:
-    """Where the ImageNet weights of a torchvision backbone are: ``model.weights`` or the torch hub cache."""
+    """Where the ImageNet weights of a torchvision backbone are: ``model.weights`` or the torch hub cache.
+
+    The hub cache holds them under torchvision's file name (``BACKBONES[...].weight_file``: IMAGENET1K_V1,
+    the weights the CAM-era papers used).
+    """
+    file_name = BACKBONES[config.backbone].weight_file
     if config.weights:
         path = Path(config.weights)
         where = "model.weights"
     else:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_WEIGHT_FILES[config.backbone]
+        path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
         where = "the torch hub cache (torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it)"
     if not path.is_file():
         raise MissingWeightsError(
             f"ImageNet weights for {config.backbone} not found: {path} (from {where}) does not exist. "
-            f"Nothing is downloaded: copy torchvision's '{TORCHVISION_WEIGHT_FILES[config.backbone]}' there "
+            f"Nothing is downloaded: copy torchvision's '{file_name}' there "
             f"or point model.weights at it, or set model.pretrained: false to train from scratch"
         )
     return path
@@ -229,7 +226,8 @@ def _tiny_cnn(config: ModelConfig) -> Backbone:
     return Backbone(nn.Sequential(*layers), nn.Identity(), 64, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
-_BUILDERS = {
+# The builder of each backbone of bench.config.BACKBONES (a test checks that the names match).
+BACKBONE_BUILDERS = {
     **{name: _efficientnet_lite for name in EFFICIENTNET_LITE},
     "resnet18": _resnet,
     "resnet50": _resnet,
@@ -243,15 +241,15 @@ def check_weights(config: ModelConfig) -> None:
     """Raise :class:`MissingWeightsError` now if ``config`` asks for ImageNet weights that are not there."""
     if not config.pretrained:
         return
-    if config.backbone in EFFICIENTNET_LITE:
-        efficientnet_lite_weights_path(EFFICIENTNET_LITE[config.backbone])
-    elif config.backbone in TORCHVISION_WEIGHT_FILES:
+    if BACKBONES[config.backbone].weight_file:
         torchvision_weights_path(config)
+    elif config.backbone in EFFICIENTNET_LITE:
+        efficientnet_lite_weights_path(EFFICIENTNET_LITE[config.backbone])
 
 
 def build_backbone(config: ModelConfig) -> Backbone:
     """The backbone ``config.backbone`` at ``config.feature_stride``, with ImageNet weights if ``pretrained``."""
-    builder = _BUILDERS.get(config.backbone)
+    builder = BACKBONE_BUILDERS.get(config.backbone)
     if builder is None:
-        raise ValueError(f"unknown backbone {config.backbone!r}; expected one of: {', '.join(_BUILDERS)}")
+        raise ValueError(f"unknown backbone {config.backbone!r}; expected one of: {', '.join(BACKBONE_BUILDERS)}")
     return builder(config)

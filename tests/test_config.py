@@ -1,6 +1,7 @@
 """Strict config loading: every bad input names the file, line, key, value and what is allowed."""
 
 import dataclasses
+import typing
 
 import pytest
 import yaml
@@ -11,6 +12,7 @@ from bench.config import (
     ConfigError,
     DatasetConfig,
     ModelConfig,
+    RunConfig,
     config_to_dict,
     is_study_file,
     load_config,
@@ -127,3 +129,64 @@ def test_every_shipped_run_config_loads_and_round_trips(path, tmp_path):
     config = load_config(path)
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+# ----------------------------------------------------------------------------- bounds, non-finite numbers
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("seed: -1\n", "line 1: 'seed' is -1; expected an integer in [0, 2**32)"),
+    ("seed: 4294967296\n", "line 1: 'seed' is 4294967296; expected an integer in [0, 2**32)"),
+    ("dataset:\n  seed: -1\n", "line 2: 'dataset.seed' is -1; expected an integer in [0, 2**32)"),
+    ("dataset:\n  num_val: 0\n", "line 2: 'dataset.num_val' is 0; expected an integer >= 1"),
+    ("dataset:\n  image_size: 4097\n", "line 2: 'dataset.image_size' is 4097; expected an integer in [32, 4096]"),
+])
+def test_seeds_and_generator_sizes_are_bounded_where_the_config_is_read(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert fragment in str(error.value)
+
+
+def test_largest_seed_is_accepted(tmp_path):
+    config = load_config(write(tmp_path, "seed: 4294967295\ndataset:\n  seed: 4294967295\n  image_size: 4096\n"))
+    assert (config.seed, config.dataset.seed, config.dataset.image_size) == (2**32 - 1, 2**32 - 1, 4096)
+
+
+def test_cli_refuses_a_negative_seed_before_creating_the_run_folder(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", str(TINY_CONFIG), f"results_dir={results}", f"data_root={tmp_path / 'data'}", "seed=-1"]) == 2
+    assert "'seed' is -1; expected an integer in [0, 2**32)" in capsys.readouterr().err
+    assert not results.exists() and not (tmp_path / "data").exists()
+
+
+def float_keys(cls, prefix=""):
+    """Every dotted key of a float field (tuples of floats included) under config dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        hint = hints[spec.name]
+        if dataclasses.is_dataclass(hint):
+            yield from float_keys(hint, f"{prefix}{spec.name}.")
+        elif hint is float or float in typing.get_args(hint):
+            yield prefix + spec.name
+
+
+FLOAT_KEYS = list(float_keys(RunConfig))
+
+
+def test_float_keys_are_found():
+    assert {"train.lr", "eval.tau", "model.lse_r", "train.augment.crop_scale"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("number", [".inf", "-.inf", ".nan"])
+def test_every_float_key_refuses_non_finite_numbers(tmp_path, key, number):
+    value = f"[0.5, {number}]" if key == "train.augment.crop_scale" else number
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, "seed: 1\n"), [f"{key}={value}"])
+    assert f"'{key}' is {float(number.replace('.', ''))!r}; expected a finite number" in str(error.value)
+
+
+def test_non_finite_number_in_a_file_names_its_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp.yaml, line 3: 'train.lr' is inf; expected a finite number"):
+        load_config(write(tmp_path, "seed: 1\ntrain:\n  lr: .inf\n"))
+

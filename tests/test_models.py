@@ -10,7 +10,7 @@ from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from torchvision.models import ResNet50_Weights
 
 from bench.cam import class_activation_maps, upsample_cams
-from bench.config import ModelConfig
+from bench.config import ConfigError, ModelConfig
 from bench.models import (
     build_model,
     calibrate_feature_scale,
@@ -105,6 +105,16 @@ def test_calibration_sets_the_pooled_energy_and_keeps_the_model_mode(pooling):
         pooled = global_pool(model.features(images), pooling) / model.feature_scale
     assert pooled.pow(2).sum(dim=1).mean().item() == pytest.approx(100.0, rel=1e-5)
     assert calibrate_feature_scale(model, images, target_energy=0.0) == pytest.approx(scale)  # 0 = leave as is
+
+
+@pytest.mark.parametrize("config, fragment", [
+    (ModelConfig(backbone="vgg16_gap", pretrained=False, feature_stride=32), "vgg16_gap supports: 16"),
+    (ModelConfig(backbone="tiny_cnn", feature_stride=8), "backbone tiny_cnn has no pretrained weights"),
+])
+def test_build_model_checks_a_code_built_config_with_the_loaders_check(config, fragment):
+    # A ModelConfig made in code skips load_config; build_model runs the same check (one definition).
+    with pytest.raises(ConfigError, match=fragment):
+        build_model(config, 3)
 
 
 def test_parameter_groups_give_the_head_its_multiplier():
