@@ -1,10 +1,10 @@
 """Typed, strict run configuration loaded from YAML.
 
 A config file maps onto the frozen dataclasses below. Loading is strict: an
-unknown key, a value of the wrong type, a non-finite number or a choice
-outside the allowed set raises one :class:`ConfigError` that names the file,
-the line, the key, the value seen and what is allowed, before anything touches
-the disk.
+unknown or duplicate key, a value of the wrong type, a non-finite number or a
+choice outside the allowed set raises one :class:`ConfigError` that names the
+file, the line, the key, the value seen and what is allowed, before anything
+touches the disk.
 
 A field's constraint beyond its type sits beside it (:func:`setting`): this is
 the one place that says which values are valid; code that takes such values
@@ -205,14 +205,43 @@ class RunConfig:
 
 
 def _read_yaml(path: Path, what: str, example: str) -> tuple[Any, dict[str, int]]:
-    """The parsed YAML document and the line of each dotted key; ConfigError if missing or not YAML."""
+    """The parsed YAML document and the line of each dotted key.
+
+    ConfigError if the file is missing, not UTF-8, not YAML or holds a duplicate key.
+    """
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found (expected a YAML file, e.g. {example})")
-    text = path.read_text()
     try:
-        return yaml.safe_load(text), _key_lines(yaml.compose(text))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = error.object[:error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte {error.object[error.start]:#04x}); "
+                          f"save the {what} as UTF-8") from None
+    try:
+        lines = _key_lines(yaml.compose(text), str(path))
+        return yaml.safe_load(text), lines
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
+
+
+def _key_lines(node: yaml.Node | None, file: str, prefix: str = "") -> dict[str, int]:
+    """Map each dotted key path of a composed YAML document to its 1-based line.
+
+    Raises ConfigError on a key given twice in one mapping: YAML loaders keep the
+    last one silently (a second ``train:`` section would drop the first).
+    """
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        first_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                raise ConfigError(f"{file}, line {line}: duplicate key '{key}' (first at line {first_lines[key]}); "
+                                  "keep one")
+            first_lines[key] = lines[key] = line
+            lines.update(_key_lines(value_node, file, key + "."))
+    return lines
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -314,17 +343,6 @@ class _Where:
     def __call__(self, key: str) -> str:
         line = self.lines.get(key)
         return f"{self.file}, line {line}" if line else self.file
-
-
-def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Map each dotted key path of a composed YAML document to its 1-based line."""
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key + "."))
-    return lines
 
 
 def _apply_override(raw: dict, override: str) -> None:
@@ -463,8 +481,8 @@ _STUDY_KEYS = ("base", "grid", "set", "quick", "compare", "bootstrap", "confiden
 def is_study_file(path: str | Path) -> bool:
     """Whether a YAML file describes a study (a top-level ``study:`` key) rather than one run."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False  # load_config reports the problem
     return isinstance(raw, dict) and "study" in raw
 

@@ -16,6 +16,7 @@ from bench.config import (
     config_to_dict,
     is_study_file,
     load_config,
+    load_study,
     save_config,
 )
 
@@ -189,4 +190,51 @@ def test_every_float_key_refuses_non_finite_numbers(tmp_path, key, number):
 def test_non_finite_number_in_a_file_names_its_line(tmp_path):
     with pytest.raises(ConfigError, match=r"exp.yaml, line 3: 'train.lr' is inf; expected a finite number"):
         load_config(write(tmp_path, "seed: 1\ntrain:\n  lr: .inf\n"))
+
+
+# ----------------------------------------------------------------------------- duplicate keys, encoding
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("seed: 1\ntrain:\n  lr: 0.1\nmodel:\n  pooling: gmp\ntrain:\n  epochs: 2\n",
+     "line 6: duplicate key 'train' (first at line 2)"),
+    ("train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n", "line 4: duplicate key 'train.lr' (first at line 2)"),
+    ("model: {pooling: gap, pooling: gmp}\n", "line 1: duplicate key 'model.pooling' (first at line 1)"),
+])
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"{path}, {fragment}" in str(error.value)
+
+
+def test_duplicate_keys_in_a_study_file_are_refused(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.read_text())
+    path = write(tmp_path, "study:\n  base: tiny.yaml\n  grid:\n    seed: [0, 1]\n  set: {}\n  grid:\n"
+                           "    model.pooling: [gap]\n", "study.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_study(path)
+    assert f"{path}, line 6: duplicate key 'study.grid' (first at line 3)" in str(error.value)
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("seed: 1\n# caf\u00e9\nmodel:\n  pooling: gap\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml, line 2: not UTF-8 text \(byte 0xe9\); save"):
+        load_config(path)
+    assert main(["show-config", str(path)]) == 2
+    assert f"{path}, line 2: not UTF-8" in capsys.readouterr().err
+
+
+def test_a_study_file_or_its_base_that_is_not_utf8_exits_2(tmp_path, capsys):
+    study = tmp_path / "study.yaml"
+    study.write_bytes("study:\n  base: base.yaml\n  grid: {seed: [0]}\n  # \u00e9\n".encode("latin-1"))
+    assert main(["run", str(study)]) == 2
+    assert f"{study}, line 4: not UTF-8" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="line 4: not UTF-8"):
+        load_study(study)
+    study.write_text("study:\n  base: base.yaml\n  grid: {seed: [0]}\n")
+    (tmp_path / "base.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    assert main(["show-config", str(study)]) == 2
+    assert f"{tmp_path / 'base.yaml'}, line 1: not UTF-8" in capsys.readouterr().err
 
