@@ -3,8 +3,8 @@
 A config file maps onto the frozen dataclasses below. Loading is strict: an
 unknown or duplicate key, a value of the wrong type, a non-finite number or a
 choice outside the allowed set raises one :class:`ConfigError` that names the
-file, the line, the key, the value seen and what is allowed, before anything
-touches the disk.
+file and line (or the override), the key, the value seen and what is allowed,
+before anything touches the disk.
 
 A field's constraint beyond its type sits beside it (:func:`setting`): this is
 the one place that says which values are valid; code that takes such values
@@ -16,6 +16,7 @@ the raw mapping before validation, so they are checked the same way.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import itertools
@@ -204,6 +205,35 @@ class RunConfig:
         return Path(self.data_root) / self.dataset.path
 
 
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class _Override:
+    """``key = value`` applied to the raw mapping before validation; errors about the key name ``source``."""
+
+    key: str  # dotted, e.g. "model.pooling"
+    value: Any
+    source: str  # what the user wrote it in: "override 'model.pooling=gmp'", "configs/paper.yaml, line 7"
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a key's value came from, for error messages: the override that set it, else its line in the file."""
+
+    file: str
+    lines: dict[str, int]
+    overrides: tuple[_Override, ...] = ()
+
+    def __call__(self, key: str) -> str:
+        for override in reversed(self.overrides):  # the last override touching the key decided its value
+            if key and (key == override.key or override.key.startswith(key + ".")
+                        or key.startswith(override.key + ".")):
+                return override.source
+        line = self.lines.get(key)
+        return f"{self.file}, line {line}" if line else self.file
+
+
 def _read_yaml(path: Path, what: str, example: str) -> tuple[Any, dict[str, int]]:
     """The parsed YAML document and the line of each dotted key.
 
@@ -249,7 +279,10 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunCo
 
     The run name defaults to the file's stem (``configs/gap.yaml`` -> ``gap``).
     """
-    path = Path(path)
+    return _load_run(Path(path), [_parse_override(text) for text in overrides])
+
+
+def _load_run(path: Path, overrides: typing.Sequence[_Override]) -> RunConfig:
     raw, lines = _read_yaml(path, "config file", "configs/gap.yaml")
     if raw is None:
         raw = {}
@@ -258,7 +291,7 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunCo
     raw.setdefault("name", path.stem)
     for override in overrides:
         _apply_override(raw, override)
-    where = _Where(str(path), lines)
+    where = _Where(str(path), lines, tuple(overrides))
     config = _build(RunConfig, raw, "", where)
     check_model(config.model, where)
     _check_dataset(config, where)
@@ -333,34 +366,29 @@ def save_config(config: RunConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-@dataclass(frozen=True)
-class _Where:
-    """Where a key came from, for error messages."""
-
-    file: str
-    lines: dict[str, int]
-
-    def __call__(self, key: str) -> str:
-        line = self.lines.get(key)
-        return f"{self.file}, line {line}" if line else self.file
-
-
-def _apply_override(raw: dict, override: str) -> None:
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key.sub=value, e.g. model.pooling=gmp")
-    key, _, text = override.partition("=")
+def _parse_override(text: str) -> _Override:
+    """``key.sub=value`` (value parsed as YAML) as an override that errors name as the user typed it."""
+    source = f"override {text!r}"
+    key, equals, value_text = text.partition("=")
+    key = key.strip()
+    if not equals or not all(key.split(".")):
+        raise ConfigError(f"{source}: expected key.sub=value with a key before '=', e.g. model.pooling=gmp")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.safe_load(value_text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {override!r}: value is not valid YAML: {error}") from None
-    parts = key.strip().split(".")
+        raise ConfigError(f"{source}: value is not valid YAML: {error}") from None
+    return _Override(key, value, source)
+
+
+def _apply_override(raw: dict, override: _Override) -> None:
+    parts = override.key.split(".")
     target = raw
     for part in parts[:-1]:
         child = target.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: '{part}' is not a section")
+            raise ConfigError(f"{override.source}: '{part}' is not a section")
         target = child
-    target[parts[-1]] = value
+    target[parts[-1]] = copy.deepcopy(override.value)  # later overrides may write into it
 
 
 def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
@@ -411,6 +439,10 @@ def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected a list of {len(args)} numbers")
         return tuple(_convert(arg, item, key, where) for arg, item in zip(args, value))
+    if origin is dict:  # only the study file's grid / set: dotted run-config keys, values checked per run
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where(key)}: '{key}' must be a mapping of dotted config keys, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"config field {key}: unions are not supported")  # a programming error, not user input
     if hint is float:
@@ -475,7 +507,25 @@ class StudyConfig:
         return Path(self.results_dir) / self.name
 
 
-_STUDY_KEYS = ("base", "grid", "set", "quick", "compare", "bootstrap", "confidence")
+@dataclass(frozen=True)
+class _QuickSection:
+    """``study.quick`` as written: grid / set entries for a first look."""
+
+    grid: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _StudySection:
+    """The ``study:`` mapping as written (:class:`StudyConfig` says what each key means)."""
+
+    base: str = ""
+    grid: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+    quick: _QuickSection = field(default_factory=_QuickSection)
+    compare: tuple[Pooling, ...] = ()  # absent: every pooling of the grid but gap
+    bootstrap: int = setting(1000, lambda v: v >= 100, "an integer >= 100")
+    confidence: float = setting(0.95, lambda v: 0.5 <= v < 1, "a number in [0.5, 1)")
 
 
 def is_study_file(path: str | Path) -> bool:
@@ -487,25 +537,14 @@ def is_study_file(path: str | Path) -> bool:
     return isinstance(raw, dict) and "study" in raw
 
 
-def _study_mapping(value: Any, key: str, where: _Where) -> dict:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where(key)}: '{key}' must be a mapping of dotted config keys, got {value!r}")
-    return value
-
-
-def _override_text(key: str, value: Any) -> str:
-    """``key=value`` with the value as one line of YAML, the form :func:`load_config` overrides take."""
-    text = yaml.safe_dump(value, default_flow_style=True).strip()
-    return f"{key}={text.removesuffix('...').strip()}"
-
-
 def load_study(path: str | Path, quick: bool = False,
                overrides: typing.Sequence[str] = ()) -> tuple[StudyConfig, list[RunConfig]]:
     """Read a study file; returns the study and its runs, every run validated before anything runs.
 
     Run ``i`` is ``base`` + ``set`` + one grid combination + ``overrides``, named
     after its grid values (``pooling-gap_seed-0``) with its folder in
-    ``<results_dir>/<study>/runs/``.
+    ``<results_dir>/<study>/runs/``. An error in a grid or set value names its
+    line in the study file; one in an override names the override.
     """
     path = Path(path)
     raw, lines = _read_yaml(path, "study file", "configs/paper.yaml")
@@ -514,68 +553,59 @@ def load_study(path: str | Path, quick: bool = False,
         extra = sorted(set(raw) - {"study"}) if isinstance(raw, dict) else raw
         raise ConfigError(f"{path}: a study file holds only the top-level key 'study' (found {extra}); "
                           "run settings belong in the base config or in study.set")
-    study = _study_mapping(raw["study"], "study", where)
-    for key in study:
-        if key not in _STUDY_KEYS:
-            close = difflib.get_close_matches(str(key), _STUDY_KEYS, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where('study.' + str(key))}: unknown key 'study.{key}'. "
-                              f"Allowed keys in study: {', '.join(_STUDY_KEYS)}.{hint}")
-    if not isinstance(study.get("base"), str):
+    section = _build(_StudySection, raw["study"], "study.", where)
+    if not section.base:
         raise ConfigError(f"{where('study.base')}: 'study.base' must name the run config (relative to {path.parent})")
-    grid = dict(_study_mapping(study.get("grid", {}), "study.grid", where))
-    full_poolings = grid.get("model.pooling")  # compare is checked against the full grid, not the quick one
-    fixed = dict(_study_mapping(study.get("set", {}), "study.set", where))
-    quick_part = _study_mapping(study.get("quick", {}), "study.quick", where)
-    if quick:
-        for key in quick_part:
-            if key not in ("grid", "set"):
-                raise ConfigError(f"{where('study.quick.' + str(key))}: unknown key 'study.quick.{key}'; "
-                                  "expected grid and/or set")
-        grid.update(_study_mapping(quick_part.get("grid", {}), "study.quick.grid", where))
-        fixed.update(_study_mapping(quick_part.get("set", {}), "study.quick.set", where))
-    if not grid:
-        raise ConfigError(f"{where('study.grid')}: 'study.grid' must list at least one key with its values")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
-            raise ConfigError(f"{where('study.grid.' + key)}: 'study.grid.{key}' is {values!r}; "
-                              "expected a non-empty list of distinct values")
-        if key in ("name", "results_dir"):
-            raise ConfigError(f"{where('study.grid.' + key)}: '{key}' is set by the study, not a grid key")
-    default_compare = [p for p in full_poolings if p != "gap"] if isinstance(full_poolings, list) else []
-    compare = study.get("compare", default_compare)
-    if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):
-        raise ConfigError(f"{where('study.compare')}: 'study.compare' is {compare!r}; expected a list of poolings")
-    bootstrap = study.get("bootstrap", 1000)
-    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 100:
-        raise ConfigError(f"{where('study.bootstrap')}: 'study.bootstrap' is {bootstrap!r}; expected an integer >= 100")
-    confidence = study.get("confidence", 0.95)
-    if not isinstance(confidence, float) or not 0.5 <= confidence < 1:
-        raise ConfigError(f"{where('study.confidence')}: 'study.confidence' is {confidence!r}; "
-                          "expected a number in [0.5, 1)")
-
-    name = path.stem + ("_quick" if quick else "")
-    base = path.parent / study["base"]
-    fixed_overrides = [_override_text(key, value) for key, value in fixed.items()]
-    probe = load_config(base, [*fixed_overrides, *overrides])  # errors name the base file and the key
-    results_dir = probe.results_dir
-    runs = []
-    for combination in itertools.product(*grid.values()):
-        assigned = dict(zip(grid, combination))
-        run_name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in assigned.items())
-        grid_overrides = [_override_text(key, value) for key, value in assigned.items()]
-        try:
-            runs.append(load_config(base, [*fixed_overrides, *grid_overrides, *overrides, f"name={run_name}",
-                                           f"results_dir={Path(results_dir) / name / 'runs'}"]))
-        except ConfigError as error:
-            raise ConfigError(f"{path}: study run {run_name}: {error}") from None
+    grid, fixed = _study_entries(section, quick, where)
+    full_poolings = section.grid.get("model.pooling")  # compare is checked against the full grid, not the quick one
+    default_compare = tuple(p for p in full_poolings if p != "gap") if isinstance(full_poolings, list) else ()
+    compare = section.compare if "compare" in raw["study"] else default_compare
     if compare and isinstance(full_poolings, list):
         unknown = [c for c in compare if c not in full_poolings or c == "gap"]
         if unknown or "gap" not in full_poolings:
-            raise ConfigError(f"{where('study.compare')}: 'study.compare' is {compare!r}; every entry must be a "
-                              f"pooling of study.grid.model.pooling other than gap, and gap must be in the grid "
+            raise ConfigError(f"{where('study.compare')}: 'study.compare' is {list(compare)!r}; every entry must be "
+                              f"a pooling of study.grid.model.pooling other than gap, and gap must be in the grid "
                               f"({full_poolings})")
-    config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, v in grid.items()),
-                         set=tuple(fixed.items()), compare=tuple(compare), bootstrap=bootstrap,
-                         confidence=confidence, results_dir=results_dir)
+
+    name = path.stem + ("_quick" if quick else "")
+    base = path.parent / section.base
+    user = [_parse_override(text) for text in overrides]
+    results_dir = _load_run(base, [*fixed, *user]).results_dir  # errors name the base file or the entry
+    runs = []
+    for combination in itertools.product(*(values for values, _ in grid.values())):
+        assigned = dict(zip(grid, combination))
+        run_name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in assigned.items())
+        chosen = [_Override(key, value, grid[key][1]) for key, value in assigned.items()]
+        placed = [_Override("name", run_name, str(path)),
+                  _Override("results_dir", str(Path(results_dir) / name / "runs"), str(path))]
+        try:
+            runs.append(_load_run(base, [*fixed, *chosen, *user, *placed]))
+        except ConfigError as error:
+            raise ConfigError(f"study run {run_name}: {error}") from None
+    config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, (v, _) in grid.items()),
+                         set=tuple((o.key, o.value) for o in fixed), compare=compare,
+                         bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir)
     return config, runs
+
+
+def _study_entries(section: _StudySection, quick: bool,
+                   where: _Where) -> tuple[dict[str, tuple[list, str]], list[_Override]]:
+    """``({grid key: (values, source)}, set entries as overrides)``, the quick ones applied if ``quick``.
+
+    ``source`` is the entry's line in the study file, so that errors point there.
+    """
+    grid = {key: (values, where(f"study.grid.{key}")) for key, values in section.grid.items()}
+    fixed = {key: _Override(key, value, where(f"study.set.{key}")) for key, value in section.set.items()}
+    if quick:
+        grid.update({key: (values, where(f"study.quick.grid.{key}")) for key, values in section.quick.grid.items()})
+        fixed.update({key: _Override(key, value, where(f"study.quick.set.{key}"))
+                      for key, value in section.quick.set.items()})
+    if not grid:
+        raise ConfigError(f"{where('study.grid')}: 'study.grid' must list at least one key with its values")
+    for key, (values, source) in grid.items():
+        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{source}: 'study.grid.{key}' is {values!r}; expected a non-empty list of distinct "
+                              "values")
+        if key in ("name", "results_dir"):
+            raise ConfigError(f"{source}: '{key}' is set by the study, not a grid key")
+    return grid, list(fixed.values())

@@ -238,3 +238,76 @@ def test_a_study_file_or_its_base_that_is_not_utf8_exits_2(tmp_path, capsys):
     assert main(["show-config", str(study)]) == 2
     assert f"{tmp_path / 'base.yaml'}, line 1: not UTF-8" in capsys.readouterr().err
 
+
+# ----------------------------------------------------------------------------- errors name the override
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("=gmp", "override '=gmp': expected key.sub=value with a key before '='"),
+    ("model..pooling=gmp", "override 'model..pooling=gmp': expected key.sub=value"),
+    ("foo.bar=1", "override 'foo.bar=1': unknown key 'foo'. Allowed keys in top level: name, seed"),
+    ("model.poling=gmp", "override 'model.poling=gmp': unknown key 'model.poling'."),
+    ("train.lr=-1", "override 'train.lr=-1': 'train.lr' is -1; expected a number > 0"),
+    ("train={lr: 0}", "override 'train={lr: 0}': 'train.lr' is 0; expected a number > 0"),
+    ("seed.x=1", "override 'seed.x=1': 'seed' is not a section"),
+])
+def test_override_errors_name_the_override_not_the_file(tmp_path, override, fragment):
+    path = write(tmp_path, "seed: 1\ntrain:\n  lr: 0.1\n", "base.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["model.pooling=gap", override])
+    assert str(error.value).startswith(fragment) and "base.yaml" not in str(error.value)
+
+
+def test_file_errors_still_name_the_file_line_when_overrides_are_given(tmp_path):
+    path = write(tmp_path, "seed: 1\ntrain:\n  lr: -1\n", "base.yaml")
+    with pytest.raises(ConfigError, match=r"base.yaml, line 3: 'train.lr' is -1"):
+        load_config(path, ["train.epochs=2", "model.pooling=gmp"])
+    # An override that fixes the key takes the blame away from the file.
+    assert load_config(path, ["train.lr=0.5"]).train.lr == 0.5
+
+
+def study_file(tmp_path, body):
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.read_text())
+    return write(tmp_path, "study:\n  base: tiny.yaml\n" + body, "study.yaml")
+
+
+def test_study_overrides_are_named_in_errors(tmp_path):
+    path = study_file(tmp_path, "  grid:\n    model.pooling: [gap, gmp]\n")
+    with pytest.raises(ConfigError) as error:
+        load_study(path, overrides=["foo.bar=1"])
+    assert str(error.value).startswith("override 'foo.bar=1': unknown key 'foo'")
+    with pytest.raises(ConfigError, match="^override '=3': expected key.sub=value"):
+        load_study(path, overrides=["=3"])
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("  grid:\n    model.pooling: [gap]\n    model.poling: [gap]\n",
+     "study run pooling-gap_poling-gap: {path}, line 5: unknown key 'model.poling'"),
+    ("  grid:\n    model.pooling: [gap]\n  set:\n    train.lr: .inf\n",
+     "{path}, line 6: 'train.lr' is inf; expected a finite number"),
+    ("  grid:\n    seed: [0, -1]\n", "study run seed--1: {path}, line 4: 'seed' is -1"),
+    ("  grid:\n    seed: [0]\n  quick:\n    set:\n      dataset.num_val: 0\n",
+     "{path}, line 7: 'dataset.num_val' is 0"),
+])
+def test_study_grid_and_set_errors_name_their_line_in_the_study_file(tmp_path, body, fragment):
+    path = study_file(tmp_path, body)
+    with pytest.raises(ConfigError) as error:
+        load_study(path, quick=True)
+    assert fragment.format(path=path) in str(error.value)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("  grid: {seed: [0]}\n  confidence: .nan\n", "line 4: 'study.confidence' is nan; expected a finite number"),
+    ("  grid: {seed: [0]}\n  confidence: 1\n", "line 4: 'study.confidence' is 1; expected a number in [0.5, 1)"),
+    ("  grid: {seed: [0]}\n  bootstrap: true\n", "line 4: 'study.bootstrap' is True (bool); expected an integer"),
+    ("  grid: {model.pooling: [gap, gmp]}\n  compare: [avg]\n",
+     "line 4: 'study.compare' is 'avg'; expected one of: gap, gmp, lse, gem"),
+    ("  grid: {seed: [0]}\n  quick: {grids: {seed: [1]}}\n",
+     "line 4: unknown key 'study.quick.grids'. Allowed keys in study.quick: grid, set. Did you mean 'grid'?"),
+    ("  grid: [seed]\n", "line 3: 'study.grid' must be a mapping of dotted config keys, got ['seed']"),
+])
+def test_study_keys_go_through_the_run_config_checks(tmp_path, body, fragment):
+    path = study_file(tmp_path, body)
+    with pytest.raises(ConfigError) as error:
+        load_study(path)
+    assert f"{path}, {fragment}" in str(error.value)
