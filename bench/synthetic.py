@@ -53,6 +53,7 @@ import math
 import os
 import shutil
 import tempfile
+import typing
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -62,14 +63,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.boxes import box_area, mask_to_box
+from bench.config import DatasetConfig, SyntheticVariant, field_check
 from bench.layout import SPLITS, Sample, write_class_names, write_split
 
 # Bump whenever the rendered images could change: it is part of the dataset's folder name.
 GENERATOR_VERSION = 1
 
 NUM_CLASSES = 12
-VARIANTS = ("parts", "uniform")
-IMAGE_SIZE_RANGE = (32, 4096)
+VARIANTS = typing.get_args(SyntheticVariant)
 BOX_AREA_FRACTION_RANGE = (0.05, 0.60)
 ASPECT_RANGE = (0.6, 1.6)
 NUM_DISTRACTORS_RANGE = (2, 5)
@@ -380,18 +381,23 @@ def _check_choice(name: str, value, allowed) -> None:
         raise ValueError(f"{name}={value!r} is not one of {tuple(allowed)}")
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> None:
+def _check_parameter(name: str, value) -> None:
+    """ValueError unless ``value`` is an integer meeting the constraint on ``DatasetConfig.<name>``.
+
+    Guards callers that bypass the config; the bounds themselves are defined once, beside the config field.
+    """
+    holds, expected = field_check(DatasetConfig, name)
     is_int = isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-    if not is_int or value < low or (high is not None and value > high):
-        allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-        raise ValueError(f"{name}={value!r} is not valid: expected {allowed}")
+    if not is_int or not holds(value):
+        raise ValueError(f"{name}={value!r} is not valid: expected {expected}")
 
 
 def render_sample(rng: np.random.Generator, label: int, variant: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Render one image of class ``label``: ``(image uint8 (S, S, 3), object mask bool (S, S))``."""
-    _check_int("label", label, 0, NUM_CLASSES - 1)
+    if isinstance(label, bool) or not (isinstance(label, (int, np.integer)) and 0 <= label < NUM_CLASSES):
+        raise ValueError(f"label={label!r} is not valid: expected an integer in [0, {NUM_CLASSES - 1}]")
     _check_choice("variant", variant, VARIANTS)
-    _check_int("image_size", image_size, *IMAGE_SIZE_RANGE)
+    _check_parameter("image_size", image_size)
     canvas = _render_background(rng, image_size)
     for _ in range(rng.integers(NUM_DISTRACTORS_RANGE[0], NUM_DISTRACTORS_RANGE[1] + 1)):
         _draw_distractor(rng, canvas)
@@ -407,10 +413,9 @@ def render_sample(rng: np.random.Generator, label: int, variant: str, image_size
 def _parameters(variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int) -> dict:
     """Validated generator parameters (what identifies a dataset)."""
     _check_choice("variant", variant, VARIANTS)
-    _check_int("seed", seed, 0)
-    for name, value in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
-        _check_int(name, value, 1)
-    _check_int("image_size", image_size, *IMAGE_SIZE_RANGE)
+    for name, value in (("seed", seed), ("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
+                        ("image_size", image_size)):
+        _check_parameter(name, value)
     return {
         "generator_version": GENERATOR_VERSION,
         "variant": variant,

@@ -1,19 +1,26 @@
 """Every backbone: map size, the GAP invariant, the added layers' learning rate, weights files and their errors."""
 
 import dataclasses
+import typing
 
 import pytest
 import torch
 import torchvision
 from helpers import TINY_CONFIG
 
-from bench.backbones import MissingWeightsError, build_backbone
+from bench.backbones import BACKBONE_BUILDERS, MissingWeightsError, build_backbone
 from bench.cam import class_activation_maps
 from bench.cli import main
-from bench.config import FEATURE_STRIDES, ConfigError, ModelConfig, load_config
+from bench.config import BACKBONES, ConfigError, ModelConfig, load_config
 from bench.models import build_model
 
-CASES = [(name, stride) for name, strides in FEATURE_STRIDES.items() for stride in strides]
+CASES = [(name, stride) for name, info in BACKBONES.items() for stride in info.feature_strides]
+
+
+def test_one_backbone_table_names_every_builder_and_config_choice():
+    # config.BACKBONES is the one list: the builders and the config's allowed choices follow it.
+    assert list(BACKBONE_BUILDERS) == list(BACKBONES)
+    assert typing.get_args(typing.get_type_hints(ModelConfig)["backbone"]) == tuple(BACKBONES)
 
 
 @pytest.mark.parametrize("backbone, stride", CASES)
@@ -46,6 +53,18 @@ def test_the_paper_gap_backbones_add_a_1024_channel_conv_trained_at_the_head_rat
     assert id(conv.weight) in new_ids and id(model.classifier.weight) in new_ids
     assert not new_ids & {id(p) for p in pretrained["params"]}
     assert len(new["params"]) + len(pretrained["params"]) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("backbone, mean, std", [
+    # torchvision's ImageNet weights: timm's IMAGENET_DEFAULT_*; TF-ported weights take [-1, 1] input.
+    ("resnet18", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("vgg16_gap", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ("efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ("googlenet_gap", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+])
+def test_each_backbone_normalizes_its_input_as_its_weights_expect(backbone, mean, std):
+    model = build_model(ModelConfig(backbone=backbone, pretrained=False), num_classes=2)
+    assert (tuple(model.mean), tuple(model.std)) == (mean, std)
 
 
 def test_resnet_stride_16_is_wsolevaluations_layer4_at_stride_1():

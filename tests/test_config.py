@@ -1,6 +1,7 @@
 """Strict config loading: every bad input names the file, line, key, value and what is allowed."""
 
 import dataclasses
+import typing
 
 import pytest
 import yaml
@@ -11,9 +12,11 @@ from bench.config import (
     ConfigError,
     DatasetConfig,
     ModelConfig,
+    RunConfig,
     config_to_dict,
     is_study_file,
     load_config,
+    load_study,
     save_config,
 )
 
@@ -127,3 +130,184 @@ def test_every_shipped_run_config_loads_and_round_trips(path, tmp_path):
     config = load_config(path)
     save_config(config, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == config
+
+
+# ----------------------------------------------------------------------------- bounds, non-finite numbers
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("seed: -1\n", "line 1: 'seed' is -1; expected an integer in [0, 2**32)"),
+    ("seed: 4294967296\n", "line 1: 'seed' is 4294967296; expected an integer in [0, 2**32)"),
+    ("dataset:\n  seed: -1\n", "line 2: 'dataset.seed' is -1; expected an integer in [0, 2**32)"),
+    ("dataset:\n  num_val: 0\n", "line 2: 'dataset.num_val' is 0; expected an integer >= 1"),
+    ("dataset:\n  image_size: 4097\n", "line 2: 'dataset.image_size' is 4097; expected an integer in [32, 4096]"),
+])
+def test_seeds_and_generator_sizes_are_bounded_where_the_config_is_read(tmp_path, text, fragment):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, text))
+    assert fragment in str(error.value)
+
+
+def test_largest_seed_is_accepted(tmp_path):
+    config = load_config(write(tmp_path, "seed: 4294967295\ndataset:\n  seed: 4294967295\n  image_size: 4096\n"))
+    assert (config.seed, config.dataset.seed, config.dataset.image_size) == (2**32 - 1, 2**32 - 1, 4096)
+
+
+def test_cli_refuses_a_negative_seed_before_creating_the_run_folder(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["run", str(TINY_CONFIG), f"results_dir={results}", f"data_root={tmp_path / 'data'}", "seed=-1"]) == 2
+    assert "'seed' is -1; expected an integer in [0, 2**32)" in capsys.readouterr().err
+    assert not results.exists() and not (tmp_path / "data").exists()
+
+
+def float_keys(cls, prefix=""):
+    """Every dotted key of a float field (tuples of floats included) under config dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    for spec in dataclasses.fields(cls):
+        hint = hints[spec.name]
+        if dataclasses.is_dataclass(hint):
+            yield from float_keys(hint, f"{prefix}{spec.name}.")
+        elif hint is float or float in typing.get_args(hint):
+            yield prefix + spec.name
+
+
+FLOAT_KEYS = list(float_keys(RunConfig))
+
+
+def test_float_keys_are_found():
+    assert {"train.lr", "eval.tau", "model.lse_r", "train.augment.crop_scale"} <= set(FLOAT_KEYS)
+
+
+@pytest.mark.parametrize("key", FLOAT_KEYS)
+@pytest.mark.parametrize("number", [".inf", "-.inf", ".nan"])
+def test_every_float_key_refuses_non_finite_numbers(tmp_path, key, number):
+    value = f"[0.5, {number}]" if key == "train.augment.crop_scale" else number
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, "seed: 1\n"), [f"{key}={value}"])
+    assert f"'{key}' is {float(number.replace('.', ''))!r}; expected a finite number" in str(error.value)
+
+
+def test_non_finite_number_in_a_file_names_its_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"exp.yaml, line 3: 'train.lr' is inf; expected a finite number"):
+        load_config(write(tmp_path, "seed: 1\ntrain:\n  lr: .inf\n"))
+
+
+# ----------------------------------------------------------------------------- duplicate keys, encoding
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("seed: 1\ntrain:\n  lr: 0.1\nmodel:\n  pooling: gmp\ntrain:\n  epochs: 2\n",
+     "line 6: duplicate key 'train' (first at line 2)"),
+    ("train:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n", "line 4: duplicate key 'train.lr' (first at line 2)"),
+    ("model: {pooling: gap, pooling: gmp}\n", "line 1: duplicate key 'model.pooling' (first at line 1)"),
+])
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path, text, fragment):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert f"{path}, {fragment}" in str(error.value)
+
+
+def test_duplicate_keys_in_a_study_file_are_refused(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.read_text())
+    path = write(tmp_path, "study:\n  base: tiny.yaml\n  grid:\n    seed: [0, 1]\n  set: {}\n  grid:\n"
+                           "    model.pooling: [gap]\n", "study.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_study(path)
+    assert f"{path}, line 6: duplicate key 'study.grid' (first at line 3)" in str(error.value)
+
+
+def test_a_config_that_is_not_utf8_is_a_config_error_naming_the_file(tmp_path, capsys):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("seed: 1\n# caf\u00e9\nmodel:\n  pooling: gap\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml, line 2: not UTF-8 text \(byte 0xe9\); save"):
+        load_config(path)
+    assert main(["show-config", str(path)]) == 2
+    assert f"{path}, line 2: not UTF-8" in capsys.readouterr().err
+
+
+def test_a_study_file_or_its_base_that_is_not_utf8_exits_2(tmp_path, capsys):
+    study = tmp_path / "study.yaml"
+    study.write_bytes("study:\n  base: base.yaml\n  grid: {seed: [0]}\n  # \u00e9\n".encode("latin-1"))
+    assert main(["run", str(study)]) == 2
+    assert f"{study}, line 4: not UTF-8" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="line 4: not UTF-8"):
+        load_study(study)
+    study.write_text("study:\n  base: base.yaml\n  grid: {seed: [0]}\n")
+    (tmp_path / "base.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    assert main(["show-config", str(study)]) == 2
+    assert f"{tmp_path / 'base.yaml'}, line 1: not UTF-8" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- errors name the override
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("=gmp", "override '=gmp': expected key.sub=value with a key before '='"),
+    ("model..pooling=gmp", "override 'model..pooling=gmp': expected key.sub=value"),
+    ("foo.bar=1", "override 'foo.bar=1': unknown key 'foo'. Allowed keys in top level: name, seed"),
+    ("model.poling=gmp", "override 'model.poling=gmp': unknown key 'model.poling'."),
+    ("train.lr=-1", "override 'train.lr=-1': 'train.lr' is -1; expected a number > 0"),
+    ("train={lr: 0}", "override 'train={lr: 0}': 'train.lr' is 0; expected a number > 0"),
+    ("seed.x=1", "override 'seed.x=1': 'seed' is not a section"),
+])
+def test_override_errors_name_the_override_not_the_file(tmp_path, override, fragment):
+    path = write(tmp_path, "seed: 1\ntrain:\n  lr: 0.1\n", "base.yaml")
+    with pytest.raises(ConfigError) as error:
+        load_config(path, ["model.pooling=gap", override])
+    assert str(error.value).startswith(fragment) and "base.yaml" not in str(error.value)
+
+
+def test_file_errors_still_name_the_file_line_when_overrides_are_given(tmp_path):
+    path = write(tmp_path, "seed: 1\ntrain:\n  lr: -1\n", "base.yaml")
+    with pytest.raises(ConfigError, match=r"base.yaml, line 3: 'train.lr' is -1"):
+        load_config(path, ["train.epochs=2", "model.pooling=gmp"])
+    # An override that fixes the key takes the blame away from the file.
+    assert load_config(path, ["train.lr=0.5"]).train.lr == 0.5
+
+
+def study_file(tmp_path, body):
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.read_text())
+    return write(tmp_path, "study:\n  base: tiny.yaml\n" + body, "study.yaml")
+
+
+def test_study_overrides_are_named_in_errors(tmp_path):
+    path = study_file(tmp_path, "  grid:\n    model.pooling: [gap, gmp]\n")
+    with pytest.raises(ConfigError) as error:
+        load_study(path, overrides=["foo.bar=1"])
+    assert str(error.value).startswith("override 'foo.bar=1': unknown key 'foo'")
+    with pytest.raises(ConfigError, match="^override '=3': expected key.sub=value"):
+        load_study(path, overrides=["=3"])
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("  grid:\n    model.pooling: [gap]\n    model.poling: [gap]\n",
+     "study run pooling-gap_poling-gap: {path}, line 5: unknown key 'model.poling'"),
+    ("  grid:\n    model.pooling: [gap]\n  set:\n    train.lr: .inf\n",
+     "{path}, line 6: 'train.lr' is inf; expected a finite number"),
+    ("  grid:\n    seed: [0, -1]\n", "study run seed--1: {path}, line 4: 'seed' is -1"),
+    ("  grid:\n    seed: [0]\n  quick:\n    set:\n      dataset.num_val: 0\n",
+     "{path}, line 7: 'dataset.num_val' is 0"),
+])
+def test_study_grid_and_set_errors_name_their_line_in_the_study_file(tmp_path, body, fragment):
+    path = study_file(tmp_path, body)
+    with pytest.raises(ConfigError) as error:
+        load_study(path, quick=True)
+    assert fragment.format(path=path) in str(error.value)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ("  grid: {seed: [0]}\n  confidence: .nan\n", "line 4: 'study.confidence' is nan; expected a finite number"),
+    ("  grid: {seed: [0]}\n  confidence: 1\n", "line 4: 'study.confidence' is 1; expected a number in [0.5, 1)"),
+    ("  grid: {seed: [0]}\n  bootstrap: true\n", "line 4: 'study.bootstrap' is True (bool); expected an integer"),
+    ("  grid: {model.pooling: [gap, gmp]}\n  compare: [avg]\n",
+     "line 4: 'study.compare' is 'avg'; expected one of: gap, gmp, lse, gem"),
+    ("  grid: {seed: [0]}\n  quick: {grids: {seed: [1]}}\n",
+     "line 4: unknown key 'study.quick.grids'. Allowed keys in study.quick: grid, set. Did you mean 'grid'?"),
+    ("  grid: [seed]\n", "line 3: 'study.grid' must be a mapping of dotted config keys, got ['seed']"),
+])
+def test_study_keys_go_through_the_run_config_checks(tmp_path, body, fragment):
+    path = study_file(tmp_path, body)
+    with pytest.raises(ConfigError) as error:
+        load_study(path)
+    assert f"{path}, {fragment}" in str(error.value)

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
+from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
-from bench.backbones import EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD
 from bench.config import EvalConfig, ModelConfig, RunConfig
 from bench.evaluate import PREDICTION_COLUMNS, evaluate, to_pixels
 from bench.layout import Sample
@@ -219,7 +219,7 @@ def test_protocol_is_stated_in_one_wording():
 
 
 @pytest.mark.parametrize("mean, std", [((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-                                       (EFFICIENTNET_LITE_MEAN, EFFICIENTNET_LITE_STD)])
+                                       (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD)])
 def test_to_pixels_undoes_image_to_tensor_exactly(mean, std):
     pixels = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
     np.testing.assert_array_equal(to_pixels(image_to_tensor(Image.fromarray(pixels), mean, std), mean, std), pixels)

@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from skimage import data as skimage_data
+from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from torchvision.models import ResNet50_Weights
 
 from bench.cam import class_activation_maps, upsample_cams
-from bench.config import ModelConfig
+from bench.config import ConfigError, ModelConfig
 from bench.models import (
     build_model,
     calibrate_feature_scale,
@@ -106,6 +107,16 @@ def test_calibration_sets_the_pooled_energy_and_keeps_the_model_mode(pooling):
     assert calibrate_feature_scale(model, images, target_energy=0.0) == pytest.approx(scale)  # 0 = leave as is
 
 
+@pytest.mark.parametrize("config, fragment", [
+    (ModelConfig(backbone="vgg16_gap", pretrained=False, feature_stride=32), "vgg16_gap supports: 16"),
+    (ModelConfig(backbone="tiny_cnn", feature_stride=8), "backbone tiny_cnn has no pretrained weights"),
+])
+def test_build_model_checks_a_code_built_config_with_the_loaders_check(config, fragment):
+    # A ModelConfig made in code skips load_config; build_model runs the same check (one definition).
+    with pytest.raises(ConfigError, match=fragment):
+        build_model(config, 3)
+
+
 def test_parameter_groups_give_the_head_its_multiplier():
     model = build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8), 3)
     backbone, head = model.parameter_groups(lr=0.01, head_lr_mult=10.0)
@@ -114,11 +125,15 @@ def test_parameter_groups_give_the_head_its_multiplier():
 
 
 def classify(model, image: np.ndarray) -> tuple[str, float]:
-    """Top-1 ImageNet class name and probability of an RGB uint8 image (resized to 224, mean = std = 0.5)."""
+    """Top-1 ImageNet class name and probability of an RGB uint8 image (resized to 224).
+
+    Normalized as EfficientNet-Lite's TF weights expect, to [-1, 1]: timm's IMAGENET_INCEPTION mean = std = 0.5.
+    """
     tensor = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 255.0
     tensor = torch.nn.functional.interpolate(tensor, size=(224, 224), mode="bilinear", antialias=True)
+    mean, std = (torch.tensor(values)[:, None, None] for values in (IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD))
     with torch.no_grad():
-        logits = model.classifier(model.features((tensor - 0.5) / 0.5).mean(dim=(2, 3)))
+        logits = model.classifier(model.features((tensor - mean) / std).mean(dim=(2, 3)))
     probability, index = logits.softmax(dim=1)[0].max(dim=0)
     return ResNet50_Weights.IMAGENET1K_V2.meta["categories"][index], probability.item()
 

@@ -6,10 +6,12 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from helpers import TINY_CONFIG
 from PIL import Image
 
 from bench import synthetic
 from bench.boxes import box_area, mask_to_box
+from bench.config import ConfigError, load_config
 from bench.layout import read_class_names, read_split
 from bench.synthetic import (
     CLASS_DESIGNS,
@@ -144,6 +146,25 @@ def test_invalid_parameters_name_argument_value_and_allowed(tmp_path, kwargs, me
     with pytest.raises(ValueError, match=message):
         ensure_synthetic_dataset(tmp_path, **{**TINY, **kwargs}, progress=False)
     assert list(tmp_path.iterdir()) == []  # validated before touching the disk
+
+
+@pytest.mark.parametrize("key, bad, good", [
+    ("seed", -1, 0),
+    ("seed", 2**32, 2**32 - 1),
+    ("num_val", 0, 1),
+    ("image_size", 31, 32),
+    ("image_size", 4097, 4096),
+])
+def test_generator_and_config_accept_the_same_values(tmp_path, key, bad, good):
+    # The bounds are defined once, beside the config field; the generator guards direct callers with them.
+    synthetic_dataset_dir(tmp_path, **{**TINY, key: good})
+    assert getattr(load_config(TINY_CONFIG, [f"dataset.{key}={good}"]).dataset, key) == good
+    with pytest.raises(ValueError, match=rf"^{key}={bad} is not valid: expected ") as direct:
+        synthetic_dataset_dir(tmp_path, **{**TINY, key: bad})
+    with pytest.raises(ConfigError) as loaded:
+        load_config(TINY_CONFIG, [f"dataset.{key}={bad}"])
+    expected = str(direct.value).split(": expected ")[1]
+    assert str(loaded.value).endswith(f"'dataset.{key}' is {bad}; expected {expected}")
 
 
 def test_render_sample_rejects_bad_label():
