@@ -18,7 +18,7 @@ DATA_ROOT ?=
 RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv benchmark report data test perf clean-venv
+.PHONY: help venv benchmark report data lint test perf clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ report: $(STAMP) ## Re-render a study's tables and figures from its finished run
 
 data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
 	$(PY) -m bench data $(CONFIG) $(RUN_ARGS)
+
+lint: $(STAMP) ## Check the code with ruff (rules in pyproject.toml)
+	$(VENV)/bin/ruff check bench tests
 
 test: $(STAMP) ## Run the test suite (fast: CPU, no network)
 	$(PY) -m pytest -q

@@ -4,7 +4,7 @@ The rule (Zhou et al., CVPR 2016): normalize the CAM, keep the pixels
 whose normalized value is ``>= tau`` (tau = 0.2 in the paper), and take the
 bounding box of the largest connected component of the kept pixels.
 
-Two normalizations (DOMAIN.md §3; they select different regions for the same
+Two normalizations (docs/metrics.md; they select different regions for the same
 tau when the map has a negative minimum):
 
 * ``"max"`` (the CAM paper): ``M / max(M)``; thresholding at tau keeps

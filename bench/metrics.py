@@ -1,6 +1,6 @@
 """Localization metrics: per-image outcomes and a streaming meter.
 
-Definitions (DOMAIN.md §3), over all evaluated images; accuracies and errors are
+Definitions (docs/metrics.md), over all evaluated images; accuracies and errors are
 percentages, errors are ``100 - accuracy``:
 
 * **top-1 / top-5 classification error**: % of images whose label is not the

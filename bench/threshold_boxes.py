@@ -1,6 +1,6 @@
 """Boxes at every threshold of a list, in one pass over the pixels.
 
-The threshold-free metrics (MaxBoxAcc, MaxBoxAccV2; DOMAIN.md §3) need, for
+The threshold-free metrics (MaxBoxAcc, MaxBoxAccV2; docs/metrics.md) need, for
 each map and each threshold ``tau`` of a list (100 or 1,000 of them), the box
 the paper's rule gives at ``tau`` (the largest 8-connected component of
 ``normalized >= tau``) and the best ground-truth match among the boxes of ALL
@@ -38,7 +38,7 @@ costs about as much as the per-threshold labelling it replaces. scikit-image's
 boxes up that tree is again a per-pixel Python loop. numba (``pip install
 numba``, a wheel from PyPI, no compiler needed) compiles the loop once
 (cached in ``__pycache__``) and runs it at C speed. Measured numbers:
-``make perf`` and README.
+``make perf`` and docs/results.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Metrics over a list of thresholds: BoxAcc curves, MaxBoxAcc(V2), PxAP and a tau chosen on val.
 
-Definitions (DOMAIN.md §3; percentages; ``tau`` runs over a threshold list,
+Definitions (docs/metrics.md; percentages; ``tau`` runs over a threshold list,
 :func:`bench.threshold_boxes.threshold_list`; maps are GT-class CAMs normalized as
 ``eval.normalization`` says):
 
