@@ -109,7 +109,8 @@ def _cam(args: argparse.Namespace) -> int:
 
     try:
         if args.topk < 1 or args.batch_size < 1:
-            raise cam_command.CamCommandError(f"--topk and --batch-size must be >= 1, got {args.topk} and {args.batch_size}")
+            raise cam_command.CamCommandError(f"--topk and --batch-size must be >= 1, got {args.topk} and "
+                                              f"{args.batch_size}")
         images = cam_command.plan_outputs(args.images, Path(args.out), args.overwrite)
         model = (cam_command.checkpoint_cam_model(Path(args.checkpoint)) if args.checkpoint
                  else cam_command.imagenet_cam_model())

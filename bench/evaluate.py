@@ -142,7 +142,10 @@ def _format_box(box: np.ndarray) -> str:
 
 
 def to_pixels(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
-    """``(3, S, S)`` tensor normalized with ``mean`` / ``std`` -> ``(S, S, 3)`` uint8: the inverse of ``image_to_tensor``."""
+    """``(3, S, S)`` tensor normalized with ``mean`` / ``std`` -> ``(S, S, 3)`` uint8.
+
+    The inverse of :func:`bench.torch_data.image_to_tensor`.
+    """
     pixels = image.cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     return (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
 

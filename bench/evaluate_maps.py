@@ -97,7 +97,10 @@ def load_score_map(path: Path, allow_any_range: bool = False) -> np.ndarray:
 
 
 def load_score_maps(maps_dir: Path, samples: list[Sample], allow_any_range: bool = False) -> list[np.ndarray]:
-    """The map of every sample (float32 ``(h_i, w_i)``), in order; raises :class:`ScoreMapError` listing all problems."""
+    """The map of every sample (float32 ``(h_i, w_i)``), in order.
+
+    Raises :class:`ScoreMapError` listing all problems.
+    """
     maps_dir = Path(maps_dir)
     if not maps_dir.is_dir():
         raise ScoreMapError(f"{maps_dir}: score-map folder not found")

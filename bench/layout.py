@@ -408,8 +408,8 @@ def read_metadata(
 
     Image paths are ``image_root / image_id``; ``masks.txt`` (optional) paths
     and those of a mask-layout ``localization.txt`` (module docstring; boxes
-    derived from the instance masks, which are opened) are under ``masks_root``. ``num_classes`` bounds the labels (None: any
-    label >= 0). In ``train``, ``localization.txt`` is optional (images
+    derived from the instance masks, which are opened) are under ``masks_root``.
+    ``num_classes`` bounds the labels (None: any label >= 0). In ``train``, ``localization.txt`` is optional (images
     without a line get G = 0) and so is ``image_sizes.txt`` (sizes come from
     the image headers). ``strict_boxes``: every box must lie inside its listed
     size, else the bounds are left to ``bench.readers.check_images`` (which

@@ -8,7 +8,8 @@ The run folder ``results/<name>/`` holds:
 * ``checkpoint.pt``    full training state after the last finished epoch (:mod:`bench.checkpoint`)
 * ``metrics.json``     the metrics, with the protocol that produced them
 * ``predictions.csv``  one row per evaluated image (see :data:`bench.evaluate.PREDICTION_COLUMNS`)
-* ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution (float16; float32 if beyond its range) + image ids
+* ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution + image ids
+  (float16; float32 if a value is beyond its range)
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
 * ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
 * ``history.csv``, ``history.png``  per epoch: training loss and accuracy, val top-1 cls error and GT-known loc

@@ -1,4 +1,6 @@
-"""From a batch of images to top-k classes, CAMs and boxes: the one path evaluation, ``bench cam`` and ``make perf`` share.
+"""From a batch of images to top-k classes, CAMs and boxes.
+
+The one path that evaluation, ``bench cam`` and ``make perf`` share.
 
 One forward pass gives the features; the classifier head on them gives the
 logits (softmax, top-k classes) and, from the same features, the CAMs of the
@@ -71,7 +73,10 @@ def upsample_to_frames(cams: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> 
 
 def box_in_frames(cams: torch.Tensor, sizes: Sequence[tuple[int, int]], tau: float,
                   normalization: str) -> tuple[list[np.ndarray], np.ndarray]:
-    """Upsample ``cams (B, M, h, w)`` to the frames ``sizes`` and box every map -> (B maps ``(M, H_i, W_i)``, ``(B, M, 4)``)."""
+    """Upsample ``cams (B, M, h, w)`` to the frames ``sizes`` and box every map.
+
+    Returns B maps ``(M, H_i, W_i)`` and their boxes ``(B, M, 4)``.
+    """
     maps = upsample_to_frames(cams, sizes)
     boxes = np.stack([boxes_from_cams(image_maps, tau, normalization) for image_maps in maps])  # (B, M, 4)
     return maps, boxes.reshape(len(maps), cams.shape[1], 4)

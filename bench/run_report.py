@@ -129,7 +129,8 @@ def format_sweep(summary: dict) -> str:
     """Plain-text lines of the threshold-sweep metrics, each with its protocol."""
     lines = [f"  MaxBoxAcc (%)          {summary['max_box_acc']['value']:7.2f}  at tau "
              f"{summary['max_box_acc']['tau']:g} [{summary['max_box_acc']['protocol']}]",
-             f"  MaxBoxAccV2 (%)        {summary['max_box_acc_v2']['value']:7.2f}  [{summary['max_box_acc_v2']['protocol']}]"]
+             f"  MaxBoxAccV2 (%)        {summary['max_box_acc_v2']['value']:7.2f}  "
+             f"[{summary['max_box_acc_v2']['protocol']}]"]
     if "pxap" in summary:
         lines.append(f"  PxAP (%)               {summary['pxap']['value']:7.2f}  [{summary['pxap']['protocol']}]")
     if "calibrated" in summary:

@@ -235,7 +235,8 @@ def test_table_cells_are_recomputed_from_per_image_rows_with_exact_strings(tmp_p
         # GAP seed 0: 3 of 4 classified, 2 of 4 top-1 localized, GT-known 3 of 4, IoUs mean 0.5; MaxBoxAcc 75.
         hand_made_run("gap", 0, [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0.8, 0.6, 0.4, 0.2], [50, 75]),
         # GAP seed 1: 4 of 4 classified, 3 of 4 localized, GT-known 4 of 4, IoUs mean 0.6; MaxBoxAcc 100.
-        hand_made_run("gap", 1, [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0.9, 0.7, 0.5, 0.3], [100, 25]),
+        hand_made_run("gap", 1, [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0.9, 0.7, 0.5, 0.3],
+                      [100, 25]),
         hand_made_run("gmp", 0, [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0.0, 0.0, 0.0, 0.0], [0, 0]),
     ]
     rows = table_rows(study, results)

@@ -46,7 +46,8 @@ class RunResult:
     gt_class_iou: np.ndarray  # (N,) best IoU of the GT-class box with the ground truth
     gt_class_cams: np.ndarray | None  # (N, h, w) float32, feature resolution (the final epoch's; None otherwise)
     box_acc_curve: tuple[np.ndarray, np.ndarray]  # (taus (T,), BoxAcc(tau, 0.5) % (T,)) from box_acc_curves.csv
-    history: list[dict[str, float]] = field(default_factory=list)  # history.csv rows, one per epoch (empty for runs from before it existed)
+    # history.csv rows, one per epoch (empty for runs from before it existed)
+    history: list[dict[str, float]] = field(default_factory=list)
     point: str = FINAL
 
     @property
