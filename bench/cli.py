@@ -151,47 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "cam":
         return _cam(args)
     try:
-        if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
-            return _study_command(args)
-        if args.command == "report":
-            raise ConfigError(f"{args.config}: 'report' takes a study file (with a top-level 'study:' key), "
-                              "e.g. configs/paper.yaml; a single run's report is its run folder")
-        config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
-        if args.command == "evaluate-maps":
-            return _evaluate_maps(args, config)
-        if args.command == "show-config":
-            import yaml
-
-            print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
-            return 0
-        # Heavy imports (torch, timm) only once the config is known to be valid.
-        from bench import pipeline
-
-        if args.command == "export-wsol":
-            from bench.readers import common_image_root, write_wsol
-
-            dataset = pipeline.prepare_dataset(config)
-            image_root = common_image_root(dataset)
-            write_wsol(dataset, Path(args.out), image_root)
-            counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
-            print(f"wrote wsolevaluation metadata to {args.out} ({counts}); image ids are relative to {image_root}")
-            return 0
-        if args.command == "data":
-            dataset = pipeline.prepare_dataset(config)
-            train, evaluated, skipped = pipeline.checked_samples(dataset, config)
-            print(dataset.source)
-            counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
-            print(f"{len(dataset.class_names)} classes; images per split: {counts}; "
-                  f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"
-                  + (f", {len(skipped)} skipped" if skipped else ""))
-            return 0
-        from bench import distributed
-
-        try:
-            pipeline.run(config, overwrite=args.overwrite, resume=args.resume)
-        finally:
-            distributed.shutdown()
-        return 0
+        return _dispatch(args)
     except ConfigError as error:
         print(f"config error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -199,21 +159,80 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; continue the run with --resume", file=sys.stderr)
         return 130
     except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
-        from bench.evaluate_maps import ScoreMapError
-        from bench.layout import DatasetFormatError
-        from bench.pipeline import ResumeError, RunExistsError
-        from bench.study.runner import StudyError
+        return _exit_code(error)
 
-        known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
-                 FileExistsError)
-        if isinstance(error, known):
-            print(f"error: {error}", file=sys.stderr)
-            return EXIT_BAD_INPUT
-        failure = describe_failure(error)
-        if failure:
-            print(f"error: {failure}", file=sys.stderr)
-            return EXIT_FAILURE
-        raise
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run one command other than ``cam``; errors propagate to :func:`main`."""
+    if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
+        return _study_command(args)
+    if args.command == "report":
+        raise ConfigError(f"{args.config}: 'report' takes a study file (with a top-level 'study:' key), "
+                          "e.g. configs/paper.yaml; a single run's report is its run folder")
+    config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
+    if args.command == "evaluate-maps":
+        return _evaluate_maps(args, config)
+    if args.command == "show-config":
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        return 0
+    # Heavy imports (torch, timm) only once the config is known to be valid.
+    if args.command == "export-wsol":
+        return _export_wsol(args, config)
+    if args.command == "data":
+        return _data(config)
+    from bench import distributed, pipeline
+
+    try:
+        pipeline.run(config, overwrite=args.overwrite, resume=args.resume)
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def _export_wsol(args: argparse.Namespace, config) -> int:
+    from bench.pipeline import prepare_dataset
+    from bench.readers import common_image_root, write_wsol
+
+    dataset = prepare_dataset(config)
+    image_root = common_image_root(dataset)
+    write_wsol(dataset, Path(args.out), image_root)
+    counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
+    print(f"wrote wsolevaluation metadata to {args.out} ({counts}); image ids are relative to {image_root}")
+    return 0
+
+
+def _data(config) -> int:
+    from bench.pipeline import checked_samples, prepare_dataset
+
+    dataset = prepare_dataset(config)
+    train, evaluated, skipped = checked_samples(dataset, config)
+    print(dataset.source)
+    counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
+    print(f"{len(dataset.class_names)} classes; images per split: {counts}; "
+          f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"
+          + (f", {len(skipped)} skipped" if skipped else ""))
+    return 0
+
+
+def _exit_code(error: Exception) -> int:
+    """Exit 2 for bad input, 1 for a failure the user can act on (message printed); re-raise a real bug."""
+    from bench.evaluate_maps import ScoreMapError
+    from bench.layout import DatasetFormatError
+    from bench.pipeline import ResumeError, RunExistsError
+    from bench.study.runner import StudyError
+
+    known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
+             FileExistsError)
+    if isinstance(error, known):
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    failure = describe_failure(error)
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise error
 
 
 def describe_failure(error: BaseException) -> str | None:
