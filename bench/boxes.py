@@ -15,8 +15,9 @@ Convention (used by every module of this package):
 * Image sizes are always ``(H, W)``, never OpenCV's ``(W, H)``.
 
 Datasets given in other conventions (CUB's ``x y w h``) are converted on read
-with :func:`xywh_to_xyxy`. Geometric transforms (resize, crop, flip) of boxes
-live here too, so that images and boxes move together in one way only.
+with :func:`xywh_to_xyxy`. Resizing boxes with their image lives here too
+(:func:`resize_boxes`); training crops and flips move images only, as training
+reads labels only.
 """
 
 from __future__ import annotations
@@ -97,24 +98,3 @@ def resize_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[i
     (h_from, w_from), (h_to, w_to) = from_size, to_size
     scale = np.array([w_to / w_from, h_to / h_from, w_to / w_from, h_to / h_from])
     return np.asarray(boxes, dtype=np.float64) * scale
-
-
-def crop_boxes(boxes: np.ndarray, crop: tuple[float, float, float, float]) -> np.ndarray:
-    """Map boxes ``(..., 4)`` into the frame of ``crop = [x0, y0, x1, y1)``, clipped to it.
-
-    A box entirely outside the crop becomes a zero-area box on the crop's border.
-    """
-    cx0, cy0, cx1, cy1 = crop
-    boxes = np.asarray(boxes, dtype=np.float64)
-    shifted = boxes - np.array([cx0, cy0, cx0, cy0])
-    limits = np.array([cx1 - cx0, cy1 - cy0, cx1 - cx0, cy1 - cy0])
-    return np.clip(shifted, 0, limits)
-
-
-def hflip_boxes(boxes: np.ndarray, width: float) -> np.ndarray:
-    """Mirror boxes ``(..., 4)`` left-right in an image of the given width."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    flipped = boxes.copy()
-    flipped[..., 0] = width - boxes[..., 2]
-    flipped[..., 2] = width - boxes[..., 0]
-    return flipped

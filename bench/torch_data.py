@@ -1,19 +1,21 @@
-"""The torch side of a dataset: images as normalized tensors, with box-aware training augmentation.
+"""The torch side of a dataset: images as normalized tensors, with training augmentation.
 
 Samples come from :mod:`bench.layout` (their boxes follow :mod:`bench.boxes`);
-:class:`WsolDataset` maps them into the network's input frame.
+:class:`WsolDataset` maps them into the network's input frame. The geometry is
+torchvision's (``transforms.v2`` on PIL images); only its seeding is ours.
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.transforms import v2
 
-from bench.boxes import crop_boxes, hflip_boxes, resize_boxes
+from bench.boxes import resize_boxes
 from bench.layout import Sample
+
+CROP_ASPECT_RANGE = (3 / 4, 4 / 3)  # width / height of a training crop (torchvision's default)
 
 
 def image_to_tensor(
@@ -26,54 +28,23 @@ def image_to_tensor(
     return ((pixels - mean_t) / std_t).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
-def sample_resized_crop(
-    size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float], generator: torch.Generator
-) -> tuple[int, int, int, int]:
-    """Random crop ``(x0, y0, x1, y1)`` of an image of ``size (H, W)``, as torchvision's RandomResizedCrop.
-
-    Same algorithm as ``torchvision.transforms.RandomResizedCrop.get_params``
-    (10 tries of area fraction in ``scale`` and log-uniform aspect ``w/h`` in
-    ``ratio``, else a centre crop at the nearest allowed aspect) but with an
-    explicit generator, which torchvision's does not take.
-    """
-    height, width = size
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
-        target_area = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(1, generator=generator).item())
-        aspect = math.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(1, generator=generator).item())
-        crop_w = int(round(math.sqrt(target_area * aspect)))
-        crop_h = int(round(math.sqrt(target_area / aspect)))
-        if 0 < crop_w <= width and 0 < crop_h <= height:
-            top = int(torch.randint(0, height - crop_h + 1, (1,), generator=generator).item())
-            left = int(torch.randint(0, width - crop_w + 1, (1,), generator=generator).item())
-            return left, top, left + crop_w, top + crop_h
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        crop_w, crop_h = width, int(round(width / ratio[0]))
-    elif in_ratio > ratio[1]:
-        crop_h, crop_w = height, int(round(height * ratio[1]))
-    else:
-        crop_w, crop_h = width, height
-    top, left = (height - crop_h) // 2, (width - crop_w) // 2
-    return left, top, left + crop_w, top + crop_h
-
-
 class WsolDataset(torch.utils.data.Dataset):
-    """Images of a split as normalized tensors, with their boxes mapped into the input frame.
+    """Images of a split as normalized tensors; evaluation items carry their boxes in the input frame.
 
     Evaluation (``train=False``): the whole image is resized to
-    ``input_size x input_size`` (aspect not kept). Training: a random resized
-    crop (area fraction in ``crop_scale``, aspect in [3/4, 4/3]) resized to
-    ``input_size``, then a horizontal flip with p = 0.5 if ``hflip``.
+    ``input_size x input_size`` (aspect not kept), and its boxes with it.
+    Training: a random resized crop (area fraction in ``crop_scale``, aspect
+    ``w/h`` in [3/4, 4/3]) resized to ``input_size``, then a horizontal flip with
+    p = 0.5 if ``hflip``. Training reads labels only, so training items carry no
+    boxes.
 
-    Augmentation randomness comes from a generator owned by the dataset, seeded
-    from ``(seed, epoch, stream)`` and, inside a DataLoader worker, that worker's
-    id. ``stream`` tells apart processes that read the same dataset (the rank in
-    a distributed run); :meth:`set_epoch` starts the next epoch's crops. So runs
-    are reproducible for any ``num_workers``, workers and ranks do not repeat
-    each other's crops, crops differ from epoch to epoch, and a run resumed at an
-    epoch boundary sees the crops the uninterrupted run saw (no state to save).
+    The crop and flip of item ``index`` are drawn from a seed made of
+    ``(seed, epoch, stream, index)`` alone. ``stream`` tells apart processes
+    that read the same dataset (the rank in a distributed run); :meth:`set_epoch`
+    starts the next epoch's crops. So the crops do not depend on ``num_workers``
+    or on the order items are read in, they differ from item to item and from
+    epoch to epoch, and a run resumed at an epoch boundary sees the crops the
+    uninterrupted run saw (no state to save).
     """
 
     def __init__(
@@ -97,35 +68,31 @@ class WsolDataset(torch.utils.data.Dataset):
         self.samples = list(samples)
         self.input_size = input_size
         self.mean, self.std = tuple(mean), tuple(std)
-        self.train, self.hflip = train, hflip
-        self.crop_scale = tuple(crop_scale)
+        self.train = train
         self.seed, self.stream, self.epoch = seed, stream, 0
-        self._generator: torch.Generator | None = None
-        self._generator_worker: int | None = None
+        square, bilinear = (input_size, input_size), v2.InterpolationMode.BILINEAR
+        self.resize = v2.Resize(square, interpolation=bilinear)
+        self.crop = v2.RandomResizedCrop(square, scale=tuple(crop_scale), ratio=CROP_ASPECT_RANGE,
+                                         interpolation=bilinear)
+        self.flip = v2.RandomHorizontalFlip(p=0.5) if hflip else v2.Identity()
 
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getstate__(self) -> dict:
-        # Workers build their own generator (see _augmentation_generator).
-        state = self.__dict__.copy()
-        state["_generator"], state["_generator_worker"] = None, None
-        return state
-
     def set_epoch(self, epoch: int) -> None:
         """Draw the augmentation of epoch ``epoch`` from now on (call before iterating a new epoch)."""
         self.epoch = epoch
-        self._generator, self._generator_worker = None, None
 
-    def _augmentation_generator(self) -> torch.Generator:
-        worker = torch.utils.data.get_worker_info()
-        worker_id = None if worker is None else worker.id
-        if self._generator is None or worker_id != self._generator_worker:
-            entropy = [self.seed, self.epoch, self.stream] + ([] if worker_id is None else [worker_id + 1])
-            seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
-            self._generator = torch.Generator().manual_seed(seed)
-            self._generator_worker = worker_id
-        return self._generator
+    def _augment(self, image: Image.Image, index: int) -> Image.Image:
+        """The training crop and flip of item ``index`` (S x S), a function of (seed, epoch, stream, index)."""
+        entropy = [self.seed, self.epoch, self.stream, index]
+        item_seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0])
+        # torchvision draws from the global generator: seed it for this item alone and restore it after,
+        # so that the training's own draws (initialization, dropout) do not depend on the data loading.
+        # (torch.manual_seed would also seed every accelerator: ~0.25 ms per item here, against ~3 us.)
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(item_seed)
+            return self.flip(self.crop(image))
 
     def _load(self, sample: Sample) -> Image.Image:
         with Image.open(sample.image_path) as image:
@@ -137,39 +104,27 @@ class WsolDataset(torch.utils.data.Dataset):
             )
         return image
 
-    def _transform(self, image: Image.Image, boxes: np.ndarray) -> tuple[Image.Image, np.ndarray]:
-        """Apply the geometry to the image and its ``(G, 4)`` boxes together."""
-        target = (self.input_size, self.input_size)
-        original = (image.height, image.width)
-        if not self.train:
-            return image.resize(target, Image.BILINEAR), resize_boxes(boxes, original, target)
-        generator = self._augmentation_generator()
-        crop = sample_resized_crop(original, self.crop_scale, (3 / 4, 4 / 3), generator)
-        image = image.resize(target, Image.BILINEAR, box=crop)
-        crop_size = (crop[3] - crop[1], crop[2] - crop[0])
-        boxes = resize_boxes(crop_boxes(boxes, crop), crop_size, target)
-        if self.hflip and torch.rand(1, generator=generator).item() < 0.5:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
-            boxes = hflip_boxes(boxes, self.input_size)
-        return image, boxes
-
     def __getitem__(self, index: int) -> dict:
-        """``{"image": (3, S, S) float32, "label": int, "index": int, "boxes": (G, 4) float32}``, S = input_size."""
+        """``{"image": (3, S, S) float32, "label": int, "index": int}``, S = input_size; evaluation items
+        add ``"boxes": (G, 4) float32``, the sample's boxes scaled into the ``S x S`` input frame."""
         sample = self.samples[index]
-        image, boxes = self._transform(self._load(sample), sample.boxes)
-        return {
-            "image": image_to_tensor(image, self.mean, self.std),
-            "label": sample.label,
-            "index": index,
-            "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32)),
-        }
+        image = self._load(sample)
+        if self.train:
+            return {"image": image_to_tensor(self._augment(image, index), self.mean, self.std),
+                    "label": sample.label, "index": index}
+        boxes = resize_boxes(sample.boxes, sample.size, (self.input_size, self.input_size))
+        return {"image": image_to_tensor(self.resize(image), self.mean, self.std), "label": sample.label,
+                "index": index, "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32))}
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack images ``(B, 3, S, S)``, labels and indices ``(B,)`` int64; boxes stay a list of ``(G_i, 4)``."""
-    return {
+    """Stack images ``(B, 3, S, S)``, labels and indices ``(B,)`` int64; evaluation boxes stay a list of
+    ``(G_i, 4)``."""
+    stacked = {
         "image": torch.stack([item["image"] for item in batch]),
         "label": torch.tensor([item["label"] for item in batch], dtype=torch.int64),
         "index": torch.tensor([item["index"] for item in batch], dtype=torch.int64),
-        "boxes": [item["boxes"] for item in batch],
     }
+    if "boxes" in batch[0]:
+        stacked["boxes"] = [item["boxes"] for item in batch]
+    return stacked

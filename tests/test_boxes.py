@@ -7,8 +7,6 @@ from bench.boxes import (
     EMPTY_BOX,
     best_iou,
     box_area,
-    crop_boxes,
-    hflip_boxes,
     mask_to_box,
     pairwise_iou,
     resize_boxes,
@@ -94,30 +92,6 @@ def test_resize_boxes_matches_pixel_upsampling():
     mask[1, 2] = mask[2, 3] = True
     upsampled = np.kron(mask, np.ones((2, 3), bool))  # (6, 12): each pixel -> 2 x 3 block
     np.testing.assert_allclose(resize_boxes(mask_to_box(mask), (3, 4), (6, 12)), mask_to_box(upsampled))
-
-
-def test_crop_boxes_shift_and_clip():
-    crop = (10, 10, 50, 40)  # 40 wide, 30 high
-    np.testing.assert_allclose(crop_boxes(np.array([20, 15, 30, 25]), crop), [10, 5, 20, 15])
-    np.testing.assert_allclose(crop_boxes(np.array([0, 20, 30, 60]), crop), [0, 10, 20, 30])
-
-
-def test_crop_boxes_outside_becomes_zero_area():
-    cropped = crop_boxes(np.array([60, 0, 70, 5]), (10, 10, 50, 40))
-    np.testing.assert_allclose(cropped, [40, 0, 40, 0])
-    assert box_area(cropped) == 0.0
-
-
-def test_hflip_boxes():
-    np.testing.assert_array_equal(hflip_boxes(np.array([2, 1, 5, 4]), 10), [5, 1, 8, 4])
-    boxes = np.array([[0, 0, 1, 1], [3.5, 2, 9, 7]])
-    np.testing.assert_array_equal(hflip_boxes(hflip_boxes(boxes, 10), 10), boxes)
-
-
-def test_hflip_boxes_matches_flipped_mask():
-    mask = np.zeros((4, 7), bool)
-    mask[1:3, 0:2] = True
-    np.testing.assert_array_equal(hflip_boxes(mask_to_box(mask), 7), mask_to_box(mask[:, ::-1]))
 
 
 def test_mask_to_box_single_pixel():
