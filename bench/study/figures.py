@@ -130,6 +130,13 @@ def iou_histograms(study: StudyConfig, settings: Settings, path: Path) -> Path:
     return save_figure(figure, path, FIGURE_DPI)
 
 
+def _mean_and_band(axis: plt.Axes, x, curves: np.ndarray, colour: str | None, label: str, **style) -> None:
+    """The mean of ``curves (seeds, T)`` over ``x``, and a min..max band when there are several seeds."""
+    axis.plot(x, curves.mean(axis=0), color=colour, label=label, **style)
+    if len(curves) > 1:
+        axis.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.15)
+
+
 def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
     figure, axes = _subplots(len(settings))
     for axis, (setting, by_pooling) in zip(axes, settings.items()):
@@ -137,11 +144,8 @@ def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
             taus = by_pooling[pooling][0].box_acc_curve[0]
             curves = np.stack([r.box_acc_curve[1] for r in by_pooling[pooling]])  # (seeds, T)
             mean = curves.mean(axis=0)
-            axis.plot(taus, mean, color=COLOURS.get(pooling),
-                      label=f"{pooling.upper()} (best {mean.max():.1f}% at tau={taus[mean.argmax()]:.2f})")
-            if len(curves) > 1:
-                axis.fill_between(taus, curves.min(axis=0), curves.max(axis=0), color=COLOURS.get(pooling),
-                                  alpha=0.15)
+            _mean_and_band(axis, taus, curves, COLOURS.get(pooling),
+                           f"{pooling.upper()} (best {mean.max():.1f}% at tau={taus[mean.argmax()]:.2f})")
         tau = next(iter(by_pooling.values()))[0].config.eval.tau
         axis.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"tau = {tau:g} (the paper's)")
         axis.set(title=setting_label(study, setting, study.name), xlabel="tau (fraction of the normalized CAM)",
@@ -201,10 +205,8 @@ def learning_curves(study: StudyConfig, settings: Settings, path: Path) -> Path:
             located = np.array([[row["val_gt_known_loc_acc"] for row in r.history] for r in runs])  # (seeds, E)
             errors = np.array([[row["val_top1_cls_error"] for row in r.history] for r in runs])
             colour = COLOURS.get(pooling)
-            axis.plot(epochs, located.mean(axis=0), color=colour, marker="o", label=f"{pooling.upper()} GT-known loc")
+            _mean_and_band(axis, epochs, located, colour, f"{pooling.upper()} GT-known loc", marker="o")
             axis.plot(epochs, errors.mean(axis=0), color=colour, linestyle="--", label=f"{pooling.upper()} cls error")
-            if len(runs) > 1:
-                axis.fill_between(epochs, located.min(axis=0), located.max(axis=0), color=colour, alpha=0.15)
         axis.set(title=setting_label(study, setting, study.name), xlabel="epoch", ylabel="val split (%)",
                  ylim=(0, 100))
         axis.grid(alpha=0.3)
