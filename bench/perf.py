@@ -125,12 +125,12 @@ def cam_overhead(batch_size: int, repeats: int, threads: int) -> None:
     print(f"  ratio, (forward + that) / forward          {(plain + extra) / plain:7.3f}  (target <= 1.05)")
 
 
-def _training_step(config: RunConfig, samples: list, precision: str) -> Callable[[], None]:
+def _training_step(config: RunConfig, samples: list, num_classes: int, precision: str) -> Callable[[], None]:
     """One SGD step of ``config``'s model on ``samples`` as the pipeline trains it.
 
     Same frozen stages, memory layout and precision as a run of ``config``.
     """
-    model = build_model(config.model, num_classes=10)
+    model = build_model(config.model, num_classes=num_classes)
     images = WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False)
     batch = collate([images[index] for index in range(len(images))])
     images, labels = batch["image"], batch["label"]
@@ -163,8 +163,9 @@ def training_throughput(config_path: str, repeats: int, threads: int) -> None:
     dataset = load_dataset(default.dataset, Path(default.data_root), progress=False)
     torch.manual_seed(0)
     samples = dataset.splits["train"][:32]
-    steps = {"default": _training_step(default, samples, precision),
-             "fp32 full": _training_step(plain, samples, "fp32")}
+    classes = len(dataset.class_names)
+    steps = {"default": _training_step(default, samples, classes, precision),
+             "fp32 full": _training_step(plain, samples, classes, "fp32")}
     times: dict[str, list[float]] = {name: [] for name in steps}
     for step in steps.values():
         step()  # warm-up: first-call allocations and oneDNN kernel choice
