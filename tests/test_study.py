@@ -11,7 +11,8 @@ import pytest
 from helpers import REPO, TINY_CONFIG
 
 from bench.cli import main
-from bench.config import ConfigError, load_study
+from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, load_config, load_study, save_config
+from bench.pipeline import ResumeError, check_resumable
 from bench.study.runner import (
     StudyError,
     paired_bootstrap,
@@ -84,6 +85,31 @@ def test_shipped_study_files_load():
         assert len(runs) == count and len({run.name for run in runs}) == count
     _, quick = load_study(REPO / "configs" / "paper.yaml", quick=True)
     assert [(run.model.pooling, run.seed, run.train.epochs) for run in quick] == [("gap", 0, 3), ("gmp", 0, 3)]
+
+
+def test_a_study_and_resume_agree_on_which_keys_a_run_may_change(tmp_path):
+    # The folder of `config` holds a run saved with another config; only SAME_EXPERIMENT_KEYS may differ.
+    config = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'results'}", "data_root=data/here"])
+    moved = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'elsewhere'}", "data_root=data/there", "threads=3",
+                                      "train.num_workers=1"])
+    other = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'results'}", "data_root=data/here", "train.epochs=7"])
+    assert SAME_EXPERIMENT_KEYS == ("threads", "train.num_workers", "data_root", "results_dir")
+
+    def saved(old, status):
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(old, config.run_dir / "config.yaml")
+        (config.run_dir / "manifest.json").write_text(json.dumps({"status": status}))
+
+    saved(moved, "complete")
+    assert run_state(config) == "complete"  # moved data and results, other threads: reused, not retrained
+    saved(other, "complete")
+    assert run_state(config) == "different"
+    saved(moved, "interrupted")
+    assert run_state(config) == "interrupted" and check_resumable(config) is None  # no checkpoint yet
+    saved(other, "interrupted")
+    assert run_state(config) == "partial"
+    with pytest.raises(ResumeError, match="train.epochs: 7 -> 2"):
+        check_resumable(config)
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -2,8 +2,9 @@
 
 A study (:class:`bench.config.StudyConfig`) is a grid of run configs. Each run
 is an ordinary run folder under ``results/<study>/runs/<run>/``; a finished run
-whose saved config equals the study's is reused, so an interrupted study picks
-up where it stopped. The study folder ``results/<study>/`` then gets:
+whose saved config is the same experiment (:data:`bench.config.SAME_EXPERIMENT_KEYS`
+may differ) is reused, so an interrupted study picks up where it stopped. The
+study folder ``results/<study>/`` then gets:
 
 * ``table.md``, ``table.tex`` (booktabs), ``table.csv``: one row per setting
   (every grid key but ``seed``), each metric as mean ± std over seeds, and the
@@ -39,7 +40,7 @@ import numpy as np
 from bench import distributed
 from bench.atomic_files import atomic_path, write_text
 from bench.config import (
-    SPEED_KEYS,
+    SAME_EXPERIMENT_KEYS,
     RunConfig,
     StudyConfig,
     config_differences,
@@ -102,10 +103,11 @@ class StudyError(RuntimeError):
 def run_state(config: RunConfig) -> str:
     """What a study does with ``config.run_dir``; its status is read by :func:`bench.run_folder.run_status`.
 
-    ``missing``; ``complete`` (finished with this very config: reused); ``different`` (finished with another
+    ``missing``; ``complete`` (finished, the same experiment: reused); ``different`` (finished with another
     config); ``running`` (its process is alive, or runs on another host); ``interrupted`` (stopped early,
-    killed or failed, same config: continued from its checkpoint); ``partial`` (unfinished and unreadable
-    or of another config: run again from scratch).
+    killed or failed, the same experiment: continued from its checkpoint); ``partial`` (unfinished and
+    unreadable or of another config: run again from scratch). The same experiment: the saved config differs
+    from ``config`` in no key but :data:`bench.config.SAME_EXPERIMENT_KEYS`, as ``--resume`` requires.
     """
     folder = config.run_dir
     if not folder.exists():
@@ -114,17 +116,12 @@ def run_state(config: RunConfig) -> str:
     if status == RUNNING:
         return "running"
     try:
-        same = same_experiment(load_config(folder / "config.yaml"), config)
+        same = not config_differences(load_config(folder / "config.yaml"), config, SAME_EXPERIMENT_KEYS)
     except Exception:  # noqa: BLE001 - any unreadable folder is an unfinished one
         return "partial"
     if status == COMPLETE:
         return "complete" if same else "different"
     return "interrupted" if same and status in (INTERRUPTED, FAILED) else "partial"
-
-
-def same_experiment(a: RunConfig, b: RunConfig) -> bool:
-    """Equal configs up to the keys that change how fast a run goes, not what it computes (:data:`SPEED_KEYS`)."""
-    return not config_differences(a, b, SPEED_KEYS)
 
 
 def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
