@@ -221,7 +221,7 @@ def _exit_code(error: Exception) -> int:
     from bench.evaluate_maps import ScoreMapError
     from bench.layout import DatasetFormatError
     from bench.pipeline import ResumeError, RunExistsError
-    from bench.study.runner import StudyError
+    from bench.study.results import StudyError
 
     known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
              FileExistsError)

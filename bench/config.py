@@ -340,8 +340,10 @@ def check_model(model: ModelConfig, where: Callable[[str], str] = lambda key: "M
         )
 
 
-# Keys that change how fast a run goes, not what it computes.
-SPEED_KEYS = ("threads", "train.num_workers")
+# The keys two configs of the same experiment may differ in: how fast a run goes (threads, loader workers) and
+# where its files are (data_root, results_dir), not what it computes. A study reuses a finished run, and continues
+# an interrupted one, and --resume continues a run, only if the saved config differs in no other key.
+SAME_EXPERIMENT_KEYS = ("threads", "train.num_workers", "data_root", "results_dir")
 
 
 def config_differences(a: RunConfig, b: RunConfig, ignore: typing.Iterable[str] = ()) -> list[str]:

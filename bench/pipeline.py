@@ -52,7 +52,7 @@ from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_text
 from bench.backbones import check_weights
 from bench.checkpoint import load_training_state, save_training_state
 from bench.config import (
-    SPEED_KEYS,
+    SAME_EXPERIMENT_KEYS,
     ConfigError,
     RunConfig,
     config_differences,
@@ -105,10 +105,6 @@ class RunExistsError(FileExistsError):
 
 class ResumeError(ValueError):
     """``--resume`` was asked for a run folder that cannot be continued."""
-
-
-# Keys that may differ between an interrupted run and its resumption: they do not change the results.
-RESUMABLE_CHANGES = (*SPEED_KEYS, "data_root", "results_dir")
 
 
 def compact_maps(maps: np.ndarray) -> np.ndarray:
@@ -247,7 +243,7 @@ def check_resumable(config: RunConfig) -> dict | None:
     if status == RUNNING:
         raise ResumeError(f"--resume: the run in {run_dir} is still running (manifest.json names its process); "
                           f"wait for it or stop it first")
-    changed = config_differences(load_config(run_dir / "config.yaml"), config, RESUMABLE_CHANGES)
+    changed = config_differences(load_config(run_dir / "config.yaml"), config, SAME_EXPERIMENT_KEYS)
     if changed:
         raise ResumeError(f"--resume: the config differs from the one {run_dir} was started with "
                           f"({'; '.join(changed)}); resume with the same config, or start a new run")

@@ -11,14 +11,11 @@ import pytest
 from helpers import REPO, TINY_CONFIG
 
 from bench.cli import main
-from bench.config import ConfigError, load_study
-from bench.study.runner import (
-    StudyError,
-    paired_bootstrap,
-    run_state,
-    run_study,
-    verdict,
-)
+from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, load_config, load_study, save_config
+from bench.pipeline import ResumeError, check_resumable
+from bench.study.results import StudyError
+from bench.study.runner import run_state, run_study
+from bench.study.statistics import paired_bootstrap, verdict
 
 
 def write_study(tmp_path, tiny_data_dir, text=None):
@@ -83,7 +80,32 @@ def test_shipped_study_files_load():
         study, runs = load_study(REPO / "configs" / name)
         assert len(runs) == count and len({run.name for run in runs}) == count
     _, quick = load_study(REPO / "configs" / "paper.yaml", quick=True)
-    assert [(run.model.pooling, run.seed, run.train.epochs) for run in quick] == [("gap", 0, 1), ("gmp", 0, 1)]
+    assert [(run.model.pooling, run.seed, run.train.epochs) for run in quick] == [("gap", 0, 3), ("gmp", 0, 3)]
+
+
+def test_a_study_and_resume_agree_on_which_keys_a_run_may_change(tmp_path):
+    # The folder of `config` holds a run saved with another config; only SAME_EXPERIMENT_KEYS may differ.
+    config = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'results'}", "data_root=data/here"])
+    moved = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'elsewhere'}", "data_root=data/there", "threads=3",
+                                      "train.num_workers=1"])
+    other = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'results'}", "data_root=data/here", "train.epochs=7"])
+    assert SAME_EXPERIMENT_KEYS == ("threads", "train.num_workers", "data_root", "results_dir")
+
+    def saved(old, status):
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(old, config.run_dir / "config.yaml")
+        (config.run_dir / "manifest.json").write_text(json.dumps({"status": status}))
+
+    saved(moved, "complete")
+    assert run_state(config) == "complete"  # moved data and results, other threads: reused, not retrained
+    saved(other, "complete")
+    assert run_state(config) == "different"
+    saved(moved, "interrupted")
+    assert run_state(config) == "interrupted" and check_resumable(config) is None  # no checkpoint yet
+    saved(other, "interrupted")
+    assert run_state(config) == "partial"
+    with pytest.raises(ResumeError, match="train.epochs: 7 -> 2"):
+        check_resumable(config)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -228,7 +250,7 @@ def hand_made_run(pooling, seed, top1_correct, top1_loc, top5_loc, gt_known, iou
 
 
 def test_table_cells_are_recomputed_from_per_image_rows_with_exact_strings(tmp_path, tiny_data_dir):
-    from bench.study.runner import markdown_table, table_rows
+    from bench.study.tables import markdown_table, table_rows
 
     study, _ = load_study(write_study(tmp_path, tiny_data_dir))
     results = [
@@ -252,6 +274,48 @@ def test_table_cells_are_recomputed_from_per_image_rows_with_exact_strings(tmp_p
     assert "| gmp | 1 | 100.0 | 100.0 | 100.0 | 0.0 | 0.000 | 0.0 |" in table  # one seed: no ± to show
     # A column that some run lacks (no PxAP in metrics.json) is left out rather than shown half-empty.
     assert "PxAP" not in table and "MaxBoxAcc (%, oracle tau)" in table
+
+
+def test_a_column_some_run_lacks_is_left_out_of_every_table_file(tmp_path, tiny_data_dir):
+    from dataclasses import replace
+
+    from bench.study.tables import latex_table, run_frame, table_rows, write_csv
+
+    study, _ = load_study(write_study(tmp_path, tiny_data_dir))
+    gap = hand_made_run("gap", 0, [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0.8, 0.6, 0.4, 0.2],
+                        [50, 75])
+    gmp = hand_made_run("gmp", 0, [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0.9, 0.7, 0.5, 0.3], [0, 0])
+    gmp = replace(gmp, metrics={"protocol": "hand-made", "sweep": {"pxap": {"value": 40.0}}})  # only gmp has PxAP
+    runs = run_frame(study, [gap, gmp])  # one row per run
+    assert runs[["model.pooling", "seed"]].values.tolist() == [["gap", 0], ["gmp", 0]]
+    assert runs["top1_loc_error"].tolist() == [50.0, 25.0] and runs["mean_iou"].tolist() == pytest.approx([0.5, 0.6])
+    assert runs["sweep.pxap.value"].isna().tolist() == [True, False]
+    rows = table_rows(study, [gap, gmp])
+    write_csv(tmp_path / "table.csv", rows)  # a csv.DictWriter over these rows used to fail on the extra keys
+    header = (tmp_path / "table.csv").read_text().splitlines()[0]
+    assert header.startswith("model.pooling,seeds,top1_cls_error_mean,top1_cls_error_std,") and "pxap" not in header
+    assert "PxAP" not in latex_table(study, rows, "hand-made")
+
+
+def test_a_grid_of_seeds_only_gives_one_row_without_key_columns():
+    from bench.config import StudyConfig
+    from bench.study.tables import latex_table, markdown_table, table_rows
+
+    study = StudyConfig(name="seeds", base="tiny.yaml", grid=(("seed", (0, 1)),))
+    results = [
+        hand_made_run("gap", 0, [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0], [0.8, 0.6, 0.4, 0.2], [50, 75]),
+        hand_made_run("gap", 1, [1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0.9, 0.7, 0.5, 0.3],
+                      [100, 25]),
+    ]
+    rows = table_rows(study, results)
+    assert len(rows) == 1 and rows[0]["seeds"] == 2 and rows[0]["top1_loc_error_mean"] == 37.5
+    table = markdown_table(study, rows, "hand-made").splitlines()
+    assert "| seeds | top-1 cls err (%) | top-1 loc err (%) | top-5 loc err (%) | GT-known loc (%) | mean IoU | " \
+           "MaxBoxAcc (%, oracle tau) |" in table
+    assert "| 2 | 12.5 ± 17.7 | 37.5 ± 17.7 | 12.5 ± 17.7 | 87.5 ± 17.7 | 0.550 ± 0.071 | 87.5 ± 17.7 |" in table
+    tex = latex_table(study, rows, "hand-made").splitlines()
+    assert r"\begin{tabular}{lrrrrrr}" in tex
+    assert r"\multicolumn{1}{l}{GoogLeNet-GAP} & 35.0 & 56.40 & 43.00 &  &  &  \\" in tex
 
 
 def test_lse_sweep_study_draws_metric_against_r(tmp_path, tiny_data_dir):

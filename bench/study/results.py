@@ -4,6 +4,7 @@ Everything comes from a run folder's files (``metrics.json``, ``predictions.csv`
 ``cams.npz``, ``box_acc_curves.csv``, ``history.csv``), so a study report needs
 no model. A run is read at one of two points (:data:`POINTS`): its final epoch
 (the paper's protocol), or the epoch best on val localization (``val_selected/``).
+Results are grouped by setting (:func:`by_setting`) for comparisons and figures.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ PER_IMAGE_METRICS = {
 # Where a run is read: its final epoch, or the epoch chosen on the val split (train.validate).
 FINAL, VAL_SELECTED = "final", "val_selected"
 POINTS = (FINAL, VAL_SELECTED)
+
+
+class StudyError(RuntimeError):
+    """A study cannot proceed as asked (e.g. a finished run folder holds another config)."""
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -128,3 +134,21 @@ def setting_label(study: StudyConfig, setting: tuple, default: str) -> str:
     """``"variant=parts, input_size=224"`` for the values of :func:`setting_keys`; ``default`` if there are none."""
     pairs = zip(setting_keys(study), setting)
     return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in pairs) or default
+
+
+def config_value(config: RunConfig, key: str):
+    """The value of a dotted key (``model.pooling``) in a run config."""
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def by_setting(study: StudyConfig, results: list[RunResult]) -> dict[tuple, dict[str, list[RunResult]]]:
+    """Results by setting (the values of :func:`setting_keys`, first-seen order), then by pooling."""
+    keys = setting_keys(study)
+    settings: dict[tuple, dict[str, list[RunResult]]] = {}
+    for result in results:
+        setting = tuple(config_value(result.config, key) for key in keys)
+        settings.setdefault(setting, {}).setdefault(result.config.model.pooling, []).append(result)
+    return settings
