@@ -18,7 +18,7 @@ DATA_ROOT ?=
 RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv benchmark report data lint test perf clean-venv
+.PHONY: help venv benchmark report data lint test perf docs-img clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -49,6 +49,13 @@ test: $(STAMP) ## Run the test suite (fast: CPU, no network)
 
 perf: $(STAMP) ## Time the threshold sweep, the CAM overhead and training images/s (default path vs fp32)
 	$(PY) -m bench.perf
+
+docs-img: $(STAMP) ## Refresh the README's figures in docs/img/ from results/paper/ (run make benchmark first)
+	@mkdir -p docs/img
+	$(PY) -c "from PIL import Image; \
+	Image.open('results/paper/learning_curves.png').save('docs/img/learning_curves.png', optimize=True); \
+	cams = Image.open('results/paper/cams_gap_vs_gmp.png').convert('RGB'); \
+	cams.resize((cams.width * 11 // 20, cams.height * 11 // 20), Image.LANCZOS).save('docs/img/cams_gap_vs_gmp.jpg', quality=85)"
 
 clean-venv: ## Remove .venv (datasets in data/ and runs in results/ are kept)
 	rm -rf $(VENV)
