@@ -1,9 +1,13 @@
 """Helpers shared by the tests (imported as ``helpers``; fixtures stay in conftest.py)."""
 
+import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from PIL import Image
+
+from bench.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
@@ -15,6 +19,26 @@ RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "me
 SELECTED_FILES = {"metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png"}
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "lr", "seconds", "val_top1_cls_error", "val_gt_known_loc_acc",
                    "val_top1_loc_error"]
+
+
+class FinishedRun(NamedTuple):
+    """A completed run: its resolved config (``config.run_dir`` is its folder) and the metrics ``run`` returned."""
+    config: RunConfig
+    metrics: dict
+
+
+def tiny_run_config(data_root: Path, results_dir: Path, *overrides: str) -> RunConfig:
+    """configs/tiny.yaml with its data in ``data_root`` and its run folder under ``results_dir``."""
+    return load_config(TINY_CONFIG, [f"data_root={data_root}", f"results_dir={results_dir}", *overrides])
+
+
+def folder_fingerprint(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``folder`` by relative path: (mtime in ns, SHA-256 of its bytes)."""
+    def fingerprint(path: Path) -> tuple[int, str]:
+        return path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+    return {path.relative_to(folder).as_posix(): fingerprint(path) for path in folder.rglob("*") if path.is_file()}
+
 
 METADATA = {
     "image_ids.txt": "b/two.jpg\na/one.jpg\n",
