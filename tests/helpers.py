@@ -1,10 +1,12 @@
 """Helpers shared by the tests (imported as ``helpers``; fixtures stay in conftest.py)."""
 
 import hashlib
+import subprocess
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from bench.config import RunConfig, load_config
@@ -38,6 +40,26 @@ def folder_fingerprint(folder: Path) -> dict[str, tuple[int, str]]:
         return path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
 
     return {path.relative_to(folder).as_posix(): fingerprint(path) for path in folder.rglob("*") if path.is_file()}
+
+
+def run_to_the_end(command: list[str], timeout: float, **options) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` that fails the test after ``timeout`` seconds.
+
+    On timeout the process gets SIGTERM first: torchrun then stops its workers, which run in sessions of their
+    own and would outlive a SIGKILLed launcher (``subprocess.run``'s timeout), spinning on after the test.
+    """
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                stdout, stderr = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(command)} did not finish in {timeout} s; stopped it. stderr:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 METADATA = {
