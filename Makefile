@@ -18,7 +18,7 @@ DATA_ROOT ?=
 RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv benchmark report data lint test perf docs-img clean-venv
+.PHONY: help venv benchmark report data lint test test-fast perf docs-img clean-venv
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -44,8 +44,11 @@ data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
 lint: $(STAMP) ## Check the code with ruff (rules in pyproject.toml)
 	$(VENV)/bin/ruff check bench tests
 
-test: $(STAMP) ## Run the test suite (fast: CPU, no network)
+test: $(STAMP) ## Run the whole test suite, slow tests included (CPU, no network; what CI runs)
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## Run the tests not marked slow (no subprocess, torchrun or study runs): for development
+	$(PY) -m pytest -q -m "not slow"
 
 perf: $(STAMP) ## Time the threshold sweep, the CAM overhead and training images/s (default path vs fp32)
 	$(PY) -m bench.perf

@@ -1,11 +1,11 @@
-"""Shared fixtures: a tiny run config and a tiny synthetic dataset, built once per session."""
+"""Shared fixtures, built once per session: the tiny synthetic dataset, a tiny run config, a finished tiny run."""
 
 from pathlib import Path
 
 import pytest
-from helpers import TINY_CONFIG
+from helpers import FinishedRun, folder_fingerprint, tiny_run_config
 
-from bench.config import load_config
+from bench.pipeline import run
 
 
 @pytest.fixture(scope="session")
@@ -18,6 +18,21 @@ def tiny_data_dir(tmp_path_factory) -> Path:
 def tiny_config(tiny_data_dir, tmp_path):
     """configs/tiny.yaml with data in the shared folder and results in this test's tmp_path."""
     def make(*overrides: str):
-        return load_config(TINY_CONFIG, [f"data_root={tiny_data_dir}", f"results_dir={tmp_path / 'results'}",
-                                         *overrides])
+        return tiny_run_config(tiny_data_dir, tmp_path / "results", *overrides)
     return make
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data_dir, tmp_path_factory) -> FinishedRun:
+    """One finished run of configs/tiny.yaml as shipped (no overrides), for every test that only reads one.
+
+    Read it, never write into it: a test that re-runs, overwrites or resumes a run makes its own
+    (``tiny_config``) or works on a copy of this folder. Teardown fails if any file in it changed.
+    """
+    config = tiny_run_config(tiny_data_dir, tmp_path_factory.mktemp("tiny_run") / "results")
+    metrics = run(config, log=lambda message: None)
+    before = folder_fingerprint(config.run_dir)
+    yield FinishedRun(config, metrics)
+    after = folder_fingerprint(config.run_dir)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not changed, f"a test wrote into the shared tiny run {config.run_dir}: {changed}"

@@ -1,9 +1,15 @@
 """Helpers shared by the tests (imported as ``helpers``; fixtures stay in conftest.py)."""
 
+import hashlib
+import subprocess
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
+import pytest
 from PIL import Image
+
+from bench.config import RunConfig, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
@@ -15,6 +21,46 @@ RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "me
 SELECTED_FILES = {"metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png"}
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "lr", "seconds", "val_top1_cls_error", "val_gt_known_loc_acc",
                    "val_top1_loc_error"]
+
+
+class FinishedRun(NamedTuple):
+    """A completed run: its resolved config (``config.run_dir`` is its folder) and the metrics ``run`` returned."""
+    config: RunConfig
+    metrics: dict
+
+
+def tiny_run_config(data_root: Path, results_dir: Path, *overrides: str) -> RunConfig:
+    """configs/tiny.yaml with its data in ``data_root`` and its run folder under ``results_dir``."""
+    return load_config(TINY_CONFIG, [f"data_root={data_root}", f"results_dir={results_dir}", *overrides])
+
+
+def folder_fingerprint(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file under ``folder`` by relative path: (mtime in ns, SHA-256 of its bytes)."""
+    def fingerprint(path: Path) -> tuple[int, str]:
+        return path.stat().st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest()
+
+    return {path.relative_to(folder).as_posix(): fingerprint(path) for path in folder.rglob("*") if path.is_file()}
+
+
+def run_to_the_end(command: list[str], timeout: float, **options) -> subprocess.CompletedProcess:
+    """``subprocess.run(command, capture_output=True, text=True)`` that fails the test after ``timeout`` seconds.
+
+    On timeout the process gets SIGTERM first: torchrun then stops its workers, which run in sessions of their
+    own and would outlive a SIGKILLed launcher (``subprocess.run``'s timeout), spinning on after the test.
+    """
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **options) as process:
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            try:
+                stdout, stderr = process.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                stdout, stderr = process.communicate()
+            pytest.fail(f"{' '.join(command)} did not finish in {timeout} s; stopped it. stderr:\n{stderr[-3000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
 
 METADATA = {
     "image_ids.txt": "b/two.jpg\na/one.jpg\n",

@@ -62,7 +62,7 @@ def test_the_paper_gap_backbones_add_a_1024_channel_conv_trained_at_the_head_rat
     ("efficientnet_lite0", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     ("googlenet_gap", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
 ])
-def test_each_backbone_normalizes_its_input_as_its_weights_expect(backbone, mean, std):
+def test_each_backbone_declares_the_input_normalization_its_weights_expect(backbone, mean, std):
     model = build_model(ModelConfig(backbone=backbone, pretrained=False), num_classes=2)
     assert (tuple(model.mean), tuple(model.std)) == (mean, std)
 

@@ -102,9 +102,8 @@ def test_missing_input_and_duplicate_names_are_reported(tmp_path, capsys):
     assert "none.pt not found" in capsys.readouterr().err
 
 
-def test_checkpoint_gives_the_runs_own_predictions(tiny_config, tmp_path):
-    config = tiny_config("train.mode=head")
-    run(config, log=lambda message: None)
+def test_checkpoint_gives_the_runs_own_predictions(tiny_run, tmp_path):
+    config = tiny_run.config
     with (config.run_dir / "predictions.csv").open() as handle:
         row = next(csv.DictReader(handle))
     # The evaluated split's image by its id: its file name alone (000000.jpg) is in every split.

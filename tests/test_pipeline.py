@@ -1,4 +1,6 @@
-"""End to end on the tiny config: every output file and its schema, determinism, no silent overwrite."""
+"""End to end on the tiny config: every output file and its schema, determinism, no silent overwrite.
+
+The tests that only read a finished run share the session's ``tiny_run`` (conftest.py)."""
 
 import csv
 import json
@@ -21,15 +23,8 @@ from bench.pipeline import RunExistsError, prepare_dataset, run, select_epoch
 from bench.torch_data import WsolDataset, collate
 
 
-@pytest.fixture
-def finished_run(tiny_config):
-    config = tiny_config()
-    metrics = run(config, log=lambda message: None)
-    return config, metrics
-
-
-def test_run_folder_holds_every_output_with_its_schema(finished_run):
-    config, metrics = finished_run
+def test_run_folder_holds_every_output_with_its_schema(tiny_run):
+    config, metrics = tiny_run
     folder = config.run_dir
     assert {path.name for path in folder.iterdir()} == RUN_FILES
 
@@ -71,8 +66,8 @@ def test_run_folder_holds_every_output_with_its_schema(finished_run):
         assert gallery.width > 300 and gallery.height > 200
 
 
-def test_threshold_sweep_metrics_agree_with_the_fixed_tau_protocol(finished_run):
-    config, metrics = finished_run
+def test_threshold_sweep_metrics_agree_with_the_fixed_tau_protocol(tiny_run):
+    config, metrics = tiny_run
     folder = config.run_dir
     sweep = json.loads((folder / "metrics.json").read_text())["sweep"]
     assert sweep["thresholds"] == {"count": 100, "first": 0.0, "last": 0.99}
@@ -95,16 +90,17 @@ def test_threshold_sweep_metrics_agree_with_the_fixed_tau_protocol(finished_run)
     assert calibrated["tau"] == pytest.approx(float(rows[int(np.argmax(val_curve))]["tau"]))
 
 
-def test_same_config_and_seed_give_identical_results(finished_run, tiny_config):
-    config, metrics = finished_run
+def test_same_config_and_seed_give_identical_results(tiny_run, tiny_config):
+    config, metrics = tiny_run
     again = tiny_config("name=again")
     assert run(again, log=lambda message: None) == metrics
     first = (config.run_dir / "predictions.csv").read_text()
     assert (again.run_dir / "predictions.csv").read_text() == first
 
 
-def test_existing_run_is_never_overwritten_silently(finished_run, tiny_config, capsys):
-    config, _ = finished_run
+def test_existing_run_is_never_overwritten_silently(tiny_run, tiny_config, capsys):
+    config = tiny_config()
+    shutil.copytree(tiny_run.config.run_dir, config.run_dir)  # a finished run of this config, ours to overwrite
     before = (config.run_dir / "predictions.csv").stat().st_mtime_ns
     with pytest.raises(RunExistsError, match="already exists"):
         run(tiny_config(), log=lambda message: None)
@@ -168,8 +164,8 @@ def test_cams_are_stored_in_float16_unless_beyond_its_range():
     assert compact_maps(large).dtype == np.float32 and compact_maps(large)[0, 0, 1] == 70000.0
 
 
-def test_history_and_val_selected_epoch_are_written_and_consistent(finished_run):
-    config, metrics = finished_run
+def test_history_and_val_selected_epoch_are_written_and_consistent(tiny_run):
+    config, metrics = tiny_run
     folder = config.run_dir
     with (folder / "history.csv").open() as handle:
         rows = list(csv.DictReader(handle))

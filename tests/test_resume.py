@@ -57,6 +57,7 @@ def _cli_overrides(config):
     return [f"data_root={config.data_root}", f"results_dir={config.results_dir}"]
 
 
+@pytest.mark.slow  # starts python -m bench run and kills it
 def test_a_sigkilled_run_is_recognized_and_resumes_to_the_same_results(tiny_config, capsys):
     overrides = ["train.epochs=4"]
     whole = tiny_config(*overrides, "name=whole")
