@@ -138,6 +138,7 @@ def test_verdict_reads_the_interval_with_the_metric_direction():
 # ----------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, capsys):
     path = write_study(tmp_path, tiny_data_dir)
     study, runs = load_study(path)
@@ -318,6 +319,7 @@ def test_a_grid_of_seeds_only_gives_one_row_without_key_columns():
     assert r"\multicolumn{1}{l}{GoogLeNet-GAP} & 35.0 & 56.40 & 43.00 &  &  &  \\" in tex
 
 
+@pytest.mark.slow
 def test_lse_sweep_study_draws_metric_against_r(tmp_path, tiny_data_dir):
     path = write_study(tmp_path, tiny_data_dir, f"""\
 study:
