@@ -49,6 +49,7 @@ from bench.localize import normalize_cams
 from bench.models import CamNet, build_model, efficientnet_lite0_imagenet
 from bench.prediction import localize_batch
 from bench.protocol import box_rule
+from bench.run_folder import CONFIG_FILE
 from bench.run_report import overlay_cam
 from bench.torch_data import image_to_tensor
 
@@ -104,9 +105,9 @@ def checkpoint_cam_model(checkpoint: Path) -> CamModel:
     run_dir = checkpoint.parent
     if not checkpoint.is_file():
         raise CamCommandError(f"checkpoint {checkpoint} not found (expected results/<run>/checkpoint.pt)")
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / CONFIG_FILE).is_file():
         raise CamCommandError(f"{run_dir / 'config.yaml'} not found: the checkpoint must sit in its run folder")
-    config = load_config(run_dir / "config.yaml")
+    config = load_config(run_dir / CONFIG_FILE)
     if (run_dir / CLASSES_FILE).is_file():
         names = read_class_names(run_dir)
     else:

@@ -73,12 +73,22 @@ from bench.protocol import describe_protocol
 from bench.readers import DatasetSplits, check_images, load_dataset
 from bench.run_folder import (
     BEST_EPOCH_FILE,
+    CAMS_FILE,
     CHECKPOINT_FILE,
     COMPLETE,
+    CONFIG_FILE,
+    CURVES_FIGURE,
+    CURVES_FILE,
     FAILED,
+    GALLERY_FIGURE,
+    HISTORY_FIGURE,
     HISTORY_FILE,
     INTERRUPTED,
+    MANIFEST_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
     RUNNING,
+    SCORED_FILES,
     SELECTED_DIR,
     run_status,
 )
@@ -234,7 +244,7 @@ def check_resumable(config: RunConfig) -> dict | None:
             saved config differs from ``config`` (the differing keys are named).
     """
     run_dir = config.run_dir
-    if not (run_dir / "manifest.json").is_file():
+    if not (run_dir / MANIFEST_FILE).is_file():
         raise ResumeError(f"--resume: {run_dir} holds no run to continue (no manifest.json); run without --resume")
     status = run_status(run_dir)
     if status == COMPLETE:
@@ -243,7 +253,7 @@ def check_resumable(config: RunConfig) -> dict | None:
     if status == RUNNING:
         raise ResumeError(f"--resume: the run in {run_dir} is still running (manifest.json names its process); "
                           f"wait for it or stop it first")
-    changed = config_differences(load_config(run_dir / "config.yaml"), config, SAME_EXPERIMENT_KEYS)
+    changed = config_differences(load_config(run_dir / CONFIG_FILE), config, SAME_EXPERIMENT_KEYS)
     if changed:
         raise ResumeError(f"--resume: the config differs from the one {run_dir} was started with "
                           f"({'; '.join(changed)}); resume with the same config, or start a new run")
@@ -316,7 +326,7 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
         metrics = _train_and_evaluate(job, state, manifest, lap)
     except BaseException as error:
         if context.is_main:
-            _record_stop(config.run_dir / "manifest.json", manifest, error)
+            _record_stop(config.run_dir / MANIFEST_FILE, manifest, error)
         raise
     return context.broadcast(metrics)
 
@@ -344,12 +354,12 @@ def _open_manifest(job: _Job, state: dict | None, overwrite: bool, resume: bool,
     config, run_dir = job.config, job.run_dir
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if resume:
-        manifest = json.loads((run_dir / "manifest.json").read_text())
+        manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
         manifest.setdefault("resumed", []).append({"at": started, "after_epoch": state["epoch"] if state else 0})
         manifest["timings_s"] = timings
     else:
         _claim_run_dir(run_dir, overwrite)
-        with atomic_path(run_dir / "config.yaml") as temporary:
+        with atomic_path(run_dir / CONFIG_FILE) as temporary:
             save_config(config, temporary)
         write_class_names(run_dir, job.class_names)  # so the checkpoint is usable alone (python -m bench cam)
         counts = {"train": len(job.train_samples), config.eval.split: len(job.eval_samples),
@@ -362,7 +372,7 @@ def _open_manifest(job: _Job, state: dict | None, overwrite: bool, resume: bool,
             "dataset_counts": counts, "skipped_images": skipped, "timings_s": timings,
         }
     manifest.update(status=RUNNING, host=socket.gethostname(), pid=os.getpid())
-    write_json(run_dir / "manifest.json", manifest)
+    write_json(run_dir / MANIFEST_FILE, manifest)
     return manifest
 
 
@@ -429,7 +439,7 @@ def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Call
                     finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     lap("report")
     manifest["timings_s"]["total"] = round(sum(v for k, v in manifest["timings_s"].items() if k != "total"), 3)
-    write_json(job.run_dir / "manifest.json", manifest)
+    write_json(job.run_dir / MANIFEST_FILE, manifest)
     job.say(format_metrics(final["metrics"], final["protocol"]))
     job.say(format_sweep(final["sweep"]))
     if selected is not None:
@@ -573,7 +583,7 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
             scored = context.gather_in_order(list(scored))
         if context.is_main:
             out_dir.mkdir(exist_ok=True)
-            result = collect_results(scored, out_dir / "predictions.csv")
+            result = collect_results(scored, out_dir / PREDICTIONS_FILE)
     sweep = _merged(sweep, context)
     val_sweep = None
     if job.val_samples and config.eval.calibrate:
@@ -588,11 +598,11 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
     protocol = describe_protocol(config.eval, config.model.input_size)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
                             config.eval.split, config.eval.normalization)
-    write_json(out_dir / "metrics.json", {**result.metrics, "protocol": protocol, "split": config.eval.split,
+    write_json(out_dir / METRICS_FILE, {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
                                           "epoch": epoch, "sweep": summary})
-    write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, out_dir / "box_acc_curves.csv",
-                       out_dir / "boxacc_vs_tau.png", f"{config.name}: BoxAcc vs tau ({config.eval.split})")
+    write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, out_dir / CURVES_FILE,
+                       out_dir / CURVES_FIGURE, f"{config.name}: BoxAcc vs tau ({config.eval.split})")
     if figures:
         _write_maps_and_gallery(job, result)
     return {"metrics": result.metrics, "protocol": protocol, "sweep": summary}
@@ -600,11 +610,11 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
 
 def _write_maps_and_gallery(job: _Job, result) -> None:
     run_dir, config = job.run_dir, job.config
-    with atomic_path(run_dir / "cams.npz") as temporary, temporary.open("wb") as handle:
+    with atomic_path(run_dir / CAMS_FILE) as temporary, temporary.open("wb") as handle:
         np.savez_compressed(handle, image_ids=np.array(result.image_ids),
                             top1=compact_maps(np.stack(result.top1_cams)),
                             gt_class=compact_maps(np.stack(result.gt_cams)))
-    save_gallery(result.gallery, job.class_names, run_dir / "gallery.png",
+    save_gallery(result.gallery, job.class_names, run_dir / GALLERY_FIGURE,
                  f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
 
 
@@ -614,7 +624,7 @@ def _evaluate_selected(job: _Job, selected: int, final: dict) -> None:
     if selected == job.config.train.epochs:
         if job.context.is_main:
             out_dir.mkdir(exist_ok=True)
-            for name in ("metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png"):
+            for name in SCORED_FILES:
                 with atomic_path(out_dir / name) as temporary:
                     shutil.copyfile(job.run_dir / name, temporary)
         return
@@ -626,7 +636,7 @@ def _evaluate_selected(job: _Job, selected: int, final: dict) -> None:
 
 
 def _read_selected(run_dir: Path) -> dict:
-    return json.loads((run_dir / SELECTED_DIR / "metrics.json").read_text())
+    return json.loads((run_dir / SELECTED_DIR / METRICS_FILE).read_text())
 
 
 def _write_history(run_dir: Path, history: list[dict[str, float]], title: str) -> None:
@@ -635,4 +645,4 @@ def _write_history(run_dir: Path, history: list[dict[str, float]], title: str) -
     lines = [",".join(columns)] + [",".join(f"{row[key]:.6g}" if key in row else "" for key in columns)
                                    for row in history]
     write_text(run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
-    save_history_figure(history, run_dir / "history.png", title)
+    save_history_figure(history, run_dir / HISTORY_FIGURE, title)

@@ -19,10 +19,23 @@ from pathlib import Path
 COMPLETE, RUNNING, INTERRUPTED, FAILED, UNKNOWN = "complete", "running", "interrupted", "failed", "unknown"
 
 # The run folder's file names, one place (bench.pipeline writes them; studies and tools read them).
+CONFIG_FILE = "config.yaml"  # the resolved config
+MANIFEST_FILE = "manifest.json"  # status, versions, timings, per-epoch history
 CHECKPOINT_FILE = "checkpoint.pt"  # full training state after the last finished epoch
 BEST_EPOCH_FILE = "best_epoch.pt"  # model weights of the epoch best on val localization
 HISTORY_FILE = "history.csv"  # one row per epoch: training loss / accuracy, val metrics
-SELECTED_DIR = "val_selected"  # metrics.json, predictions.csv, box_acc_curves.csv of the val-selected epoch
+HISTORY_FIGURE = "history.png"
+CAMS_FILE = "cams.npz"  # top-1 and GT-class CAMs at feature resolution (the final epoch's)
+GALLERY_FIGURE = "gallery.png"
+SELECTED_DIR = "val_selected"  # the SCORED_FILES of the val-selected epoch
+# Written for each scored epoch (the final one in the run folder, the val-selected one in SELECTED_DIR).
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+CURVES_FILE = "box_acc_curves.csv"  # one row per tau: CURVE_COLUMN and the other curves of bench.threshold_metrics
+CURVES_FIGURE = "boxacc_vs_tau.png"
+SCORED_FILES = (METRICS_FILE, PREDICTIONS_FILE, CURVES_FILE, CURVES_FIGURE)
+CURVE_COLUMN = "box_acc_largest_0.5"  # BoxAcc(tau, IoU 0.5) of the GT-class box, largest component
+VAL_CURVE_COLUMN = f"val_{CURVE_COLUMN}"  # the same on the val split
 
 
 def _process_alive(pid: int) -> bool:
@@ -42,7 +55,7 @@ def run_status(run_dir: Path) -> str:
     runs on another host (which cannot be checked from here).
     """
     try:
-        manifest = json.loads((Path(run_dir) / "manifest.json").read_text())
+        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
         status = manifest["status"]
     except (OSError, ValueError, KeyError, TypeError):
         return UNKNOWN

@@ -20,6 +20,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from bench.atomic_files import atomic_path  # noqa: E402
 from bench.evaluate import GalleryItem  # noqa: E402
+from bench.run_folder import CURVE_COLUMN, VAL_CURVE_COLUMN  # noqa: E402
 from bench.threshold_metrics import ThresholdSweepMeter  # noqa: E402
 
 CAM_COLORMAP = "jet"
@@ -104,7 +105,7 @@ def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | Non
     """``box_acc_curves.csv`` (one row per tau) and ``boxacc_vs_tau.png`` of the threshold sweep."""
     curves = test.compute()["curves"]
     if val is not None:
-        curves["val_box_acc_largest_0.5"] = val.compute()["curves"]["box_acc_largest_0.5"]
+        curves[VAL_CURVE_COLUMN] = val.compute()["curves"][CURVE_COLUMN]
     columns = list(curves)
     with atomic_path(csv_path) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)

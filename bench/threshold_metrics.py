@@ -34,6 +34,7 @@ import numpy as np
 
 from bench.boxes import best_iou
 from bench.metrics import IOU_THRESHOLD
+from bench.run_folder import CURVE_COLUMN
 from bench.threshold_boxes import sweep_boxes
 
 IOU_DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2's IoU thresholds
@@ -106,7 +107,7 @@ class ThresholdSweepMeter:
                                     for delta, index in zip(IOU_DELTAS, best_per_delta)},
             "curves": {
                 "tau": [round(float(tau), 6) for tau in self.thresholds],
-                "box_acc_largest_0.5": box_acc.tolist(),
+                CURVE_COLUMN: box_acc.tolist(),
                 **{f"box_acc_all_{delta:g}": all_acc[i].tolist() for i, delta in enumerate(IOU_DELTAS)},
                 "top1_loc_error": (100.0 - self.top1_loc * to_percent).tolist(),
                 "top5_loc_error": (100.0 - self.top5_loc * to_percent).tolist(),

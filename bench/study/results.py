@@ -19,7 +19,15 @@ import torch
 from bench.boxes import box_area, pairwise_iou
 from bench.cam import upsample_cams
 from bench.config import RunConfig, StudyConfig
-from bench.run_folder import HISTORY_FILE, SELECTED_DIR
+from bench.run_folder import (
+    CAMS_FILE,
+    CURVE_COLUMN,
+    CURVES_FILE,
+    HISTORY_FILE,
+    METRICS_FILE,
+    PREDICTIONS_FILE,
+    SELECTED_DIR,
+)
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
 # Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
@@ -74,7 +82,7 @@ def _parse_boxes(text: str) -> np.ndarray:
 
 def has_point(config: RunConfig, point: str) -> bool:
     """Whether the finished run in ``config.run_dir`` was scored at ``point``."""
-    return point == FINAL or (config.run_dir / SELECTED_DIR / "metrics.json").is_file()
+    return point == FINAL or (config.run_dir / SELECTED_DIR / METRICS_FILE).is_file()
 
 
 def read_history(path) -> list[dict[str, float]]:
@@ -90,16 +98,16 @@ def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
     if point not in POINTS:
         raise ValueError(f"point {point!r}: expected one of {', '.join(POINTS)}")
     folder = config.run_dir if point == FINAL else config.run_dir / SELECTED_DIR
-    metrics = json.loads((folder / "metrics.json").read_text())
-    with (folder / "predictions.csv").open(newline="") as handle:
+    metrics = json.loads((folder / METRICS_FILE).read_text())
+    with (folder / PREDICTIONS_FILE).open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     per_image = {key: transform(np.array([float(row[column]) for row in rows]))
                  for key, (column, transform) in PER_IMAGE_METRICS.items()}
-    cams = np.load(config.run_dir / "cams.npz")["gt_class"].astype(np.float32) if point == FINAL else None
-    with (folder / "box_acc_curves.csv").open(newline="") as handle:
+    cams = np.load(config.run_dir / CAMS_FILE)["gt_class"].astype(np.float32) if point == FINAL else None
+    with (folder / CURVES_FILE).open(newline="") as handle:
         curve_rows = list(csv.DictReader(handle))
     curve = (np.array([float(row["tau"]) for row in curve_rows]),
-             np.array([float(row["box_acc_largest_0.5"]) for row in curve_rows]))
+             np.array([float(row[CURVE_COLUMN]) for row in curve_rows]))
     return RunResult(
         config=config, metrics=metrics, image_ids=[row["image_id"] for row in rows], per_image=per_image,
         gt_boxes=[_parse_boxes(row["gt_boxes"]) for row in rows],

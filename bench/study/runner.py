@@ -27,7 +27,7 @@ from bench import distributed
 from bench.atomic_files import write_text
 from bench.config import SAME_EXPERIMENT_KEYS, RunConfig, StudyConfig, config_differences, load_config
 from bench.pipeline import run
-from bench.run_folder import COMPLETE, FAILED, INTERRUPTED, RUNNING, run_status
+from bench.run_folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status
 from bench.study import figures as study_figures
 from bench.study.results import FINAL, POINTS, VAL_SELECTED, StudyError, by_setting, has_point, read_run
 from bench.study.statistics import comparison_markdown, comparisons
@@ -55,7 +55,7 @@ def run_state(config: RunConfig) -> str:
     if status == RUNNING:
         return "running"
     try:
-        same = not config_differences(load_config(folder / "config.yaml"), config, SAME_EXPERIMENT_KEYS)
+        same = not config_differences(load_config(folder / CONFIG_FILE), config, SAME_EXPERIMENT_KEYS)
     except Exception:  # noqa: BLE001 - any unreadable folder is an unfinished one
         return "partial"
     if status == COMPLETE:
