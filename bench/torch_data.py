@@ -1,8 +1,10 @@
 """The torch side of a dataset: images as normalized tensors, with training augmentation.
 
-Samples come from :mod:`bench.layout` (their boxes follow :mod:`bench.boxes`);
-:class:`WsolDataset` maps them into the network's input frame. The geometry is
-torchvision's (``transforms.v2`` on PIL images); only its seeding is ours.
+Samples come from :mod:`bench.layout`; :class:`WsolDataset` maps their images
+into the network's input frame. The geometry is torchvision's
+(``transforms.v2`` on PIL images); only its seeding is ours. Items carry no
+boxes: training reads labels only, and evaluation places a sample's boxes in
+its evaluated frame with :func:`bench.protocol.frame_of`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from bench.boxes import resize_boxes
 from bench.layout import Sample
 
 CROP_ASPECT_RANGE = (3 / 4, 4 / 3)  # width / height of a training crop (torchvision's default)
@@ -29,14 +30,12 @@ def image_to_tensor(
 
 
 class WsolDataset(torch.utils.data.Dataset):
-    """Images of a split as normalized tensors; evaluation items carry their boxes in the input frame.
+    """Images of a split as normalized tensors.
 
     Evaluation (``train=False``): the whole image is resized to
-    ``input_size x input_size`` (aspect not kept), and its boxes with it.
-    Training: a random resized crop (area fraction in ``crop_scale``, aspect
-    ``w/h`` in [3/4, 4/3]) resized to ``input_size``, then a horizontal flip with
-    p = 0.5 if ``hflip``. Training reads labels only, so training items carry no
-    boxes.
+    ``input_size x input_size`` (aspect not kept). Training: a random resized
+    crop (area fraction in ``crop_scale``, aspect ``w/h`` in [3/4, 4/3]) resized
+    to ``input_size``, then a horizontal flip with p = 0.5 if ``hflip``.
 
     The crop and flip of item ``index`` are drawn from a seed made of
     ``(seed, epoch, stream, index)`` alone. ``stream`` tells apart processes
@@ -105,26 +104,17 @@ class WsolDataset(torch.utils.data.Dataset):
         return image
 
     def __getitem__(self, index: int) -> dict:
-        """``{"image": (3, S, S) float32, "label": int, "index": int}``, S = input_size; evaluation items
-        add ``"boxes": (G, 4) float32``, the sample's boxes scaled into the ``S x S`` input frame."""
+        """``{"image": (3, S, S) float32, "label": int, "index": int}``, S = input_size."""
         sample = self.samples[index]
         image = self._load(sample)
-        if self.train:
-            return {"image": image_to_tensor(self._augment(image, index), self.mean, self.std),
-                    "label": sample.label, "index": index}
-        boxes = resize_boxes(sample.boxes, sample.size, (self.input_size, self.input_size))
-        return {"image": image_to_tensor(self.resize(image), self.mean, self.std), "label": sample.label,
-                "index": index, "boxes": torch.as_tensor(np.asarray(boxes, dtype=np.float32))}
+        image = self._augment(image, index) if self.train else self.resize(image)
+        return {"image": image_to_tensor(image, self.mean, self.std), "label": sample.label, "index": index}
 
 
 def collate(batch: list[dict]) -> dict:
-    """Stack images ``(B, 3, S, S)``, labels and indices ``(B,)`` int64; evaluation boxes stay a list of
-    ``(G_i, 4)``."""
-    stacked = {
+    """Stack images ``(B, 3, S, S)``, labels and indices ``(B,)`` int64."""
+    return {
         "image": torch.stack([item["image"] for item in batch]),
         "label": torch.tensor([item["label"] for item in batch], dtype=torch.int64),
         "index": torch.tensor([item["index"] for item in batch], dtype=torch.int64),
     }
-    if "boxes" in batch[0]:
-        stacked["boxes"] = [item["boxes"] for item in batch]
-    return stacked

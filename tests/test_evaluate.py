@@ -61,12 +61,12 @@ def samples(tmp_path):
     ]
 
 
-def run_evaluate(samples, tmp_path):
+def run_evaluate(samples, tmp_path, model=None):
     loader = torch.utils.data.DataLoader(WsolDataset(samples, SIZE, (0, 0, 0), (1, 1, 1), train=False),
                                          batch_size=3, collate_fn=collate)
     predictions = tmp_path / "predictions.csv"
-    result = evaluate(identity_model(), loader, samples, EvalConfig(tau=0.2, gallery_size=2), torch.device("cpu"),
-                      predictions)
+    result = evaluate(model or identity_model(), loader, samples, EvalConfig(tau=0.2, gallery_size=2),
+                      torch.device("cpu"), predictions)
     with predictions.open() as handle:
         rows = list(csv.DictReader(handle))
     return result, rows
@@ -94,13 +94,20 @@ def test_metrics_on_images_with_known_cams(samples, tmp_path):
     assert rows[3]["top5_classes"].split()[0] == "1" and rows[3]["top5_loc"] == "1" and rows[3]["top1_loc"] == "0"
 
 
-def test_cams_and_gallery_are_kept_at_feature_resolution(samples, tmp_path):
-    result, _ = run_evaluate(samples, tmp_path)
+def test_saved_cams_stay_at_feature_resolution_and_the_gallery_is_in_the_frame(samples, tmp_path):
+    # A stride-4 "backbone" (4 x 4 average pooling), so that feature and input resolution differ: 8 x 8 maps.
+    model = identity_model()
+    model.backbone = torch.nn.AvgPool2d(4)
+    result, _ = run_evaluate(samples, tmp_path, model)
     assert result.image_ids == ["a", "b", "c", "d"]
+    # "a"'s red rectangle [4, 20) x [4, 12) fills exactly the 4 x 4 cells of columns 1-4, rows 1-2.
+    red_cells = np.zeros((8, 8), dtype=np.float32)
+    red_cells[1:3, 1:5] = 1.0
+    assert result.top1_cams[0].dtype == np.float32
+    np.testing.assert_array_equal(result.top1_cams[0], red_cells)
+    np.testing.assert_array_equal(result.gt_cams[0], red_cells)  # "a" is labelled red
     assert len(result.gallery) == 2
-    top1_cam = result.top1_cams[0].astype(np.float32)  # red channel of "a", 0..1
-    assert result.top1_cams[0].dtype == np.float32 and top1_cam.shape == (SIZE, SIZE)
-    assert top1_cam[4:12, 4:20].min() == 1.0 and top1_cam.sum() == 16 * 8
+    assert result.gallery[0].cam.shape == (SIZE, SIZE) and result.gallery[0].image.shape == (SIZE, SIZE, 3)
     assert not (tmp_path / "predictions.csv.tmp").exists()
 
 

@@ -122,6 +122,10 @@ def test_parameter_groups_give_the_head_its_multiplier():
     backbone, head = model.parameter_groups(lr=0.01, head_lr_mult=10.0)
     assert backbone["lr"] == 0.01 and head["lr"] == pytest.approx(0.1)
     assert len(backbone["params"]) + len(head["params"]) == len(list(model.parameters()))
+    # The multiplier goes to the new layers (added + classifier), the base rate to the pretrained backbone.
+    new_layers = [*model.added.parameters(), *model.classifier.parameters()]
+    assert {id(p) for p in head["params"]} == {id(p) for p in new_layers}
+    assert {id(p) for p in backbone["params"]} == {id(p) for p in model.backbone.parameters()}
 
 
 def classify(model, image: np.ndarray) -> tuple[str, float]:

@@ -8,6 +8,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from bench.layout import read_split
+from bench.protocol import frame_of
 from bench.torch_data import WsolDataset, collate, image_to_tensor
 
 # ----------------------------------------------------------------------------- the torch Dataset
@@ -26,10 +27,13 @@ def one_image_dataset(root, train, **kwargs):
 def test_eval_item_resizes_image_and_boxes_exactly(tmp_path):
     dataset = one_image_dataset(tmp_path, train=False)
     item = dataset[1]  # a/one.jpg: 100 x 200 (H x W)
+    assert set(item) == {"image", "label", "index"}  # boxes: bench.protocol.frame_of, the one place
     assert (item["label"], item["index"]) == (1, 1)
     assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
-    # [20, 10, 120, 60] scaled by (64/200, 64/100) -> [6.4, 6.4, 38.4, 38.4]
-    torch.testing.assert_close(item["boxes"], torch.tensor([[6.4, 6.4, 38.4, 38.4], [0, 0, 64, 64]]))
+    # [20, 10, 120, 60] scaled by (64/200, 64/100) -> [6.4, 6.4, 38.4, 38.4]: the frame the item is in
+    size, boxes = frame_of(dataset.samples[1], "input", dataset.input_size)
+    assert size == tuple(item["image"].shape[1:])
+    np.testing.assert_allclose(boxes, [[6.4, 6.4, 38.4, 38.4], [0, 0, 64, 64]], rtol=1e-6)
     # (255/255 - 0.5)/0.5 = 1, (51/255 - 0.25)/0.5 = -0.1, (0 - 0)/1 = 0
     torch.testing.assert_close(item["image"][:, 10, 10], torch.tensor([1.0, -0.1, 0.0]))
 
@@ -74,6 +78,7 @@ def test_train_items_carry_no_boxes(tmp_path):
     # Training reads labels only; boxes of a random crop would be in a frame no evaluation uses.
     item = one_image_dataset(tmp_path, train=True)[1]
     assert set(item) == {"image", "label", "index"} and item["image"].shape == (3, 64, 64)
+    assert item["label"] == 1 and item["index"] == 1
 
 
 def test_train_crop_respects_scale_and_ratio(tmp_path, monkeypatch):
@@ -166,15 +171,14 @@ def test_size_mismatch_between_metadata_and_image_is_an_error(tmp_path):
         dataset[0]
 
 
-def test_collate_stacks_tensors_and_keeps_boxes_per_image(tmp_path):
+def test_collate_stacks_images_labels_and_indices(tmp_path):
     dataset = one_image_dataset(tmp_path, train=False)
-    batch = collate([dataset[0], dataset[1]])
+    batch = collate([dataset[1], dataset[0]])
+    assert set(batch) == {"image", "label", "index"}
     assert batch["image"].shape == (2, 3, 64, 64)
-    assert batch["label"].tolist() == [0, 1] and batch["label"].dtype == torch.int64
-    assert batch["index"].tolist() == [0, 1]
-    assert [b.shape for b in batch["boxes"]] == [(1, 4), (2, 4)]
-    train_set = one_image_dataset(tmp_path / "train", train=True)
-    assert set(collate([train_set[0], train_set[1]])) == {"image", "label", "index"}
+    assert torch.equal(batch["image"][1], dataset[0]["image"])
+    assert batch["label"].tolist() == [1, 0] and batch["label"].dtype == torch.int64
+    assert batch["index"].tolist() == [1, 0] and batch["index"].dtype == torch.int64
 
 
 def epoch_of_batches(dataset, num_workers, epoch):
