@@ -27,18 +27,20 @@ rescales anyway).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.boxes import best_iou, resize_boxes
+from bench.boxes import best_iou
 from bench.cam import upsample_cams
 from bench.config import EvalConfig
 from bench.evaluate import SweepMeters
 from bench.layout import Sample
 from bench.localize import boxes_from_cams
 from bench.metrics import IOU_THRESHOLD
+from bench.protocol import describe_protocol, frame_of
 from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
 
@@ -138,23 +140,17 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
     sweep = SweepMeters.for_thresholds(thresholds)
     correct = 0
     for score_map, sample in zip(maps, samples):
-        if config.frame == "original":
-            size, gt_boxes = sample.size, np.asarray(sample.boxes, dtype=np.float64)
-        else:
-            size = (input_size, input_size)
-            gt_boxes = resize_boxes(sample.boxes, sample.size, size)
+        size, gt_boxes = frame_of(sample, config.frame, input_size)
         framed = resize_to_frame(score_map, size)
         box = boxes_from_cams(framed[None], config.tau, config.normalization)  # (1, 4)
         correct += int(best_iou(box, [gt_boxes])[0] >= IOU_THRESHOLD)
         flags = np.zeros(1, dtype=bool)  # no classifier: top-1/top-5 are not scored
         sweep.update([framed], [sample], [gt_boxes], flags, flags, config.normalization)
-    frame = "original image frame" if config.frame == "original" else f"{input_size}x{input_size} input frame"
     return {
         "num_images": len(samples),
         "gt_known_loc_acc": {
             "value": 100.0 * correct / len(samples),
-            "protocol": f"{split} split, fixed tau={config.tau:g} on '{config.normalization}'-normalized maps, "
-                        f"largest connected component, IoU >= 0.5, boxes in the {frame}",
+            "protocol": describe_protocol(dataclasses.replace(config, split=split), input_size, maps="maps"),
         },
         "sweep": sweep_summary(sweep.boxes, sweep.pixels, None, split, config.normalization),
     }

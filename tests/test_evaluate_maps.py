@@ -33,7 +33,9 @@ def test_masks_as_maps_score_near_perfectly(tiny_config, tiny_data_dir, tmp_path
     scores = json.loads(out.read_text())
     assert scores["num_images"] == len(samples)
     assert scores["gt_known_loc_acc"]["value"] == 100.0
-    assert "fixed tau=0.2" in scores["gt_known_loc_acc"]["protocol"]
+    assert scores["gt_known_loc_acc"]["protocol"] == (
+        "test split, fixed tau=0.2 on 'max'-normalized maps, largest connected component, IoU >= 0.5, "
+        "boxes in the 64x64 input frame")
     assert scores["sweep"]["max_box_acc"]["value"] == 100.0
     assert scores["sweep"]["pxap"]["value"] > 90.0
     # --out never overwrites.
