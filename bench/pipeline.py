@@ -468,7 +468,7 @@ def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[di
     job.say(f"training {config.model.backbone} ({config.model.pooling.upper()}, {config.model.input_size}px, "
             f"stride {config.model.feature_stride}, {config.train.mode} mode{frozen}, {job.precision}) on "
             f"{len(job.train_samples)} images for {config.train.epochs} epochs{processes}")
-    after_epoch = _epoch_validator(job) if config.train.validate else None
+    after_epoch = _epoch_validator(job, state["history"] if state else []) if config.train.validate else None
     if config.train.mode == "head":
         cache_loader = torch.utils.data.DataLoader(train_set, batch_size=config.eval.batch_size, collate_fn=collate,
                                                    num_workers=config.train.num_workers)
@@ -515,17 +515,18 @@ def _checkpoint_writer(job: _Job) -> Callable[[dict], None] | None:
     return lambda fields: save_training_state(path, {**fields, "world_size": world_size})
 
 
-def _epoch_validator(job: _Job) -> Callable[[int], dict[str, float]]:
+def _epoch_validator(job: _Job, earlier: list[dict]) -> Callable[[int], dict[str, float]]:
     """After each epoch, on rank 0: the val split's top-1 cls error and GT-known loc; keeps the best epoch's weights.
 
     The weights of the epoch :func:`select_epoch` prefers so far go to
     ``best_epoch.pt`` (model state only). The val split is the calibration
     split (``val``), or the evaluated split itself when that is ``val``.
+    ``earlier``: the history rows of the epochs a resumed run did before.
     """
     samples = job.val_samples or job.eval_samples
     loader = torch.utils.data.DataLoader(job.dataset(samples), batch_size=job.config.eval.batch_size,
                                          collate_fn=collate, num_workers=job.config.train.num_workers)
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, float]] = [row for row in earlier if "val_gt_known_loc_acc" in row]
 
     def after_epoch(epoch: int) -> dict[str, float]:
         if not job.context.is_main:
@@ -535,20 +536,11 @@ def _epoch_validator(job: _Job) -> Callable[[int], dict[str, float]]:
         row = {"epoch": epoch, "val_top1_cls_error": metrics["top1_cls_error"],
                "val_gt_known_loc_acc": metrics["gt_known_loc_acc"], "val_top1_loc_error": metrics["top1_loc_error"]}
         rows.append(row)
-        if select_epoch(_resumed_rows(job.run_dir, rows)) == epoch:
+        if select_epoch(rows) == epoch:
             save_training_state(job.run_dir / BEST_EPOCH_FILE, {"epoch": epoch, "model": job.model.state_dict()})
         return {key: value for key, value in row.items() if key != "epoch"}
 
     return after_epoch
-
-
-def _resumed_rows(run_dir: Path, rows: list[dict]) -> list[dict]:
-    """This process's validation rows after those of the epochs a resumed run did before (from its checkpoint)."""
-    checkpoint = run_dir / CHECKPOINT_FILE
-    if not checkpoint.is_file() or rows[0]["epoch"] == 1:
-        return rows
-    earlier = [row for row in load_training_state(checkpoint)["history"] if row["epoch"] < rows[0]["epoch"]]
-    return earlier + rows
 
 
 def select_epoch(history: list[dict[str, float]]) -> int | None:
