@@ -429,7 +429,7 @@ def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Call
     final = _evaluate_model(job, job.run_dir, config.train.epochs, figures=True)
     lap("evaluate")
     if selected is not None:
-        _evaluate_selected(job, selected, final)
+        chosen = _evaluate_selected(job, selected, final)
         lap("evaluate_selected")
     if not context.is_main:
         return {}
@@ -443,7 +443,7 @@ def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Call
     job.say(format_metrics(final["metrics"], final["protocol"]))
     job.say(format_sweep(final["sweep"]))
     if selected is not None:
-        job.say(f"epoch {selected} (best val GT-known loc): " + format_selected(final, _read_selected(job.run_dir)))
+        job.say(f"epoch {selected} (best val GT-known loc): " + format_selected(final, chosen, config.eval.split))
     job.say(f"results in {job.run_dir}/")
     return final["metrics"]
 
@@ -610,8 +610,11 @@ def _write_maps_and_gallery(job: _Job, result) -> None:
                  f"{config.name}: {config.model.pooling.upper()} CAM (top-1 class), GT green, predicted red")
 
 
-def _evaluate_selected(job: _Job, selected: int, final: dict) -> None:
-    """The test metrics of the val-selected epoch into ``val_selected/`` (the final ones' copy if it is the last)."""
+def _evaluate_selected(job: _Job, selected: int, final: dict) -> dict:
+    """The test metrics of the val-selected epoch into ``val_selected/`` (the final ones' copy if it is the last).
+
+    Returns them as :func:`_evaluate_model` does (``final`` itself when the epoch is the last).
+    """
     out_dir = job.run_dir / SELECTED_DIR
     if selected == job.config.train.epochs:
         if job.context.is_main:
@@ -619,16 +622,12 @@ def _evaluate_selected(job: _Job, selected: int, final: dict) -> None:
             for name in SCORED_FILES:
                 with atomic_path(out_dir / name) as temporary:
                     shutil.copyfile(job.run_dir / name, temporary)
-        return
+        return final
     if job.context.is_main:
         job.model.load_state_dict(load_training_state(job.run_dir / BEST_EPOCH_FILE)["model"])
     job.context.sync_module(job.model)
     job.say(f"evaluating epoch {selected} (best val GT-known loc)")
-    _evaluate_model(job, out_dir, selected, figures=False)
-
-
-def _read_selected(run_dir: Path) -> dict:
-    return json.loads((run_dir / SELECTED_DIR / METRICS_FILE).read_text())
+    return _evaluate_model(job, out_dir, selected, figures=False)
 
 
 def _write_history(run_dir: Path, history: list[dict[str, float]], title: str) -> None:

@@ -142,15 +142,18 @@ def format_sweep(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def format_selected(final: dict, selected: dict) -> str:
-    """The val-selected epoch's headline test metrics beside the final epoch's, one line."""
+def format_selected(final: dict, selected: dict, split: str) -> str:
+    """The val-selected epoch's headline metrics beside the final epoch's, one line.
+
+    ``final`` and ``selected``: ``{"metrics", "sweep", ...}`` as the pipeline's evaluation returns them.
+    """
     parts = []
     for key, label in (("top1_cls_error", "top-1 cls err"), ("top1_loc_error", "top-1 loc err"),
                        ("gt_known_loc_acc", "GT-known loc")):
-        parts.append(f"{label} {selected[key]:.2f} (final {final['metrics'][key]:.2f})")
+        parts.append(f"{label} {selected['metrics'][key]:.2f} (final {final['metrics'][key]:.2f})")
     v2 = selected["sweep"]["max_box_acc_v2"]["value"]
     parts.append(f"MaxBoxAccV2 {v2:.2f} (final {final['sweep']['max_box_acc_v2']['value']:.2f})")
-    return ", ".join(parts) + f" [{selected['split']} split]"
+    return ", ".join(parts) + f" [{split} split]"
 
 
 def save_history_figure(history: list[dict[str, float]], path: Path, title: str) -> None:
