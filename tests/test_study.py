@@ -320,6 +320,27 @@ def test_a_grid_of_seeds_only_gives_one_row_without_key_columns():
 
 
 @pytest.mark.slow
+def test_resolution_study_draws_metrics_against_map_side(tmp_path, tiny_data_dir):
+    path = write_study(tmp_path, tiny_data_dir, f"""\
+study:
+  base: {TINY_CONFIG}
+  grid:
+    model.input_size: [32, 64]
+    model.pooling: [gap, gmp]
+    seed: [0]
+  set:
+    data_root: {tiny_data_dir}
+    results_dir: {tmp_path / 'results'}
+    train.epochs: 1
+""")
+    study, runs = load_study(path)
+    folder = run_study(study, runs, log=lambda message: None)
+    assert (folder / "map_resolution.png").stat().st_size > 10_000
+    with (folder / "comparison.csv").open() as handle:  # GAP - GMP within each input size
+        assert {row["setting"] for row in csv.DictReader(handle)} == {"input_size=32", "input_size=64"}
+
+
+@pytest.mark.slow
 def test_lse_sweep_study_draws_metric_against_r(tmp_path, tiny_data_dir):
     path = write_study(tmp_path, tiny_data_dir, f"""\
 study:

@@ -5,7 +5,10 @@
 * ``iou_hist.png``: IoU of the GT-class box with the ground truth, per pooling.
 * ``boxacc_vs_tau.png``: % of images localized (GT-class box, IoU >= 0.5) against tau, per pooling, tau marked.
 * ``cam_area.png``: predicted box area / ground-truth box area per pooling (log scale; 1 = right size).
-* ``lse_sweep.png``: GT-known loc and mean IoU against the LSE sharpness r (only if the grid varies ``model.lse_r``).
+* ``lse_sweep.png``: top-1 loc error, GT-known loc, MaxBoxAccV2 and PxAP against the LSE sharpness r
+  (only if the grid varies ``model.lse_r``).
+* ``map_resolution.png``: the same metrics against the CAM's side in cells (input size / feature stride),
+  per pooling and stride (only if the grid varies ``model.input_size`` or ``model.feature_stride``).
 * ``learning_curves.png``: val GT-known loc (solid) and val top-1 cls error (dashed) per epoch, per pooling
   (only if the runs validated every epoch, ``train.validate``).
 
@@ -29,6 +32,7 @@ from bench.localize import normalize_cams  # noqa: E402
 from bench.readers import load_dataset  # noqa: E402
 from bench.run_report import draw_box, overlay_cam, save_figure  # noqa: E402
 from bench.study.results import RunResult, area_ratios, setting_label, upsampled_cams  # noqa: E402
+from bench.study.tables import run_metric  # noqa: E402
 from bench.torch_data import WsolDataset  # noqa: E402
 
 POOLING_ORDER = ("gap", "gmp", "lse", "gem")
@@ -174,25 +178,83 @@ def cam_area(study: StudyConfig, settings: Settings, path: Path) -> Path:
     return save_figure(figure, path, FIGURE_DPI)
 
 
-def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
-    lse = [r for r in results if r.config.model.pooling == "lse"]
-    values = sorted({r.config.model.lse_r for r in lse})
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.6))
-    for axis, metric, label in ((left, "gt_known_loc_acc", "GT-known loc acc (%)"),
-                                (right, "mean_iou", "mean IoU (top-1 box)")):
-        means = [np.mean([r.metrics[metric] for r in lse if r.config.model.lse_r == v]) for v in values]
-        stds = [np.std([r.metrics[metric] for r in lse if r.config.model.lse_r == v]) for v in values]
-        axis.errorbar(values, means, yerr=stds, marker="o", color=COLOURS["lse"], capsize=3, label="LSE")
-        for pooling, style in (("gap", "--"), ("gmp", ":")):
-            matched = [r.metrics[metric] for r in results if r.config.model.pooling == pooling]
-            if matched:
-                axis.axhline(np.mean(matched), color=COLOURS[pooling], linestyle=style, label=pooling.upper())
-        axis.set_xscale("log")
-        axis.set(xlabel="LSE sharpness r (r -> 0: GAP, r -> inf: GMP)", ylabel=label)
-        axis.legend(fontsize=8)
-    _title(figure, f"{study.name}: localization along the average-to-max continuum")
+# The panels of a figure that plots localization against a setting parameter (tables.run_metric keys).
+PARAMETER_PANELS = (
+    ("top1_loc_error", "top-1 loc error (%, tau fixed)"),
+    ("gt_known_loc_acc", "GT-known loc (%)"),
+    ("sweep.max_box_acc_v2.value", "MaxBoxAccV2 (%)"),
+    ("sweep.pxap.value", "PxAP (%)"),
+)
+SeriesPoints = dict[float, list[RunResult]]  # parameter value -> the runs (seeds) at that value
+
+
+def _against_parameter(series: dict[str, tuple[str, str, SeriesPoints]], path: Path, xlabel: str, title: str,
+                       log_x: bool = False, notes: dict[float, str] | None = None) -> Path:
+    """One panel per :data:`PARAMETER_PANELS` metric the runs have, against a setting parameter.
+
+    ``series`` maps a legend label to ``(colour, line style, points)``; each
+    point is the mean over its runs (seeds), with a min..max bar when there are
+    several. ``notes`` labels x values (e.g. the input size behind a map size).
+    """
+    runs = [r for _, _, points in series.values() for group in points.values() for r in group]
+    panels = [(m, label) for m, label in PARAMETER_PANELS if all(run_metric(r, m) is not None for r in runs)]
+    figure, axes = _subplots(len(panels), width=3.6, height=3.2)
+    for axis, (metric, label) in zip(axes, panels):
+        for name, (colour, style, points) in series.items():
+            xs = sorted(points)
+            values = [np.array([run_metric(r, metric) for r in points[x]]) for x in xs]
+            means = np.array([v.mean() for v in values])
+            spread = np.array([[means[i] - v.min(), v.max() - means[i]] for i, v in enumerate(values)]).T
+            axis.errorbar(xs, means, yerr=spread if any(len(v) > 1 for v in values) else None, color=colour,
+                          linestyle=style, marker="o", capsize=3, label=name)
+        if log_x:
+            axis.set_xscale("log")
+        for x, note in (notes or {}).items():
+            axis.annotate(note, (x, 0), xycoords=("data", "axes fraction"), fontsize=6, ha="center",
+                          va="bottom", color="grey")
+        axis.set(xlabel=xlabel, ylabel=label)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7)
+    _title(figure, title)
     figure.tight_layout()
     return save_figure(figure, path, FIGURE_DPI)
+
+
+def _points(results: list[RunResult], x_of) -> SeriesPoints:
+    points: SeriesPoints = {}
+    for result in results:
+        points.setdefault(float(x_of(result.config)), []).append(result)
+    return points
+
+
+def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
+    """Localization against the LSE sharpness r; GAP and GMP runs of the study, if any, at r's two ends."""
+    lse = [r for r in results if r.config.model.pooling == "lse"]
+    series = {"LSE": (COLOURS["lse"], "-", _points(lse, lambda c: c.model.lse_r))}
+    ends = {"gap": min(series["LSE"][2]), "gmp": max(series["LSE"][2])}
+    for pooling, x in ends.items():
+        matched = [r for r in results if r.config.model.pooling == pooling]
+        if matched:
+            series[f"{pooling.upper()} (drawn at r = {x:g})"] = (COLOURS[pooling], "none", {x: matched})
+    return _against_parameter(series, path, "LSE sharpness r (r -> 0: GAP, r -> inf: GMP)",
+                              f"{study.name}: localization along the average-to-max continuum (final epoch)",
+                              log_x=True)
+
+
+def map_resolution(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
+    """Localization against the CAM's side in cells (input size / feature stride), per pooling and stride."""
+    series = {}
+    for stride in sorted({r.config.model.feature_stride for r in results}):
+        for pooling in _ordered({r.config.model.pooling: [] for r in results}):
+            runs = [r for r in results if r.config.model.pooling == pooling and r.config.model.feature_stride == stride]
+            series[f"{pooling.upper()}, stride {stride}"] = (
+                COLOURS.get(pooling), "-" if stride == min(r.config.model.feature_stride for r in results) else "--",
+                _points(runs, lambda c: c.model.input_size / c.model.feature_stride))
+    notes = {r.config.model.input_size / r.config.model.feature_stride: f"{r.config.model.input_size}px"
+             for r in results}
+    return _against_parameter(series, path, "CAM side (cells) = input size / feature stride",
+                              f"{study.name}: localization against map resolution (final epoch; "
+                              "grey: input size)", notes=notes)
 
 
 def learning_curves(study: StudyConfig, settings: Settings, path: Path) -> Path:
@@ -235,8 +297,11 @@ def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, f
         boxacc_vs_tau(study, settings, folder / "boxacc_vs_tau.png"),
         cam_area(study, settings, folder / "cam_area.png"),
     ]
-    if any(key == "model.lse_r" for key, _ in study.grid):
+    grid_keys = {key for key, _ in study.grid}
+    if "model.lse_r" in grid_keys:
         paths.append(lse_sweep(study, results, folder / "lse_sweep.png"))
+    if grid_keys & {"model.input_size", "model.feature_stride"}:
+        paths.append(map_resolution(study, results, folder / "map_resolution.png"))
     if _validated(results):
         paths.append(learning_curves(study, settings, folder / "learning_curves.png"))
     return paths
