@@ -53,12 +53,17 @@ test-fast: $(STAMP) ## Run the tests not marked slow (no subprocess, torchrun or
 perf: $(STAMP) ## Time the threshold sweep, the CAM overhead and training images/s (default path vs fp32)
 	$(PY) -m bench.perf
 
-docs-img: $(STAMP) ## Refresh the README's figures in docs/img/ from results/paper/ (run make benchmark first)
+docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,lse_sweep,resolution}/ (run the studies first)
 	@mkdir -p docs/img
 	$(PY) -c "from PIL import Image; \
 	Image.open('results/paper/learning_curves.png').save('docs/img/learning_curves.png', optimize=True); \
 	cams = Image.open('results/paper/cams_gap_vs_gmp.png').convert('RGB'); \
 	cams.resize((cams.width * 11 // 20, cams.height * 11 // 20), Image.LANCZOS).save('docs/img/cams_gap_vs_gmp.jpg', quality=85)"
+	@for study in lse_sweep:lse_sweep resolution:map_resolution; do \
+	  png=results/$${study%%:*}/$${study##*:}.png; \
+	  if [ -f $$png ]; then $(PY) -c "from PIL import Image; Image.open('$$png').save('docs/img/$${study##*:}.png', optimize=True)"; \
+	  else echo "skipped docs/img/$${study##*:}.png: no $$png (run make benchmark CONFIG=configs/$${study%%:*}.yaml)"; fi; \
+	done
 
 clean-venv: ## Remove .venv (datasets in data/ and runs in results/ are kept)
 	rm -rf $(VENV)

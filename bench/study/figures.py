@@ -106,8 +106,9 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
     return save_figure(figure, path, FIGURE_DPI)
 
 
-def _subplots(count: int, width: float = 4.2, height: float = 3.4) -> tuple[plt.Figure, np.ndarray]:
-    columns = min(count, 3)
+def _subplots(count: int, width: float = 4.2, height: float = 3.4,
+              max_columns: int = 3) -> tuple[plt.Figure, np.ndarray]:
+    columns = min(count, max_columns)
     rows = -(-count // columns)
     figsize = (max(width * columns, 7.0), height * rows + 0.6)  # room for a two-line title
     figure, axes = plt.subplots(rows, columns, figsize=figsize, squeeze=False)
@@ -185,6 +186,9 @@ PARAMETER_PANELS = (
     ("sweep.max_box_acc_v2.value", "MaxBoxAccV2 (%)"),
     ("sweep.pxap.value", "PxAP (%)"),
 )
+# The least y range of a percentage panel: on a few hundred test images one seed's numbers move by a few
+# points, and a panel scaled to a 2-point range would draw that noise as a trend.
+MIN_PERCENT_SPAN = 12.0
 SeriesPoints = dict[float, list[RunResult]]  # parameter value -> the runs (seeds) at that value
 
 
@@ -198,7 +202,7 @@ def _against_parameter(series: dict[str, tuple[str, str, SeriesPoints]], path: P
     """
     runs = [r for _, _, points in series.values() for group in points.values() for r in group]
     panels = [(m, label) for m, label in PARAMETER_PANELS if all(run_metric(r, m) is not None for r in runs)]
-    figure, axes = _subplots(len(panels), width=3.6, height=3.2)
+    figure, axes = _subplots(len(panels), width=4.2, height=3.2, max_columns=2)
     for axis, (metric, label) in zip(axes, panels):
         for name, (colour, style, points) in series.items():
             xs = sorted(points)
@@ -212,6 +216,10 @@ def _against_parameter(series: dict[str, tuple[str, str, SeriesPoints]], path: P
         for x, note in (notes or {}).items():
             axis.annotate(note, (x, 0), xycoords=("data", "axes fraction"), fontsize=6, ha="center",
                           va="bottom", color="grey")
+        low, high = axis.get_ylim()
+        if metric != "mean_iou" and high - low < MIN_PERCENT_SPAN:  # a few points must not fill the panel
+            middle = (low + high) / 2
+            axis.set_ylim(middle - MIN_PERCENT_SPAN / 2, middle + MIN_PERCENT_SPAN / 2)
         axis.set(xlabel=xlabel, ylabel=label)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
