@@ -6,8 +6,8 @@ package beyond the standard library is needed; the browser is the Debian
 package ``chromium-headless-shell`` (or ``chromium``). Used by
 ``tests/test_browser.py`` and to make the README's screenshot::
 
-    python -m bench.html.browser results/paper/index.html --screenshot docs/img/study_page.png \\
-        --select agreement=1 --scroll browser
+    python -m bench.html.browser results/paper/index.html --width 1100 --height 760 \\
+        --select agreement=2 --scroll browser --colours 128 --screenshot docs/img/study_page.png
 
 """
 
@@ -208,6 +208,14 @@ def choose(browser: Browser, select_id: str, index: int) -> None:
                      f"s.selectedIndex = {index}; s.dispatchEvent(new Event('input')); }})()")
 
 
+def _reduce_colours(path: Path, colours: int) -> None:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        reduced = image.convert("RGB").quantize(colours, dither=Image.Dither.NONE)
+    reduced.save(path, optimize=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.html.browser", description=__doc__.split("\n\n")[0])
     parser.add_argument("page", help="an index.html written by wsol-bench")
@@ -215,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--select", action="append", default=[], metavar="ID=INDEX",
                         help="choose option INDEX of the <select id=ID> first (repeatable)")
     parser.add_argument("--scroll", help="scroll the element with this id to the top first")
+    parser.add_argument("--colours", type=int, default=0,
+                        help="reduce the screenshot to this many colours (a small PNG for the docs; 0: keep all)")
     parser.add_argument("--width", type=int, default=1280)
     parser.add_argument("--height", type=int, default=900)
     args = parser.parse_args(argv)
@@ -233,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
         report = browser.report(seconds)
         if args.screenshot:
             browser.screenshot(Path(args.screenshot))
+            if args.colours:
+                _reduce_colours(Path(args.screenshot), args.colours)
     problems = report.problems(page.parent)
     print(f"{page}: loaded in {report.load_seconds:.2f} s, {len(report.requests)} request(s), "
           f"{len(problems)} problem(s)")

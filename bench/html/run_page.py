@@ -152,10 +152,11 @@ def write_thumbnails(config: RunConfig, predictions: list[dict[str, str]], shown
     except (OSError, DatasetFormatError) as error:
         return f"The image grid needs the dataset's images, which could not be read ({error})."
     by_id = {sample.image_id: sample for sample in samples}
-    missing = [row["image_id"] for row in predictions if row["image_id"] not in by_id]
+    missing = [predictions[row]["image_id"] for row in shown.tolist()
+               if predictions[row]["image_id"] not in by_id or not by_id[predictions[row]["image_id"]].image_path.is_file()]
     if missing:
-        return (f"The image grid needs the dataset's images; {len(missing)} evaluated image(s) are not in the "
-                f"dataset at {config.data_root} (e.g. {missing[0]}).")
+        return (f"The image grid needs the dataset's images; {len(missing)} evaluated image(s) are missing from "
+                f"the dataset at {config.data_root} (e.g. {missing[0]}).")
     with np.load(config.run_dir / CAMS_FILE) as cams:
         index = {image_id: position for position, image_id in enumerate(cams["image_ids"].tolist())}
         top1, gt_class = cams["top1"], cams["gt_class"]
