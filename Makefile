@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 benchmark: $(STAMP) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
 	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) $(if $(QUICK),--quick)
 
-report: $(STAMP) ## Re-render a study's tables and figures from its finished runs (no training)
+report: $(STAMP) ## Re-render a study's tables, figures and web page (or a run's page) from finished runs (no training)
 	$(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick)
 
 data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses

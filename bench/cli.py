@@ -35,6 +35,7 @@ examples:
   python -m bench show-config configs/gap.yaml model.pooling=gmp
   python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
   python -m bench report configs/paper.yaml                 # re-render a study's report without training
+  python -m bench report configs/gap.yaml                   # re-render results/gap/index.html
   python -m bench evaluate-maps --maps my_maps/ --dataset-config configs/gap.yaml --out scores.json
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
   python -m bench cam photo.jpg photos/ --topk 3 --out cams/    # ImageNet CAMs and boxes for any image
@@ -67,8 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue the unfinished run in the run folder from its last checkpoint (same config); "
                           "a study continues its interrupted runs this way without being asked")
     run.add_argument("--quick", action="store_true", help="study files: the study's quick variant (study.quick)")
-    report = with_config("report", "re-render a study's tables, comparisons and figures from its finished runs "
-                                   "(no training)")
+    report = with_config("report", "re-render a study's tables, comparisons, figures and web page from its "
+                                   "finished runs, or a finished run's web page (no training)")
     report.add_argument("--quick", action="store_true", help="the study's quick variant (study.quick)")
     with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
     with_config("show-config", "print the resolved config (all defaults filled in) and exit")
@@ -166,10 +167,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     """Run one command other than ``cam``; errors propagate to :func:`main`."""
     if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
         return _study_command(args)
-    if args.command == "report":
-        raise ConfigError(f"{args.config}: 'report' takes a study file (with a top-level 'study:' key), "
-                          "e.g. configs/paper.yaml; a single run's report is its run folder")
     config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
+    if args.command == "report":
+        from bench.html.run_page import rewrite_run_page
+
+        print(f"run page: {rewrite_run_page(config)}")
+        return 0
     if args.command == "evaluate-maps":
         return _evaluate_maps(args, config)
     if args.command == "show-config":

@@ -141,6 +141,11 @@ def _format_box(box: np.ndarray) -> str:
     return " ".join(f"{value:.6g}" for value in box)
 
 
+def parse_boxes(text: str) -> np.ndarray:
+    """A box cell of ``predictions.csv`` (``"x0 y0 x1 y1;x0 y0 x1 y1"``, as written here) -> ``(G, 4)`` float64."""
+    return np.array([[float(v) for v in box.split()] for box in text.split(";") if box.strip()]).reshape(-1, 4)
+
+
 def to_pixels(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
     """``(3, S, S)`` tensor normalized with ``mean`` / ``std`` -> ``(S, S, 3)`` uint8.
 

@@ -67,6 +67,7 @@ from bench.evaluate import (
     validation_metrics,
 )
 from bench.head_train import cache_backbone_features, fit_head
+from bench.html.run_page import write_run_page
 from bench.layout import DatasetFormatError, write_class_names
 from bench.models import CamNet, build_model, calibrate_feature_scale
 from bench.protocol import describe_protocol
@@ -434,6 +435,7 @@ def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Call
     if not context.is_main:
         return {}
     _write_history(job.run_dir, history, f"{config.name}: learning curves")
+    write_run_page(config, job.eval_samples, log=job.say)
     manifest.update(status=COMPLETE, pid=None, train_history=history, precision=job.precision,
                     val_selected_epoch=selected,
                     finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))

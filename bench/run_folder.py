@@ -27,6 +27,8 @@ HISTORY_FILE = "history.csv"  # one row per epoch: training loss / accuracy, val
 HISTORY_FIGURE = "history.png"
 CAMS_FILE = "cams.npz"  # top-1 and GT-class CAMs at feature resolution (the final epoch's)
 GALLERY_FIGURE = "gallery.png"
+PAGE_FILE = "index.html"  # the run's web page (bench.html); also the study folder's
+PAGE_DIR = "page"  # the page's thumbnails, style sheet and script
 SELECTED_DIR = "val_selected"  # the SCORED_FILES of the val-selected epoch
 # Written for each scored epoch (the final one in the run folder, the val-selected one in SELECTED_DIR).
 METRICS_FILE = "metrics.json"

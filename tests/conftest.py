@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from helpers import FinishedRun, folder_fingerprint, tiny_run_config
+from helpers import TINY_CONFIG, FinishedRun, folder_fingerprint, tiny_run_config
 
 from bench.pipeline import run
 
@@ -36,3 +36,19 @@ def tiny_run(tiny_data_dir, tmp_path_factory) -> FinishedRun:
     after = folder_fingerprint(config.run_dir)
     changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
     assert not changed, f"a test wrote into the shared tiny run {config.run_dir}: {changed}"
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tiny_data_dir, tmp_path_factory):
+    """A finished study of two tiny runs (GAP and GMP, seed 0) with its report and pages: ``(study, runs)``."""
+    from bench.config import load_study
+    from bench.study.runner import run_study
+
+    folder = tmp_path_factory.mktemp("tiny_study")
+    path = folder / "tiny_study.yaml"
+    path.write_text(f"study:\n  base: {TINY_CONFIG}\n  grid:\n    model.pooling: [gap, gmp]\n    seed: [0]\n"
+                    f"  set:\n    data_root: {tiny_data_dir}\n    results_dir: {folder / 'results'}\n"
+                    f"  compare: [gmp]\n  bootstrap: 200\n")
+    study, runs = load_study(path)
+    run_study(study, runs, log=lambda message: None)
+    return study, runs

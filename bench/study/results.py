@@ -19,6 +19,7 @@ import torch
 from bench.boxes import box_area, pairwise_iou
 from bench.cam import upsample_cams
 from bench.config import RunConfig, StudyConfig
+from bench.evaluate import parse_boxes
 from bench.run_folder import (
     CAMS_FILE,
     CURVE_COLUMN,
@@ -76,10 +77,6 @@ class RunResult:
         return rows[0]["accuracy"] if rows else None
 
 
-def _parse_boxes(text: str) -> np.ndarray:
-    return np.array([[float(v) for v in box.split()] for box in text.split(";") if box.strip()]).reshape(-1, 4)
-
-
 def has_point(config: RunConfig, point: str) -> bool:
     """Whether the finished run in ``config.run_dir`` was scored at ``point``."""
     return point == FINAL or (config.run_dir / SELECTED_DIR / METRICS_FILE).is_file()
@@ -110,8 +107,8 @@ def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
              np.array([float(row[CURVE_COLUMN]) for row in curve_rows]))
     return RunResult(
         config=config, metrics=metrics, image_ids=[row["image_id"] for row in rows], per_image=per_image,
-        gt_boxes=[_parse_boxes(row["gt_boxes"]) for row in rows],
-        gt_class_boxes=np.stack([_parse_boxes(row["gt_class_box"])[0] for row in rows]),
+        gt_boxes=[parse_boxes(row["gt_boxes"]) for row in rows],
+        gt_class_boxes=np.stack([parse_boxes(row["gt_class_box"])[0] for row in rows]),
         gt_class_iou=np.array([float(row["gt_class_iou"]) for row in rows]),
         gt_class_cams=cams, box_acc_curve=curve, history=read_history(config.run_dir / HISTORY_FILE), point=point,
     )

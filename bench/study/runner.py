@@ -26,6 +26,7 @@ from typing import Callable
 from bench import distributed
 from bench.atomic_files import write_text
 from bench.config import SAME_EXPERIMENT_KEYS, RunConfig, StudyConfig, config_differences, load_config
+from bench.html.study_page import write_study_page
 from bench.pipeline import run
 from bench.run_folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status
 from bench.study import figures as study_figures
@@ -137,4 +138,5 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
     if notes:
         log((folder / "comparison.md").read_text())
     log(f"study report in {folder}/ ({', '.join(sorted(p.name for p in figures))})")
+    write_study_page(study, finished, log=log)
     return folder

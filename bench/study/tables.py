@@ -111,7 +111,7 @@ def _format(metric: str, mean: float, std: float, separator: str) -> str:
     return f"{mean:.{digits}f}{separator}{std:.{digits}f}"
 
 
-def _cells(study: StudyConfig, rows: list[dict], separator: str) -> tuple[list[str], list[list[str]]]:
+def table_cells(study: StudyConfig, rows: list[dict], separator: str) -> tuple[list[str], list[list[str]]]:
     """Header and body as text: the grid values (short key names), the seed count, ``mean<separator>std``."""
     keys = _row_keys(study)
     columns = {key: label for key, label in COLUMNS.items() if f"{key}_mean" in rows[0]}
@@ -124,7 +124,7 @@ def _cells(study: StudyConfig, rows: list[dict], separator: str) -> tuple[list[s
 
 def markdown_table(study: StudyConfig, rows: list[dict], protocol: str, title: str = "") -> str:
     """``table.md``'s table of one scoring point, then the paper's block (by hand: pandas' needs ``tabulate``)."""
-    header, body = _cells(study, rows, " ± ")
+    header, body = table_cells(study, rows, " ± ")
     lines = [f"## {title}", ""] if title else []
     lines += [f"Study `{study.name}`: mean ± std over seeds. Columns without a tau note: {protocol}. "
               "Oracle columns take the best tau on the test split itself (wsolevaluation's protocol); "
@@ -141,7 +141,7 @@ def markdown_table(study: StudyConfig, rows: list[dict], protocol: str, title: s
 
 def latex_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
     """``table.tex``: a booktabs tabular (pandas' Styler escapes the text), the paper's block above the last rule."""
-    header, body = _cells(study, rows, r" $\pm$ ")
+    header, body = table_cells(study, rows, r" $\pm$ ")
     left = len(_row_keys(study)) + 1  # the grid values and the seed count
     styler = pd.DataFrame(body, columns=header).style.hide(axis="index")
     styler = styler.format(escape="latex-math").format_index(escape="latex", axis="columns")
