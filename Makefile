@@ -50,7 +50,7 @@ test: $(STAMP) ## Run the whole test suite, slow tests included (CPU, no network
 test-fast: $(STAMP) ## Run the tests not marked slow (no subprocess, torchrun or study runs): for development
 	$(PY) -m pytest -q -m "not slow"
 
-perf: $(STAMP) ## Time the threshold sweep, the CAM overhead and training images/s (default path vs fp32)
+perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s and each map method's cost
 	$(PY) -m bench.perf
 
 docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,lse_sweep,resolution}/ (run the studies first)

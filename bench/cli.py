@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from pathlib import Path
 from typing import Sequence
 
@@ -40,6 +41,7 @@ examples:
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
   python -m bench cam photo.jpg photos/ --topk 3 --out cams/    # ImageNet CAMs and boxes for any image
   python -m bench cam bird.jpg --checkpoint results/gap/checkpoint.pt
+  python -m bench methods results/gap --methods cam,gradcam,scorecam   # other CAM methods, the run's protocol
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
 """
@@ -102,7 +104,26 @@ def _parser() -> argparse.ArgumentParser:
     cam.add_argument("--out", default="results/cam", help="output folder (default results/cam)")
     cam.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     cam.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same images")
+    _add_methods_parser(commands)
     return parser
+
+
+def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
+    from bench.config import CamMethod
+
+    names = ",".join(typing.get_args(CamMethod))
+    methods = commands.add_parser(
+        "methods", help="score CAM-family methods (Grad-CAM, Score-CAM, ...) on a finished run with its protocol",
+        description="Each method's top-1 and GT-class maps for every image of the split, scored with the run's "
+                    "protocol, timed against the forward pass; writes RUN_DIR/methods/ (methods.csv, methods.md, "
+                    "methods.png, predictions_<method>.csv).")
+    methods.add_argument("run_dir", help="a finished run's folder, e.g. results/gap")
+    methods.add_argument("--methods", default=names, help=f"comma-separated, from: {names} (default: all)")
+    methods.add_argument("--split", choices=("test", "val"), help="split to score (default: the run's eval.split)")
+    methods.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/methods/")
+    methods.add_argument("--timing-batches", type=int, default=3, help="batches timed per method (default 3)")
+    methods.add_argument("--score-batch-size", type=int, default=64,
+                         help="masked images per forward pass in Score-CAM (default 64)")
 
 
 def _cam(args: argparse.Namespace) -> int:
@@ -123,6 +144,26 @@ def _cam(args: argparse.Namespace) -> int:
         print(f"{len(skipped)} file(s) skipped (unreadable): " + ", ".join(str(path) for path, _ in skipped)
               + f"; exit code {EXIT_IMAGES_SKIPPED}", file=sys.stderr)
         return EXIT_IMAGES_SKIPPED
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from bench import methods_command
+    from bench.layout import DatasetFormatError
+    from bench.methods import MethodError
+
+    try:
+        if args.timing_batches < 1 or args.score_batch_size < 1:
+            raise methods_command.MethodsCommandError(
+                f"--timing-batches and --score-batch-size must be >= 1, got {args.timing_batches} and "
+                f"{args.score_batch_size}")
+        names = [name.strip() for name in args.methods.split(",") if name.strip()]
+        methods_command.run_methods(Path(args.run_dir), names, args.split, args.overwrite,
+                                    timing_batches=args.timing_batches, score_batch_size=args.score_batch_size)
+    except (methods_command.MethodsCommandError, MethodError, ConfigError, DatasetFormatError,
+            FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     return 0
 
 
@@ -151,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "cam":
         return _cam(args)
+    if args.command == "methods":
+        return _methods(args)
     try:
         return _dispatch(args)
     except ConfigError as error:

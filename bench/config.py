@@ -57,6 +57,8 @@ CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
 SyntheticVariant = Literal["parts", "uniform"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+# Map methods of ``bench methods`` (bench.methods): our CAM and pytorch-grad-cam's methods, one name each.
+CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam"]
 
 
 class ConfigError(ValueError):
@@ -502,7 +504,9 @@ class StudyConfig:
       above for a first look (``QUICK=1``); the study is then named ``<name>_quick``;
     * ``compare``: poolings compared with GAP (``GAP - X`` with a paired bootstrap CI; default: every
       other pooling of the grid);
-    * ``bootstrap``: bootstrap resamples; ``confidence``: the CI level.
+    * ``bootstrap``: bootstrap resamples; ``confidence``: the CI level;
+    * ``methods``: map methods (:data:`CamMethod`) run on each finished run (``bench methods``), giving
+      ``methods_table.{csv,md}``: pooling x method (default: none).
     """
 
     name: str
@@ -513,6 +517,7 @@ class StudyConfig:
     bootstrap: int = 1000
     confidence: float = 0.95
     results_dir: str = "results"
+    methods: tuple[str, ...] = ()
 
     @property
     def study_dir(self) -> Path:
@@ -538,6 +543,7 @@ class _StudySection:
     compare: tuple[Pooling, ...] = ()  # absent: every pooling of the grid but gap
     bootstrap: int = setting(1000, lambda v: v >= 100, "an integer >= 100")
     confidence: float = setting(0.95, lambda v: 0.5 <= v < 1, "a number in [0.5, 1)")
+    methods: tuple[CamMethod, ...] = setting((), lambda v: len(set(v)) == len(v), "a list of distinct method names")
 
 
 def is_study_file(path: str | Path) -> bool:
@@ -596,7 +602,8 @@ def load_study(path: str | Path, quick: bool = False,
             raise ConfigError(f"study run {run_name}: {error}") from None
     config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, (v, _) in grid.items()),
                          set=tuple((o.key, o.value) for o in fixed), compare=compare,
-                         bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir)
+                         bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir,
+                         methods=section.methods)
     return config, runs
 
 

@@ -8,6 +8,9 @@ frame is the network input by default, or the original image with
 ``eval.frame: original`` (:mod:`bench.protocol`). Per-image rows go straight
 to ``predictions.csv``; only counters, the feature-resolution CAMs (for
 ``cams.npz``) and a few gallery images stay in memory.
+
+Every scoring function takes an optional map ``method`` (:data:`bench.prediction.MapMethod`,
+``bench methods``): it replaces the CAM as the maker of the top-1 and GT-class maps, and nothing else.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from bench.metrics import (
     localization_outcomes,
 )
 from bench.models import CamNet
-from bench.prediction import localize_batch, predict, upsample_to_frames
+from bench.prediction import MapMethod, localize_batch, predict, upsample_to_frames
 from bench.protocol import frame_of
 from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter
 
@@ -156,7 +159,7 @@ def to_pixels(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
 
 
 def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
-                device: torch.device, sweep: SweepMeters | None = None) -> ScoredBatch:
+                device: torch.device, sweep: SweepMeters | None = None, method: MapMethod | None = None) -> ScoredBatch:
     """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``).
 
     ``sweep`` (optional) is fed each image's GT-class map in the evaluated frame.
@@ -164,7 +167,7 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
     batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
     labels = batch["label"].to(device)
     located = localize_batch(model, batch["image"].to(device), sizes, TOP_K, config.tau, config.normalization,
-                             labels, boxed=SCORED_MAPS)
+                             labels, boxed=SCORED_MAPS, method=method)
     prediction, maps, boxes = located.prediction, located.maps, located.boxes  # ..., B x (2, H, W), (B, 2, 4)
     indices = batch["index"].tolist()
     topk_classes = prediction.topk_classes.cpu().numpy()
@@ -200,11 +203,12 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
 
 
 def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
-                  device: torch.device, sweep: SweepMeters | None = None) -> Iterator[ScoredBatch]:
+                  device: torch.device, sweep: SweepMeters | None = None,
+                  method: MapMethod | None = None) -> Iterator[ScoredBatch]:
     """:func:`score_batch` over ``loader``, lazily (``sweep`` is complete once the iterator is exhausted)."""
     model.eval()
     for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-        yield score_batch(model, batch, samples, config, device, sweep)
+        yield score_batch(model, batch, samples, config, device, sweep, method)
 
 
 def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> EvaluationResult:
@@ -244,7 +248,7 @@ def evaluate(
 
 @torch.no_grad()
 def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
-                device: torch.device, sweep: SweepMeters) -> None:
+                device: torch.device, sweep: SweepMeters, method: MapMethod | None = None) -> None:
     """Feed ``sweep`` with every image of ``loader``: one forward pass, the GT-class CAM only, no files.
 
     Used for the val split, whose only job is to choose tau.
@@ -253,7 +257,9 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
     for batch in tqdm(loader, desc="sweep", leave=False, dynamic_ncols=True):
         batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
         labels = batch["label"].to(device)
-        prediction = predict(model, batch["image"].to(device), TOP_K, labels)
+        # The CAM path makes the top-k CAMs too (as evaluation does); a method only the GT class's map.
+        prediction = predict(model, batch["image"].to(device), TOP_K, labels, method,
+                             mapped=None if method is None else (-1,))
         maps = [m[0] for m in upsample_to_frames(prediction.cams[:, -1:], sizes)]  # B x (H, W), the GT class's
         topk = prediction.topk_classes.cpu().numpy()
         label_array = labels.cpu().numpy()

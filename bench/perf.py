@@ -1,4 +1,4 @@
-"""``make perf``: timings of the threshold sweep and of the CAM overhead (a benchmark, not a test).
+"""``make perf``: timings of the threshold sweep, the CAM overhead, training and the map methods (a benchmark, not a test).
 
 Prints, from one process on one machine:
 
@@ -16,6 +16,13 @@ Prints, from one process on one machine:
    stages it sets) against plain fp32 full fine-tuning (no channels_last,
    nothing frozen), timed in alternation on the same batch of 32 embedded
    training images (SGD steps only: no data loading), and their ratio.
+4. The cost of each map method of ``bench methods`` (:mod:`bench.methods`) on the
+   same network: ms per image of forward + top-5 + the method's top-1 map,
+   upsampled and boxed, and its ratio to the forward pass alone
+   (:func:`bench.methods.time_methods`; the labels are the top-1 classes, as
+   for correctly classified images: one map per image). Score-CAM runs the
+   network once per feature channel (1,280 for EfficientNet-Lite0), hence
+   the few images it is timed on (``--method-images``).
 
 Timings are the median of a few repeats; a shared machine makes them noisy.
 """
@@ -23,6 +30,7 @@ Timings are the median of a few repeats; a shared machine makes them noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from pathlib import Path
@@ -125,6 +133,26 @@ def cam_overhead(batch_size: int, repeats: int, threads: int) -> None:
     print(f"  ratio, (forward + that) / forward          {(plain + extra) / plain:7.3f}  (target <= 1.05)")
 
 
+def method_costs(num_images: int, threads: int, methods: list[str]) -> None:
+    """Per-method ms per image and overhead over the forward pass (module docstring, item 4)."""
+    from bench.methods import map_method, time_methods  # loads pytorch-grad-cam only for this timing
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = build_model(ModelConfig(), num_classes=12).eval()
+    images = torch.randn(num_images, 3, SIZE, SIZE)
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)  # the top-1 class: one map per image, as for a correct prediction
+    makers = {name: map_method(name, model) for name in methods}
+    config = EvalConfig()
+    timings = time_methods(model, makers, [(images, labels)], config.tau, config.normalization, contextlib.nullcontext)
+    print(f"\nmap methods, efficientnet_lite0 stride 16, {SIZE}px, one batch of {num_images} images, "
+          f"{torch.get_num_threads()} torch threads (after one warm-up)")
+    for name, timing in timings.items():
+        target = "  (target <= 1.05)" if name == "cam" else ""
+        print(f"  {name:<10} {timing['ms_per_image']:10.1f} ms/image  {timing['overhead']:8.2f} x forward{target}")
+
+
 def _training_step(config: RunConfig, samples: list, num_classes: int, precision: str) -> Callable[[], None]:
     """One SGD step of ``config``'s model on ``samples`` as the pipeline trains it.
 
@@ -193,7 +221,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--train-config", default="configs/gap.yaml", help="whose training path is timed")
-    parser.add_argument("--only", choices=("sweep", "cam", "train"), help="run one of the three timings")
+    parser.add_argument("--method-images", type=int, default=2, help="images the map methods are timed on")
+    parser.add_argument("--methods", default="cam,gradcam,gradcampp,xgradcam,layercam,scorecam,eigencam",
+                        help="map methods timed (comma-separated)")
+    parser.add_argument("--only", choices=("sweep", "cam", "train", "methods"), help="run one of the timings")
     args = parser.parse_args()
     if args.only in (None, "sweep"):
         sweep_timings(args.maps, args.reference_maps)
@@ -201,6 +232,8 @@ def main() -> None:
         cam_overhead(args.batch_size, args.repeats, args.threads)
     if args.only in (None, "train"):
         training_throughput(args.train_config, args.repeats, args.threads)
+    if args.only in (None, "methods"):
+        method_costs(args.method_images, args.threads, args.methods.split(","))
 
 
 if __name__ == "__main__":

@@ -9,12 +9,16 @@ top-k classes, then of the true classes when labels are given
 image's frame ``(H_i, W_i)`` and boxed by the paper's rule at ``tau`` on
 ``normalization``-normalized maps (:mod:`bench.localize`; boxes follow
 :mod:`bench.boxes`, in pixels of that frame).
+
+A :data:`MapMethod` (``bench methods``: Grad-CAM and kin, :mod:`bench.methods`)
+may replace the CAM: it only changes how the ``(h, w)`` maps of the chosen
+classes are made; classes, upsampling and boxes stay this module's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,6 +27,10 @@ from bench.cam import class_activation_maps, upsample_cams
 from bench.localize import boxes_from_cams
 from bench.models import CamNet
 
+# Makes maps in place of the CAM: (images (B, 3, S, S), features (B, C, h, w), classes (B, M) int64)
+# -> maps (B, M, h, w) float32 at the feature resolution, the map of classes[i, m] for image i.
+MapMethod = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class BatchPrediction:
@@ -30,7 +38,9 @@ class BatchPrediction:
 
     topk_classes: torch.Tensor  # (B, K) int64, best first
     topk_probs: torch.Tensor  # (B, K) softmax probabilities
-    cams: torch.Tensor  # (B, K, h, w), or (B, K + 1, h, w) with the true class's CAM last when labels are given
+    # (B, K, h, w), or (B, K + 1, h, w) with the true class's CAM last when labels are given; from
+    # predict(..., mapped=columns): the maps of those columns of that class list only, (B, len(columns), h, w)
+    cams: torch.Tensor
 
 
 @dataclass(frozen=True)
@@ -46,18 +56,40 @@ class BatchBoxes:
 def predict_from_features(model: CamNet, features: torch.Tensor, topk: int,
                           labels: torch.Tensor | None = None) -> BatchPrediction:
     """Top-``topk`` classes and their CAMs (then the CAM of ``labels (B,)`` if given) from ``features (B, C, h, w)``."""
-    logits = model.head(features)  # (B, num_classes)
-    k = min(topk, logits.shape[1])
-    topk_probs, topk_classes = logits.softmax(dim=1).topk(k, dim=1)  # (B, K)
-    classes = topk_classes if labels is None else torch.cat([topk_classes, labels[:, None]], dim=1)  # (B, K [+ 1])
+    topk_probs, topk_classes, classes = _ranked_classes(model, features, topk, labels)
     cams = class_activation_maps(features, model.cam_weight, classes)  # (B, K [+ 1], h, w)
     return BatchPrediction(topk_classes, topk_probs, cams)
 
 
+def _ranked_classes(model: CamNet, features: torch.Tensor, topk: int,
+                    labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(top-k probabilities (B, K), top-k classes (B, K), those classes then labels (B, K [+ 1]))``."""
+    logits = model.head(features)  # (B, num_classes)
+    k = min(topk, logits.shape[1])
+    topk_probs, topk_classes = logits.softmax(dim=1).topk(k, dim=1)  # (B, K)
+    classes = topk_classes if labels is None else torch.cat([topk_classes, labels[:, None]], dim=1)  # (B, K [+ 1])
+    return topk_probs, topk_classes, classes
+
+
 @torch.no_grad()
-def predict(model: CamNet, images: torch.Tensor, topk: int, labels: torch.Tensor | None = None) -> BatchPrediction:
-    """:func:`predict_from_features` on a batch ``images (B, 3, S, S)``: one forward pass."""
-    return predict_from_features(model, model.features(images), topk, labels)
+def predict(model: CamNet, images: torch.Tensor, topk: int, labels: torch.Tensor | None = None,
+            method: MapMethod | None = None, mapped: Sequence[int] | None = None) -> BatchPrediction:
+    """:func:`predict_from_features` on a batch ``images (B, 3, S, S)``: one forward pass.
+
+    ``method`` (None: the CAM) makes the maps; ``mapped`` (None: all) picks the
+    columns of the class list that get one, e.g. ``(0, -1)``: the top-1 and the
+    true class (a costly method then makes two maps per image, not K + 1).
+    """
+    features = model.features(images)  # (B, C, h, w)
+    if method is None and mapped is None:
+        return predict_from_features(model, features, topk, labels)
+    topk_probs, topk_classes, classes = _ranked_classes(model, features, topk, labels)
+    chosen = classes if mapped is None else classes[:, list(mapped)]  # (B, M)
+    if method is None:
+        maps = class_activation_maps(features, model.cam_weight, chosen)
+    else:
+        maps = method(images, features, chosen)
+    return BatchPrediction(topk_classes, topk_probs, maps)
 
 
 def upsample_to_frames(cams: torch.Tensor, sizes: Sequence[tuple[int, int]]) -> list[np.ndarray]:
@@ -100,6 +132,14 @@ def localize_features(model: CamNet, features: torch.Tensor, sizes: Sequence[tup
 @torch.no_grad()
 def localize_batch(model: CamNet, images: torch.Tensor, sizes: Sequence[tuple[int, int]], topk: int, tau: float,
                    normalization: str, labels: torch.Tensor | None = None,
-                   boxed: Sequence[int] | None = None) -> BatchBoxes:
-    """The whole path for ``images (B, 3, S, S)``: one forward pass, then :func:`localize_features`."""
-    return localize_features(model, model.features(images), sizes, topk, tau, normalization, labels, boxed)
+                   boxed: Sequence[int] | None = None, method: MapMethod | None = None) -> BatchBoxes:
+    """The whole path for ``images (B, 3, S, S)``: one forward pass, then :func:`localize_features`.
+
+    With ``method``, it makes the maps of the ``boxed`` classes only (:func:`predict` with
+    ``mapped=boxed``): ``prediction.cams``, ``maps`` and ``boxes`` then all follow ``boxed``'s order.
+    """
+    if method is None:
+        return localize_features(model, model.features(images), sizes, topk, tau, normalization, labels, boxed)
+    prediction = predict(model, images, topk, labels, method, mapped=boxed)
+    maps, boxes = box_in_frames(prediction.cams, sizes, tau, normalization)
+    return BatchBoxes(prediction, maps, boxes)

@@ -38,6 +38,12 @@ CURVES_FIGURE = "boxacc_vs_tau.png"
 SCORED_FILES = (METRICS_FILE, PREDICTIONS_FILE, CURVES_FILE, CURVES_FIGURE)
 CURVE_COLUMN = "box_acc_largest_0.5"  # BoxAcc(tau, IoU 0.5) of the GT-class box, largest component
 VAL_CURVE_COLUMN = f"val_{CURVE_COLUMN}"  # the same on the val split
+# Written by ``bench methods`` (bench.methods_command) into METHODS_DIR of a finished run.
+METHODS_DIR = "methods"
+METHODS_TABLE = "methods.csv"  # one row per map method: metrics, ms per image, overhead over the forward pass
+METHODS_MARKDOWN = "methods.md"
+METHODS_FIGURE = "methods.png"  # the same images, one column per method
+METHOD_PREDICTIONS = "predictions_{method}.csv"  # each method's per-image rows (bench.evaluate.PREDICTION_COLUMNS)
 
 
 def _process_alive(pid: int) -> bool:

@@ -13,6 +13,8 @@ study folder ``results/<study>/`` then gets:
   each pooling X in ``study.compare``, with a paired bootstrap confidence
   interval over test images and seeds, and one computed verdict per setting
   (:mod:`bench.study.statistics`);
+* with ``study.methods``: ``methods_table.md`` / ``.csv``, setting x map method, after ``bench methods``
+  on each finished run (:mod:`bench.study.methods_table`);
 * figures: ``cams_gap_vs_gmp.png``, ``iou_hist.png``, ``boxacc_vs_tau.png``,
   ``cam_area.png`` and, when the grid varies ``model.lse_r``, ``lse_sweep.png``
   (:mod:`bench.study.figures`).
@@ -30,6 +32,7 @@ from bench.html.study_page import write_study_page
 from bench.pipeline import run
 from bench.run_folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status
 from bench.study import figures as study_figures
+from bench.study.methods_table import ensure_methods, write_methods_tables
 from bench.study.results import FINAL, POINTS, VAL_SELECTED, StudyError, by_setting, has_point, read_run
 from bench.study.statistics import comparison_markdown, comparisons
 from bench.study.tables import write_csv, write_tables
@@ -98,6 +101,9 @@ def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False
             context=context)
     if not context.is_main:
         return study.study_dir
+    for config in runs if study.methods else ():
+        if run_state(config) == "complete":
+            ensure_methods(config, study.methods, log)
     return write_report(study, runs, log=log)
 
 
@@ -131,6 +137,8 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
             write_csv(folder / f"comparison{suffix}.csv", differences)
         if point == FINAL:
             figures = study_figures.draw_all(study, results, by_setting(study, results), folder)
+    if study.methods:
+        tables.append(write_methods_tables(study, finished, folder))
     write_text(folder / "table.md", "\n".join(tables))
     if notes:
         write_text(folder / "comparison.md", "\n".join(notes))

@@ -1,0 +1,90 @@
+"""A study's map methods (``study.methods``): ``bench methods`` on each finished run, then setting x method tables.
+
+``methods_table.csv`` / ``methods_table.md`` hold one row per setting (every
+grid key but ``seed``, e.g. the pooling) and method, each column of
+:data:`METHOD_COLUMNS` as its mean over seeds, read from each run's
+``methods/methods.csv`` (:mod:`bench.methods_command`).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Callable, Sequence
+
+import pandas as pd
+
+from bench.atomic_files import atomic_path, write_text
+from bench.config import RunConfig, StudyConfig
+from bench.run_folder import METHODS_DIR, METHODS_TABLE
+from bench.study.results import config_value
+
+METHOD_COLUMNS = {
+    "top1_loc_error": "top-1 loc err (%)",
+    "gt_known_loc_acc": "GT-known loc (%)",
+    "mean_iou": "mean IoU",
+    "max_box_acc": "MaxBoxAcc (%)",
+    "max_box_acc_v2": "MaxBoxAccV2 (%)",
+    "pxap": "PxAP (%)",
+    "top1_loc_error_val_tau": "top-1 loc err, tau from val (%)",
+    "ms_per_image": "ms / image",
+    "overhead": "x forward",
+}
+TABLE_STEM = "methods_table"
+
+
+def read_methods_table(run_dir: Path) -> dict[str, dict[str, float]]:
+    """A run's ``methods/methods.csv`` as ``{method: {column: value}}`` (empty if it has none)."""
+    path = Path(run_dir) / METHODS_DIR / METHODS_TABLE
+    if not path.is_file():
+        return {}
+    with path.open(newline="") as handle:
+        return {row.pop("method"): {key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)}
+
+
+def ensure_methods(config: RunConfig, methods: Sequence[str], log: Callable[[str], None] = print) -> None:
+    """Give a finished run a ``methods/`` holding at least ``methods``; one that has them all is kept.
+
+    Otherwise it is made again for the methods it had and those asked for.
+    """
+    from bench.methods import METHODS  # the method library loads only when a study asks for methods
+    from bench.methods_command import run_methods
+
+    have = read_methods_table(config.run_dir)
+    if all(name in have for name in methods):
+        return
+    wanted = [name for name in METHODS if name in have or name in methods]
+    log(f"{config.name}: map methods {', '.join(wanted)}")
+    run_methods(config.run_dir, wanted, overwrite=True, log=lambda message: None)
+
+
+def write_methods_tables(study: StudyConfig, finished: list[RunConfig], folder: Path) -> str:
+    """``methods_table.csv`` and ``.md`` from the runs' ``methods.csv`` (runs without one are left out); the md."""
+    keys = [key for key, _ in study.grid if key != "seed"]
+    records = []
+    for config in finished:
+        for method, row in read_methods_table(config.run_dir).items():
+            if method in study.methods:
+                records.append({**{key: config_value(config, key) for key in keys}, "method": method,
+                                **{column: row.get(column, float("nan")) for column in METHOD_COLUMNS}})
+    if not records:
+        return ""
+    frame = pd.DataFrame.from_records(records)
+    frame["method"] = pd.Categorical(frame["method"], categories=list(study.methods), ordered=True)
+    grouped = frame.groupby([*keys, "method"], sort=False, observed=True)
+    table = grouped[list(METHOD_COLUMNS)].mean()
+    table.insert(0, "seeds", grouped.size())
+    table = table.reset_index()
+    with atomic_path(folder / f"{TABLE_STEM}.csv") as temporary:
+        table.to_csv(temporary, index=False, float_format="%.6g")
+    header = [*keys, "method", "seeds", *METHOD_COLUMNS.values()]
+    lines = [f"## Map methods: {' x '.join([*keys, 'method'])} (mean over seeds)", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---|---:|" + "---:|" * len(METHOD_COLUMNS)]
+    for record in table.to_dict("records"):
+        cells = [str(record[key]) for key in [*keys, "method", "seeds"]]
+        cells += ["-" if pd.isna(record[c]) else f"{record[c]:.3f}" if c in ("mean_iou", "overhead")
+                  else f"{record[c]:.2f}" for c in METHOD_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    markdown = "\n".join(lines) + "\n"
+    write_text(folder / f"{TABLE_STEM}.md", markdown)
+    return markdown

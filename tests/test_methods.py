@@ -1,0 +1,197 @@
+"""CAM-family methods (bench.methods, ``bench methods``): invariants, hand-made answers, the command's files."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from helpers import TINY_CONFIG
+
+from bench.cam import class_activation_maps
+from bench.cli import main
+from bench.config import ConfigError, ModelConfig, load_study
+from bench.methods import METHODS, MethodError, check_methods, map_method
+from bench.models import CamNet, build_model
+from bench.prediction import localize_batch, predict
+from bench.study.runner import run_study
+
+TINY_GAP = ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8, pooling="gap", input_size=64)
+
+
+@pytest.fixture(scope="module")
+def gap_network():
+    """A random tiny GAP network with 3 classes and a feature scale other than 1 (CAMs use classifier / scale)."""
+    torch.manual_seed(0)
+    network = build_model(TINY_GAP, num_classes=3).eval()
+    network.feature_scale.fill_(2.5)
+    return network
+
+
+def test_gradcam_is_the_cam_over_h_times_w_on_a_gap_network(gap_network):
+    # GAP + linear head: dS_c / dA_k(x, y) = W[c, k] / (h w) / scale at every position, so Grad-CAM's channel
+    # weights (the mean gradient) are the CAM weights / (h w): Grad-CAM = CAM / (h w), a positive constant.
+    # Our maps are taken before the library's ReLU, so the equality holds for the negative values too.
+    images = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        features = gap_network.features(images)  # (4, 64, 8, 8)
+    classes = torch.tensor([[0, 2], [1, 1], [2, 0], [0, 1]])
+    ours = class_activation_maps(features, gap_network.cam_weight, classes)  # (4, 2, 8, 8)
+    assert (ours < 0).any() and (ours > 0).any()  # both signs: the ReLU is really left out
+    gradcam = map_method("gradcam", gap_network)(images, features, classes)
+    torch.testing.assert_close(gradcam, ours / 64, rtol=1e-4, atol=1e-6)
+    # XGrad-CAM's weights sum_xy(g A) / sum_xy(A) equal the constant gradient too: the same map.
+    xgradcam = map_method("xgradcam", gap_network)(images, features, classes)
+    torch.testing.assert_close(xgradcam, ours / 64, rtol=1e-4, atol=1e-6)
+
+
+def test_a_method_replaces_only_the_maps_of_the_evaluation_path(gap_network):
+    images, labels = torch.randn(3, 3, 64, 64), torch.tensor([0, 1, 2])
+    cam_path = predict(gap_network, images, 5, labels)  # top-3 CAMs then the GT class's
+    gradcam = predict(gap_network, images, 5, labels, map_method("gradcam", gap_network), mapped=(0, -1))
+    assert torch.equal(gradcam.topk_classes, cam_path.topk_classes)
+    torch.testing.assert_close(gradcam.cams, cam_path.cams[:, [0, -1]] / 64, rtol=1e-4, atol=1e-6)
+    # A positive constant leaves max-normalized boxes as they are.
+    sizes = [(64, 64)] * 3
+    cam_boxes = localize_batch(gap_network, images, sizes, 5, 0.2, "max", labels, boxed=(0, -1)).boxes
+    method_boxes = localize_batch(gap_network, images, sizes, 5, 0.2, "max", labels, boxed=(0, -1),
+                                  method=map_method("gradcam", gap_network)).boxes
+    np.testing.assert_array_equal(method_boxes, cam_boxes)
+
+
+def hand_made_network() -> CamNet:
+    """Identity backbone (the input *is* the 1-channel feature map), GAP, class 0 weight +1, class 1 weight -1."""
+    network = CamNet(torch.nn.Identity(), 1, 2, TINY_GAP, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)).eval()
+    with torch.no_grad():
+        network.classifier.weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        network.classifier.bias.zero_()
+    return network
+
+
+def test_every_method_on_a_hand_made_feature_map_gives_the_computed_map():
+    # One channel, 5x5: a hot spot of 1 at (1, 3), a weaker one of 0.5 at (3, 0); sum S = 1.5, mean 0.06.
+    # Class 0 (weight +1): gradient g = 1/25 everywhere; class 1 (weight -1): g = -1/25.
+    spot = torch.zeros(1, 1, 5, 5)
+    spot[0, 0, 1, 3], spot[0, 0, 3, 0] = 1.0, 0.5
+    network = hand_made_network()
+    classes = torch.tensor([[0, 1]])
+    f = spot[0, 0]
+    expected = {
+        "gradcam": (f / 25, -f / 25),  # mean gradient x A
+        "xgradcam": (f / 25, -f / 25),  # sum(g A) / sum(A) = g
+        "layercam": (f / 25, 0 * f),  # relu(g) x A: nothing for the negative weight
+        # Grad-CAM++: alpha = g^2 / (2 g^2 + S g^3 + 1e-6) at each of the 25 positions (the library's eps),
+        # weight relu(g) * 25 alpha = 0.0016 / (0.0032 + 0.000096 + 0.000001); zero for a negative gradient.
+        "gradcampp": (f * 0.0016 / 0.003297, 0 * f),
+        "scorecam": (f, f),  # one channel: the softmax over channels is 1 whatever the class score
+        "eigencam": (f - 0.06, f - 0.06),  # the centred map projected on its one component; class-agnostic
+    }
+    assert set(expected) == set(METHODS) - {"cam"}
+    for name, (class_0, class_1) in expected.items():
+        maps = map_method(name, network)(spot, spot, classes)  # (1, 2, 5, 5)
+        torch.testing.assert_close(maps[0, 0], class_0, rtol=1e-5, atol=1e-6, msg=f"{name}, class 0")
+        torch.testing.assert_close(maps[0, 1], class_1, rtol=1e-5, atol=1e-6, msg=f"{name}, class 1")
+        assert divmod(int(maps[0, 0].argmax()), 5) == (1, 3), name  # every method peaks at the hot spot
+
+
+def test_method_names_are_checked():
+    assert check_methods(["gradcam", "cam", "gradcam"]) == ("gradcam", "cam")
+    with pytest.raises(MethodError, match="allowed: cam, gradcam, gradcampp, xgradcam, layercam, scorecam, eigencam"):
+        check_methods(["gradcam", "gradcam+"])
+
+
+def test_study_methods_are_validated_naming_the_key(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(f"study:\n  base: {tmp_path / 'missing.yaml'}\n  grid:\n    seed: [0]\n"
+                    f"  methods: [cam, gradcam++]\n")
+    with pytest.raises(ConfigError, match=r"study\.methods.*'gradcam\+\+'.*expected one of: cam, gradcam, gradcampp"):
+        load_study(path)
+
+
+# ----------------------------------------------------------------------------- the command on a finished run
+
+
+@pytest.fixture(scope="module")
+def methods_run(tiny_run, tmp_path_factory):
+    """A copy of the shared tiny run (never written into) with ``bench methods`` run on three methods."""
+    run_dir = tmp_path_factory.mktemp("methods") / "tiny"
+    shutil.copytree(tiny_run.config.run_dir, run_dir)
+    code = main(["methods", str(run_dir), "--methods", "cam,gradcam,scorecam", "--timing-batches", "1"])
+    assert code == 0
+    return run_dir
+
+
+def read_rows(run_dir):
+    with (run_dir / "methods" / "methods.csv").open() as handle:
+        return {row.pop("method"): {key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)}
+
+
+def test_methods_writes_one_row_per_method_and_the_cam_row_is_the_run_itself(methods_run):
+    folder = methods_run / "methods"
+    assert {path.name for path in folder.iterdir()} == {
+        "methods.csv", "methods.md", "methods.png", "predictions_cam.csv", "predictions_gradcam.csv",
+        "predictions_scorecam.csv"}
+    rows = read_rows(methods_run)
+    assert list(rows) == ["cam", "gradcam", "scorecam"]
+    metrics = json.loads((methods_run / "metrics.json").read_text())
+    cam = rows["cam"]
+    for key in ("top1_cls_error", "top1_loc_error", "top5_loc_error", "gt_known_loc_acc", "mean_iou"):
+        assert cam[key] == pytest.approx(metrics[key], abs=1e-4), key
+    assert cam["max_box_acc"] == pytest.approx(metrics["sweep"]["max_box_acc"]["value"], abs=1e-4)
+    assert cam["max_box_acc_v2"] == pytest.approx(metrics["sweep"]["max_box_acc_v2"]["value"], abs=1e-4)
+    assert cam["val_tau"] == pytest.approx(metrics["sweep"]["calibrated"]["tau"])
+    assert cam["top1_loc_error_val_tau"] == pytest.approx(metrics["sweep"]["calibrated"]["top1_loc_error"], abs=1e-4)
+    # The tiny run is GAP: Grad-CAM is the CAM times a positive constant, so every box and number is the same.
+    for key in ("top1_loc_error", "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2"):
+        assert rows["gradcam"][key] == pytest.approx(cam[key], abs=1e-3), key
+    assert all(row["ms_per_image"] > 0 and row["overhead"] > 0 for row in rows.values())
+    assert (folder / "predictions_gradcam.csv").read_text().count("\n") == metrics["num_images"] + 1
+    table = (folder / "methods.md").read_text()
+    assert "| gradcam | GradCAM |" in table and "| scorecam | ScoreCAM |" in table and "x forward" in table
+    assert (folder / "methods.png").stat().st_size > 10_000
+
+
+def test_methods_refuses_to_overwrite_bad_names_and_missing_runs(methods_run, tmp_path, capsys):
+    before = (methods_run / "methods" / "methods.csv").read_text()
+    assert main(["methods", str(methods_run), "--methods", "cam"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (methods_run / "methods" / "methods.csv").read_text() == before
+
+    fresh = tmp_path / "run"
+    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    assert main(["methods", str(fresh), "--methods", "cam,gradcamm"]) == 2
+    assert "'gradcamm'" in capsys.readouterr().err and not (fresh / "methods").exists()
+    assert main(["methods", str(tmp_path / "nowhere")]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_study_with_methods_writes_the_pooling_by_method_table(tmp_path, tiny_data_dir):
+    path = tmp_path / "methods_study.yaml"
+    path.write_text(f"""\
+study:
+  base: {TINY_CONFIG}
+  grid:
+    model.pooling: [gap, gmp]
+  set:
+    data_root: {tiny_data_dir}
+    results_dir: {tmp_path / 'results'}
+    train.epochs: 1
+    train.validate: false
+  methods: [cam, gradcam]
+""")
+    study, runs = load_study(path)
+    assert study.methods == ("cam", "gradcam")
+    folder = run_study(study, runs, log=lambda message: None)
+    with (folder / "methods_table.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert [(row["model.pooling"], row["method"], row["seeds"]) for row in table] == [
+        ("gap", "cam", "1"), ("gap", "gradcam", "1"), ("gmp", "cam", "1"), ("gmp", "gradcam", "1")]
+    for row in table:
+        run_dir = next(run.run_dir for run in runs if run.model.pooling == row["model.pooling"])
+        expected = read_rows(run_dir)[row["method"]]
+        assert float(row["gt_known_loc_acc"]) == pytest.approx(expected["gt_known_loc_acc"])
+        assert float(row["max_box_acc_v2"]) == pytest.approx(expected["max_box_acc_v2"])
+    assert "Map methods: model.pooling x method" in (folder / "table.md").read_text()
+    assert (folder / "methods_table.md").is_file()
