@@ -51,7 +51,7 @@ BACKBONES = {
     "tiny_cnn": BackboneInfo((8, 16), pretrained=False),
 }
 
-Pooling = Literal["gap", "gmp", "lse", "gem"]
+Pooling = Literal["gap", "gmp", "lse", "gem", "topk", "mixed"]
 Backbone = Literal[tuple(BACKBONES)]  # the names of BACKBONES, so the loader checks the choice
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
@@ -122,6 +122,10 @@ class ModelConfig:
     pooling: Pooling = "gap"
     lse_r: float = setting(5.0, lambda v: v > 0, "a number > 0")
     gem_p: float = setting(3.0, lambda v: v > 0, "a number > 0")
+    # topk: the share of map cells averaged (resolution-independent), and the weight of the lowest ones (WILDCAT).
+    topk_fraction: float = setting(0.2, lambda v: 0 < v <= 1, "a number in (0, 1]")
+    topk_alpha: float = setting(0.7, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    mix_alpha: float = setting(0.5, lambda v: 0 <= v <= 1, "a number in [0, 1]")  # mixed: weight of GMP
     input_size: int = setting(224, lambda v: 32 <= v <= 1024, "an integer in [32, 1024]")
     head_input_energy: float = setting(100.0, lambda v: v >= 0, "a number >= 0 (0 = no rescaling)")
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from bench.checkpoint import save_training_state
 from bench.config import TrainConfig
-from bench.models import CamNet, global_pool
+from bench.models import CamNet
 from bench.train import TrainingState, make_schedule, run_epochs
 
 
@@ -88,8 +88,7 @@ class _HeadOnCache(nn.Module):
 @torch.no_grad()
 def pool_cache(model: CamNet, cache: FeatureCache, chunk: int = 256) -> FeatureCache:
     """The cache with each map replaced by its pooled vector ``(N, C)`` float32 (the model's pooling)."""
-    pooled = [global_pool(cache.maps[start : start + chunk].float(), model.pooling, model.lse_r, model.gem_p)
-              for start in range(0, len(cache.labels), chunk)]
+    pooled = [model.pool(cache.maps[start : start + chunk].float()) for start in range(0, len(cache.labels), chunk)]
     return FeatureCache(torch.cat(pooled), cache.labels)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import get_args
 
 import torch
 from torch import nn
@@ -22,17 +23,40 @@ from bench.backbones import (
     load_efficientnet_lite_imagenet,
     set_efficientnet_stride_16,
 )
-from bench.config import ModelConfig, check_model
+from bench.config import ModelConfig, Pooling, check_model
 
 
-def global_pool(features: torch.Tensor, method: str, lse_r: float = 5.0, gem_p: float = 3.0) -> torch.Tensor:
-    """Pool ``features (B, C, h, w)`` over space to ``(B, C)``.
+def topk_count(fraction: float, positions: int) -> int:
+    """How many of ``positions`` map cells the ``topk`` pooling averages: ``fraction`` of them, at least one.
+
+    ``k = max(1, floor(fraction * positions + 0.5))``, i.e. rounded to the
+    nearest integer with halves rounded up (in double precision), so the same
+    fraction means the same share of the map at every map resolution.
+    ``fraction`` must be in (0, 1].
+    """
+    if not 0 < fraction <= 1:
+        raise ValueError(f"topk fraction is {fraction}; expected a number in (0, 1]")
+    return max(1, math.floor(fraction * positions + 0.5))
+
+
+def global_pool(features: torch.Tensor, method: str, *, lse_r: float = 5.0, gem_p: float = 3.0,
+                topk_fraction: float = 0.2, topk_alpha: float = 0.7, mix_alpha: float = 0.5) -> torch.Tensor:
+    """Pool ``features (B, C, h, w)`` over space to ``(B, C)``, each channel on its own.
 
     * ``gap``: mean over (h, w).
     * ``gmp``: max over (h, w).
     * ``lse``: log-sum-exp, ``(1/r) * log(mean(exp(r * f)))``; r -> 0 gives GAP, r -> inf gives GMP.
     * ``gem``: generalized mean ``mean(clamp(f, 1e-6) ** p) ** (1/p)``; p = 1 is GAP, p -> inf is GMP
       (defined for non-negative features, as after a ReLU).
+    * ``topk`` (WILDCAT, Durand et al. CVPR 2017): the mean of the k highest values plus
+      ``topk_alpha`` times the mean of the k lowest, ``k = topk_count(topk_fraction, h * w)``.
+      Tied values give the same sum whichever of them are taken. k = 1 with alpha 0 is GMP;
+      k = h * w with alpha 0 is GAP.
+    * ``mixed``: ``mix_alpha * GMP + (1 - mix_alpha) * GAP``; alpha 0 is GAP, alpha 1 is GMP, exactly.
+
+    Only GAP commutes with the linear classifier (logit = mean of the CAM +
+    bias); the CAM is the classifier's weighted sum of the feature maps
+    whatever the pooling (:mod:`bench.cam`).
     """
     flat = features.flatten(2)  # (B, C, h*w)
     if method == "gap":
@@ -43,7 +67,14 @@ def global_pool(features: torch.Tensor, method: str, lse_r: float = 5.0, gem_p: 
         return (torch.logsumexp(lse_r * flat, dim=2) - math.log(flat.shape[2])) / lse_r
     if method == "gem":
         return flat.clamp(min=1e-6).pow(gem_p).mean(dim=2).pow(1.0 / gem_p)
-    raise ValueError(f"unknown pooling {method!r}; expected one of: gap, gmp, lse, gem")
+    if method == "topk":
+        k = topk_count(topk_fraction, flat.shape[2])
+        ordered = flat.sort(dim=2, descending=True).values  # (B, C, h*w), highest first
+        highest = ordered[..., :k].mean(dim=2)
+        return highest if topk_alpha == 0 else highest + topk_alpha * ordered[..., -k:].mean(dim=2)
+    if method == "mixed":
+        return mix_alpha * flat.amax(dim=2) + (1 - mix_alpha) * flat.mean(dim=2)
+    raise ValueError(f"unknown pooling {method!r}; expected one of: {', '.join(get_args(Pooling))}")
 
 
 class CamNet(nn.Module):
@@ -62,8 +93,9 @@ class CamNet(nn.Module):
         self.added = nn.Identity() if added is None else added
         self.classifier = nn.Linear(num_features, num_classes)
         self.pooling = config.pooling
-        self.lse_r = config.lse_r
-        self.gem_p = config.gem_p
+        # The pooling's parameters, as global_pool takes them (each pooling reads its own).
+        self.pooling_parameters = {"lse_r": config.lse_r, "gem_p": config.gem_p, "topk_fraction": config.topk_fraction,
+                                   "topk_alpha": config.topk_alpha, "mix_alpha": config.mix_alpha}
         self.mean = mean
         self.std = std
         # Constant divisor of the pooled features, fixed once before training by
@@ -81,10 +113,14 @@ class CamNet(nn.Module):
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """``features (B, C, h, w)`` -> class logits ``(B, num_classes)``."""
-        return self.classify_pooled(global_pool(features, self.pooling, self.lse_r, self.gem_p))
+        return self.classify_pooled(self.pool(features))
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """``features (B, C, h, w)`` -> ``(B, C)`` with the model's pooling and its parameters (:func:`global_pool`)."""
+        return global_pool(features, self.pooling, **self.pooling_parameters)
 
     def classify_pooled(self, pooled: torch.Tensor) -> torch.Tensor:
-        """``pooled (B, C)`` (the output of :func:`global_pool`) -> class logits ``(B, num_classes)``."""
+        """``pooled (B, C)`` (the output of :meth:`pool`) -> class logits ``(B, num_classes)``."""
         return self.classifier(pooled / self.feature_scale)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -143,7 +179,7 @@ def calibrate_feature_scale(model: CamNet, images: torch.Tensor, target_energy: 
         return float(model.feature_scale)
     was_training = model.training
     model.eval()
-    pooled = global_pool(model.features(images), model.pooling, model.lse_r, model.gem_p)  # (B, C)
+    pooled = model.pool(model.features(images))  # (B, C)
     energy = pooled.pow(2).sum(dim=1).mean().item()
     model.train(was_training)
     scale = math.sqrt(energy / target_energy) if energy > 0 else 1.0

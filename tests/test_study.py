@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, TINY_CONFIG
 
 from bench.cli import main
-from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, load_config, load_study, save_config
+from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, is_study_file, load_config, load_study, save_config
 from bench.pipeline import ResumeError, check_resumable
 from bench.study.results import StudyError
 from bench.study.runner import run_state, run_study
@@ -76,11 +76,19 @@ def test_bad_study_files_name_the_key_and_what_is_expected(tmp_path, body, fragm
 
 
 def test_shipped_study_files_load():
-    for name, count in (("paper.yaml", 6), ("paper_full.yaml", 18), ("lse_sweep.yaml", 5)):
+    counts = {"paper.yaml": 6, "paper_full.yaml": 18, "lse_sweep.yaml": 5, "resolution.yaml": 12,
+              "pooling_family.yaml": 5}
+    # Every study file shipped in configs/ is listed here, so each one is loaded.
+    assert sorted(p.name for p in (REPO / "configs").glob("*.yaml") if is_study_file(p)) == sorted(counts)
+    for name, count in counts.items():
         study, runs = load_study(REPO / "configs" / name)
         assert len(runs) == count and len({run.name for run in runs}) == count
     _, quick = load_study(REPO / "configs" / "paper.yaml", quick=True)
     assert [(run.model.pooling, run.seed, run.train.epochs) for run in quick] == [("gap", 0, 3), ("gmp", 0, 3)]
+    study, runs = load_study(REPO / "configs" / "pooling_family.yaml")
+    assert study.compare == ("gmp", "lse", "topk", "mixed")
+    assert {(r.model.topk_fraction, r.model.topk_alpha, r.model.mix_alpha, r.model.lse_r) for r in runs} == {
+        (0.2, 0.7, 0.5, 5.0)}
 
 
 def test_a_study_and_resume_agree_on_which_keys_a_run_may_change(tmp_path):

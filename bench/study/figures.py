@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import get_args
 
 import matplotlib
 
@@ -26,7 +27,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.config import StudyConfig  # noqa: E402
+from bench.config import Pooling, StudyConfig  # noqa: E402
 from bench.evaluate import to_pixels  # noqa: E402
 from bench.localize import normalize_cams  # noqa: E402
 from bench.readers import load_dataset  # noqa: E402
@@ -35,8 +36,9 @@ from bench.study.results import RunResult, area_ratios, setting_label, upsampled
 from bench.study.tables import run_metric  # noqa: E402
 from bench.torch_data import WsolDataset  # noqa: E402
 
-POOLING_ORDER = ("gap", "gmp", "lse", "gem")
-COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple"}
+POOLING_ORDER = get_args(Pooling)  # figure order: the config's order of the poolings
+COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple", "topk": "tab:orange",
+           "mixed": "tab:brown"}
 GALLERY_IMAGES = 4  # test images per setting in cams_gap_vs_gmp.png
 FIGURE_DPI = 110
 
