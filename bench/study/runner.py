@@ -16,6 +16,9 @@ study folder ``results/<study>/`` then gets:
 * figures: ``cams_gap_vs_gmp.png``, ``iou_hist.png``, ``boxacc_vs_tau.png``,
   ``cam_area.png`` and, when the grid varies ``model.lse_r``, ``lse_sweep.png``
   (:mod:`bench.study.figures`).
+
+The runs go one after another in this process (or torchrun job), or, given an
+executor, elsewhere: :mod:`bench.study.ray_executor` runs them as parallel Ray tasks.
 """
 
 from __future__ import annotations
