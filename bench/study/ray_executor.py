@@ -379,10 +379,20 @@ def _run_with_torchrun(config: RunConfig, state: str, nproc: int, log_path: Path
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "bench", "run", str(config_path), *flags]
     log_file.flush()
-    finished = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, env={**os.environ,
-                                                                                      "TQDM_DISABLE": "1"})
+    finished = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                              env={**os.environ, "TQDM_DISABLE": "1"})
     if finished.returncode != 0:
         raise RuntimeError(f"torchrun exited with code {finished.returncode}: {' '.join(command)}")
+
+
+def _die_with_parent() -> None:
+    """In the torchrun launcher: SIGTERM it when the Ray worker dies, so a retry never runs beside it (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except OSError:
+        pass  # not Linux: a killed worker's torchrun finishes its run on its own
 
 
 def _with_kill_hook(config: RunConfig, log: Callable[[str], None], hook: str) -> Callable[[str], None]:
