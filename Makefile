@@ -10,7 +10,17 @@ ARGS   ?=
 OVERWRITE ?=
 RESUME ?=
 NPROC  ?=
-LAUNCH  = $(if $(NPROC),-m torch.distributed.run --standalone --nproc-per-node=$(NPROC))
+# EXECUTOR=ray runs a study's runs as parallel Ray tasks (installs the ray extra first; docs/ray.md), on a Ray
+# started here or on the cluster at RAY_ADDRESS (auto, host:6379); RUN_RESOURCES=cpu=2,gpu=1 per run.
+# With EXECUTOR=ray, NPROC is the processes per run (torchrun inside each task); without, of the one job.
+EXECUTOR ?=
+RAY_ADDRESS ?=
+RUN_RESOURCES ?=
+RAY    := $(filter ray,$(EXECUTOR))
+RAY_STAMP := $(VENV)/.installed-ray
+LAUNCH  = $(if $(and $(NPROC),$(if $(RAY),,1)),-m torch.distributed.run --standalone --nproc-per-node=$(NPROC))
+EXECUTOR_ARGS = $(if $(EXECUTOR),--executor $(EXECUTOR)) $(if $(RAY),$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS)) \
+	$(if $(RUN_RESOURCES),--run-resources $(RUN_RESOURCES)) $(if $(NPROC),--nproc $(NPROC)))
 # QUICK=1 runs a study's quick variant (study.quick in the study file).
 QUICK ?=
 # Where datasets live (overrides the config's data_root), e.g. DATA_ROOT=/datasets
@@ -23,6 +33,7 @@ RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
 	@echo "  variables: CONFIG=$(CONFIG) ARGS=\"key=value ...\" OVERWRITE=1 RESUME=1 NPROC=2 QUICK=1 DATA_ROOT=/path/to/datasets"
+	@echo "             EXECUTOR=ray RAY_ADDRESS=auto RUN_RESOURCES=cpu=2,gpu=1 (a study's runs in parallel, docs/ray.md)"
 
 venv: $(STAMP) ## Create .venv and install the pinned dependencies (once)
 
@@ -32,8 +43,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
-benchmark: $(STAMP) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
-	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) $(if $(QUICK),--quick)
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[ray]'
+	@touch $(RAY_STAMP)
+
+benchmark: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
+	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) \
+	$(if $(QUICK),--quick) $(EXECUTOR_ARGS)
 
 report: $(STAMP) ## Re-render a study's tables, figures and web page (or a run's page) from finished runs (no training)
 	$(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick)
@@ -44,10 +60,10 @@ data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
 lint: $(STAMP) ## Check the code with ruff (rules in pyproject.toml)
 	$(VENV)/bin/ruff check bench tests
 
-test: $(STAMP) ## Run the whole test suite, slow tests included (CPU, no network; what CI runs)
+test: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run the whole test suite, slow tests included (EXECUTOR=ray: the Ray tests too; CI)
 	$(PY) -m pytest -q
 
-test-fast: $(STAMP) ## Run the tests not marked slow (no subprocess, torchrun or study runs): for development
+test-fast: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run the tests not marked slow (no subprocess, torchrun or study runs): for development
 	$(PY) -m pytest -q -m "not slow"
 
 perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s and each map method's cost

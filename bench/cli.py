@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue the unfinished run in the run folder from its last checkpoint (same config); "
                           "a study continues its interrupted runs this way without being asked")
     run.add_argument("--quick", action="store_true", help="study files: the study's quick variant (study.quick)")
+    _add_executor_arguments(run)
     report = with_config("report", "re-render a study's tables, comparisons, figures and web page from its "
                                    "finished runs, or a finished run's web page (no training)")
     report.add_argument("--quick", action="store_true", help="the study's quick variant (study.quick)")
@@ -124,6 +125,36 @@ def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
     methods.add_argument("--timing-batches", type=int, default=3, help="batches timed per method (default 3)")
     methods.add_argument("--score-batch-size", type=int, default=64,
                          help="masked images per forward pass in Score-CAM (default 64)")
+
+
+def _add_executor_arguments(run: argparse.ArgumentParser) -> None:
+    """``run``'s options for spreading a study's runs over a Ray cluster (docs/ray.md)."""
+    group = run.add_argument_group("study runs in parallel on a Ray cluster (pip install -e '.[ray]'; docs/ray.md)")
+    group.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
+                       help="study files: run the runs one after another here (default), or as Ray tasks")
+    group.add_argument("--run-resources", default="cpu=1", metavar="cpu=N[,gpu=N]",
+                       help="what each run's Ray task asks for; its torch threads = its CPUs (default cpu=1)")
+    group.add_argument("--ray-address", default=None,
+                       help="a running Ray cluster (auto, host:6379); default $RAY_ADDRESS, else a local Ray")
+    group.add_argument("--max-retries", type=int, default=2,
+                       help="times a run whose worker died is started again from its checkpoint (default 2)")
+    group.add_argument("--nproc", type=int, default=1,
+                       help="processes per run inside its Ray task (torchrun --standalone; default 1)")
+
+
+def _executor(args: argparse.Namespace):
+    """The study executor ``run``'s options ask for (None: sequential, here); ConfigError if it cannot be used."""
+    if getattr(args, "executor", "sequential") == "sequential":
+        return None
+    import importlib.util
+
+    from bench.study.ray_executor import RayExecutor, parse_resources
+
+    executor = RayExecutor(parse_resources(args.run_resources), args.ray_address, args.max_retries, args.nproc)
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--executor ray needs Ray, which is not installed: pip install -e '.[ray]' "
+                          "(make benchmark EXECUTOR=ray installs it)")
+    return executor
 
 
 def _cam(args: argparse.Namespace) -> int:
@@ -210,6 +241,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     """Run one command other than ``cam``; errors propagate to :func:`main`."""
     if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
         return _study_command(args)
+    if getattr(args, "executor", "sequential") != "sequential":
+        raise ConfigError(f"--executor {args.executor} spreads the runs of a study file; {args.config} is a single "
+                          f"run (run it without --executor, or with torchrun for several processes)")
     config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
     if args.command == "report":
         from bench.html.run_page import rewrite_run_page
@@ -284,9 +318,10 @@ def _exit_code(error: Exception) -> int:
 def describe_failure(error: BaseException) -> str | None:
     """One clear line for the failures a user can act on (NaN loss, disk, memory); None for a real bug."""
     from bench.atomic_files import DiskFullError
+    from bench.study.runner import RunsFailedError
     from bench.train import NonFiniteLossError
 
-    if isinstance(error, (NonFiniteLossError, DiskFullError)):
+    if isinstance(error, (NonFiniteLossError, DiskFullError, RunsFailedError)):
         return str(error)
     import torch
 
@@ -322,8 +357,9 @@ def _study_command(args: argparse.Namespace) -> int:
     else:
         from bench import distributed
 
+        executor = _executor(args)
         try:
-            studies.run_study(study, runs, overwrite=args.overwrite)
+            studies.run_study(study, runs, overwrite=args.overwrite, executor=executor)
         finally:
             distributed.shutdown()
     return 0

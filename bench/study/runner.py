@@ -18,10 +18,14 @@ study folder ``results/<study>/`` then gets:
 * figures: ``cams_gap_vs_gmp.png``, ``iou_hist.png``, ``boxacc_vs_tau.png``,
   ``cam_area.png`` and, when the grid varies ``model.lse_r``, ``lse_sweep.png``
   (:mod:`bench.study.figures`).
+
+The runs go one after another in this process (or torchrun job), or, given an
+executor, elsewhere: :mod:`bench.study.ray_executor` runs them as parallel Ray tasks.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -67,13 +71,42 @@ def run_state(config: RunConfig) -> str:
     return "interrupted" if same and status in (INTERRUPTED, FAILED) else "partial"
 
 
+@dataclass(frozen=True)
+class PendingRun:
+    """A run of the study still to do, and its :func:`run_state` when the study started."""
+
+    config: RunConfig
+    state: str  # missing, interrupted, partial or different
+
+
+# How a study runs its pending runs: ``execute(study, pending, log)`` returns ``{run name: why it failed}``
+# for the runs that failed for good (none: every run finished). ``None`` runs them here, one after another.
+Executor = Callable[[StudyConfig, list[PendingRun], Callable[[str], None]], dict[str, str]]
+
+
+class RunsFailedError(RuntimeError):
+    """Some runs of a study failed for good (the executor gave up on them); the report covers the others."""
+
+
+def run_pending(config: RunConfig, state: str, log: Callable[[str], None],
+                context: distributed.Context | None = None) -> dict:
+    """Run ``config`` as its :func:`run_state` says: from scratch, over an unfinished folder, or resumed."""
+    return run(config, overwrite=state in ("partial", "different"), resume=state == "interrupted", log=log,
+               context=context)
+
+
 def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
-              log: Callable[[str], None] = print) -> Path:
+              log: Callable[[str], None] = print, executor: Executor | None = None) -> Path:
     """Run every run not finished yet (reusing finished ones, continuing interrupted ones), then write the report.
 
     Under ``torchrun`` every rank takes part in each run; rank 0 decides what to run and writes the report.
+    ``executor`` (e.g. :class:`bench.study.ray_executor.RayExecutor`) runs the pending runs elsewhere, in
+    parallel; runs it gives up on are named, the report covers the others, then :class:`RunsFailedError`.
     """
     context = distributed.from_environment()
+    if executor is not None and context.distributed:
+        raise StudyError("a study with an executor (--executor ray) starts its runs itself; do not launch it under "
+                         "torchrun (NPROC=...): give --nproc to run each run in several processes")
     states = context.on_main(lambda: {config.name: run_state(config) for config in runs})
     different = [name for name, state in states.items() if state == "different"]
     if different and not overwrite:
@@ -87,24 +120,37 @@ def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False
     say = log if context.is_main else (lambda message: None)
     reused = sum(state == "complete" for state in states.values())
     say(f"study {study.name}: {len(runs)} runs ({reused} finished and reused) -> {study.study_dir}/")
-    for index, config in enumerate(runs, start=1):
-        state = states[config.name]
-        if state == "complete":
-            continue
-        if state == "interrupted":
-            say(f"[{index}/{len(runs)}] {config.name}: interrupted earlier; continuing from its last checkpoint")
-        elif state == "partial":
-            say(f"[{index}/{len(runs)}] {config.name}: unfinished folder of another or unreadable config; "
-                f"running it again")
-        say(f"[{index}/{len(runs)}] {config.name}")
-        run(config, overwrite=state in ("partial", "different"), resume=state == "interrupted", log=log,
-            context=context)
+    pending = [PendingRun(config, states[config.name]) for config in runs if states[config.name] != "complete"]
+    if executor is None:
+        _run_in_order(runs, pending, say, log, context)
+        failed = {}
+    else:
+        failed = executor(study, pending, log) if pending else {}
     if not context.is_main:
         return study.study_dir
     for config in runs if study.methods else ():
         if run_state(config) == "complete":
             ensure_methods(config, study.methods, log)
-    return write_report(study, runs, log=log)
+    if not failed:
+        return write_report(study, runs, log=log)
+    if len(failed) < len(runs):
+        write_report(study, runs, log=log)
+    raise RunsFailedError(f"study {study.name}: {len(failed)} run(s) failed for good: "
+                          + "; ".join(f"{name}: {why}" for name, why in failed.items()))
+
+
+def _run_in_order(runs: list[RunConfig], pending: list[PendingRun], say: Callable[[str], None],
+                  log: Callable[[str], None], context: distributed.Context) -> None:
+    """The pending runs one after another in this process (or this torchrun job); a failing run stops the study."""
+    position = {config.name: index for index, config in enumerate(runs, start=1)}
+    for item in pending:
+        index, name = position[item.config.name], item.config.name
+        if item.state == "interrupted":
+            say(f"[{index}/{len(runs)}] {name}: interrupted earlier; continuing from its last checkpoint")
+        elif item.state == "partial":
+            say(f"[{index}/{len(runs)}] {name}: unfinished folder of another or unreadable config; running it again")
+        say(f"[{index}/{len(runs)}] {name}")
+        run_pending(item.config, item.state, log, context)
 
 
 def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None] = print) -> Path:

@@ -1,0 +1,200 @@
+"""A study's runs as Ray tasks (--executor ray): same folders and tables as a sequential study, retries, failures.
+
+The tests that run Ray start a local Ray of 2 CPUs once for the module (``ray.init(num_cpus=2)``), or connect
+to the cluster at ``RAY_ADDRESS`` when it is set. They are skipped where Ray is not installed
+(``pip install -e '.[ray]'``; ``make test EXECUTOR=ray`` and the CI install it).
+"""
+
+import csv
+import importlib.util
+import json
+import os
+
+import pytest
+from helpers import TINY_CONFIG
+
+from bench.cli import main
+from bench.config import ConfigError, load_study
+from bench.study.ray_executor import (
+    KILL_HOOK,
+    MARKER_FILE,
+    RayExecutor,
+    RunResources,
+    SharedFolderError,
+    check_marker,
+    parse_resources,
+)
+from bench.study.runner import run_study
+
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
+                               reason="Ray is not installed (pip install -e '.[ray]')")
+# Written byte for byte the same by a sequential and a Ray study of the same runs.
+REPORT_FILES = ("table.csv", "table.md", "table.tex", "comparison.csv", "comparison.md", "table_val_selected.csv",
+                "comparison_val_selected.csv")
+
+
+def write_study(folder, data_dir, name="study"):
+    """Two tiny runs (GAP, GMP; seed 0), one torch thread each: the sequential and Ray sums then agree exactly."""
+    path = folder / f"{name}.yaml"
+    path.write_text(f"""\
+study:
+  base: {TINY_CONFIG}
+  grid:
+    model.pooling: [gap, gmp]
+  set:
+    data_root: {data_dir}
+    results_dir: {folder / 'results'}
+    threads: 1
+  compare: [gmp]
+  bootstrap: 200
+""")
+    return path
+
+
+# ----------------------------------------------------------------------------- without Ray
+
+
+def test_run_resources_parse_and_bad_ones_name_the_flag():
+    assert parse_resources("cpu=2,gpu=1") == RunResources(2.0, 1.0)
+    assert parse_resources("gpu=0.5") == RunResources(1.0, 0.5)
+    assert parse_resources("cpu=3.5").threads == 3  # whole threads, the CPUs it was given rounded down
+    for text, fragment in (("cpu=2,tpu=1", "'tpu=1' in 'cpu=2,tpu=1' is not valid"),
+                           ("cpu=two", "'cpu=two'"), ("cpu=1,cpu=2", "each once"), ("gpu=-1", "N a number >= 0"),
+                           ("cpu=0.5", "a run needs at least 1 CPU")):
+        with pytest.raises(ConfigError, match="--run-resources") as error:
+            parse_resources(text)
+        assert fragment in str(error.value)
+
+
+def test_the_marker_check_names_the_missing_file(tmp_path):
+    marker = tmp_path / MARKER_FILE
+    with pytest.raises(SharedFolderError, match=f"{marker} is missing.*shared") as error:
+        check_marker(marker, "abc")
+    assert "results_dir=" in str(error.value)
+    marker.write_text("other\n")
+    with pytest.raises(SharedFolderError, match="another study's token"):
+        check_marker(marker, "abc")
+    marker.write_text("abc\n")
+    check_marker(marker, "abc")
+
+
+def test_executor_flags_are_refused_where_they_do_not_apply(tmp_path, tiny_data_dir, capsys):
+    assert main(["run", str(TINY_CONFIG), "--executor", "ray"]) == 2
+    assert "spreads the runs of a study file" in capsys.readouterr().err
+    path = write_study(tmp_path, tiny_data_dir)
+    assert main(["run", str(path), "--executor", "ray", "--run-resources", "cpu=1,disk=3"]) == 2
+    assert "--run-resources: 'disk=3'" in capsys.readouterr().err
+    assert main(["run", str(path), "--executor", "ray", "--max-retries", "-1"]) == 2
+    assert "--max-retries must be >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()  # refused before anything was written
+
+
+# ----------------------------------------------------------------------------- on a local Ray
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(address=os.environ["RAY_ADDRESS"])
+    else:
+        ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def sequential_study(tmp_path_factory, tiny_data_dir):
+    """The two-run study run one run after another, here: the reference a Ray study must reproduce."""
+    folder = tmp_path_factory.mktemp("sequential")
+    study, runs = load_study(write_study(folder, tiny_data_dir))
+    run_study(study, runs, log=lambda message: None)
+    return study
+
+
+def read_rows(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_ray_study_whose_worker_is_killed_gives_the_sequential_tables(tmp_path, tiny_data_dir, sequential_study,
+                                                                         local_ray, monkeypatch):
+    # GMP's worker is SIGKILLed right after its first epoch's checkpoint, once; Ray reports the dead worker and
+    # the study starts the run again, which continues from that checkpoint.
+    monkeypatch.setenv(KILL_HOOK, f"pooling-gmp@{tmp_path / 'killed-once'}")
+    study, runs = load_study(write_study(tmp_path, tiny_data_dir))
+    messages = []
+    folder = run_study(study, runs, log=messages.append, executor=RayExecutor(RunResources(cpus=1),
+                                                                              poll_seconds=0.1))
+    assert (tmp_path / "killed-once").exists()  # the hook did kill it
+    for name in REPORT_FILES:
+        assert (folder / name).read_bytes() == (sequential_study.study_dir / name).read_bytes(), name
+    assert sorted(p.name for p in (folder / "runs").iterdir()) == ["pooling-gap", "pooling-gmp"]
+    for config in runs:
+        sequential = sequential_study.study_dir / "runs" / config.name
+        assert {p.name for p in config.run_dir.iterdir()} == {p.name for p in sequential.iterdir()}
+        for name in ("metrics.json", "predictions.csv", "val_selected/metrics.json"):
+            assert (config.run_dir / name).read_bytes() == (sequential / name).read_bytes(), (config.name, name)
+    manifest = json.loads((runs[1].run_dir / "manifest.json").read_text())
+    assert manifest["resumed"][0]["after_epoch"] == 1 and manifest["torch_threads"] == 1
+    assert "resumed" not in json.loads((runs[0].run_dir / "manifest.json").read_text())
+    assert not (folder / MARKER_FILE).exists()  # the driver removes its marker
+
+    # One line per run as it starts, dies, finishes; an overall count; the run's own output in its log file.
+    events = [m for m in messages if m.startswith("study study: ")]
+    assert any(m.startswith("study study: pooling-gmp: its worker died (") and
+               "retrying from its last checkpoint (attempt 2 of 3)" in m for m in events), events
+    assert sum(" started" in m for m in events) == 3  # gap, gmp, gmp again
+    finished = [m for m in events if " finished in " in m]
+    assert {m.split("] ")[1].split(" ")[0] for m in finished} == {"pooling-gap", "pooling-gmp"}
+    assert [m.split("] ")[0][-4:] for m in finished] == ["[1/2", "[2/2"]
+    assert "study study: 2 of 2 run(s) finished" in messages
+    log = (folder / "logs" / "pooling-gmp.log").read_text()
+    assert "=== attempt 1 started on " in log and "=== attempt 2 started on " in log
+    assert "resuming after epoch 1/2" in log and "epoch 2/2: loss" in log
+    assert "it/s" not in log  # no progress bars: the driver's lines are the progress
+
+    # Run again: every run is finished and reused, no task is started.
+    messages.clear()
+    run_study(study, runs, log=messages.append, executor=RayExecutor())
+    assert messages[0] == f"study study: 2 runs (2 finished and reused) -> {folder}/"
+    assert not any(" started" in m for m in messages)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_run_whose_worker_always_dies_fails_for_good_and_the_report_covers_the_rest(tmp_path, tiny_data_dir,
+                                                                                     local_ray, monkeypatch, capsys):
+    monkeypatch.setenv(KILL_HOOK, "pooling-gmp")  # every attempt dies after the epoch it trains
+    path = write_study(tmp_path, tiny_data_dir)
+    assert main(["run", str(path), "--executor", "ray", "--max-retries", "1"]) == 1
+    out, err = capsys.readouterr()
+    log = tmp_path / "results" / "study" / "logs" / "pooling-gmp.log"
+    assert ("error: study study: 1 run(s) failed for good: pooling-gmp: its worker died 2 time(s) "
+            f"(WorkerCrashedError) (log: {log})") in err
+    assert "study study: [2/2] pooling-gmp FAILED: its worker died 2 time(s)" in out
+    assert "retrying from its last checkpoint (attempt 2 of 2)" in out
+    assert "1 run(s) unfinished, left out of the report: pooling-gmp" in out
+    rows = read_rows(tmp_path / "results" / "study" / "table.csv")
+    assert [row["model.pooling"] for row in rows] == ["gap"]  # the report of the run that finished
+    manifest = json.loads((tmp_path / "results" / "study" / "runs" / "pooling-gmp" / "manifest.json").read_text())
+    assert manifest["resumed"][0]["after_epoch"] == 1  # the second attempt did continue from the checkpoint
+
+
+@needs_ray
+def test_a_worker_that_cannot_see_the_results_folder_stops_the_study_before_any_run(tmp_path, tiny_data_dir,
+                                                                                   local_ray, monkeypatch, capsys):
+    from bench.study import ray_executor
+
+    def elsewhere(marker):  # as if the driver's folder were not the workers' (no shared filesystem)
+        return ray_executor.secrets.token_hex(8)
+
+    monkeypatch.setattr(ray_executor, "_write_marker", elsewhere)
+    path = write_study(tmp_path, tiny_data_dir)
+    assert main(["run", str(path), "--executor", "ray"]) == 2
+    marker = tmp_path / "results" / "study" / MARKER_FILE
+    assert f"Ray worker on host {os.uname().nodename}: {marker} is missing" in capsys.readouterr().err
+    assert not (tmp_path / "results" / "study" / "runs").exists()
