@@ -35,6 +35,7 @@ examples:
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
   python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
+  python -m bench run configs/paper.yaml --executor ray --run-resources cpu=2   # the runs as Ray tasks
   python -m bench report configs/paper.yaml                 # re-render a study's report without training
   python -m bench report configs/gap.yaml                   # re-render results/gap/index.html
   python -m bench evaluate-maps --maps my_maps/ --dataset-config configs/gap.yaml --out scores.json
