@@ -15,8 +15,8 @@ docs/metrics.md puts them beside ours, rule by rule.
   resized to ``224 x 224`` by OpenCV's bicubic interpolation, then min-max
   normalized; a constant (or NaN) map becomes all zeros (:func:`scoremap_from_cam`);
 * a saved map already ``224 x 224``: used as it is, without normalization
-  (its evaluator reads saved maps so), so a constant map of value v > 0
-  keeps every pixel while ``int(tau * max) < 255 v`` (:func:`scoremap_from_saved`).
+  (its evaluator reads saved maps so), so a constant map whose 8-bit value
+  is > 0 keeps every pixel at every tau < 1 (:func:`scoremap_from_saved`).
 
 **Boxes at a threshold tau** (:func:`box_ious_at_thresholds`):
 
