@@ -59,6 +59,7 @@ SyntheticVariant = Literal["parts", "uniform"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Map methods of ``bench methods`` (bench.methods): our CAM and pytorch-grad-cam's methods, one name each.
 CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam"]
+EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.wsoleval_protocol)
 
 
 class ConfigError(ValueError):
@@ -184,6 +185,8 @@ class EvalConfig:
     num_thresholds: int = setting(100, lambda v: 2 <= v <= 1000,
                                   "an integer in [2, 1000] (100: step 0.01, 1000: step 0.001)")
     calibrate: bool = True  # also sweep the val split and report test numbers at the val-best tau
+    # rules of MaxBoxAcc(V2) / PxAP: ours, or wsolevaluation's exactly (docs/metrics.md, "Two protocols")
+    protocol: EvalProtocol = "bench"
 
 
 @dataclass(frozen=True)

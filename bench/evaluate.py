@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from bench import wsoleval_protocol as wsol
 from bench.atomic_files import atomic_path
 from bench.config import EvalConfig
 from bench.layout import Sample, read_mask
@@ -38,6 +39,7 @@ from bench.metrics import (
 from bench.models import CamNet
 from bench.prediction import MapMethod, localize_batch, predict, upsample_to_frames
 from bench.protocol import frame_of
+from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter
 
 PREDICTION_COLUMNS = (
@@ -86,27 +88,78 @@ class ScoredBatch:
 
 @dataclass(frozen=True)
 class SweepMeters:
-    """Threshold-list meters fed with each image's GT-class map (:mod:`bench.threshold_metrics`)."""
+    """Threshold-list meters fed with each image's GT-class map (:mod:`bench.threshold_metrics`).
+
+    ``protocol`` (``eval.protocol``) picks the pixel rules: ``"bench"`` (ours:
+    maps in the evaluated frame, :meth:`update`) or ``"wsolevaluation"``
+    (:mod:`bench.wsoleval_protocol`: maps at 224 x 224, :meth:`update_scoremaps`).
+    :meth:`update_from_cams` feeds either from feature-resolution CAMs.
+    """
 
     boxes: ThresholdSweepMeter
     pixels: PixelPrecisionMeter  # fed only with images that have a mask
+    protocol: str = "bench"
 
     @classmethod
     def for_thresholds(cls, thresholds: np.ndarray) -> SweepMeters:
-        """Empty meters over ``thresholds (T,)``."""
+        """Empty meters over ``thresholds (T,)``, our rules."""
         return cls(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
+
+    @classmethod
+    def for_protocol(cls, protocol: str, num_thresholds: int) -> SweepMeters:
+        """Empty meters over ``num_thresholds`` thresholds with ``protocol``'s rules and threshold list."""
+        if protocol == "wsolevaluation":
+            boxes = ThresholdSweepMeter(wsol.thresholds(num_thresholds), wsol.box_ious_at_thresholds, np.float64)
+            return cls(boxes, PixelPrecisionMeter(wsol.pixel_thresholds(num_thresholds), np.float64), protocol)
+        if protocol != "bench":
+            raise ValueError(f"unknown eval.protocol={protocol!r}; allowed values: ('bench', 'wsolevaluation')")
+        return cls.for_thresholds(threshold_list(num_thresholds))
+
+    def update_from_cams(self, gt_cams: torch.Tensor, framed: list[np.ndarray] | None, samples: list[Sample],
+                         sizes: list[tuple[int, int]], gt_boxes: list[np.ndarray], top1_correct: np.ndarray,
+                         top5_correct: np.ndarray, normalization: str) -> None:
+        """Feed B GT-class CAMs ``(B, h, w)`` (feature resolution) by this protocol's rules.
+
+        ``framed``: the same CAMs already upsampled to the evaluated frames
+        ``sizes`` (our rules; None: upsampled here if needed); ``gt_boxes`` in those frames.
+        """
+        if self.protocol == "wsolevaluation":
+            scoremaps = [wsol.scoremap_from_cam(cam) for cam in gt_cams.float().cpu().numpy()]
+            self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct)
+            return
+        if framed is None:
+            framed = [m[0] for m in upsample_to_frames(gt_cams[:, None], sizes)]
+        self.update(framed, samples, gt_boxes, top1_correct, top5_correct, normalization)
+
+    def update_scoremaps(self, scoremaps: list[np.ndarray], samples: list[Sample], top1_correct: np.ndarray,
+                         top5_correct: np.ndarray) -> None:
+        """wsolevaluation's rules: B maps ``(224, 224)`` float64 from :mod:`bench.wsoleval_protocol`."""
+        self._check_protocol("wsolevaluation")
+        gt_boxes = [wsol.gt_boxes_224(sample.boxes, sample.size) for sample in samples]
+        self.boxes.update(scoremaps, gt_boxes, top1_correct, top5_correct)
+        for scoremap, sample in zip(scoremaps, samples):
+            if sample.mask_paths:
+                self.pixels.update(scoremap, *wsol.masks_224(sample.mask_paths, sample.ignore_path))
 
     def update(self, gt_maps: list[np.ndarray], samples: list[Sample], gt_boxes: list[np.ndarray],
                top1_correct: np.ndarray, top5_correct: np.ndarray, normalization: str) -> None:
-        """``gt_maps``: B raw GT-class maps ``(H_i, W_i)`` in the evaluated frame (normalized here)."""
+        """Our rules: ``gt_maps`` B raw GT-class maps ``(H_i, W_i)`` in the evaluated frame (normalized here)."""
+        self._check_protocol("bench")
         normalized = [normalize_cams(cam[None], normalization)[0] for cam in gt_maps]
         self.boxes.update(normalized, gt_boxes, top1_correct, top5_correct)
         for cam, sample in zip(normalized, samples):
             if sample.mask_paths:
                 self.pixels.update(cam, *mask_in_frame(sample, cam.shape))
 
+    def _check_protocol(self, expected: str) -> None:
+        if self.protocol != expected:
+            raise ValueError(f"these meters follow eval.protocol={self.protocol!r}; feed them with "
+                             f"update_from_cams, not the {expected!r} entry point")
+
     def merge(self, other: SweepMeters) -> None:
         """Add ``other``'s counts (e.g. another rank's share of the split): exact, the meters only count."""
+        if other.protocol != self.protocol:
+            raise ValueError(f"cannot merge {other.protocol!r} meters into {self.protocol!r} ones")
         self.boxes.merge(other.boxes)
         self.pixels.merge(other.pixels)
 
@@ -174,8 +227,8 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
     label_array = labels.cpu().numpy()
     outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
     if sweep is not None:
-        sweep.update([m[-1] for m in maps], batch_samples, gt_boxes, outcome.top1_correct, outcome.top5_correct,
-                     config.normalization)
+        sweep.update_from_cams(prediction.cams[:, -1], [m[-1] for m in maps], batch_samples, sizes, gt_boxes,
+                               outcome.top1_correct, outcome.top5_correct, config.normalization)
     topk_probs = prediction.topk_probs.float().cpu().numpy()
     cams = prediction.cams.float().cpu()
     scored = ScoredBatch(rows=[], outcome=outcome, image_ids=[], top1_cams=[], gt_cams=[], gallery=[])
@@ -260,12 +313,12 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
         # The CAM path makes the top-k CAMs too (as evaluation does); a method only the GT class's map.
         prediction = predict(model, batch["image"].to(device), TOP_K, labels, method,
                              mapped=None if method is None else (-1,))
-        maps = [m[0] for m in upsample_to_frames(prediction.cams[:, -1:], sizes)]  # B x (H, W), the GT class's
         topk = prediction.topk_classes.cpu().numpy()
         label_array = labels.cpu().numpy()
         top1 = topk[:, 0] == label_array
         top5 = (topk[:, :TOP_K] == label_array[:, None]).any(axis=1)
-        sweep.update(maps, batch_samples, gt_boxes, top1, top5, config.normalization)
+        sweep.update_from_cams(prediction.cams[:, -1], None, batch_samples, sizes, gt_boxes, top1, top5,
+                               config.normalization)  # the GT class's CAMs
 
 
 @torch.no_grad()

@@ -1,4 +1,4 @@
-"""Score heat maps saved by other tools (``python -m bench evaluate-maps``) on our protocol.
+"""Score heat maps saved by other tools (``python -m bench evaluate-maps``) on our protocol or wsolevaluation's.
 
 One ``.npy`` file per image of the evaluated split, under the maps folder:
 ``<maps>/<image_id>.npy`` (image ids may contain folders), or the image id
@@ -14,6 +14,15 @@ at the frame's size is used as is. The aspect ratio is not preserved: the map
 is assumed to cover the whole image. It is then normalized with
 ``eval.normalization`` and scored like our CAMs: GT-known loc accuracy at the
 fixed ``eval.tau``, MaxBoxAcc, MaxBoxAccV2 and (where masks exist) PxAP.
+
+**eval.protocol: wsolevaluation.** The threshold-sweep metrics (MaxBoxAcc,
+MaxBoxAccV2, PxAP) follow wsolevaluation's rules instead
+(:mod:`bench.wsoleval_protocol`): a ``224 x 224`` map is scored as it is,
+without normalization, and must lie in ``[0, 1]`` even with
+``allow_any_range``; a map of another size is resized bicubically to
+``224 x 224`` and min-max normalized, as wsolevaluation treats a CAM. Maps
+are kept in their file's precision (float64 stays float64), as its
+evaluator reads them. GT-known loc at ``eval.tau`` keeps our rules.
 
 **Checks.** Every file is checked before anything is scored, and all problems
 are reported together, each with its file name: missing file, unreadable
@@ -33,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bench import wsoleval_protocol as wsol
 from bench.boxes import best_iou
 from bench.cam import upsample_cams
 from bench.config import EvalConfig
@@ -41,7 +51,6 @@ from bench.layout import Sample
 from bench.localize import boxes_from_cams
 from bench.metrics import IOU_THRESHOLD
 from bench.protocol import describe_protocol, frame_of
-from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
 
 MAX_LISTED_PROBLEMS = 20
@@ -79,7 +88,9 @@ def check_score_map(array: np.ndarray, allow_any_range: bool = False) -> str | N
 
 
 def load_score_map(path: Path, allow_any_range: bool = False) -> np.ndarray:
-    """One map file -> float32 ``(h, w)``; raises :class:`ScoreMapError` saying what is wrong with it.
+    """One map file -> ``(h, w)`` float32, or float64 if the file holds float64 or integers.
+
+    Raises :class:`ScoreMapError` saying what is wrong with the file.
 
     The file is memory-mapped first, so a header that announces more values
     than the file holds is refused without allocating them.
@@ -95,11 +106,12 @@ def load_score_map(path: Path, allow_any_range: bool = False) -> np.ndarray:
     problem = check_score_map(loaded, allow_any_range)
     if problem:
         raise ScoreMapError(problem)
-    return np.array(loaded, dtype=np.float32)  # a copy in memory: the file is closed
+    # A copy in memory (the file is closed), at least float32: wsolevaluation's 8-bit rule needs float64 exact.
+    return np.array(loaded, dtype=np.result_type(loaded.dtype, np.float32))
 
 
 def load_score_maps(maps_dir: Path, samples: list[Sample], allow_any_range: bool = False) -> list[np.ndarray]:
-    """The map of every sample (float32 ``(h_i, w_i)``), in order.
+    """The map of every sample (``(h_i, w_i)``, :func:`load_score_map`), in order.
 
     Raises :class:`ScoreMapError` listing all problems.
     """
@@ -133,11 +145,24 @@ def resize_to_frame(score_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return upsample_cams(tensor, tuple(size))[0, 0].numpy()
 
 
+def _check_wsolevaluation_range(maps: list[np.ndarray], samples: list[Sample]) -> None:
+    """wsolevaluation scores 224 x 224 maps as they are (8-bit copy): they must lie in [0, 1]."""
+    problems = [f"{sample.image_id}: values outside [0, 1]: min {float(m.min()):g}, max {float(m.max()):g}"
+                for m, sample in zip(maps, samples)
+                if m.shape == (wsol.WSOL_SIZE, wsol.WSOL_SIZE) and (m.min() < 0 or m.max() > 1)]
+    if problems:
+        listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
+        raise ScoreMapError(f"{len(problems)} of {len(samples)} maps are 224x224 but not in [0, 1]: "
+                            f"eval.protocol=wsolevaluation scores such maps without normalization (its "
+                            f"8-bit rule), so save them in [0, 1]:\n  {listed}")
+
+
 def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig, input_size: int,
                split: str) -> dict:
     """Score loaded maps (one per sample) on the config's protocol -> a JSON-able dict with protocols."""
-    thresholds = threshold_list(config.num_thresholds)
-    sweep = SweepMeters.for_thresholds(thresholds)
+    if config.protocol == "wsolevaluation":
+        _check_wsolevaluation_range(maps, samples)
+    sweep = SweepMeters.for_protocol(config.protocol, config.num_thresholds)
     correct = 0
     for score_map, sample in zip(maps, samples):
         size, gt_boxes = frame_of(sample, config.frame, input_size)
@@ -145,12 +170,15 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
         box = boxes_from_cams(framed[None], config.tau, config.normalization)  # (1, 4)
         correct += int(best_iou(box, [gt_boxes])[0] >= IOU_THRESHOLD)
         flags = np.zeros(1, dtype=bool)  # no classifier: top-1/top-5 are not scored
-        sweep.update([framed], [sample], [gt_boxes], flags, flags, config.normalization)
+        if config.protocol == "wsolevaluation":
+            sweep.update_scoremaps([wsol.scoremap_from_saved(score_map)], [sample], flags, flags)
+        else:
+            sweep.update([framed], [sample], [gt_boxes], flags, flags, config.normalization)
     return {
         "num_images": len(samples),
         "gt_known_loc_acc": {
             "value": 100.0 * correct / len(samples),
             "protocol": describe_protocol(dataclasses.replace(config, split=split), input_size, maps="maps"),
         },
-        "sweep": sweep_summary(sweep.boxes, sweep.pixels, None, split, config.normalization),
+        "sweep": sweep_summary(sweep.boxes, sweep.pixels, None, split, config.normalization, config.protocol),
     }

@@ -61,7 +61,6 @@ from bench.run_folder import (  # noqa: E402
     run_status,
 )
 from bench.run_report import draw_box, overlay_cam, save_figure  # noqa: E402
-from bench.threshold_boxes import threshold_list  # noqa: E402
 from bench.threshold_metrics import sweep_summary  # noqa: E402
 from bench.torch_data import WsolDataset, collate  # noqa: E402
 from bench.train import autocast, resolve_precision  # noqa: E402
@@ -139,8 +138,9 @@ def score_method(run: MethodsRun, name: str, samples: list, val_samples: list, o
     config = run.config
     method = map_method(name, run.network, score_batch_size)
     eval_config = dataclasses.replace(config.eval, gallery_size=figure_images)
-    thresholds = threshold_list(config.eval.num_thresholds)
-    sweep, val_sweep = SweepMeters.for_thresholds(thresholds), SweepMeters.for_thresholds(thresholds)
+    # The run's protocol (eval.protocol) and threshold list, as the run's own evaluation used them.
+    sweep = SweepMeters.for_protocol(config.eval.protocol, config.eval.num_thresholds)
+    val_sweep = SweepMeters.for_protocol(config.eval.protocol, config.eval.num_thresholds)
     with autocast(run.device, run.precision):
         scored = score_batches(run.network, _loader(run, samples), samples, eval_config, run.device, sweep, method)
         result = collect_results(scored, out_dir / METHOD_PREDICTIONS.format(method=name))
@@ -148,7 +148,7 @@ def score_method(run: MethodsRun, name: str, samples: list, val_samples: list, o
             sweep_split(run.network, _loader(run, val_samples), val_samples, eval_config, run.device, val_sweep,
                         method)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_samples else None,
-                            config.eval.split, config.eval.normalization)
+                            config.eval.split, config.eval.normalization, config.eval.protocol)
     calibrated = summary.get("calibrated", {})
     row = {key: result.metrics[key] for key in ("top1_cls_error", "top1_loc_error", "top5_loc_error",
                                                   "gt_known_loc_acc", "mean_iou")}

@@ -101,7 +101,6 @@ from bench.run_report import (
     save_history_figure,
     write_sweep_curves,
 )
-from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import sweep_summary
 from bench.torch_data import WsolDataset, collate
 from bench.train import autocast, fit, resolve_precision, seed_everything
@@ -174,7 +173,7 @@ def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list
 
 
 def _new_sweep(config: RunConfig) -> SweepMeters:
-    return SweepMeters.for_thresholds(threshold_list(config.eval.num_thresholds))
+    return SweepMeters.for_protocol(config.eval.protocol, config.eval.num_thresholds)
 
 
 def _sharded_loader(dataset: WsolDataset, context: distributed.Context,
@@ -591,7 +590,7 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
         return {}
     protocol = describe_protocol(config.eval, config.model.input_size)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
-                            config.eval.split, config.eval.normalization)
+                            config.eval.split, config.eval.normalization, config.eval.protocol)
     write_json(out_dir / METRICS_FILE, {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
                                           "epoch": epoch, "sweep": summary})

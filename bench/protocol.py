@@ -10,7 +10,14 @@
 
 **Protocol text.** Every number is written beside the rule that produced it
 (``metrics.json``, ``bench evaluate-maps``, ``bench cam``); :func:`describe_protocol`
-and :func:`box_rule` are the one wording of it.
+and :func:`box_rule` are the one wording of it, :func:`sweep_maps_rule` that of
+the threshold-sweep metrics under either ``eval.protocol``.
+
+**Two protocols** (``eval.protocol``). ``"bench"`` (the default) scores every
+metric with our rules. ``"wsolevaluation"`` scores the threshold-sweep metrics
+(MaxBoxAcc, MaxBoxAccV2, PxAP, the BoxAcc curves and the val-calibrated
+numbers) with wsolevaluation's pixel rules (:mod:`bench.wsoleval_protocol`);
+the fixed-tau metrics keep ours, and their text says so.
 """
 
 from __future__ import annotations
@@ -45,5 +52,18 @@ def box_rule(tau: float, normalization: str, maps: str = "CAMs") -> str:
 
 def describe_protocol(config: EvalConfig, input_size: int, maps: str = "CAMs") -> str:
     """The whole fixed-tau protocol (split, box rule, IoU threshold, frame), stated beside its numbers."""
-    return (f"{config.split} split, {box_rule(config.tau, config.normalization, maps)}, "
+    text = (f"{config.split} split, {box_rule(config.tau, config.normalization, maps)}, "
             f"IoU >= {IOU_THRESHOLD:g}, boxes in the {frame_name(config.frame, input_size)}")
+    if config.protocol == "wsolevaluation":
+        text += " (bench rules: eval.protocol=wsolevaluation applies to the threshold-sweep metrics only)"
+    return text
+
+
+def sweep_maps_rule(protocol: str, normalization: str) -> str:
+    """How the threshold-sweep metrics read the maps under ``protocol`` (``eval.protocol``), beside their numbers."""
+    if protocol == "wsolevaluation":
+        return ("GT-class maps by wsolevaluation's rules (bicubic 224x224, min-max unless a saved 224x224 map, "
+                "8-bit value > int(tau * max), OpenCV contours, GT boxes truncated, IoU +1)")
+    if protocol != "bench":
+        raise ValueError(f"unknown eval.protocol={protocol!r}; allowed values: ('bench', 'wsolevaluation')")
+    return f"'{normalization}'-normalized GT-class maps"

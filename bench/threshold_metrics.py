@@ -30,14 +30,29 @@ Definitions (docs/metrics.md; percentages; ``tau`` runs over a threshold list,
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from bench.boxes import best_iou
 from bench.metrics import IOU_THRESHOLD
+from bench.protocol import sweep_maps_rule
 from bench.run_folder import CURVE_COLUMN
 from bench.threshold_boxes import sweep_boxes
 
 IOU_DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2's IoU thresholds
+
+# A box rule over a threshold list: (map (H, W), thresholds (T,), gt_boxes (G, 4)) -> best GT IoU at each
+# threshold of (the largest component's box (T,), the best-matching component's box (T,)).
+BoxIous = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def half_open_box_ious(normalized: np.ndarray, thresholds: np.ndarray,
+                       gt_boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Our box rule (:data:`BoxIous`): :func:`bench.threshold_boxes.sweep_boxes`, half-open IoU."""
+    boxes = sweep_boxes(normalized, thresholds, gt_boxes)
+    repeated = [gt_boxes] * len(thresholds)
+    return best_iou(boxes.largest, repeated), best_iou(boxes.best_match, repeated)
 
 
 def _check_same_thresholds(mine: np.ndarray, theirs: np.ndarray) -> None:
@@ -51,11 +66,14 @@ class ThresholdSweepMeter:
 
     ``update(maps, gt_boxes, top1_correct, top5_correct)`` per batch (maps are
     normalized GT-class maps), ``compute()`` for the curves and summaries.
-    Memory: a few ``(T,)`` counters.
+    Memory: a few ``(T,)`` counters. ``box_ious`` is the box rule (:data:`BoxIous`):
+    ours (:func:`half_open_box_ious`, thresholds in float32, the maps' precision)
+    by default, or :func:`bench.wsoleval_protocol.box_ious_at_thresholds` (``precision=np.float64``).
     """
 
-    def __init__(self, thresholds: np.ndarray) -> None:
-        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+    def __init__(self, thresholds: np.ndarray, box_ious: BoxIous | None = None, precision: type = np.float32) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=precision)
+        self.box_ious = box_ious or half_open_box_ious
         count = len(self.thresholds)
         self.num_images = 0
         self.largest_correct = np.zeros(count, dtype=np.int64)  # IoU >= 0.5, largest component
@@ -70,9 +88,8 @@ class ThresholdSweepMeter:
             raise ValueError(f"update: {len(maps)} maps, {len(gt_boxes)} box lists, {len(top1_correct)} "
                              f"top-1 and {len(top5_correct)} top-5 flags; expected one of each per image")
         for normalized, gts, top1, top5 in zip(maps, gt_boxes, top1_correct, top5_correct):
-            boxes = sweep_boxes(normalized, self.thresholds, gts)
-            largest_ok = best_iou(boxes.largest, [gts] * len(self.thresholds)) >= IOU_THRESHOLD  # (T,)
-            all_iou = best_iou(boxes.best_match, [gts] * len(self.thresholds))  # (T,)
+            largest_iou, all_iou = self.box_ious(normalized, self.thresholds, gts)  # (T,), (T,)
+            largest_ok = largest_iou >= IOU_THRESHOLD
             self.largest_correct += largest_ok
             self.all_correct += all_iou[None, :] >= np.array(IOU_DELTAS)[:, None]
             self.top1_loc += largest_ok & bool(top1)
@@ -132,10 +149,13 @@ def calibrated_tau(val_meter: ThresholdSweepMeter) -> int:
 
 
 class PixelPrecisionMeter:
-    """Streams (map, mask) pairs into two histograms over threshold levels; ``compute()`` gives PxAP (%)."""
+    """Streams (map, mask) pairs into two histograms over threshold levels; ``compute()`` gives PxAP (%).
 
-    def __init__(self, thresholds: np.ndarray) -> None:
-        self.thresholds = np.asarray(thresholds, dtype=np.float32)
+    Maps are compared with the thresholds in ``precision`` (float32: ours; float64: wsolevaluation's).
+    """
+
+    def __init__(self, thresholds: np.ndarray, precision: type = np.float32) -> None:
+        self.thresholds = np.asarray(thresholds, dtype=precision)  # maps are compared in this precision
         # Level of a score = number of thresholds <= score (0..T): kept at t iff level > t.
         self.positive = np.zeros(len(self.thresholds) + 1, dtype=np.int64)
         self.negative = np.zeros(len(self.thresholds) + 1, dtype=np.int64)
@@ -146,7 +166,7 @@ class PixelPrecisionMeter:
 
         ``ignore (H, W)`` bool: pixels left out of both positives and negatives (None: none).
         """
-        normalized, mask = np.asarray(normalized, dtype=np.float32), np.asarray(mask, dtype=bool)
+        normalized, mask = np.asarray(normalized, dtype=self.thresholds.dtype), np.asarray(mask, dtype=bool)
         kept = np.ones_like(mask) if ignore is None else ~np.asarray(ignore, dtype=bool)
         if not normalized.shape == mask.shape == kept.shape:
             raise ValueError(f"map {normalized.shape}, mask {mask.shape} and ignore {kept.shape} "
@@ -181,29 +201,32 @@ class PixelPrecisionMeter:
 
 
 def sweep_summary(test: ThresholdSweepMeter, pixels: PixelPrecisionMeter, val: ThresholdSweepMeter | None,
-                  split: str, normalization: str) -> dict:
+                  split: str, normalization: str, protocol: str = "bench") -> dict:
     """The ``sweep`` section of ``metrics.json``: every number with the protocol that produced it.
 
-    ``val`` is the val split's meter (None: no calibration).
+    ``val`` is the val split's meter (None: no calibration); ``protocol`` is
+    ``eval.protocol`` (``normalization`` is not used under ``"wsolevaluation"``).
     """
     result = test.compute()
     thresholds = test.thresholds
     listing = (f"{len(thresholds)} thresholds {thresholds[0]:g}..{thresholds[-1]:g} "
-               f"on '{normalization}'-normalized GT-class maps")
+               f"on {sweep_maps_rule(protocol, normalization)}")
+    part = "contour" if protocol == "wsolevaluation" else "component"
     summary = {
+        "protocol": protocol,
         "thresholds": {"count": len(thresholds), "first": round(float(thresholds[0]), 6),
                        "last": round(float(thresholds[-1]), 6)},
-        "normalization": normalization,
+        "normalization": normalization if protocol == "bench" else "minmax (saved 224x224 maps: none)",
         "num_images": result["num_images"],
         "max_box_acc": {
             "value": result["max_box_acc"], "tau": result["max_box_acc_tau"],
-            "protocol": f"oracle max over tau on {split}, {listing}, largest component, IoU >= 0.5",
+            "protocol": f"oracle max over tau on {split}, {listing}, largest {part}, IoU >= 0.5",
         },
         "max_box_acc_v2": {
             "value": result["max_box_acc_v2"], "per_delta": result["max_box_acc_v2_per_delta"],
             "taus": result["max_box_acc_v2_taus"],
             "protocol": f"oracle max over tau on {split} for each IoU delta in {{0.3, 0.5, 0.7}}, mean; "
-                        f"{listing}, all components (best match)",
+                        f"{listing}, all {part}s (best match)",
         },
     }
     if pixels.num_images:
