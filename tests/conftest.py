@@ -3,9 +3,19 @@
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import TINY_CONFIG, FinishedRun, folder_fingerprint, tiny_run_config
 
 from bench.pipeline import run
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """A run with ``threads: N`` sets torch's process-wide thread count; later tests must not inherit it
+    (float sums depend on the thread count, so tests that compare runs would compare different arithmetic)."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -59,7 +59,8 @@ def _cli_overrides(config):
 
 @pytest.mark.slow  # starts python -m bench run and kills it
 def test_a_sigkilled_run_is_recognized_and_resumes_to_the_same_results(tiny_config, capsys):
-    overrides = ["train.epochs=4"]
+    # One thread in the killed process, the resumed one and the whole run: the same arithmetic in all three.
+    overrides = ["train.epochs=4", "threads=1"]
     whole = tiny_config(*overrides, "name=whole")
     killed = tiny_config(*overrides, "name=killed")
     prepare_dataset(whole)  # generated before the subprocess starts, so it starts training at once
