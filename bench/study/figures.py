@@ -27,7 +27,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.config import Pooling, StudyConfig  # noqa: E402
+from bench.config import Pooling, RunConfig, StudyConfig  # noqa: E402
 from bench.evaluate import to_pixels  # noqa: E402
 from bench.localize import normalize_cams  # noqa: E402
 from bench.readers import load_dataset  # noqa: E402
@@ -253,15 +253,21 @@ def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
 
 def map_resolution(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
     """Localization against the CAM's side in cells (input size / feature stride), per pooling and stride."""
+    def cam_side(config: RunConfig) -> float:
+        return config.model.input_size / config.model.feature_stride
+
+    strides = sorted({r.config.model.feature_stride for r in results})
+    by_pooling: dict[str, list[RunResult]] = {}
+    for result in results:
+        by_pooling.setdefault(result.config.model.pooling, []).append(result)
     series = {}
-    for stride in sorted({r.config.model.feature_stride for r in results}):
-        for pooling in _ordered({r.config.model.pooling: [] for r in results}):
-            runs = [r for r in results if r.config.model.pooling == pooling and r.config.model.feature_stride == stride]
-            series[f"{pooling.upper()}, stride {stride}"] = (
-                COLOURS.get(pooling), "-" if stride == min(r.config.model.feature_stride for r in results) else "--",
-                _points(runs, lambda c: c.model.input_size / c.model.feature_stride))
-    notes = {r.config.model.input_size / r.config.model.feature_stride: f"{r.config.model.input_size}px"
-             for r in results}
+    for stride in strides:  # the finest stride solid, coarser ones dashed
+        for pooling in _ordered(by_pooling):
+            runs = [r for r in by_pooling[pooling] if r.config.model.feature_stride == stride]
+            if runs:
+                series[f"{pooling.upper()}, stride {stride}"] = (COLOURS.get(pooling), "-" if stride == strides[0]
+                                                                  else "--", _points(runs, cam_side))
+    notes = {cam_side(r.config): f"{r.config.model.input_size}px" for r in results}
     return _against_parameter(series, path, "CAM side (cells) = input size / feature stride",
                               f"{study.name}: localization against map resolution (final epoch; "
                               "grey: input size)", notes=notes)
