@@ -34,6 +34,7 @@ from bench.metrics import (
     TOP_K,
     LocalizationMeter,
     LocalizationOutcome,
+    classification_hits,
     localization_outcomes,
 )
 from bench.models import CamNet
@@ -313,10 +314,7 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
         # The CAM path makes the top-k CAMs too (as evaluation does); a method only the GT class's map.
         prediction = predict(model, batch["image"].to(device), TOP_K, labels, method,
                              mapped=None if method is None else (-1,))
-        topk = prediction.topk_classes.cpu().numpy()
-        label_array = labels.cpu().numpy()
-        top1 = topk[:, 0] == label_array
-        top5 = (topk[:, :TOP_K] == label_array[:, None]).any(axis=1)
+        top1, top5 = classification_hits(prediction.topk_classes.cpu().numpy(), labels.cpu().numpy())
         sweep.update_from_cams(prediction.cams[:, -1], None, batch_samples, sizes, gt_boxes, top1, top5,
                                config.normalization)  # the GT class's CAMs
 

@@ -74,6 +74,20 @@ def _as_boxes(name: str, boxes: np.ndarray, num_images: int) -> np.ndarray:
     return boxes
 
 
+def classification_hits(topk_classes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(top1_correct, top5_correct)``, each ``(B,)`` bool, of ``(B, K)`` sorted predictions and ``(B,)`` labels.
+
+    Top-5 uses the first ``min(K, 5)`` columns.
+    """
+    topk_classes = np.asarray(topk_classes)
+    labels = np.asarray(labels)
+    if topk_classes.ndim != 2 or topk_classes.shape[1] < 1:
+        raise ValueError(f"topk_classes must have shape (B, K) with K >= 1; got {topk_classes.shape}")
+    if labels.shape != (len(topk_classes),):
+        raise ValueError(f"labels must have shape (B,) = ({len(topk_classes)},); got {labels.shape}")
+    return topk_classes[:, 0] == labels, (topk_classes[:, :TOP_K] == labels[:, None]).any(axis=1)
+
+
 def localization_outcomes(
     topk_classes: np.ndarray,
     labels: np.ndarray,
@@ -96,13 +110,8 @@ def localization_outcomes(
     Returns:
         A :class:`LocalizationOutcome` with ``(B,)`` arrays.
     """
-    topk_classes = np.asarray(topk_classes)
-    labels = np.asarray(labels)
-    if topk_classes.ndim != 2 or topk_classes.shape[1] < 1:
-        raise ValueError(f"topk_classes must have shape (B, K) with K >= 1; got {topk_classes.shape}")
-    num_images = len(topk_classes)
-    if labels.shape != (num_images,):
-        raise ValueError(f"labels must have shape (B,) = ({num_images},); got {labels.shape}")
+    top1_correct, top5_correct = classification_hits(topk_classes, labels)
+    num_images = len(top1_correct)
     if len(gt_boxes) != num_images:
         raise ValueError(f"gt_boxes must hold one array per image: {num_images}; got {len(gt_boxes)}")
     if not 0.0 <= iou_threshold <= 1.0:
@@ -110,8 +119,6 @@ def localization_outcomes(
     top1_boxes = _as_boxes("top1_boxes", top1_boxes, num_images)
     gt_class_boxes = _as_boxes("gt_class_boxes", gt_class_boxes, num_images)
 
-    top1_correct = topk_classes[:, 0] == labels
-    top5_correct = (topk_classes[:, :TOP_K] == labels[:, None]).any(axis=1)
     top1_iou = best_iou(top1_boxes, gt_boxes)
     gt_known_iou = best_iou(gt_class_boxes, gt_boxes)
     gt_known_loc = gt_known_iou >= iou_threshold

@@ -7,6 +7,7 @@ from bench.metrics import (
     METRIC_KEYS,
     LocalizationMeter,
     LocalizationOutcome,
+    classification_hits,
     localization_outcomes,
 )
 
@@ -132,6 +133,16 @@ def test_top5_uses_first_five_columns_only():
     outcome = localization_outcomes(topk, np.array([0]), [GT], [GT], [np.array([GT], float)])
     assert not outcome.top5_correct[0] and not outcome.top5_loc[0]
     assert outcome.gt_known_loc[0]
+
+
+def test_classification_hits_by_hand():
+    # Labels 3, 4, 0: top-1 hit; hit only in the 5th column; 6th column only (a miss for top-5 too).
+    topk = np.array([[3, 1, 2, 5, 6, 7], [1, 2, 3, 5, 4, 0], [1, 2, 3, 4, 5, 0]])
+    top1, top5 = classification_hits(topk, np.array([3, 4, 0]))
+    assert top1.tolist() == [True, False, False]
+    assert top5.tolist() == [True, True, False]
+    with pytest.raises(ValueError, match="labels must have shape"):
+        classification_hits(topk, np.array([3, 4]))
 
 
 def test_k_equal_one_top5_is_top1():
