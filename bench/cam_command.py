@@ -40,7 +40,6 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
-from tqdm import tqdm
 
 from bench.atomic_files import atomic_path, write_text
 from bench.config import EvalConfig, ModelConfig, load_config
@@ -48,6 +47,7 @@ from bench.layout import CLASSES_FILE, IMAGE_SUFFIXES, read_class_names
 from bench.localize import normalize_cams
 from bench.models import CamNet, build_model, efficientnet_lite0_imagenet
 from bench.prediction import localize_batch
+from bench.progress import progress_bar
 from bench.protocol import box_rule
 from bench.run_folder import CONFIG_FILE
 from bench.run_report import overlay_cam
@@ -238,7 +238,7 @@ def run_cam(images: list[Path], model: CamModel, out_dir: Path, topk: int = 5, b
     log(f"boxes: {model.box_rule} (8-connected), from {model.rule_source}")
     skipped: list[tuple[Path, str]] = []
     batches = [images[i : i + batch_size] for i in range(0, len(images), batch_size)]
-    for batch_paths in tqdm(batches, desc="cam", unit="batch", leave=False, disable=len(batches) < 2):
+    for batch_paths in progress_bar(batches, desc="cam", unit="batch", leave=False, disable=len(batches) < 2):
         loaded = []
         for path in batch_paths:
             try:

@@ -23,7 +23,6 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from bench import wsoleval_protocol as wsol
 from bench.atomic_files import atomic_path
@@ -39,6 +38,7 @@ from bench.metrics import (
 )
 from bench.models import CamNet
 from bench.prediction import MapMethod, localize_batch, predict, upsample_to_frames
+from bench.progress import progress_bar
 from bench.protocol import frame_of
 from bench.threshold_boxes import threshold_list
 from bench.threshold_metrics import PixelPrecisionMeter, ThresholdSweepMeter
@@ -261,7 +261,7 @@ def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: l
                   method: MapMethod | None = None) -> Iterator[ScoredBatch]:
     """:func:`score_batch` over ``loader``, lazily (``sweep`` is complete once the iterator is exhausted)."""
     model.eval()
-    for batch in tqdm(loader, desc="evaluate", leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="evaluate", leave=False, dynamic_ncols=True):
         yield score_batch(model, batch, samples, config, device, sweep, method)
 
 
@@ -308,7 +308,7 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
     Used for the val split, whose only job is to choose tau.
     """
     model.eval()
-    for batch in tqdm(loader, desc="sweep", leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="sweep", leave=False, dynamic_ncols=True):
         batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
         labels = batch["label"].to(device)
         # The CAM path makes the top-k CAMs too (as evaluation does); a method only the GT class's map.

@@ -22,11 +22,11 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from bench.checkpoint import save_training_state
 from bench.config import TrainConfig
 from bench.models import CamNet
+from bench.progress import progress_bar
 from bench.train import TrainingState, make_schedule, run_epochs
 
 
@@ -43,7 +43,7 @@ def cache_backbone_features(model: CamNet, loader: torch.utils.data.DataLoader, 
     """Run the frozen backbone (eval mode) once over ``loader``; keep its maps on the CPU in float16."""
     model.eval()
     maps, labels = [], []
-    for batch in tqdm(loader, desc="caching features", leave=False, dynamic_ncols=True):
+    for batch in progress_bar(loader, desc="caching features", leave=False, dynamic_ncols=True):
         maps.append(model.backbone(batch["image"].to(device)).to("cpu", torch.float16))  # (B, C, h, w)
         labels.append(batch["label"])
     return FeatureCache(torch.cat(maps), torch.cat(labels))

@@ -58,9 +58,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from bench.boxes import mask_to_box, resize_boxes
+from bench.progress import progress_bar
 
 SPLITS = ("train", "val", "test")
 # File suffixes (lowercase) taken for images where a folder is listed: what PIL opens.
@@ -320,7 +320,7 @@ def read_image_sizes(paths: list[Path], what: str = "reading image sizes") -> li
     reports it later with the reason (or skips it, if asked).
     """
     sizes = []
-    for path in tqdm(paths, desc=what, unit="img", disable=len(paths) <= PROGRESS_MIN_IMAGES):
+    for path in progress_bar(paths, desc=what, unit="img", disable=len(paths) <= PROGRESS_MIN_IMAGES):
         try:
             sizes.append(image_size(path))
         except IMAGE_READ_ERRORS:

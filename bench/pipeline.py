@@ -70,6 +70,7 @@ from bench.head_train import cache_backbone_features, fit_head
 from bench.html.run_page import write_run_page
 from bench.layout import DatasetFormatError, write_class_names
 from bench.models import CamNet, build_model, calibrate_feature_scale
+from bench.progress import show_progress
 from bench.protocol import describe_protocol
 from bench.readers import DatasetSplits, check_images, load_dataset
 from bench.run_folder import (
@@ -302,7 +303,7 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     state = _check_start(config, context, overwrite, resume)
     say = log if context.is_main else (lambda message: None)
     if not context.is_main:
-        os.environ["TQDM_DISABLE"] = "1"  # one progress bar per job, rank 0's
+        show_progress(False)  # one progress bar per job, rank 0's
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 

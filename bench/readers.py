@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from bench.boxes import xywh_to_xyxy
 from bench.config import DatasetConfig
@@ -80,6 +79,7 @@ from bench.layout import (
     write_class_names,
     write_metadata,
 )
+from bench.progress import progress_bar
 from bench.synthetic import ensure_synthetic_dataset
 
 # Boxes may overshoot the image by this many pixels (then they are clipped); see check_images.
@@ -395,7 +395,7 @@ def _val_from_xml(xml_dir: Path) -> dict[str, tuple[tuple[int, int] | None, list
     """Validation image stem -> (size, [(wnid, inclusive box)], where) from the XML files."""
     paths = sorted(xml_dir.glob("*.xml"))
     annotations = {}
-    for path in tqdm(paths, desc="ImageNet val: reading XML", unit="file", disable=len(paths) <= PROGRESS_MIN_IMAGES):
+    for path in progress_bar(paths, desc="ImageNet val: reading XML", unit="file", disable=len(paths) <= PROGRESS_MIN_IMAGES):
         size, objects = _parse_voc_xml(path)
         annotations[path.stem] = (size, objects, str(path))
     return annotations
@@ -728,7 +728,7 @@ def check_images(samples: list[Sample], skip_bad: bool) -> tuple[list[Sample], l
     ``{"image": path, "reason": ...}``, for the run's manifest.
     """
     kept, skipped = [], []
-    for sample in tqdm(samples, desc="checking images", unit="img", disable=len(samples) <= PROGRESS_MIN_IMAGES):
+    for sample in progress_bar(samples, desc="checking images", unit="img", disable=len(samples) <= PROGRESS_MIN_IMAGES):
         problem, sample = _image_problem(sample)
         if problem is None:
             kept.append(sample)

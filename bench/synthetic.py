@@ -65,6 +65,7 @@ from tqdm import tqdm
 from bench.boxes import box_area, mask_to_box
 from bench.config import DatasetConfig, SyntheticVariant, field_check
 from bench.layout import SPLITS, Sample, write_class_names, write_split
+from bench.progress import progress_bar
 
 # Bump whenever the rendered images could change: it is part of the dataset's folder name.
 GENERATOR_VERSION = 1
@@ -461,14 +462,14 @@ def _write_sample(root: Path, split: str, index: int, label: int, image: np.ndar
     return Sample(image_id, image_path, label, mask_to_box(mask)[None], mask.shape, (mask_path,))
 
 
-def _generate_split(root: Path, split: str, parameters: dict, progress_bar: tqdm) -> list[int]:
+def _generate_split(root: Path, split: str, parameters: dict, bar: tqdm) -> list[int]:
     """Render and write one split's images, masks and metadata; returns the count per label."""
     seed, variant, image_size = parameters["seed"], parameters["variant"], parameters["image_size"]
     samples = []
     for index, label in enumerate(split_labels(seed, split, parameters[f"num_{split}"]).tolist()):
         image, mask = render_sample(image_rng(seed, split, index), label, variant, image_size)
         samples.append(_write_sample(root, split, index, label, image, mask))
-        progress_bar.update()
+        bar.update()
     write_split(root, split, samples)
     return np.bincount([sample.label for sample in samples], minlength=NUM_CLASSES).tolist()
 
@@ -476,7 +477,7 @@ def _generate_split(root: Path, split: str, parameters: dict, progress_bar: tqdm
 def _generate(root: Path, name: str, parameters: dict, progress: bool) -> None:
     """Write the whole dataset into ``root``; ``name`` is the final folder name (for the progress bar)."""
     total = sum(parameters[f"num_{split}"] for split in SPLITS)
-    with tqdm(total=total, desc=f"generating {name}", unit="img", disable=not progress) as bar:
+    with progress_bar(total=total, desc=f"generating {name}", unit="img", disable=not progress) as bar:
         counts = {split: _generate_split(root, split, parameters, bar) for split in SPLITS}
     write_class_names(root, class_names())
     description = {

@@ -16,11 +16,11 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from bench.checkpoint import capture_rng_state, restore_rng_state
 from bench.config import TrainConfig
 from bench.models import CamNet
+from bench.progress import progress_bar
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -116,7 +116,7 @@ def train_one_epoch(
     """
     network.train()
     loss_sum, correct, seen = 0.0, 0, 0
-    progress = tqdm(loader, desc=description, leave=False, dynamic_ncols=True)
+    progress = progress_bar(loader, desc=description, leave=False, dynamic_ncols=True)
     for step, batch in enumerate(progress, start=1):
         images = batch["image"].to(device, non_blocking=True)
         if channels_last:

@@ -4,6 +4,7 @@ writes exactly what a single process writes from the same checkpoint."""
 import json
 import math
 import os
+import re
 import sys
 
 import numpy as np
@@ -45,6 +46,8 @@ def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config
     # 20 s on an idle 2-core machine; the margin is for a machine shared with other jobs.
     done = run_to_the_end(command, timeout=300, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
+    # One progress bar per job: the first epoch's bar starts (0%, no loss yet) once, on rank 0 only.
+    assert len(re.findall(r"epoch 1/2: +0%\|[^\r\n]*\?it/s\]", done.stderr)) == 1
     folder = config.run_dir
     assert {path.name for path in folder.iterdir()} == RUN_FILES  # rank 1 wrote nothing of its own
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -254,7 +254,8 @@ class _Driver:
         import ray
 
         resources = self.executor.resources
-        # tqdm reads TQDM_DISABLE when it is imported: set in the worker's environment, not in the task.
+        # No bars in the run logs: TQDM_DISABLE in the worker's environment (tqdm reads it on import) covers
+        # the torchrun processes of --nproc too, which bench.progress.show_progress could not reach.
         remote = ray.remote(_run_task).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0,
                                                runtime_env={"env_vars": {"TQDM_DISABLE": "1"}})
         return remote.remote(task.item, task.attempt, str(self.marker), self.token,
