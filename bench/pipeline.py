@@ -93,6 +93,7 @@ from bench.run_folder import (
     SCORED_FILES,
     SELECTED_DIR,
     run_status,
+    running_process,
 )
 from bench.run_report import (
     format_metrics,
@@ -252,7 +253,7 @@ def check_resumable(config: RunConfig) -> dict | None:
         raise ResumeError(f"--resume: the run in {run_dir} is already complete; nothing to continue "
                           f"(--overwrite runs it again)")
     if status == RUNNING:
-        raise ResumeError(f"--resume: the run in {run_dir} is still running (manifest.json names its process); "
+        raise ResumeError(f"--resume: the run in {run_dir} is still running ({running_process(run_dir)}); "
                           f"wait for it or stop it first")
     changed = config_differences(load_config(run_dir / CONFIG_FILE), config, SAME_EXPERIMENT_KEYS)
     if changed:

@@ -72,6 +72,19 @@ def run_status(run_dir: Path) -> str:
     return status if status in (COMPLETE, RUNNING, INTERRUPTED, FAILED) else UNKNOWN
 
 
+def running_process(run_dir: Path) -> str:
+    """Who runs the ``running`` run in ``run_dir``, and what to do if it is gone, for error messages."""
+    try:
+        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+    except (OSError, ValueError):
+        return "a process named in its manifest.json"
+    pid, host = manifest.get("pid"), manifest.get("host")
+    if host == socket.gethostname():
+        return f"process {pid} on this host"
+    return (f"process {pid} on host {host}, which cannot be checked from here: if it is gone (its node died), set "
+            f"\"status\" to \"interrupted\" in {Path(run_dir) / MANIFEST_FILE} to continue the run")
+
+
 def finished_runs(results_dir: Path) -> list[Path]:
     """The run folders under ``results_dir`` whose manifest says complete, sorted by name."""
     results_dir = Path(results_dir)

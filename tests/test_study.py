@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -114,6 +115,11 @@ def test_a_study_and_resume_agree_on_which_keys_a_run_may_change(tmp_path):
     assert run_state(config) == "partial"
     with pytest.raises(ResumeError, match="train.epochs: 7 -> 2"):
         check_resumable(config)
+    # A live process holds the run: --resume names it.
+    (config.run_dir / "manifest.json").write_text(json.dumps({"status": "running", "pid": os.getpid(),
+                                                              "host": socket.gethostname()}))
+    with pytest.raises(ResumeError, match=f"still running \\(process {os.getpid()} on this host\\)"):
+        check_resumable(config)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -211,7 +217,12 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": os.getpid()}))
     assert run_state(runs[1]) == "running"
-    with pytest.raises(StudyError, match="being run by another process"):
+    with pytest.raises(StudyError, match=f"being run by another process.*{runs[1].name}: process {os.getpid()} "
+                                         f"on this host"):
+        run_study(study, runs, log=lambda message: None)
+    # On another host the process cannot be checked: the message says how to release the run.
+    manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": 7, "host": "node-b.example"}))
+    with pytest.raises(StudyError, match='process 7 on host node-b.example.*set "status" to "interrupted"'):
         run_study(study, runs, log=lambda message: None)
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()

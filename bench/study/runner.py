@@ -34,7 +34,7 @@ from bench.atomic_files import write_text
 from bench.config import SAME_EXPERIMENT_KEYS, RunConfig, StudyConfig, config_differences, load_config
 from bench.html.study_page import write_study_page
 from bench.pipeline import run
-from bench.run_folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status
+from bench.run_folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status, running_process
 from bench.study import figures as study_figures
 from bench.study.methods_table import ensure_methods, write_methods_tables
 from bench.study.results import FINAL, POINTS, VAL_SELECTED, StudyError, by_setting, has_point, read_run
@@ -113,10 +113,11 @@ def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False
         raise StudyError(f"{len(different)} finished run folder(s) under {study.study_dir / 'runs'} hold another "
                          f"config than this study asks for ({', '.join(different[:3])}); pass --overwrite "
                          f"(make ... OVERWRITE=1) to retrain them, or rename the study file")
-    running = [name for name, state in states.items() if state == "running"]
+    running = [config for config in runs if states[config.name] == "running"]
     if running:
-        raise StudyError(f"run(s) {', '.join(running[:3])} of study {study.name} are being run by another process "
-                         f"(manifest.json names it); wait for it or stop it first")
+        raise StudyError(f"{len(running)} run(s) of study {study.name} are being run by another process; wait for "
+                         f"it or stop it first: " + "; ".join(f"{config.name}: {running_process(config.run_dir)}"
+                                                              for config in running[:3]))
     say = log if context.is_main else (lambda message: None)
     reused = sum(state == "complete" for state in states.values())
     say(f"study {study.name}: {len(runs)} runs ({reused} finished and reused) -> {study.study_dir}/")
