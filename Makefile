@@ -69,16 +69,17 @@ test-fast: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run the tests not marked slow (
 perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s and each map method's cost
 	$(PY) -m bench.perf
 
-docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,lse_sweep,resolution}/ (run the studies first)
+docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,paper_full,lse_sweep,resolution}/ (run the studies first)
 	@mkdir -p docs/img
 	$(PY) -c "from PIL import Image; \
 	Image.open('results/paper/learning_curves.png').save('docs/img/learning_curves.png', optimize=True); \
 	cams = Image.open('results/paper/cams_gap_vs_gmp.png').convert('RGB'); \
 	cams.resize((cams.width * 11 // 20, cams.height * 11 // 20), Image.LANCZOS).save('docs/img/cams_gap_vs_gmp.jpg', quality=85)"
-	@for study in lse_sweep:lse_sweep resolution:map_resolution; do \
-	  png=results/$${study%%:*}/$${study##*:}.png; \
-	  if [ -f $$png ]; then $(PY) -c "from PIL import Image; Image.open('$$png').save('docs/img/$${study##*:}.png', optimize=True)"; \
-	  else echo "skipped docs/img/$${study##*:}.png: no $$png (run make benchmark CONFIG=configs/$${study%%:*}.yaml)"; fi; \
+	@for figure in paper_full/boxacc_vs_tau:paper_full_boxacc_vs_tau lse_sweep/lse_sweep:lse_sweep \
+	    resolution/map_resolution:map_resolution; do \
+	  png=results/$${figure%%:*}.png; study=$${figure%%/*}; \
+	  if [ -f $$png ]; then $(PY) -c "from PIL import Image; Image.open('$$png').save('docs/img/$${figure##*:}.png', optimize=True)"; \
+	  else echo "skipped docs/img/$${figure##*:}.png: no $$png (run make benchmark CONFIG=configs/$$study.yaml)"; fi; \
 	done
 
 clean-venv: ## Remove .venv (datasets in data/ and runs in results/ are kept)
