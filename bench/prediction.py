@@ -81,14 +81,10 @@ def predict(model: CamNet, images: torch.Tensor, topk: int, labels: torch.Tensor
     true class (a costly method then makes two maps per image, not K + 1).
     """
     features = model.features(images)  # (B, C, h, w)
-    if method is None and mapped is None:
-        return predict_from_features(model, features, topk, labels)
     topk_probs, topk_classes, classes = _ranked_classes(model, features, topk, labels)
     chosen = classes if mapped is None else classes[:, list(mapped)]  # (B, M)
-    if method is None:
-        maps = class_activation_maps(features, model.cam_weight, chosen)
-    else:
-        maps = method(images, features, chosen)
+    maps = (class_activation_maps(features, model.cam_weight, chosen) if method is None
+            else method(images, features, chosen))  # (B, M, h, w)
     return BatchPrediction(topk_classes, topk_probs, maps)
 
 
