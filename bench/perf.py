@@ -33,13 +33,14 @@ import argparse
 import contextlib
 import statistics
 import time
+import typing
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from bench.config import EvalConfig, ModelConfig, RunConfig, load_config
+from bench.config import CamMethod, EvalConfig, ModelConfig, RunConfig, load_config
 from bench.evaluate import SCORED_MAPS
 from bench.localize import largest_component_box, normalize_cams
 from bench.metrics import TOP_K
@@ -222,8 +223,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--train-config", default="configs/gap.yaml", help="whose training path is timed")
     parser.add_argument("--method-images", type=int, default=2, help="images the map methods are timed on")
-    parser.add_argument("--methods", default="cam,gradcam,gradcampp,xgradcam,layercam,scorecam,eigencam",
-                        help="map methods timed (comma-separated)")
+    parser.add_argument("--methods", default=",".join(typing.get_args(CamMethod)),
+                        help="map methods timed (comma-separated; default: all)")
     parser.add_argument("--only", choices=("sweep", "cam", "train", "methods"), help="run one of the timings")
     args = parser.parse_args()
     if args.only in (None, "sweep"):
