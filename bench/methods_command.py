@@ -47,6 +47,7 @@ from bench.evaluate import GalleryItem, SweepMeters, collect_results, score_batc
 from bench.methods import LIBRARY_CLASSES, METHODS, check_methods, map_method, time_methods  # noqa: E402
 from bench.models import CamNet  # noqa: E402
 from bench.pipeline import calibration_samples, prepare_dataset  # noqa: E402
+from bench.prediction import MapMethod  # noqa: E402
 from bench.protocol import describe_protocol  # noqa: E402
 from bench.readers import check_images  # noqa: E402
 from bench.run_folder import (  # noqa: E402
@@ -129,14 +130,13 @@ def _loader(run: MethodsRun, samples: list) -> torch.utils.data.DataLoader:
                                        num_workers=config.train.num_workers)
 
 
-def score_method(run: MethodsRun, name: str, samples: list, val_samples: list, out_dir: Path,
-                 figure_images: int, score_batch_size: int) -> tuple[dict[str, float], list[GalleryItem]]:
-    """One method through the run's evaluation: its row of ``methods.csv`` (no timing) and its figure items.
+def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: list, val_samples: list,
+                 out_dir: Path, figure_images: int) -> tuple[dict[str, float], list[GalleryItem]]:
+    """Method ``name`` (its map maker ``method``, :func:`bench.methods.map_method`) through the run's evaluation.
 
-    Writes its per-image rows to ``out_dir``.
+    Returns its row of ``methods.csv`` (no timing) and its figure items; writes its per-image rows to ``out_dir``.
     """
     config = run.config
-    method = map_method(name, run.network, score_batch_size)
     eval_config = dataclasses.replace(config.eval, gallery_size=figure_images)
     # The run's protocol (eval.protocol) and threshold list, as the run's own evaluation used them.
     sweep = SweepMeters.for_protocol(config.eval.protocol, config.eval.num_thresholds)
@@ -200,13 +200,13 @@ def _build_methods_folder(run: MethodsRun, methods: Sequence[str], out_dir: Path
     dataset = prepare_dataset(config, progress=False)
     samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad)
     val_samples = calibration_samples(dataset, config)[0] if config.eval.calibrate else []
+    makers = {name: map_method(name, run.network, score_batch_size) for name in methods}
     rows, galleries = {}, {}
     for name in methods:
         log(f"{name}: scoring {len(samples)} {config.eval.split} images"
             + (f" and sweeping {len(val_samples)} val images" if val_samples else ""))
-        rows[name], galleries[name] = score_method(run, name, samples, val_samples, out_dir, figure_images,
-                                                   score_batch_size)
-    makers = {name: map_method(name, run.network, score_batch_size) for name in methods}
+        rows[name], galleries[name] = score_method(run, name, makers[name], samples, val_samples, out_dir,
+                                                   figure_images)
     batches = _timing_batches(run, samples, timing_batches)
     timings = time_methods(run.network, makers, batches, config.eval.tau, config.eval.normalization,
                            lambda: autocast(run.device, run.precision))
