@@ -72,11 +72,10 @@ perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s 
 docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,paper_full,lse_sweep,resolution}/ (run the studies first)
 	@mkdir -p docs/img
 	$(PY) -c "from PIL import Image; \
-	Image.open('results/paper/learning_curves.png').save('docs/img/learning_curves.png', optimize=True); \
 	cams = Image.open('results/paper/cams_gap_vs_gmp.png').convert('RGB'); \
 	cams.resize((cams.width * 11 // 20, cams.height * 11 // 20), Image.LANCZOS).save('docs/img/cams_gap_vs_gmp.jpg', quality=85)"
-	@for figure in paper_full/boxacc_vs_tau:paper_full_boxacc_vs_tau lse_sweep/lse_sweep:lse_sweep \
-	    resolution/map_resolution:map_resolution; do \
+	@for figure in paper/learning_curves:learning_curves paper_full/boxacc_vs_tau:paper_full_boxacc_vs_tau \
+	    lse_sweep/lse_sweep:lse_sweep resolution/map_resolution:map_resolution; do \
 	  png=results/$${figure%%:*}.png; study=$${figure%%/*}; \
 	  if [ -f $$png ]; then $(PY) -c "from PIL import Image; Image.open('$$png').save('docs/img/$${figure##*:}.png', optimize=True)"; \
 	  else echo "skipped docs/img/$${figure##*:}.png: no $$png (run make benchmark CONFIG=configs/$$study.yaml)"; fi; \
