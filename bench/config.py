@@ -56,6 +56,9 @@ Backbone = Literal[tuple(BACKBONES)]  # the names of BACKBONES, so the loader ch
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
 SyntheticVariant = Literal["parts", "uniform"]
+# The embedded generator's object-scale presets (bench.synthetic): CUB's and ImageNet's measured distributions,
+# the smaller log-uniform one of earlier releases, or dataset.object_scale_range.
+ObjectScale = Literal["cub", "imagenet", "small", "range"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Map methods of ``bench methods`` (bench.methods): our CAM and pytorch-grad-cam's methods, one name each.
 CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam"]
@@ -85,8 +88,9 @@ class DatasetConfig:
     """Which images to use; their folder is ``data_root / path``.
 
     ``synthetic`` is the embedded default, generated into ``data_root`` (``path``
-    unused); its generator parameters are ``variant``, ``seed``, ``num_*`` and
-    ``image_size``. ``cub``, ``imagenet``, ``wsol`` (wsolevaluation metadata
+    unused); its generator parameters are ``variant``, ``object_scale`` (with
+    ``object_scale_range`` for ``range``: box area / image area, log-uniform),
+    ``seed``, ``num_*`` and ``image_size``. ``cub``, ``imagenet``, ``wsol`` (wsolevaluation metadata
     layout) and ``csv`` (your own data: ``path`` is the CSV file) are read in
     their native layouts (``data/README.md``).
     """
@@ -94,6 +98,9 @@ class DatasetConfig:
     name: DatasetName = "synthetic"
     path: str = ""
     variant: SyntheticVariant = "parts"
+    object_scale: ObjectScale = "cub"
+    object_scale_range: tuple[float, float] = setting((0.05, 0.60), lambda v: 0 < v[0] <= v[1] <= 1,
+                                                      "two numbers 0 < low <= high <= 1")
     seed: int = setting(0, *_SEED_CHECK)
     num_train: int = setting(1500, lambda v: v >= 1, "an integer >= 1")
     # The generator writes every split, and an empty one cannot be read back.
@@ -105,6 +112,11 @@ class DatasetConfig:
     num_classes: int = setting(10, lambda v: 1 <= v <= 1000, "an integer in [1, 1000]")
     max_train_per_class: int = setting(0, lambda v: v >= 0, "an integer >= 0 (0 = all)")
     skip_bad: bool = False
+
+    @property
+    def generator_object_scale(self) -> str | tuple[float, float]:
+        """``object_scale`` as the generator takes it: the preset's name, or the range itself for ``range``."""
+        return self.object_scale_range if self.object_scale == "range" else self.object_scale
 
 
 @dataclass(frozen=True)
@@ -195,8 +207,8 @@ class RunConfig:
 
     Runtime: ``threads`` (torch CPU threads per process, 0 = torch's default),
     ``precision`` (``bf16`` / ``fp16`` autocast for training and evaluation;
-    ``fp16`` needs a GPU; ``auto``: bf16 where the hardware computes it
-    natively, else fp32, see :func:`bench.train.resolve_precision`) and
+    ``fp16`` needs a GPU; ``auto``: bf16 on a CUDA device that supports it,
+    fp32 on every CPU, see :func:`bench.train.resolve_precision`) and
     ``channels_last`` (NHWC memory layout: faster on CPUs with oneDNN and on GPUs).
     """
 

@@ -755,9 +755,12 @@ def load_dataset(config: DatasetConfig, data_root: Path, progress: bool = True) 
     data_root = Path(data_root)
     if config.name == "synthetic":
         root = ensure_synthetic_dataset(data_root, config.variant, config.seed, config.num_train, config.num_val,
-                                        config.num_test, config.image_size, progress=progress)
+                                        config.num_test, config.image_size, config.generator_object_scale,
+                                        progress=progress)
         splits = read_wsol(root)
-        return dataclasses.replace(splits, source=f"synthetic ({config.variant}) {splits.source}")
+        scale = config.object_scale if config.object_scale != "range" else f"range {config.object_scale_range}"
+        return dataclasses.replace(splits, source=f"synthetic ({config.variant}, object scale {scale}) "
+                                                  f"{splits.source}")
     path = data_root / config.path
     if config.name == "cub":
         return read_cub(path, config.val_size, config.seed)

@@ -18,13 +18,32 @@ Design (fixed up front, not tuned for any method; ``data/README.md`` shows it):
   similarity transform plus aspect ratio: rotation uniform in [0, 360),
   aspect (u-stretch / v-stretch) log-uniform in [0.6, 1.6], mirrored (v -> -v)
   with p = 0.5, scale such that the object's box covers a fraction of the
-  image drawn log-uniformly in [0.05, 0.60], position uniform among those that
-  keep the object fully inside the image (if the box cannot fit, the scale
-  shrinks until it does). A pose whose rasterized box falls outside
-  [0.05, 0.60] is re-drawn (rare: only at the ends of the range). Rendering is
+  image drawn from the **object scale** distribution (below). Rendering is
   vectorized: each pixel centre is mapped back to ``(u, v)``; part membership
   is a set of inequalities and textures are functions of ``(u, v)`` (stripes,
   bands, checks, dots, rings), so they rotate and scale with the object.
+* **Object scale** (``dataset.object_scale``): the area of the object's box
+  over the image's area (the "largest ground-truth box / image area" of the
+  real datasets), drawn per image:
+
+  - ``cub`` (the default) and ``imagenet``: a piecewise-linear inverse CDF
+    through the published quantiles p5 ... p95 of CUB-200-2011 test and ILSVRC
+    2012 val (:data:`OBJECT_SCALE_QUANTILES`), extended to p0 and p100 by
+    continuing the outermost segments, clamped to [0.01, 1]. A box too large to
+    fit in the frame at the object's random rotation and aspect is **cropped by
+    the frame**, as photos crop objects: the object then spans the frame along
+    its box's long side (placed at a uniform offset, so one or both ends are cut)
+    and its short side is sized so that the visible box has the drawn area.
+    The drawn fraction is met by the rasterized visible box up to pixel
+    rounding: the scale is refined three times against the rasterized box.
+  - ``small`` (the embedded dataset before object scale was an axis, byte for
+    byte): log-uniform in [0.05, 0.60], the object fully inside the frame (if
+    the box cannot fit, the scale shrinks until it does), a pose whose
+    rasterized box falls outside the range re-drawn.
+  - ``range``: the ``small`` rule over ``dataset.object_scale_range``.
+
+  In every case the ground truth is the visible object, exactly: the mask is
+  rasterized in the frame and the box is the mask's box.
 * **Classes** (:data:`NUM_CLASSES` = 12, :data:`CLASS_DESIGNS`). Variant
   ``parts``: class = (body texture, wing texture, head hue). Four body/wing
   texture pairs, each shared by three classes (labels ``k, k+4, k+8``), so
@@ -63,7 +82,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from bench.boxes import box_area, mask_to_box
-from bench.config import DatasetConfig, SyntheticVariant, field_check
+from bench.config import DatasetConfig, ObjectScale, SyntheticVariant, field_check
 from bench.layout import SPLITS, Sample, write_class_names, write_split
 from bench.progress import progress_bar
 
@@ -72,7 +91,18 @@ GENERATOR_VERSION = 1
 
 NUM_CLASSES = 12
 VARIANTS = typing.get_args(SyntheticVariant)
-BOX_AREA_FRACTION_RANGE = (0.05, 0.60)
+BOX_AREA_FRACTION_RANGE = (0.05, 0.60)  # object_scale: small
+OBJECT_SCALES = typing.get_args(ObjectScale)
+# (probability, quantile) of the largest GT box's area / image area, measured on wsolevaluation's metadata
+# (localization.txt and image_sizes.txt): CUB-200-2011 test (5,794 images) and ILSVRC 2012 val (50,000 images).
+OBJECT_SCALE_QUANTILES = {
+    "cub": ((0.05, 0.111), (0.10, 0.138), (0.25, 0.204), (0.50, 0.313), (0.75, 0.451), (0.90, 0.588), (0.95, 0.681)),
+    "imagenet": ((0.05, 0.035), (0.10, 0.072), (0.25, 0.194), (0.50, 0.411), (0.75, 0.662), (0.90, 0.871),
+                 (0.95, 0.964)),
+}
+SMALLEST_OBJECT_FRACTION = 0.01  # p0 of a preset is clamped here: a 22x22 px box at 224 px
+SCALE_REFINEMENTS = 3
+CROP_BISECTIONS = 12
 ASPECT_RANGE = (0.6, 1.6)
 NUM_DISTRACTORS_RANGE = (2, 5)
 BACKGROUND_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "immunohistochemistry", "hubble_deep_field")
@@ -329,13 +359,13 @@ class _RasterObject:
         return mask
 
 
-def _sample_pose(rng: np.random.Generator, image_size: int) -> _Pose:
+def _sample_pose(rng: np.random.Generator, image_size: int, fraction_range: tuple[float, float]) -> _Pose:
     """Random rotation, aspect, mirror, box-area fraction; a position keeping the object inside the image."""
     aspect = math.exp(rng.uniform(*np.log(ASPECT_RANGE)))
     unit = _linear_map(1.0, rng.uniform(0, 2 * np.pi), aspect, rng.random() < 0.5)
     extent = _object_extent(unit)
     width, height = extent[2] - extent[0], extent[3] - extent[1]
-    fraction = math.exp(rng.uniform(*np.log(BOX_AREA_FRACTION_RANGE)))
+    fraction = math.exp(rng.uniform(*np.log(fraction_range)))
     # Scale for the target box area, shrunk if the box would not fit in the image.
     scale = min(math.sqrt(fraction / (width * height)), 1 / width, 1 / height) * image_size
     # Centres keeping the box inside [0, S]; max(.., 0): the range is empty up to rounding when the box fills the image.
@@ -357,15 +387,106 @@ def _rasterize_object(pose: _Pose, image_size: int) -> _RasterObject:
     return _RasterObject(rows, cols, u, v, parts)
 
 
-def _sample_object(rng: np.random.Generator, image_size: int) -> _RasterObject:
-    """Draw poses until the rasterized box's area fraction lies in BOX_AREA_FRACTION_RANGE."""
-    low, high = BOX_AREA_FRACTION_RANGE
+def _sample_object(rng: np.random.Generator, image_size: int, object_scale) -> _RasterObject:
+    """The object at ``object_scale`` (a preset name or a ``(low, high)`` log-uniform range), rasterized."""
+    if object_scale in OBJECT_SCALE_QUANTILES:
+        return _sample_object_at_quantiles(rng, image_size, OBJECT_SCALE_QUANTILES[object_scale])
+    low, high = BOX_AREA_FRACTION_RANGE if object_scale == "small" else object_scale
     for _ in range(100):
-        raster = _rasterize_object(_sample_pose(rng, image_size), image_size)
+        raster = _rasterize_object(_sample_pose(rng, image_size, (low, high)), image_size)
         fraction = box_area(mask_to_box(raster.mask(image_size))) / image_size**2
         if low <= fraction <= high:
             return raster
-    raise RuntimeError(f"no object pose with box area fraction in {BOX_AREA_FRACTION_RANGE} at {image_size} px")
+    raise RuntimeError(f"no object pose with box area fraction in {(low, high)} at {image_size} px")
+
+
+def scale_inverse_cdf(quantiles) -> tuple[np.ndarray, np.ndarray]:
+    """Knots ``(probabilities, fractions)`` of the piecewise-linear inverse CDF through ``quantiles``.
+
+    ``quantiles`` is ``((p, q), ...)`` in increasing ``p``; p0 and p100 continue
+    the first and last segments, clamped to ``[SMALLEST_OBJECT_FRACTION, 1]``.
+    """
+    probabilities, fractions = (np.array(column, dtype=np.float64) for column in zip(*quantiles))
+    slope_low = (fractions[1] - fractions[0]) / (probabilities[1] - probabilities[0])
+    slope_high = (fractions[-1] - fractions[-2]) / (probabilities[-1] - probabilities[-2])
+    first = max(fractions[0] - slope_low * probabilities[0], SMALLEST_OBJECT_FRACTION)
+    last = min(fractions[-1] + slope_high * (1 - probabilities[-1]), 1.0)
+    return np.concatenate([[0.0], probabilities, [1.0]]), np.concatenate([[first], fractions, [last]])
+
+
+def draw_object_scale(rng: np.random.Generator, object_scale: str) -> float:
+    """One box-area fraction from preset ``object_scale`` (``cub`` or ``imagenet``): inverse CDF of a uniform."""
+    probabilities, fractions = scale_inverse_cdf(OBJECT_SCALE_QUANTILES[object_scale])
+    return float(np.interp(rng.random(), probabilities, fractions))
+
+
+def _fitting_pose(unit: np.ndarray, fraction: float, offsets: np.ndarray, image_size: int) -> _Pose | None:
+    """The pose whose whole box covers ``fraction`` of the image, at ``offsets`` (2,) in [0, 1) of the room left.
+
+    None if that box cannot fit in the frame (its area fraction exceeds short side / long side).
+    """
+    extent = _object_extent(unit)
+    size = extent[2:] - extent[:2]  # (width, height) at scale 1
+    scale = math.sqrt(fraction / (size[0] * size[1])) * image_size
+    if np.any(scale * size > image_size * (1 + 1e-9)):
+        return None
+    start = offsets * np.maximum(image_size - scale * size, 0.0)
+    centre = start - scale * extent[:2]
+    return _Pose((float(centre[0]), float(centre[1])), scale * unit)
+
+
+def _visible_fraction(raster: _RasterObject, image_size: int) -> float:
+    return box_area(mask_to_box(raster.mask(image_size))) / image_size**2
+
+
+def _sample_object_at_quantiles(rng: np.random.Generator, image_size: int, quantiles) -> _RasterObject:
+    """An object whose visible box covers a fraction drawn from ``quantiles`` (see the module docstring).
+
+    A box that fits is placed whole at a uniform position, its scale refined
+    against the rasterized box. One that cannot fit is cropped by the frame: the
+    body's centre sits at a uniform point of the frame's middle half and the scale
+    is bisected until the visible box's area meets the fraction (the visible area
+    grows with the scale around a fixed point inside the object).
+    """
+    aspect = math.exp(rng.uniform(*np.log(ASPECT_RANGE)))
+    unit = _linear_map(1.0, rng.uniform(0, 2 * np.pi), aspect, rng.random() < 0.5)
+    probabilities, fractions = scale_inverse_cdf(quantiles)
+    target = float(np.interp(rng.random(), probabilities, fractions))
+    offsets = rng.random(2)
+    best, best_error = None, math.inf
+
+    def rasterize(pose: _Pose) -> float:
+        nonlocal best, best_error
+        raster = _rasterize_object(pose, image_size)
+        reached = _visible_fraction(raster, image_size)
+        if abs(reached - target) < best_error:
+            best, best_error = raster, abs(reached - target)
+        return reached
+
+    aim = target
+    for _ in range(SCALE_REFINEMENTS):  # the whole box fits: correct the scale for pixel rounding
+        pose = _fitting_pose(unit, aim, offsets, image_size)
+        if pose is None:
+            break
+        aim *= target / rasterize(pose)
+        if best_error * image_size**2 < 1:
+            return best
+    if best is not None and best_error < 0.005:
+        return best
+    # Cropped by the frame: bisect the scale (in log) with the body's centre fixed in the frame's middle half.
+    extent = _object_extent(unit)
+    centre = tuple(float(c) for c in image_size * (0.25 + 0.5 * offsets))
+    low = math.log(math.sqrt(target / np.prod(extent[2:] - extent[:2])) * image_size)  # whole box = target
+    high = low
+    while rasterize(_Pose(centre, math.exp(high) * unit)) < target and high < low + math.log(64.0):
+        low, high = high, high + math.log(2.0)
+    for _ in range(CROP_BISECTIONS):
+        middle = (low + high) / 2
+        if rasterize(_Pose(centre, math.exp(middle) * unit)) < target:
+            low = middle
+        else:
+            high = middle
+    return best
 
 
 def _draw_object(canvas: np.ndarray, raster: _RasterObject, paints: dict[str, _Paint]) -> None:
@@ -393,8 +514,23 @@ def _check_parameter(name: str, value) -> None:
         raise ValueError(f"{name}={value!r} is not valid: expected {expected}")
 
 
-def render_sample(rng: np.random.Generator, label: int, variant: str, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Render one image of class ``label``: ``(image uint8 (S, S, 3), object mask bool (S, S))``."""
+def _check_object_scale(object_scale) -> str | tuple[float, float]:
+    """``object_scale`` as the generator takes it: a preset name, or a validated ``(low, high)`` tuple."""
+    if isinstance(object_scale, str):
+        _check_choice("object_scale", object_scale, [name for name in OBJECT_SCALES if name != "range"])
+        return object_scale
+    holds, expected = field_check(DatasetConfig, "object_scale_range")
+    if not (isinstance(object_scale, (tuple, list)) and len(object_scale) == 2 and holds(tuple(object_scale))):
+        raise ValueError(f"object_scale={object_scale!r} is not valid: expected a preset or {expected}")
+    return (float(object_scale[0]), float(object_scale[1]))
+
+
+def render_sample(rng: np.random.Generator, label: int, variant: str, image_size: int,
+                  object_scale: str | tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Render one image of class ``label``: ``(image uint8 (S, S, 3), object mask bool (S, S))``.
+
+    ``object_scale`` is a preset of :data:`OBJECT_SCALES` other than ``range``, or a ``(low, high)`` range.
+    """
     if isinstance(label, bool) or not (isinstance(label, (int, np.integer)) and 0 <= label < NUM_CLASSES):
         raise ValueError(f"label={label!r} is not valid: expected an integer in [0, {NUM_CLASSES - 1}]")
     _check_choice("variant", variant, VARIANTS)
@@ -402,7 +538,7 @@ def render_sample(rng: np.random.Generator, label: int, variant: str, image_size
     canvas = _render_background(rng, image_size)
     for _ in range(rng.integers(NUM_DISTRACTORS_RANGE[0], NUM_DISTRACTORS_RANGE[1] + 1)):
         _draw_distractor(rng, canvas)
-    raster = _sample_object(rng, image_size)
+    raster = _sample_object(rng, image_size, _check_object_scale(object_scale))
     _draw_object(canvas, raster, _object_paints(rng, label, variant))
     image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
     return image, raster.mask(image_size)
@@ -411,9 +547,15 @@ def render_sample(rng: np.random.Generator, label: int, variant: str, image_size
 # ----------------------------------------------------------------------------- the dataset on disk
 
 
-def _parameters(variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int) -> dict:
-    """Validated generator parameters (what identifies a dataset)."""
+def _parameters(variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int,
+                object_scale: str | tuple[float, float]) -> dict:
+    """Validated generator parameters (what identifies a dataset).
+
+    ``object_scale`` ``small`` adds no key, so that dataset keeps the folder name
+    (hash) it had before object scale was a parameter; its images are unchanged too.
+    """
     _check_choice("variant", variant, VARIANTS)
+    object_scale = _check_object_scale(object_scale)
     for name, value in (("seed", seed), ("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
                         ("image_size", image_size)):
         _check_parameter(name, value)
@@ -425,16 +567,23 @@ def _parameters(variant: str, seed: int, num_train: int, num_val: int, num_test:
         "num_val": int(num_val),
         "num_test": int(num_test),
         "image_size": int(image_size),
+        **({} if object_scale == "small" else {"object_scale": object_scale}),
     }
 
 
 def synthetic_dataset_dir(
-    data_dir: Path, variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int
+    data_dir: Path, variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int,
+    object_scale: str | tuple[float, float],
 ) -> Path:
-    """``data_dir / "synthetic-<variant>-<hash of all parameters and GENERATOR_VERSION>"`` (no I/O)."""
-    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size)
+    """``data_dir / "synthetic-<variant>[-<scale>]-<hash of all parameters and GENERATOR_VERSION>"`` (no I/O).
+
+    ``<scale>`` is the preset's name, or ``range`` (the range is in the hash); none for ``small``.
+    """
+    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size, object_scale)
     digest = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:10]
-    return Path(data_dir) / f"synthetic-{variant}-{digest}"
+    scale = parameters.get("object_scale")
+    label = "" if scale is None else f"-{scale}" if isinstance(scale, str) else "-range"
+    return Path(data_dir) / f"synthetic-{variant}{label}-{digest}"
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -465,9 +614,10 @@ def _write_sample(root: Path, split: str, index: int, label: int, image: np.ndar
 def _generate_split(root: Path, split: str, parameters: dict, bar: tqdm) -> list[int]:
     """Render and write one split's images, masks and metadata; returns the count per label."""
     seed, variant, image_size = parameters["seed"], parameters["variant"], parameters["image_size"]
+    object_scale = parameters.get("object_scale", "small")
     samples = []
     for index, label in enumerate(split_labels(seed, split, parameters[f"num_{split}"]).tolist()):
-        image, mask = render_sample(image_rng(seed, split, index), label, variant, image_size)
+        image, mask = render_sample(image_rng(seed, split, index), label, variant, image_size, object_scale)
         samples.append(_write_sample(root, split, index, label, image, mask))
         bar.update()
     write_split(root, split, samples)
@@ -507,6 +657,7 @@ def ensure_synthetic_dataset(
     num_val: int,
     num_test: int,
     image_size: int,
+    object_scale: str | tuple[float, float],
     progress: bool = True,
 ) -> Path:
     """Return the dataset folder, generating it first if absent.
@@ -515,8 +666,8 @@ def ensure_synthetic_dataset(
     the end, so an interrupted run never leaves a half dataset under the final
     name. An existing complete folder is reused as is.
     """
-    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size)
-    root = synthetic_dataset_dir(data_dir, variant, seed, num_train, num_val, num_test, image_size)
+    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size, object_scale)
+    root = synthetic_dataset_dir(data_dir, variant, seed, num_train, num_val, num_test, image_size, object_scale)
     if root.exists():
         if not _is_complete(root, parameters):
             raise ValueError(

@@ -35,25 +35,21 @@ def autocast(device: torch.device, precision: str) -> torch.autocast:
                           enabled=precision in AUTOCAST_DTYPES)
 
 
-def native_bf16(device: torch.device) -> bool:
-    """Whether ``device`` computes bfloat16 in hardware (CUDA with bf16 support; a CPU with AVX-512 BF16 or AMX).
-
-    Without it, CPU bf16 is emulated and slower than fp32 (measured: 0.7x on
-    an AVX-512 CPU without BF16), so ``precision: auto`` must not pick it.
-    """
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type == "cpu":
-        checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private but stable since torch 2.1
-        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-    return False
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision a run uses: ``auto`` is ``bf16`` where :func:`native_bf16`, else ``fp32``."""
+    """The precision a run uses: ``auto`` is ``bf16`` on a CUDA device that supports it, else ``fp32``.
+
+    The rule is measured, not assumed: for EfficientNet-Lite0 (depthwise-heavy)
+    CPU bf16 autocast trains slower than fp32 on every CPU measured, with or
+    without hardware bf16 (0.7x on an AVX-512 Xeon without BF16, 0.8x on a
+    Xeon with AVX-512 BF16 and AMX, 0.99x on an AMD EPYC with AVX-512 BF16);
+    see docs/results.md, "Precision". ``make perf`` prints the candidates side
+    by side on the machine it runs on.
+    """
     if precision != "auto":
         return precision
-    return "bf16" if native_bf16(device) else "fp32"
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
 
 
 def seed_everything(seed: int) -> None:

@@ -175,13 +175,15 @@ FLOAT_KEYS = list(float_keys(RunConfig))
 
 
 def test_float_keys_are_found():
-    assert {"train.lr", "eval.tau", "model.lse_r", "train.augment.crop_scale"} <= set(FLOAT_KEYS)
+    assert {"train.lr", "eval.tau", "model.lse_r", "train.augment.crop_scale",
+            "dataset.object_scale_range"} <= set(FLOAT_KEYS)
 
 
 @pytest.mark.parametrize("key", FLOAT_KEYS)
 @pytest.mark.parametrize("number", [".inf", "-.inf", ".nan"])
 def test_every_float_key_refuses_non_finite_numbers(tmp_path, key, number):
-    value = f"[0.5, {number}]" if key == "train.augment.crop_scale" else number
+    pairs = ("train.augment.crop_scale", "dataset.object_scale_range")  # (low, high) keys
+    value = f"[0.5, {number}]" if key in pairs else number
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, "seed: 1\n"), [f"{key}={value}"])
     assert f"'{key}' is {float(number.replace('.', ''))!r}; expected a finite number" in str(error.value)

@@ -12,7 +12,8 @@ import pytest
 from helpers import REPO, TINY_CONFIG
 
 from bench.cli import main
-from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, is_study_file, load_config, load_study, save_config
+from bench.config import (SAME_EXPERIMENT_KEYS, ConfigError, config_differences, is_study_file, load_config, load_study,
+                          save_config)
 from bench.pipeline import ResumeError, check_resumable
 from bench.study.results import StudyError
 from bench.study.runner import run_state, run_study
@@ -78,7 +79,7 @@ def test_bad_study_files_name_the_key_and_what_is_expected(tmp_path, body, fragm
 
 def test_shipped_study_files_load():
     counts = {"paper.yaml": 6, "paper_full.yaml": 18, "lse_sweep.yaml": 5, "resolution.yaml": 12,
-              "pooling_family.yaml": 5}
+              "pooling_family.yaml": 5, "object_scale.yaml": 12}
     # Every study file shipped in configs/ is listed here, so each one is loaded.
     assert sorted(p.name for p in (REPO / "configs").glob("*.yaml") if is_study_file(p)) == sorted(counts)
     for name, count in counts.items():
@@ -380,3 +381,15 @@ study:
     assert (folder / "lse_sweep.png").stat().st_size > 10_000
     with (folder / "table.csv").open() as handle:
         assert [row["model.lse_r"] for row in csv.DictReader(handle)] == ["0.5", "8.0"]
+
+
+def test_object_scale_study_pairs_every_scale_with_both_poolings_under_one_recipe():
+    _, runs = load_study(REPO / "configs" / "object_scale.yaml")
+    cells = {(run.dataset.object_scale, run.model.pooling, run.seed) for run in runs}
+    assert cells == {(scale, pooling, seed) for scale in ("small", "cub", "imagenet")
+                     for pooling in ("gap", "gmp") for seed in (0, 1)}
+    # The recipe is the same everywhere: runs differ only in the grid's keys (and their names and folders).
+    first = runs[0]
+    for run in runs[1:]:
+        changed = {line.split(":")[0] for line in config_differences(first, run)}
+        assert changed <= {"name", "results_dir", "dataset.object_scale", "model.pooling", "seed"}

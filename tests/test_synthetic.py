@@ -23,7 +23,7 @@ from bench.synthetic import (
     synthetic_dataset_dir,
 )
 
-TINY = dict(variant="parts", seed=3, num_train=24, num_val=12, num_test=12, image_size=64)
+TINY = dict(variant="parts", seed=3, num_train=24, num_val=12, num_test=12, image_size=64, object_scale="cub")
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +36,9 @@ def tiny_dataset(tmp_path_factory):
 
 @pytest.mark.parametrize("variant", synthetic.VARIANTS)
 def test_render_is_deterministic_for_a_seed_and_differs_across_seeds(variant):
-    image_a, mask_a = render_sample(np.random.default_rng(7), 4, variant, 96)
-    image_b, mask_b = render_sample(np.random.default_rng(7), 4, variant, 96)
-    image_c, mask_c = render_sample(np.random.default_rng(8), 4, variant, 96)
+    image_a, mask_a = render_sample(np.random.default_rng(7), 4, variant, 96, "cub")
+    image_b, mask_b = render_sample(np.random.default_rng(7), 4, variant, 96, "cub")
+    image_c, mask_c = render_sample(np.random.default_rng(8), 4, variant, 96, "cub")
     np.testing.assert_array_equal(image_a, image_b)
     np.testing.assert_array_equal(mask_a, mask_b)
     assert image_a.shape == (96, 96, 3) and image_a.dtype == np.uint8
@@ -47,10 +47,10 @@ def test_render_is_deterministic_for_a_seed_and_differs_across_seeds(variant):
     assert not np.array_equal(mask_a, mask_c)
 
 
-def test_object_box_area_fraction_in_range_and_varied():
+def test_small_object_scale_box_area_fraction_in_range_and_varied():
     fractions, centres = [], []
     for seed in range(60):
-        _, mask = render_sample(np.random.default_rng(seed), seed % NUM_CLASSES, "parts", 224)
+        _, mask = render_sample(np.random.default_rng(seed), seed % NUM_CLASSES, "parts", 224, "small")
         box = mask_to_box(mask)
         assert 0 <= box[0] < box[2] <= 224 and 0 <= box[1] < box[3] <= 224
         fractions.append(box_area(box) / 224**2)
@@ -63,10 +63,95 @@ def test_object_box_area_fraction_in_range_and_varied():
     assert np.std(np.array(centres), axis=0).min() > 15  # positions vary in x and y
 
 
+# The published quantiles (p5 ... p95) each preset must reproduce in the rasterized boxes of 2,000 objects.
+@pytest.mark.parametrize("preset", ["cub", "imagenet"])
+def test_preset_object_scales_match_the_published_quantiles(preset):
+    size = 64  # small images keep the test fast; the scale refinement keeps pixel rounding small even here
+    fractions = np.array([
+        box_area(mask_to_box(synthetic._sample_object(np.random.default_rng([9, index]), size, preset).mask(size)))
+        / size**2 for index in range(2000)])
+    probabilities, published = zip(*synthetic.OBJECT_SCALE_QUANTILES[preset])
+    measured = np.quantile(fractions, probabilities)
+    np.testing.assert_allclose(measured, published, atol=0.02)
+    assert 0 < fractions.min() and fractions.max() <= 1
+
+
+def test_inverse_cdf_extends_the_outer_segments_and_clamps():
+    # CUB: p0 = 0.111 - 0.05 * (0.138 - 0.111) / 0.05 = 0.084; p100 = 0.681 + 0.05 * (0.681 - 0.588) / 0.05 = 0.774.
+    probabilities, fractions = synthetic.scale_inverse_cdf(synthetic.OBJECT_SCALE_QUANTILES["cub"])
+    assert probabilities[0] == 0 and probabilities[-1] == 1
+    assert fractions[0] == pytest.approx(0.084) and fractions[-1] == pytest.approx(0.774)
+    # ImageNet: p0 would be 0.035 - 0.037 < 0 (clamped to 0.01); p100 would be 1.057 (clamped to 1).
+    _, fractions = synthetic.scale_inverse_cdf(synthetic.OBJECT_SCALE_QUANTILES["imagenet"])
+    assert fractions[0] == synthetic.SMALLEST_OBJECT_FRACTION and fractions[-1] == 1.0
+    assert np.all(np.diff(fractions) > 0)
+
+
+def test_an_object_larger_than_the_frame_is_cropped_with_exact_ground_truth(monkeypatch):
+    # ImageNet's top decile: boxes of 87-100 % of the frame, which most rotated birds cannot fit whole.
+    size, pad, cropped = 96, 64, 0
+    poses = {}
+    rasterize = synthetic._rasterize_object
+
+    def recording(pose, image_size):
+        raster = rasterize(pose, image_size)
+        poses[id(raster)] = pose
+        return raster
+
+    monkeypatch.setattr(synthetic, "_rasterize_object", recording)
+    for index in range(300):
+        raster = synthetic._sample_object(np.random.default_rng([4, index]), size, "imagenet")
+        pose = poses[id(raster)]
+        # The same pose on a frame padded by `pad` on every side shows the whole object.
+        whole = rasterize(synthetic._Pose((pose.centre[0] + pad, pose.centre[1] + pad), pose.linear), size + 2 * pad)
+        whole_mask = whole.mask(size + 2 * pad)
+        if not whole_mask[pad:pad + size, pad:pad + size].any() or whole_mask.sum() == whole_mask[
+                pad:pad + size, pad:pad + size].sum():
+            continue  # the object lies wholly inside the frame
+        cropped += 1
+        # The ground truth is exactly the visible part of the object: its mask, and the box of that mask.
+        np.testing.assert_array_equal(raster.mask(size), whole_mask[pad:pad + size, pad:pad + size])
+        box = mask_to_box(raster.mask(size))
+        assert box[0] == 0 or box[1] == 0 or box[2] == size or box[3] == size  # the frame cuts the box
+    # About 30 % at ImageNet's scale: large boxes, and elongated birds whose box is wider than the frame allows.
+    assert 45 <= cropped <= 135
+
+
+def test_small_object_scale_renders_the_images_of_earlier_releases_byte_for_byte(tmp_path):
+    # Hashes of render_sample(default_rng(11), 5, variant, 96) computed with the generator before object scale
+    # was a parameter (commit 0b3daef): the `small` preset must not change a pixel of its dataset.
+    import hashlib
+    expected = {"parts": "502349d29eba3fe2", "uniform": "1797003a5d3ed3be"}
+    for variant, digest in expected.items():
+        image, mask = render_sample(np.random.default_rng(11), 5, variant, 96, "small")
+        assert hashlib.sha256(image.tobytes() + mask.tobytes()).hexdigest()[:16] == digest
+    # ... and keeps its folder name (the README's default dataset folder before this preset existed).
+    folder = synthetic_dataset_dir(tmp_path, "parts", 0, 1500, 300, 300, 224, "small")
+    assert folder.name == "synthetic-parts-188ae7de0f"
+
+
+def test_an_explicit_range_bounds_the_boxes():
+    fractions = [box_area(mask_to_box(render_sample(np.random.default_rng(seed), 0, "parts", 96, (0.3, 0.4))[1]))
+                 / 96**2 for seed in range(20)]
+    assert min(fractions) >= 0.3 and max(fractions) <= 0.4
+    with pytest.raises(ValueError, match=r"object_scale=\(0.5, 0.2\) is not valid"):
+        render_sample(np.random.default_rng(0), 0, "parts", 64, (0.5, 0.2))
+    with pytest.raises(ValueError, match=r"object_scale='huge' is not one of \('cub', 'imagenet', 'small'\)"):
+        render_sample(np.random.default_rng(0), 0, "parts", 64, "huge")
+
+
+def test_config_object_scale_reaches_the_generator():
+    config = load_config(TINY_CONFIG, ["dataset.object_scale=range", "dataset.object_scale_range=[0.2,0.5]"])
+    assert config.dataset.generator_object_scale == (0.2, 0.5)
+    assert load_config(TINY_CONFIG).dataset.generator_object_scale == "cub"  # the default
+    with pytest.raises(ConfigError, match="dataset.object_scale"):
+        load_config(TINY_CONFIG, ["dataset.object_scale=tiny"])
+
+
 def test_head_is_five_to_ten_percent_of_the_object():
     rng = np.random.default_rng(0)
     for _ in range(20):
-        raster = synthetic._rasterize_object(synthetic._sample_pose(rng, 224), 224)
+        raster = synthetic._rasterize_object(synthetic._sample_pose(rng, 224, synthetic.BOX_AREA_FRACTION_RANGE), 224)
         object_pixels = np.logical_or.reduce(list(raster.parts.values())).sum()
         fraction = raster.parts["head"].sum() / object_pixels
         assert 0.05 <= fraction <= 0.10, fraction  # ~0.084 by design
@@ -75,7 +160,7 @@ def test_head_is_five_to_ten_percent_of_the_object():
 def test_mask_is_the_visible_object_drawn_on_top():
     """Pixels of the head show exactly the class hue: nothing covers the object."""
     design = CLASS_DESIGNS[5]
-    image, mask = render_sample(np.random.default_rng(11), 5, "parts", 224)
+    image, mask = render_sample(np.random.default_rng(11), 5, "parts", 224, "cub")
     head_colour = np.round(design.head_rgb).astype(np.uint8)
     is_head_colour = np.all(image == head_colour, axis=-1)
     assert is_head_colour[mask].mean() > 0.04  # the head (~8 % of the object) is fully visible
@@ -169,14 +254,15 @@ def test_generator_and_config_accept_the_same_values(tmp_path, key, bad, good):
 
 def test_render_sample_rejects_bad_label():
     with pytest.raises(ValueError, match=r"label=12 .*\[0, 11\]"):
-        render_sample(np.random.default_rng(0), 12, "parts", 64)
+        render_sample(np.random.default_rng(0), 12, "parts", 64, "cub")
 
 
 def test_dataset_dir_name_depends_on_every_parameter(tmp_path):
     base = synthetic_dataset_dir(tmp_path, **TINY)
-    assert base.parent == tmp_path and base.name.startswith("synthetic-parts-")
+    assert base.parent == tmp_path and base.name.startswith("synthetic-parts-cub-")
     assert synthetic_dataset_dir(tmp_path, **TINY) == base
-    changes = dict(variant="uniform", seed=4, num_train=25, num_val=13, num_test=13, image_size=65)
+    changes = dict(variant="uniform", seed=4, num_train=25, num_val=13, num_test=13, image_size=65,
+                   object_scale="imagenet")
     names = {synthetic_dataset_dir(tmp_path, **{**TINY, key: value}).name for key, value in changes.items()}
     assert len(names) == len(changes) and base.name not in names
 
@@ -224,7 +310,7 @@ def test_tiny_dataset_reads_back_with_exact_boxes(tiny_dataset):
 
 def test_any_image_regenerates_alone(tiny_dataset):
     sample = read_split(tiny_dataset, "test")[7]
-    _, mask = render_sample(image_rng(TINY["seed"], "test", 7), sample.label, "parts", 64)
+    _, mask = render_sample(image_rng(TINY["seed"], "test", 7), sample.label, "parts", 64, "cub")
     np.testing.assert_array_equal(np.asarray(Image.open(sample.mask_paths[0])) > 127, mask)
 
 

@@ -77,13 +77,17 @@ def test_efficientnet_stages_are_stem_seven_block_stages_and_head():
     assert features.shape == (1, 80, 4, 4)
 
 
-def test_auto_precision_is_bf16_only_with_native_support(monkeypatch):
-    cpu = torch.device("cpu")
+def test_auto_precision_is_fp32_on_every_cpu_and_bf16_on_a_cuda_device_that_has_it(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
-    monkeypatch.setattr(train, "native_bf16", lambda device: False)
-    assert resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(train, "native_bf16", lambda device: True)
-    assert resolve_precision("auto", cpu) == "bf16"
+    for native in (False, True):  # whatever the CPU computes natively
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: native)
+        assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: False)
+    assert resolve_precision("auto", cuda) == "fp32"
 
 
 def test_resume_with_another_number_of_processes_is_refused():
