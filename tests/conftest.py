@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import TINY_CONFIG, FinishedRun, folder_fingerprint, tiny_run_config
 
-from bench.pipeline import run
+from bench.run.pipeline import run
 
 
 @pytest.fixture(autouse=True)

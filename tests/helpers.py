@@ -14,7 +14,7 @@ from bench.config import RunConfig, load_config
 REPO = Path(__file__).resolve().parent.parent
 TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 
-# What a finished run folder holds (bench.pipeline), and the columns of its history.csv.
+# What a finished run folder holds (bench.run.pipeline), and the columns of its history.csv.
 RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
              "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png", "history.csv", "history.png",
              "best_epoch.pt", "val_selected", "index.html", "page"}

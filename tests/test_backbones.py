@@ -8,11 +8,11 @@ import torch
 import torchvision
 from helpers import TINY_CONFIG
 
-from bench.backbones import BACKBONE_BUILDERS, MissingWeightsError, build_backbone
-from bench.cam import class_activation_maps
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import BACKBONES, ConfigError, ModelConfig, load_config
-from bench.models import build_model
+from bench.model.backbones import BACKBONE_BUILDERS, MissingWeightsError, build_backbone
+from bench.model.cam import class_activation_maps
+from bench.model.camnet import build_model
 
 CASES = [(name, stride) for name, info in BACKBONES.items() for stride in info.feature_strides]
 

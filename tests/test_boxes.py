@@ -1,17 +1,9 @@
-"""Hand-computed checks of the box convention in bench/boxes.py."""
+"""Hand-computed checks of the box convention in bench/data/boxes.py."""
 
 import numpy as np
 import pytest
 
-from bench.boxes import (
-    EMPTY_BOX,
-    best_iou,
-    box_area,
-    mask_to_box,
-    pairwise_iou,
-    resize_boxes,
-    xywh_to_xyxy,
-)
+from bench.data.boxes import EMPTY_BOX, best_iou, box_area, mask_to_box, pairwise_iou, resize_boxes, xywh_to_xyxy
 
 
 def iou(a, b) -> float:

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from bench.cli import main
-from bench.pipeline import prepare_dataset, run
+from bench.commands.cli import main
+from bench.run.pipeline import prepare_dataset, run
 
 CAT_CLASSES = {"tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat"}
 

@@ -7,7 +7,7 @@ import pytest
 import yaml
 from helpers import REPO, TINY_CONFIG
 
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import (
     ConfigError,
     DatasetConfig,

@@ -12,17 +12,17 @@ import pytest
 import torch
 from helpers import REPO, RUN_FILES, TINY_CONFIG, run_to_the_end
 
-from bench.checkpoint import load_training_state
 from bench.config import load_config
-from bench.distributed import Context
-from bench.evaluate import SweepMeters, evaluate, sweep_split
-from bench.models import build_model
-from bench.pipeline import compact_maps, prepare_dataset
-from bench.run_report import write_sweep_curves
-from bench.threshold_boxes import threshold_list
-from bench.threshold_metrics import sweep_summary
-from bench.torch_data import WsolDataset, collate
-from bench.train import autocast
+from bench.data.torch_dataset import WsolDataset, collate
+from bench.model.camnet import build_model
+from bench.run.figures import write_sweep_curves
+from bench.run.pipeline import compact_maps, prepare_dataset
+from bench.scoring.evaluation import SweepMeters, evaluate, sweep_split
+from bench.scoring.threshold_free_metrics import sweep_summary
+from bench.scoring.threshold_sweep import threshold_list
+from bench.training.checkpoint import load_training_state
+from bench.training.distributed import Context
+from bench.training.loop import autocast
 
 
 def test_my_batches_deals_whole_batches_round_robin():
@@ -37,7 +37,7 @@ def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config
     # eval.batch_size=5 over 24 images: 5 batches, rank 0 scores 3 and rank 1 scores 2; the gallery (8 images)
     # spans rank 0's first batch and rank 1's first batch. The 12 val images (tau calibration) are 3 batches:
     # 2 on rank 0, 1 on rank 1.
-    overrides = ["eval.batch_size=5", "eval.gallery_size=8"]
+    overrides = ["eval.batch_size=5", "eval.gallery_size=8", "precision=fp32"]  # bit for bit: one precision
     config = tiny_config(*overrides)
     prepare_dataset(config)  # generate the shared dataset before the two processes read it
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bench",
@@ -90,7 +90,7 @@ def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config
 
 def test_checks_against_the_job_and_the_machine(tiny_config):
     from bench.config import ConfigError
-    from bench.pipeline import check_runtime
+    from bench.run.pipeline import check_runtime
 
     with pytest.raises(ConfigError, match=r"'train.batch_size' is 16.*divisible by the number of processes \(3\)"):
         check_runtime(tiny_config(), Context(world_size=3))
@@ -100,7 +100,8 @@ def test_checks_against_the_job_and_the_machine(tiny_config):
 
 
 def test_bf16_autocast_run_completes_on_cpu(tiny_config, monkeypatch):
-    from bench import pipeline, train
+    from bench.run import pipeline
+    from bench.training import loop as train
 
     entered = []  # the precision of every autocast context the run opens (training steps and evaluation)
 

@@ -17,12 +17,12 @@ from scipy import ndimage
 from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
 from bench.config import EvalConfig, ModelConfig, RunConfig
-from bench.evaluate import PREDICTION_COLUMNS, evaluate, to_pixels
-from bench.layout import Sample
-from bench.models import CamNet, build_model
-from bench.prediction import localize_batch, upsample_to_frames
-from bench.protocol import describe_protocol, frame_of
-from bench.torch_data import WsolDataset, collate, image_to_tensor
+from bench.data.samples import Sample
+from bench.data.torch_dataset import WsolDataset, collate, image_to_tensor
+from bench.model.camnet import CamNet, build_model
+from bench.scoring.evaluation import PREDICTION_COLUMNS, evaluate, to_pixels
+from bench.scoring.prediction import localize_batch, upsample_to_frames
+from bench.scoring.protocols import describe_protocol, frame_of
 
 SIZE = 32
 

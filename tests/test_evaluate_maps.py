@@ -7,9 +7,9 @@ import numpy as np
 from helpers import TINY_CONFIG
 from PIL import Image
 
-from bench.cli import main
-from bench.evaluate_maps import check_score_map, resize_to_frame
-from bench.pipeline import prepare_dataset
+from bench.commands.cli import main
+from bench.run.pipeline import prepare_dataset
+from bench.scoring.saved_maps import check_score_map, resize_to_frame
 
 
 def _write_mask_maps(config, folder):

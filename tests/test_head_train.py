@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from bench.config import ConfigError, ModelConfig, TrainConfig
-from bench.head_train import FeatureCache, cache_backbone_features, fit_head, pool_cache
-from bench.models import CamNet, build_model
-from bench.pipeline import run
+from bench.model.camnet import CamNet, build_model
+from bench.run.pipeline import run
+from bench.training.head_only import FeatureCache, cache_backbone_features, fit_head, pool_cache
 
 
 def separable_cache(pooling_friendly: str) -> FeatureCache:

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.cli import main
+from bench.commands.cli import main
+from bench.data.loading import load_dataset
 from bench.html.run_page import metric_rows, write_run_page
 from bench.html.thumbnails import GT_COLOUR, PREDICTED_COLOUR, _draw_boxes, page_sample, thumbnail_name
-from bench.readers import load_dataset
-from bench.run_report import METRIC_LABELS
+from bench.run.figures import METRIC_LABELS
 
 
 class Page(HTMLParser):

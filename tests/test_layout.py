@@ -6,18 +6,9 @@ import numpy as np
 import pytest
 from helpers import write_dataset
 
-from bench.layout import (
-    DatasetFormatError,
-    Line,
-    Sample,
-    key_lines,
-    parse_box,
-    read_class_names,
-    read_lines,
-    read_split,
-    write_class_names,
-    write_split,
-)
+from bench.data.samples import DatasetFormatError, Sample
+from bench.data.text_lines import Line, key_lines, parse_box, read_lines
+from bench.data.wsol_layout import read_class_names, read_split, write_class_names, write_split
 
 # ----------------------------------------------------------------------------- line helpers
 

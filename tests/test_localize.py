@@ -1,15 +1,10 @@
-"""Hand-computed checks of CAM normalization and the paper's box rule (bench/localize.py)."""
+"""Hand-computed checks of CAM normalization and the paper's box rule (bench/scoring/box_rule.py)."""
 
 import numpy as np
 import pytest
 
-from bench.boxes import EMPTY_BOX
-from bench.localize import (
-    NORMALIZATIONS,
-    boxes_from_cams,
-    largest_component_box,
-    normalize_cams,
-)
+from bench.data.boxes import EMPTY_BOX
+from bench.scoring.box_rule import NORMALIZATIONS, boxes_from_cams, largest_component_box, normalize_cams
 
 
 def one_box(cam, tau=0.2, normalization="max") -> np.ndarray:

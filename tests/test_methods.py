@@ -1,4 +1,4 @@
-"""CAM-family methods (bench.methods, ``bench methods``): invariants, hand-made answers, the command's files."""
+"""CAM-family methods (bench.scoring.map_methods, ``bench methods``): invariants, hand-made answers, the command's files."""
 
 import csv
 import json
@@ -9,12 +9,12 @@ import pytest
 import torch
 from helpers import TINY_CONFIG
 
-from bench.cam import class_activation_maps
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import ConfigError, ModelConfig, load_study
-from bench.methods import METHODS, MethodError, check_methods, map_method
-from bench.models import CamNet, build_model
-from bench.prediction import localize_batch, predict
+from bench.model.cam import class_activation_maps
+from bench.model.camnet import CamNet, build_model
+from bench.scoring.map_methods import METHODS, MethodError, check_methods, map_method
+from bench.scoring.prediction import localize_batch, predict
 from bench.study.runner import run_study
 
 TINY_GAP = ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8, pooling="gap", input_size=64)

@@ -1,9 +1,9 @@
-"""Hand-computed checks of the localization metrics (bench/metrics.py)."""
+"""Hand-computed checks of the localization metrics (bench/scoring/fixed_tau_metrics.py)."""
 
 import numpy as np
 import pytest
 
-from bench.metrics import (
+from bench.scoring.fixed_tau_metrics import (
     METRIC_KEYS,
     LocalizationMeter,
     LocalizationOutcome,

@@ -9,15 +9,9 @@ from skimage import data as skimage_data
 from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 from torchvision.models import ResNet50_Weights
 
-from bench.cam import class_activation_maps, upsample_cams
 from bench.config import ConfigError, ModelConfig, load_config
-from bench.models import (
-    build_model,
-    calibrate_feature_scale,
-    efficientnet_lite_imagenet,
-    global_pool,
-    topk_count,
-)
+from bench.model.cam import class_activation_maps, upsample_cams
+from bench.model.camnet import build_model, calibrate_feature_scale, efficientnet_lite_imagenet, global_pool, topk_count
 
 FEATURES = torch.tensor([[[[1.0, 2.0], [3.0, 6.0]], [[0.0, 0.0], [0.0, 4.0]]]])  # (1, 2, 2, 2)
 

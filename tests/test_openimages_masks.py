@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.evaluate import SweepMeters, mask_in_frame
-from bench.layout import DatasetFormatError, read_metadata
-from bench.readers import read_wsol_metadata
-from bench.threshold_metrics import PixelPrecisionMeter
+from bench.data.samples import DatasetFormatError
+from bench.data.wsol_layout import read_metadata, read_wsol_metadata
+from bench.scoring.evaluation import SweepMeters, mask_in_frame
+from bench.scoring.threshold_free_metrics import PixelPrecisionMeter
 
 LOCALIZATION = ("val/a.png,masks/a_0.png,masks/a_ignore.png\n"
                 "val/a.png,masks/a_1.png,\n"

@@ -1,7 +1,7 @@
 """One hand-computed case per rule of the localization protocol, each chosen so that it fails if the rule changes.
 
-The rules (bench/localize.py, bench/metrics.py, bench/threshold_boxes.py,
-bench/threshold_metrics.py, bench/prediction.py, bench/evaluate.py):
+The rules (bench/scoring/box_rule.py, bench/scoring/fixed_tau_metrics.py, bench/scoring/threshold_sweep.py,
+bench/scoring/threshold_free_metrics.py, bench/scoring/prediction.py, bench/scoring/evaluation.py):
 
 * tau = 0.2 of the CAM's max by default, kept pixels ``>= tau``;
 * "max" normalization by default (``M / max``), "minmax" on request;
@@ -22,13 +22,13 @@ import pytest
 import torch
 
 from bench.config import EvalConfig, ModelConfig
-from bench.evaluate import PREDICTION_COLUMNS, score_batch
-from bench.layout import Sample
-from bench.localize import boxes_from_cams, normalize_cams
-from bench.metrics import LocalizationMeter, localization_outcomes
-from bench.models import CamNet
-from bench.threshold_boxes import reference_sweep, sweep_boxes, threshold_list
-from bench.threshold_metrics import ThresholdSweepMeter
+from bench.data.samples import Sample
+from bench.model.camnet import CamNet
+from bench.scoring.box_rule import boxes_from_cams, normalize_cams
+from bench.scoring.evaluation import PREDICTION_COLUMNS, score_batch
+from bench.scoring.fixed_tau_metrics import LocalizationMeter, localization_outcomes
+from bench.scoring.threshold_free_metrics import ThresholdSweepMeter
+from bench.scoring.threshold_sweep import reference_sweep, sweep_boxes, threshold_list
 
 GT = np.array([[0.0, 0.0, 10.0, 10.0]])  # area 100
 

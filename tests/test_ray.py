@@ -13,7 +13,7 @@ import os
 import pytest
 from helpers import TINY_CONFIG
 
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import ConfigError, load_study
 from bench.study.ray_executor import (
     KILL_HOOK,

@@ -7,27 +7,10 @@ import pytest
 from PIL import Image
 from skimage import data as skimage_data
 
-from bench.layout import (
-    UNKNOWN_SIZE,
-    DatasetFormatError,
-    Sample,
-    read_split,
-    write_class_names,
-    write_split,
-)
-from bench.readers import (
-    DatasetNotFoundError,
-    DatasetSplits,
-    carve_val,
-    check_images,
-    inclusive_to_half_open,
-    read_csv_dataset,
-    read_cub,
-    read_imagenet,
-    read_wsol,
-    read_wsol_metadata,
-    write_wsol,
-)
+from bench.data.images import check_images
+from bench.data.native_readers import carve_val, inclusive_to_half_open, read_csv_dataset, read_cub, read_imagenet
+from bench.data.samples import UNKNOWN_SIZE, DatasetFormatError, DatasetNotFoundError, DatasetSplits, Sample
+from bench.data.wsol_layout import read_split, read_wsol, read_wsol_metadata, write_class_names, write_split, write_wsol
 
 
 def write_image(path: Path, height: int, width: int) -> Path:
@@ -428,7 +411,7 @@ def test_csv_header_and_missing_file(tmp_path):
 
 
 def test_csv_that_is_not_utf8_is_named_with_its_line_and_the_cli_exits_2(tmp_path, capsys):
-    from bench.cli import main
+    from bench.commands.cli import main
 
     path = write_csv(tmp_path, CSV_TEXT.replace("zebra,test", "z\u00e8bra,test"))
     path.write_bytes(path.read_text().encode("latin-1"))  # a Latin-1 byte (0xe8) on line 7
@@ -525,7 +508,7 @@ def test_check_images_decodes_the_pixels_so_truncated_images_and_masks_are_caugh
 
 
 def test_a_truncated_training_image_stops_the_run_before_the_run_folder_with_exit_2(tmp_path, capsys):
-    from bench.cli import main
+    from bench.commands.cli import main
 
     overrides = [f"data_root={tmp_path / 'data'}", f"results_dir={tmp_path / 'results'}"]
     config = Path(__file__).resolve().parent.parent / "configs" / "tiny.yaml"
@@ -545,7 +528,7 @@ def test_a_truncated_training_image_stops_the_run_before_the_run_folder_with_exi
 
 
 def test_cub_config_is_read_and_checked_by_the_cli_and_exported_as_wsol_metadata(cub_root, tmp_path, capsys):
-    from bench.cli import main
+    from bench.commands.cli import main
 
     config = Path(__file__).resolve().parent.parent / "configs" / "cub_gap.yaml"
     overrides = [f"data_root={cub_root.parent}", "dataset.val_size=1"]

@@ -15,17 +15,12 @@ import pytest
 import torch
 from helpers import REPO, TINY_CONFIG
 
-from bench import train
 from bench.atomic_files import DiskFullError, atomic_path
-from bench.checkpoint import (
-    capture_rng_state,
-    load_training_state,
-    restore_rng_state,
-    save_training_state,
-)
-from bench.cli import describe_failure, main
-from bench.pipeline import prepare_dataset, run
-from bench.run_folder import finished_runs, run_status
+from bench.commands.cli import describe_failure, main
+from bench.run.folder import finished_runs, run_status
+from bench.run.pipeline import prepare_dataset, run
+from bench.training import loop as train
+from bench.training.checkpoint import capture_rng_state, load_training_state, restore_rng_state, save_training_state
 
 
 def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path):
@@ -128,7 +123,7 @@ def test_a_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint
 def test_figures_are_written_atomically_and_closed(tmp_path, monkeypatch):
     import matplotlib.pyplot as plt
 
-    from bench.run_report import save_figure
+    from bench.run.figures import save_figure
 
     target = tmp_path / "gallery.png"
     target.write_text("old")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from bench.run_report import overlay_cam
+from bench.run.figures import overlay_cam
 
 
 def test_overlay_blends_jet_at_045_over_the_image():

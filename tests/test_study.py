@@ -11,10 +11,17 @@ import numpy as np
 import pytest
 from helpers import REPO, TINY_CONFIG
 
-from bench.cli import main
-from bench.config import (SAME_EXPERIMENT_KEYS, ConfigError, config_differences, is_study_file, load_config, load_study,
-                          save_config)
-from bench.pipeline import ResumeError, check_resumable
+from bench.commands.cli import main
+from bench.config import (
+    SAME_EXPERIMENT_KEYS,
+    ConfigError,
+    config_differences,
+    is_study_file,
+    load_config,
+    load_study,
+    save_config,
+)
+from bench.run.pipeline import ResumeError, check_resumable
 from bench.study.results import StudyError
 from bench.study.runner import run_state, run_study
 from bench.study.statistics import paired_bootstrap, verdict
@@ -213,7 +220,7 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
     assert stamps == {run.name: (run.run_dir / "predictions.csv").stat().st_mtime_ns for run in runs}
 
     # A run whose process is alive stops the study; one whose process is gone (killed) is continued from its
-    # checkpoint (bench.run_folder decides); a finished run of another config is refused.
+    # checkpoint (bench.run.folder decides); a finished run of another config is refused.
     manifest_path = runs[1].run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text())
     manifest_path.write_text(json.dumps({**manifest, "status": "running", "pid": os.getpid()}))

@@ -9,11 +9,10 @@ import pytest
 from helpers import TINY_CONFIG
 from PIL import Image
 
-from bench import synthetic
-from bench.boxes import box_area, mask_to_box
 from bench.config import ConfigError, load_config
-from bench.layout import read_class_names, read_split
-from bench.synthetic import (
+from bench.data import generator as synthetic
+from bench.data.boxes import box_area, mask_to_box
+from bench.data.generator import (
     CLASS_DESIGNS,
     NUM_CLASSES,
     ensure_synthetic_dataset,
@@ -22,6 +21,7 @@ from bench.synthetic import (
     split_labels,
     synthetic_dataset_dir,
 )
+from bench.data.wsol_layout import read_class_names, read_split
 
 TINY = dict(variant="parts", seed=3, num_train=24, num_val=12, num_test=12, image_size=64, object_scale="cub")
 

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bench.boxes import best_iou
-from bench.localize import boxes_from_cams, normalize_cams
-from bench.threshold_boxes import reference_sweep, sweep_boxes, threshold_list
+from bench.data.boxes import best_iou
+from bench.scoring.box_rule import boxes_from_cams, normalize_cams
+from bench.scoring.threshold_sweep import reference_sweep, sweep_boxes, threshold_list
 
 EMPTY = [0, 0, 0, 0]
 

@@ -3,14 +3,9 @@
 import numpy as np
 import pytest
 
-from bench.localize import normalize_cams
-from bench.threshold_boxes import threshold_list
-from bench.threshold_metrics import (
-    PixelPrecisionMeter,
-    ThresholdSweepMeter,
-    calibrated_tau,
-    sweep_summary,
-)
+from bench.scoring.box_rule import normalize_cams
+from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, ThresholdSweepMeter, calibrated_tau, sweep_summary
+from bench.scoring.threshold_sweep import threshold_list
 
 RIGHT_BLOB = np.array([[5.0, 3.0, 7.0, 5.0]])  # the 4-pixel blob of value 2
 LEFT_BLOB = np.array([[1.0, 1.0, 4.0, 2.0]])  # the 3-pixel blob of value 4

@@ -7,9 +7,9 @@ from helpers import write_dataset, write_image
 from PIL import Image
 from torchvision.transforms import v2
 
-from bench.layout import read_split
-from bench.protocol import frame_of
-from bench.torch_data import WsolDataset, collate, image_to_tensor
+from bench.data.torch_dataset import WsolDataset, collate, image_to_tensor
+from bench.data.wsol_layout import read_split
+from bench.scoring.protocols import frame_of
 
 # ----------------------------------------------------------------------------- the torch Dataset
 
@@ -27,7 +27,7 @@ def one_image_dataset(root, train, **kwargs):
 def test_eval_item_resizes_image_and_boxes_exactly(tmp_path):
     dataset = one_image_dataset(tmp_path, train=False)
     item = dataset[1]  # a/one.jpg: 100 x 200 (H x W)
-    assert set(item) == {"image", "label", "index"}  # boxes: bench.protocol.frame_of, the one place
+    assert set(item) == {"image", "label", "index"}  # boxes: bench.scoring.protocols.frame_of, the one place
     assert (item["label"], item["index"]) == (1, 1)
     assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.float32
     # [20, 10, 120, 60] scaled by (64/200, 64/100) -> [6.4, 6.4, 38.4, 38.4]: the frame the item is in

@@ -6,17 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench import train
 from bench.config import ModelConfig, TrainConfig
-from bench.distributed import Context
-from bench.models import build_model
-from bench.pipeline import ResumeError, check_world_size
-from bench.train import (
-    learning_rate_factor,
-    make_optimizer,
-    resolve_precision,
-    warmup_cosine_schedule,
-)
+from bench.model.camnet import build_model
+from bench.run.pipeline import ResumeError, check_world_size
+from bench.training.distributed import Context
+from bench.training.loop import learning_rate_factor, make_optimizer, resolve_precision, warmup_cosine_schedule
 
 
 def test_warmup_then_cosine_factors():
@@ -63,7 +57,7 @@ def test_frozen_stages_keep_weights_and_statistics_and_get_no_gradient():
 
 
 def test_efficientnet_stages_are_stem_seven_block_stages_and_head():
-    from bench.backbones import backbone_stages
+    from bench.model.backbones import backbone_stages
 
     model = build_model(ModelConfig(backbone="efficientnet_lite0", pretrained=False, feature_stride=16),
                         num_classes=3)
@@ -96,3 +90,30 @@ def test_resume_with_another_number_of_processes_is_refused():
     with pytest.raises(ResumeError, match=r"trained in 2 process\(es\) and this job has 1.*NPROC=2"):
         check_world_size({"world_size": 2}, Context())
     check_world_size({}, Context())  # checkpoints from before world_size was saved: one process
+
+
+def test_forced_bf16_autocast_stays_within_bf16_rounding_of_fp32_on_any_cpu():
+    # CI exercises the bf16 path whatever CPU it lands on: autocast runs (emulated where the CPU has no bf16).
+    # bf16 keeps 8 significant bits (relative rounding 2^-8 = 0.0039 per value); through a few conv layers the
+    # logits may drift by a few of those, far less than the spread between two trained seeds.
+    from bench.model.cam import class_activation_maps
+    from bench.training.loop import autocast
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8), num_classes=5).eval()
+    images = torch.rand(4, 3, 64, 64)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        logits32 = model(images)
+        with autocast(cpu, "bf16"):
+            logits16 = model(images)
+            features16 = model.features(images)
+        features32 = model.features(images)
+    assert logits16.dtype == torch.bfloat16 and logits32.dtype == torch.float32  # autocast really ran
+    scale = logits32.abs().max()
+    assert (logits16.float() - logits32).abs().max() <= 0.05 * scale
+    assert not torch.equal(logits16.float(), logits32)  # and really rounded: the two paths differ
+    classes = torch.zeros(4, 1, dtype=torch.long)
+    cams32 = class_activation_maps(features32, model.classifier.weight, classes)
+    cams16 = class_activation_maps(features16.float(), model.classifier.weight, classes)
+    assert (cams16 - cams32).abs().max() <= 0.05 * cams32.abs().max()

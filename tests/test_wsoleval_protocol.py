@@ -13,17 +13,18 @@ from helpers import TINY_CONFIG
 from PIL import Image
 from test_evaluate import identity_model, make_sample
 
-from bench import wsoleval_protocol as wsol
-from bench.cli import main
+from bench.commands.cli import main
 from bench.config import ConfigError, EvalConfig
-from bench.evaluate import SweepMeters, evaluate
-from bench.layout import Sample, read_mask
-from bench.localize import boxes_from_cams
-from bench.pipeline import prepare_dataset
-from bench.protocol import describe_protocol
-from bench.threshold_boxes import threshold_list
-from bench.threshold_metrics import PixelPrecisionMeter, half_open_box_ious
-from bench.torch_data import WsolDataset, collate
+from bench.data.images import read_mask
+from bench.data.samples import Sample
+from bench.data.torch_dataset import WsolDataset, collate
+from bench.run.pipeline import prepare_dataset
+from bench.scoring import wsolevaluation_rules as wsol
+from bench.scoring.box_rule import boxes_from_cams
+from bench.scoring.evaluation import SweepMeters, evaluate
+from bench.scoring.protocols import describe_protocol
+from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, half_open_box_ious
+from bench.scoring.threshold_sweep import threshold_list
 
 ONE_THRESHOLD = np.array([0.0])
 

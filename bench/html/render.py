@@ -9,7 +9,7 @@ import jinja2
 
 from bench.atomic_files import atomic_path, write_text
 
-ASSETS = ("page.css", "page.js")  # copied into each page's folder (bench.run_folder.PAGE_DIR)
+ASSETS = ("page.css", "page.js")  # copied into each page's folder (bench.run.folder.PAGE_DIR)
 
 _ENVIRONMENT = jinja2.Environment(
     loader=jinja2.PackageLoader("bench.html", "templates"),

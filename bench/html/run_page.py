@@ -1,6 +1,6 @@
 """``<run>/index.html``: one run's metrics (each with its protocol), config, curves and a browsable image grid.
 
-Everything is read back from the run folder (:mod:`bench.run_folder` names the
+Everything is read back from the run folder (:mod:`bench.run.folder` names the
 files), so a finished run's page can be rendered again at any time
 (``python -m bench report <run config>``). The grid needs the dataset's images
 for its thumbnails; without them the page says so and shows the rest.
@@ -22,12 +22,13 @@ from typing import Callable
 import numpy as np
 
 from bench.config import RunConfig
-from bench.evaluate import parse_boxes
+from bench.data.loading import load_dataset
+from bench.data.samples import DatasetFormatError, Sample
+from bench.data.wsol_layout import read_class_names
 from bench.html.render import copy_assets, write_page
 from bench.html.thumbnails import MAX_IMAGES, page_sample, thumbnail_name, write_image_thumbnails
-from bench.layout import DatasetFormatError, Sample, read_class_names
-from bench.readers import load_dataset
-from bench.run_folder import (
+from bench.run.figures import METRIC_LABELS
+from bench.run.folder import (
     CAMS_FILE,
     COMPLETE,
     CONFIG_FILE,
@@ -42,7 +43,7 @@ from bench.run_folder import (
     SELECTED_DIR,
     run_status,
 )
-from bench.run_report import METRIC_LABELS
+from bench.scoring.evaluation import parse_boxes
 
 IMAGE_DIR = "img"  # under PAGE_DIR: the thumbnails
 HISTORY_COLUMNS = {"epoch": "epoch", "loss": "training loss", "accuracy": "train acc (%)",

@@ -21,11 +21,11 @@ from typing import Callable
 import pandas as pd
 
 from bench.config import RunConfig, StudyConfig
+from bench.data.wsol_layout import read_class_names
 from bench.html.render import copy_assets, write_page
 from bench.html.run_page import IMAGE_DIR, read_predictions, write_run_page
 from bench.html.thumbnails import MAX_IMAGES, page_sample, thumbnail_name
-from bench.layout import read_class_names
-from bench.run_folder import METRICS_FILE, PAGE_DIR, PAGE_FILE, PREDICTIONS_FILE
+from bench.run.folder import METRICS_FILE, PAGE_DIR, PAGE_FILE, PREDICTIONS_FILE
 from bench.study.figures import POOLING_ORDER
 from bench.study.results import FINAL, POINTS, config_value, setting_keys, setting_label
 from bench.study.statistics import HEADLINE_METRICS

@@ -3,7 +3,7 @@
 For each image the page shows (:func:`page_sample`), ``<run>/page/img/`` gets:
 
 * ``<k>_image.jpg``: the image in the evaluated frame with its ground-truth boxes (green);
-* ``<k>_top1.jpg``: the top-1 class's CAM over it (:func:`bench.run_report.overlay_cam`),
+* ``<k>_top1.jpg``: the top-1 class's CAM over it (:func:`bench.run.figures.overlay_cam`),
   ground truth (green) and the top-1 box (red);
 * ``<k>_gt.jpg``: the same for the ground-truth class's CAM and box, only when
   the top-1 class is wrong (otherwise it is the top-1 picture).
@@ -23,11 +23,11 @@ import torch
 from PIL import Image, ImageDraw
 
 from bench.atomic_files import atomic_path
-from bench.cam import upsample_cams
-from bench.layout import Sample
-from bench.localize import normalize_cams
-from bench.protocol import frame_of
-from bench.run_report import overlay_cam
+from bench.data.samples import Sample
+from bench.model.cam import upsample_cams
+from bench.run.figures import overlay_cam
+from bench.scoring.box_rule import normalize_cams
+from bench.scoring.protocols import frame_of
 
 THUMBNAIL_SIZE = 112  # pixels on the longer side
 JPEG_QUALITY = 80

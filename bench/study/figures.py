@@ -28,13 +28,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.config import Pooling, RunConfig, StudyConfig  # noqa: E402
-from bench.evaluate import to_pixels  # noqa: E402
-from bench.localize import normalize_cams  # noqa: E402
-from bench.readers import load_dataset  # noqa: E402
-from bench.run_report import draw_box, overlay_cam, save_figure  # noqa: E402
+from bench.data.loading import load_dataset  # noqa: E402
+from bench.data.torch_dataset import WsolDataset  # noqa: E402
+from bench.run.figures import draw_box, overlay_cam, save_figure  # noqa: E402
+from bench.scoring.box_rule import normalize_cams  # noqa: E402
+from bench.scoring.evaluation import to_pixels  # noqa: E402
 from bench.study.results import RunResult, area_ratios, setting_label, upsampled_cams  # noqa: E402
 from bench.study.tables import run_metric  # noqa: E402
-from bench.torch_data import WsolDataset  # noqa: E402
 
 POOLING_ORDER = get_args(Pooling)  # figure order: the config's order of the poolings
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple", "topk": "tab:orange",

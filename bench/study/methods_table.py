@@ -3,7 +3,7 @@
 ``methods_table.csv`` / ``methods_table.md`` hold one row per setting (every
 grid key but ``seed``, e.g. the pooling) and method, each column of
 :data:`METHOD_COLUMNS` as its mean over seeds, read from each run's
-``methods/methods.csv`` (:mod:`bench.methods_command`).
+``methods/methods.csv`` (:mod:`bench.commands.compare_methods`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 
 from bench.atomic_files import atomic_path, write_text
 from bench.config import RunConfig, StudyConfig
-from bench.run_folder import METHODS_DIR, METHODS_TABLE
+from bench.run.folder import METHODS_DIR, METHODS_TABLE
 from bench.study.results import config_value
 
 METHOD_COLUMNS = {
@@ -47,8 +47,8 @@ def ensure_methods(config: RunConfig, methods: Sequence[str], log: Callable[[str
 
     Otherwise it is made again for the methods it had and those asked for.
     """
-    from bench.methods import METHODS  # the method library loads only when a study asks for methods
-    from bench.methods_command import run_methods
+    from bench.commands.compare_methods import run_methods
+    from bench.scoring.map_methods import METHODS  # the method library loads only when a study asks for methods
 
     have = read_methods_table(config.run_dir)
     if all(name in have for name in methods):

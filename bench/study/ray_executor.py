@@ -42,7 +42,7 @@ from typing import Callable
 
 from bench.atomic_files import write_text
 from bench.config import ConfigError, RunConfig, StudyConfig, save_config
-from bench.run_folder import INTERRUPTED, MANIFEST_FILE
+from bench.run.folder import INTERRUPTED, MANIFEST_FILE
 from bench.study.results import StudyError
 from bench.study.runner import PendingRun, run_pending, run_state
 
@@ -142,7 +142,7 @@ def _for_task(config: RunConfig, resources: RunResources, nproc: int) -> RunConf
 
 def _prepare_datasets(pending: list[PendingRun]) -> None:
     """Generate (or index) each dataset once, here, before parallel tasks would race to generate it."""
-    from bench.pipeline import prepare_dataset
+    from bench.run.pipeline import prepare_dataset
 
     seen = set()
     for item in pending:

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from bench.boxes import box_area, pairwise_iou
-from bench.cam import upsample_cams
 from bench.config import RunConfig, StudyConfig
-from bench.evaluate import parse_boxes
-from bench.run_folder import (
+from bench.data.boxes import box_area, pairwise_iou
+from bench.model.cam import upsample_cams
+from bench.run.folder import (
     CAMS_FILE,
     CURVE_COLUMN,
     CURVES_FILE,
@@ -29,6 +28,7 @@ from bench.run_folder import (
     PREDICTIONS_FILE,
     SELECTED_DIR,
 )
+from bench.scoring.evaluation import parse_boxes
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
 # Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.

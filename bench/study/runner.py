@@ -29,17 +29,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from bench import distributed
 from bench.atomic_files import write_text
 from bench.config import SAME_EXPERIMENT_KEYS, RunConfig, StudyConfig, config_differences, load_config
 from bench.html.study_page import write_study_page
-from bench.pipeline import run
-from bench.run_folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status, running_process
+from bench.run.folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status, running_process
+from bench.run.pipeline import run
 from bench.study import figures as study_figures
 from bench.study.methods_table import ensure_methods, write_methods_tables
 from bench.study.results import FINAL, POINTS, VAL_SELECTED, StudyError, by_setting, has_point, read_run
 from bench.study.statistics import comparison_markdown, comparisons
 from bench.study.tables import write_csv, write_tables
+from bench.training import distributed
 
 POINT_TITLES = {
     FINAL: "Final epoch (the paper's protocol)",
@@ -48,7 +48,7 @@ POINT_TITLES = {
 
 
 def run_state(config: RunConfig) -> str:
-    """What a study does with ``config.run_dir``; its status is read by :func:`bench.run_folder.run_status`.
+    """What a study does with ``config.run_dir``; its status is read by :func:`bench.run.folder.run_status`.
 
     ``missing``; ``complete`` (finished, the same experiment: reused); ``different`` (finished with another
     config); ``running`` (its process is alive, or runs on another host); ``interrupted`` (stopped early,

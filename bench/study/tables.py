@@ -26,7 +26,7 @@ TABLE_METRICS = {
     "gt_known_loc_acc": "GT-known loc (%)",
     "mean_iou": "mean IoU",
 }
-# Threshold-free and calibrated columns (bench.threshold_metrics), from metrics.json["sweep"]; table only.
+# Threshold-free and calibrated columns (bench.scoring.threshold_free_metrics), from metrics.json["sweep"]; table only.
 SWEEP_METRICS = {
     "sweep.max_box_acc.value": "MaxBoxAcc (%, oracle tau)",
     "sweep.max_box_acc_v2.value": "MaxBoxAccV2 (%, oracle tau)",

@@ -1,0 +1,365 @@
+"""Command line: ``python -m bench <command> ...`` (also installed as ``wsol-bench``).
+
+Exit codes: 0 success, 2 bad input (config, dataset, existing run folder or outputs, nothing to resume),
+1 other failure (a NaN loss, out of disk space or memory: one message, no traceback),
+3 (``cam`` only) some images could not be read and were skipped (the others were processed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from pathlib import Path
+from typing import Sequence
+
+from bench.config import ConfigError, config_to_dict, is_study_file, load_config, load_study
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILURE = 1
+EXIT_IMAGES_SKIPPED = 3
+
+_EPILOG = """\
+examples:
+  python -m bench run configs/gap.yaml                      # train, localize, score -> results/gap/
+  python -m bench run configs/gmp.yaml train.epochs=1 name=gmp_quick
+  python -m bench run configs/gap.yaml --overwrite          # replace an existing results/gap/
+  python -m bench run configs/gap.yaml --resume             # continue an interrupted results/gap/
+  torchrun --standalone --nproc-per-node=2 -m bench run configs/gap.yaml   # 2 processes (DDP)
+  python -m bench data configs/gap.yaml                     # only generate / check the dataset
+  python -m bench show-config configs/gap.yaml model.pooling=gmp
+  python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
+  python -m bench run configs/paper.yaml --executor ray --run-resources cpu=2   # the runs as Ray tasks
+  python -m bench report configs/paper.yaml                 # re-render a study's report without training
+  python -m bench report configs/gap.yaml                   # re-render results/gap/index.html
+  python -m bench evaluate-maps --maps my_maps/ --dataset-config configs/gap.yaml --out scores.json
+  python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
+  python -m bench cam photo.jpg photos/ --topk 3 --out cams/    # ImageNet CAMs and boxes for any image
+  python -m bench cam bird.jpg --checkpoint results/gap/checkpoint.pt
+  python -m bench methods results/gap --methods cam,gradcam,scorecam   # other CAM methods, the run's protocol
+
+overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="wsol-bench: train a global-pooling classifier, compute Class Activation Maps, "
+                    "turn them into boxes (tau x max, largest component) and score localization.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def with_config(name: str, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("config", help="YAML config file, e.g. configs/gap.yaml")
+        sub.add_argument("overrides", nargs="*", metavar="key=value",
+                         help="override config keys, e.g. model.pooling=gmp train.epochs=1")
+        return sub
+
+    run = with_config("run", "run one benchmark (data, training, CAM evaluation, run folder in results/<name>/), "
+                             "or every unfinished run of a study file and its report (results/<study>/)")
+    run.add_argument("--overwrite", action="store_true", help="replace an existing run folder of the same name")
+    run.add_argument("--resume", action="store_true",
+                     help="continue the unfinished run in the run folder from its last checkpoint (same config); "
+                          "a study continues its interrupted runs this way without being asked")
+    run.add_argument("--quick", action="store_true", help="study files: the study's quick variant (study.quick)")
+    _add_executor_arguments(run)
+    report = with_config("report", "re-render a study's tables, comparisons, figures and web page from its "
+                                   "finished runs, or a finished run's web page (no training)")
+    report.add_argument("--quick", action="store_true", help="the study's quick variant (study.quick)")
+    with_config("data", "generate (if needed) and check the dataset a config uses; print where it is")
+    with_config("show-config", "print the resolved config (all defaults filled in) and exit")
+    maps = commands.add_parser(
+        "evaluate-maps", help="score other tools' .npy heat maps (one per image id) on the config's split and protocol",
+        description="Score .npy heat maps (one per image of the config's eval.split, named <image_id>.npy, the "
+                    "ground-truth class's map, any resolution; resized bilinearly to the evaluated frame).")
+    maps.add_argument("--maps", required=True, help="folder of <image_id>.npy files")
+    maps.add_argument("--dataset-config", required=True, help="YAML config whose dataset and eval keys are used")
+    maps.add_argument("--out", help="also write the scores as JSON to this file (must not exist)")
+    maps.add_argument("--any-range", action="store_true", help="accept any finite values (default: maps in [0, 1])")
+    maps.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys, e.g. eval.split=val")
+    export = commands.add_parser(
+        "export-wsol", help="write the config's dataset splits as wsolevaluation metadata",
+        description="Write the train / val / test splits of the config's dataset as clovaai/wsolevaluation "
+                    "metadata (<out>/<split>/image_ids.txt, class_labels.txt, image_sizes.txt, localization.txt, "
+                    "plus classes.txt), image ids relative to the folder that holds all images (printed). "
+                    "Refuses to write over existing split folders.")
+    export.add_argument("config", help="YAML config file naming the dataset, e.g. configs/cub_gap.yaml")
+    export.add_argument("out", help="metadata folder to create, e.g. metadata/CUB")
+    export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
+    cam = commands.add_parser(
+        "cam", help="CAMs, top-k classes and boxes for any images (overlay PNGs + JSON)",
+        description="CAMs of the top-k classes of each image, boxes at tau = 0.2 of the max (largest component), "
+                    "an overlay PNG at the image's resolution and a JSON file per image. Exit code 3 if some "
+                    "files could not be read (they are listed and skipped).")
+    cam.add_argument("images", nargs="+", help="image files and/or folders of images")
+    cam.add_argument("--checkpoint", help="a run's checkpoint.pt (default: ImageNet-pretrained EfficientNet-Lite0)")
+    cam.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
+    cam.add_argument("--out", default="results/cam", help="output folder (default results/cam)")
+    cam.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    cam.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same images")
+    _add_methods_parser(commands)
+    return parser
+
+
+def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
+    from bench.config import CamMethod
+
+    names = ",".join(typing.get_args(CamMethod))
+    methods = commands.add_parser(
+        "methods", help="score CAM-family methods (Grad-CAM, Score-CAM, ...) on a finished run with its protocol",
+        description="Each method's top-1 and GT-class maps for every image of the split, scored with the run's "
+                    "protocol, timed against the forward pass; writes RUN_DIR/methods/ (methods.csv, methods.md, "
+                    "methods.png, predictions_<method>.csv).")
+    methods.add_argument("run_dir", help="a finished run's folder, e.g. results/gap")
+    methods.add_argument("--methods", default=names, help=f"comma-separated, from: {names} (default: all)")
+    methods.add_argument("--split", choices=("test", "val"), help="split to score (default: the run's eval.split)")
+    methods.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/methods/")
+    methods.add_argument("--timing-batches", type=int, default=3, help="batches timed per method (default 3)")
+    methods.add_argument("--score-batch-size", type=int, default=64,
+                         help="masked images per forward pass in Score-CAM (default 64)")
+
+
+def _add_executor_arguments(run: argparse.ArgumentParser) -> None:
+    """``run``'s options for spreading a study's runs over a Ray cluster (docs/ray.md)."""
+    group = run.add_argument_group("study runs in parallel on a Ray cluster (pip install -e '.[ray]'; docs/ray.md)")
+    group.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
+                       help="study files: run the runs one after another here (default), or as Ray tasks")
+    group.add_argument("--run-resources", default="cpu=1", metavar="cpu=N[,gpu=N]",
+                       help="what each run's Ray task asks for; its torch threads = its CPUs (default cpu=1)")
+    group.add_argument("--ray-address", default=None,
+                       help="a running Ray cluster (auto, host:6379); default $RAY_ADDRESS, else a local Ray")
+    group.add_argument("--max-retries", type=int, default=2,
+                       help="times a run whose worker died is started again from its checkpoint (default 2)")
+    group.add_argument("--nproc", type=int, default=1,
+                       help="processes per run inside its Ray task (torchrun --standalone; default 1)")
+
+
+def _executor(args: argparse.Namespace):
+    """The study executor ``run``'s options ask for (None: sequential, here); ConfigError if it cannot be used."""
+    if getattr(args, "executor", "sequential") == "sequential":
+        return None
+    import importlib.util
+
+    from bench.study.ray_executor import RayExecutor, parse_resources
+
+    executor = RayExecutor(parse_resources(args.run_resources), args.ray_address, args.max_retries, args.nproc)
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("--executor ray needs Ray, which is not installed: pip install -e '.[ray]' "
+                          "(make benchmark EXECUTOR=ray installs it)")
+    return executor
+
+
+def _cam(args: argparse.Namespace) -> int:
+    from bench.commands import cam_images as cam_command
+
+    try:
+        if args.topk < 1 or args.batch_size < 1:
+            raise cam_command.CamCommandError(f"--topk and --batch-size must be >= 1, got {args.topk} and "
+                                              f"{args.batch_size}")
+        images = cam_command.plan_outputs(args.images, Path(args.out), args.overwrite)
+        model = (cam_command.checkpoint_cam_model(Path(args.checkpoint)) if args.checkpoint
+                 else cam_command.imagenet_cam_model())
+        skipped = cam_command.run_cam(images, model, Path(args.out), args.topk, args.batch_size)
+    except (cam_command.CamCommandError, ConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped (unreadable): " + ", ".join(str(path) for path, _ in skipped)
+              + f"; exit code {EXIT_IMAGES_SKIPPED}", file=sys.stderr)
+        return EXIT_IMAGES_SKIPPED
+    return 0
+
+
+def _methods(args: argparse.Namespace) -> int:
+    from bench.commands import compare_methods as methods_command
+    from bench.data.samples import DatasetFormatError
+    from bench.scoring.map_methods import MethodError
+
+    try:
+        if args.timing_batches < 1 or args.score_batch_size < 1:
+            raise methods_command.MethodsCommandError(
+                f"--timing-batches and --score-batch-size must be >= 1, got {args.timing_batches} and "
+                f"{args.score_batch_size}")
+        names = [name.strip() for name in args.methods.split(",") if name.strip()]
+        methods_command.run_methods(Path(args.run_dir), names, args.split, args.overwrite,
+                                    timing_batches=args.timing_batches, score_batch_size=args.score_batch_size)
+    except (methods_command.MethodsCommandError, MethodError, ConfigError, DatasetFormatError,
+            FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def _evaluate_maps(args: argparse.Namespace, config) -> int:
+    import json
+    from pathlib import Path
+
+    from bench.run import pipeline
+    from bench.scoring.saved_maps import load_score_maps, score_maps
+
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists():
+        print(f"error: {out} already exists; choose another --out file", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    dataset = pipeline.prepare_dataset(config)
+    _, samples, _ = pipeline.checked_samples(dataset, config)
+    maps = load_score_maps(Path(args.maps), samples, args.any_range)
+    scores = score_maps(maps, samples, config.eval, config.model.input_size, config.eval.split)
+    print(json.dumps(scores, indent=2))
+    if out is not None:
+        out.write_text(json.dumps(scores, indent=2) + "\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "cam":
+        return _cam(args)
+    if args.command == "methods":
+        return _methods(args)
+    try:
+        return _dispatch(args)
+    except ConfigError as error:
+        print(f"config error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted; continue the run with --resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
+        return _exit_code(error)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run one command other than ``cam``; errors propagate to :func:`main`."""
+    if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
+        return _study_command(args)
+    if getattr(args, "executor", "sequential") != "sequential":
+        raise ConfigError(f"--executor {args.executor} spreads the runs of a study file; {args.config} is a single "
+                          f"run (run it without --executor, or with torchrun for several processes)")
+    config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
+    if args.command == "report":
+        from bench.html.run_page import rewrite_run_page
+
+        print(f"run page: {rewrite_run_page(config)}")
+        return 0
+    if args.command == "evaluate-maps":
+        return _evaluate_maps(args, config)
+    if args.command == "show-config":
+        import yaml
+
+        print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+        return 0
+    # Heavy imports (torch, timm) only once the config is known to be valid.
+    if args.command == "export-wsol":
+        return _export_wsol(args, config)
+    if args.command == "data":
+        return _data(config)
+    from bench.run import pipeline
+    from bench.training import distributed
+
+    try:
+        pipeline.run(config, overwrite=args.overwrite, resume=args.resume)
+    finally:
+        distributed.shutdown()
+    return 0
+
+
+def _export_wsol(args: argparse.Namespace, config) -> int:
+    from bench.data.wsol_layout import common_image_root, write_wsol
+    from bench.run.pipeline import prepare_dataset
+
+    dataset = prepare_dataset(config)
+    image_root = common_image_root(dataset)
+    write_wsol(dataset, Path(args.out), image_root)
+    counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
+    print(f"wrote wsolevaluation metadata to {args.out} ({counts}); image ids are relative to {image_root}")
+    return 0
+
+
+def _data(config) -> int:
+    from bench.run.pipeline import checked_samples, prepare_dataset
+
+    dataset = prepare_dataset(config)
+    train, evaluated, skipped = checked_samples(dataset, config)
+    print(dataset.source)
+    counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
+    print(f"{len(dataset.class_names)} classes; images per split: {counts}; "
+          f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"
+          + (f", {len(skipped)} skipped" if skipped else ""))
+    return 0
+
+
+def _exit_code(error: Exception) -> int:
+    """Exit 2 for bad input, 1 for a failure the user can act on (message printed); re-raise a real bug."""
+    from bench.data.samples import DatasetFormatError
+    from bench.run.pipeline import ResumeError, RunExistsError
+    from bench.scoring.saved_maps import ScoreMapError
+    from bench.study.results import StudyError
+
+    known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
+             FileExistsError)
+    if isinstance(error, known):
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    failure = describe_failure(error)
+    if failure:
+        print(f"error: {failure}", file=sys.stderr)
+        return EXIT_FAILURE
+    raise error
+
+
+def describe_failure(error: BaseException) -> str | None:
+    """One clear line for the failures a user can act on (NaN loss, disk, memory); None for a real bug."""
+    from bench.atomic_files import DiskFullError
+    from bench.study.runner import RunsFailedError
+    from bench.training.loop import NonFiniteLossError
+
+    if isinstance(error, (NonFiniteLossError, DiskFullError, RunsFailedError)):
+        return str(error)
+    import torch
+
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return ("out of memory; lower train.batch_size / eval.batch_size / train.num_workers (or use fewer "
+                "processes per machine), then continue with --resume")
+    if isinstance(error, RuntimeError) and "DataLoader worker" in str(error) and "killed by signal" in str(error):
+        return (f"a data-loading worker was killed ({error}); usually the machine ran out of memory: lower "
+                f"train.num_workers or train.batch_size, then continue with --resume")
+    return None
+
+
+def _study_command(args: argparse.Namespace) -> int:
+    """``run`` / ``report`` / ``show-config`` on a study file."""
+    study, runs = load_study(args.config, quick=getattr(args, "quick", False), overrides=args.overrides)
+    if args.command == "show-config":
+        grid = "; ".join(f"{key}: {list(values)}" for key, values in study.grid)
+        print(f"study {study.name} ({len(runs)} runs from {study.base}; grid {grid}) -> {study.study_dir}/")
+        for config in runs:
+            print(f"  {config.run_dir}")
+        return 0
+    from bench.study import runner as studies
+
+    if args.command == "data":
+        from bench.run import pipeline
+
+        for dataset_config in dict.fromkeys(config.dataset for config in runs):  # distinct, in order
+            config = next(c for c in runs if c.dataset == dataset_config)
+            print(pipeline.prepare_dataset(config).source)
+        return 0
+    if args.command == "report":
+        studies.write_report(study, runs)
+    else:
+        from bench.training import distributed
+
+        executor = _executor(args)
+        try:
+            studies.run_study(study, runs, overwrite=args.overwrite, executor=executor)
+        finally:
+            distributed.shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

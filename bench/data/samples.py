@@ -1,0 +1,100 @@
+"""What every reader returns: :class:`Sample` (one image and its annotations) and :class:`DatasetSplits`.
+
+Boxes follow :mod:`bench.data.boxes` (``[x0, y0, x1, y1)`` in the original image frame); sizes are
+``(H, W)``. :class:`DatasetFormatError` is the error of every malformed dataset file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test")
+
+
+# File suffixes (lowercase) taken for images where a folder is listed: what PIL opens.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+# Size of an image whose header could not be read: bench.data.images.check_images reports it.
+UNKNOWN_SIZE = (0, 0)
+
+
+class DatasetFormatError(ValueError):
+    """A metadata file is missing or one of its lines is malformed."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a split, as described by the metadata (the image is not opened).
+
+    ``boxes`` is ``(G, 4)`` float32 in the original image frame
+    (:mod:`bench.data.boxes` convention). G >= 1 in the evaluation splits (``val``,
+    ``test``); G = 0 is allowed only in ``train``, whose boxes are never used
+    for training. ``size`` is ``(H, W)`` of the original image
+    (:data:`UNKNOWN_SIZE` if a reader could not read the image's header; such
+    samples are reported by ``bench.data.images.check_images``).
+    ``mask_paths``: the image's object masks (empty: none; one from
+    ``masks.txt``, one per instance in the mask layout; the object is their
+    union); ``ignore_path``: pixels PxAP leaves out (mask layout only).
+    """
+
+    image_id: str
+    image_path: Path
+    label: int
+    boxes: np.ndarray
+    size: tuple[int, int]
+    mask_paths: tuple[Path, ...]
+    ignore_path: Path | None = None
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A dataset as read: class names (index = label), the three splits and where they came from.
+
+    Checked on construction: splits are exactly ``train``, ``val``, ``test``;
+    ``train`` and ``test`` are not empty (``val`` may be); every label indexes
+    ``class_names``; every ``val`` / ``test`` image has at least one box; no
+    image file is in two splits.
+    """
+
+    class_names: list[str]
+    splits: dict[str, list[Sample]]
+    source: str  # e.g. "CUB-200-2011 at /x (official train/test split: ...; val: 500 carved from train ...)"
+
+    def __post_init__(self) -> None:
+        if tuple(self.splits) != SPLITS:
+            raise ValueError(f"splits must have the keys {SPLITS} in this order, got {tuple(self.splits)}")
+        for split in ("train", "test"):
+            if not self.splits[split]:
+                raise DatasetFormatError(f"{self.source}: the {split} split is empty")
+        seen: dict[Path, str] = {}
+        for split, samples in self.splits.items():
+            for sample in samples:
+                if not 0 <= sample.label < len(self.class_names):
+                    raise DatasetFormatError(f"{self.source}: {split} image {sample.image_id} has label "
+                                             f"{sample.label}, outside [0, {len(self.class_names)})")
+                if split != "train" and len(sample.boxes) == 0:
+                    raise DatasetFormatError(f"{self.source}: {split} image {sample.image_id} has no box; "
+                                             "evaluation splits (val, test) need at least one box per image")
+                if sample.image_path in seen:
+                    raise DatasetFormatError(f"{self.source}: {sample.image_path} is in both the "
+                                             f"{seen[sample.image_path]} and the {split} split")
+                seen[sample.image_path] = split
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per split."""
+        return {split: len(samples) for split, samples in self.splits.items()}
+
+
+README_HINT = "See data/README.md, section 'Real datasets'."
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset is not where the config says; the message lists what was expected and where to get it."""
+
+
+def not_found(what: str, where: Path, expected: str, how_to_get_it: str) -> DatasetNotFoundError:
+    return DatasetNotFoundError(f"{what} not found at {where}: expected {expected}. {how_to_get_it} {README_HINT}")

@@ -1,0 +1,334 @@
+"""Streaming evaluation: one forward pass gives logits and CAMs; boxes and metrics per batch.
+
+For each image, the CAMs of the top-5 predicted classes and of the ground-truth
+class come from the same features as the logits; the top-1 and ground-truth
+class's maps are upsampled bilinearly to the evaluated frame and boxed by the
+paper's rule (the path :mod:`bench.scoring.prediction` shares with ``bench cam``). The
+frame is the network input by default, or the original image with
+``eval.frame: original`` (:mod:`bench.scoring.protocols`). Per-image rows go straight
+to ``predictions.csv``; only counters, the feature-resolution CAMs (for
+``cams.npz``) and a few gallery images stay in memory.
+
+Every scoring function takes an optional map ``method`` (:data:`bench.scoring.prediction.MapMethod`,
+``bench methods``): it replaces the CAM as the maker of the top-1 and GT-class maps, and nothing else.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.atomic_files import atomic_path
+from bench.config import EvalConfig
+from bench.data.images import read_mask
+from bench.data.samples import Sample
+from bench.model.camnet import CamNet
+from bench.progress import progress_bar
+from bench.scoring import wsolevaluation_rules as wsol
+from bench.scoring.box_rule import normalize_cams
+from bench.scoring.fixed_tau_metrics import (
+    TOP_K,
+    LocalizationMeter,
+    LocalizationOutcome,
+    classification_hits,
+    localization_outcomes,
+)
+from bench.scoring.prediction import MapMethod, localize_batch, predict, upsample_to_frames
+from bench.scoring.protocols import frame_of
+from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, ThresholdSweepMeter
+from bench.scoring.threshold_sweep import threshold_list
+
+PREDICTION_COLUMNS = (
+    "image_id", "label", "top5_classes", "top5_probs", "gt_boxes", "top1_box", "top1_iou",
+    "gt_class_box", "gt_class_iou", "top1_correct", "top5_correct", "top1_loc", "top5_loc", "gt_known_loc",
+)
+# The maps evaluation boxes, among the top-5 CAMs and the true class's: every metric needs the top-1
+# class's box (top-1 loc, mean IoU) and the true class's box (top-5 loc, GT-known loc: the top-5 rule
+# boxes *the true* class's CAM), never the boxes of predictions 2..5, so those are not made.
+SCORED_MAPS = (0, -1)
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One test image prepared for the figure, in the evaluated frame (H, W)."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    cam: np.ndarray  # (H, W) float32, top-1 CAM normalized as evaluated
+    gt_boxes: np.ndarray  # (G, 4)
+    box: np.ndarray  # (4,) top-1 box
+    label: int
+    predicted: int
+    iou: float
+
+
+@dataclass
+class EvaluationResult:
+    metrics: dict[str, float]
+    image_ids: list[str] = field(default_factory=list)
+    top1_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
+    gt_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
+    gallery: list[GalleryItem] = field(default_factory=list)
+
+
+@dataclass
+class ScoredBatch:
+    """Everything evaluation keeps of one batch: picklable, so ranks can send it to rank 0."""
+
+    rows: list[list]  # one predictions.csv row per image, columns PREDICTION_COLUMNS
+    outcome: LocalizationOutcome
+    image_ids: list[str]
+    top1_cams: list[np.ndarray]  # each (h, w) float32
+    gt_cams: list[np.ndarray]  # each (h, w) float32
+    gallery: list[GalleryItem]  # the batch's images among the first gallery_size of the split
+
+
+@dataclass(frozen=True)
+class SweepMeters:
+    """Threshold-list meters fed with each image's GT-class map (:mod:`bench.scoring.threshold_free_metrics`).
+
+    ``protocol`` (``eval.protocol``) picks the pixel rules: ``"bench"`` (ours:
+    maps in the evaluated frame, :meth:`update`) or ``"wsolevaluation"``
+    (:mod:`bench.scoring.wsolevaluation_rules`: maps at 224 x 224, :meth:`update_scoremaps`).
+    :meth:`update_from_cams` feeds either from feature-resolution CAMs.
+    """
+
+    boxes: ThresholdSweepMeter
+    pixels: PixelPrecisionMeter  # fed only with images that have a mask
+    protocol: str = "bench"
+
+    @classmethod
+    def for_thresholds(cls, thresholds: np.ndarray) -> SweepMeters:
+        """Empty meters over ``thresholds (T,)``, our rules."""
+        return cls(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
+
+    @classmethod
+    def for_protocol(cls, protocol: str, num_thresholds: int) -> SweepMeters:
+        """Empty meters over ``num_thresholds`` thresholds with ``protocol``'s rules and threshold list."""
+        if protocol == "wsolevaluation":
+            boxes = ThresholdSweepMeter(wsol.thresholds(num_thresholds), wsol.box_ious_at_thresholds, np.float64)
+            return cls(boxes, PixelPrecisionMeter(wsol.pixel_thresholds(num_thresholds), np.float64), protocol)
+        if protocol != "bench":
+            raise ValueError(f"unknown eval.protocol={protocol!r}; allowed values: ('bench', 'wsolevaluation')")
+        return cls.for_thresholds(threshold_list(num_thresholds))
+
+    def update_from_cams(self, gt_cams: torch.Tensor, framed: list[np.ndarray] | None, samples: list[Sample],
+                         sizes: list[tuple[int, int]], gt_boxes: list[np.ndarray], top1_correct: np.ndarray,
+                         top5_correct: np.ndarray, normalization: str) -> None:
+        """Feed B GT-class CAMs ``(B, h, w)`` (feature resolution) by this protocol's rules.
+
+        ``framed``: the same CAMs already upsampled to the evaluated frames
+        ``sizes`` (our rules; None: upsampled here if needed); ``gt_boxes`` in those frames.
+        """
+        if self.protocol == "wsolevaluation":
+            scoremaps = [wsol.scoremap_from_cam(cam) for cam in gt_cams.float().cpu().numpy()]
+            self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct)
+            return
+        if framed is None:
+            framed = [m[0] for m in upsample_to_frames(gt_cams[:, None], sizes)]
+        self.update(framed, samples, gt_boxes, top1_correct, top5_correct, normalization)
+
+    def update_scoremaps(self, scoremaps: list[np.ndarray], samples: list[Sample], top1_correct: np.ndarray,
+                         top5_correct: np.ndarray) -> None:
+        """wsolevaluation's rules: B maps ``(224, 224)`` float64 from :mod:`bench.scoring.wsolevaluation_rules`."""
+        self._check_protocol("wsolevaluation")
+        gt_boxes = [wsol.gt_boxes_224(sample.boxes, sample.size) for sample in samples]
+        self.boxes.update(scoremaps, gt_boxes, top1_correct, top5_correct)
+        for scoremap, sample in zip(scoremaps, samples):
+            if sample.mask_paths:
+                self.pixels.update(scoremap, *wsol.masks_224(sample.mask_paths, sample.ignore_path))
+
+    def update(self, gt_maps: list[np.ndarray], samples: list[Sample], gt_boxes: list[np.ndarray],
+               top1_correct: np.ndarray, top5_correct: np.ndarray, normalization: str) -> None:
+        """Our rules: ``gt_maps`` B raw GT-class maps ``(H_i, W_i)`` in the evaluated frame (normalized here)."""
+        self._check_protocol("bench")
+        normalized = [normalize_cams(cam[None], normalization)[0] for cam in gt_maps]
+        self.boxes.update(normalized, gt_boxes, top1_correct, top5_correct)
+        for cam, sample in zip(normalized, samples):
+            if sample.mask_paths:
+                self.pixels.update(cam, *mask_in_frame(sample, cam.shape))
+
+    def _check_protocol(self, expected: str) -> None:
+        if self.protocol != expected:
+            raise ValueError(f"these meters follow eval.protocol={self.protocol!r}; feed them with "
+                             f"update_from_cams, not the {expected!r} entry point")
+
+    def merge(self, other: SweepMeters) -> None:
+        """Add ``other``'s counts (e.g. another rank's share of the split): exact, the meters only count."""
+        if other.protocol != self.protocol:
+            raise ValueError(f"cannot merge {other.protocol!r} meters into {self.protocol!r} ones")
+        self.boxes.merge(other.boxes)
+        self.pixels.merge(other.pixels)
+
+
+def mask_in_frame(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
+    """``sample``'s object and ignored pixels, each ``(H, W)`` bool at ``size (H, W)`` (masks resized, nearest).
+
+    Object: the union of its instance masks (value > 127). Ignored: the ignore
+    mask's pixels that are not object pixels (None without an ignore mask),
+    as wsolevaluation's OpenImages protocol.
+    """
+    union = np.any([read_mask(path, size) for path in sample.mask_paths], axis=0)
+    if sample.ignore_path is None:
+        return union, None
+    return union, read_mask(sample.ignore_path, size) & ~union
+
+
+def _frames(batch: dict, samples: list[Sample], config: EvalConfig) -> tuple[list[Sample], list, list]:
+    """The batch's samples, their evaluated frames' sizes ``(H_i, W_i)`` and ground-truth boxes ``(G_i, 4)``."""
+    batch_samples = [samples[index] for index in batch["index"].tolist()]
+    input_size = batch["image"].shape[-1]  # the loader's images are (B, 3, S, S)
+    frames = [frame_of(sample, config.frame, input_size) for sample in batch_samples]
+    return batch_samples, [size for size, _ in frames], [boxes for _, boxes in frames]
+
+
+def _gallery_image(image: torch.Tensor, size: tuple[int, int], mean: tuple, std: tuple) -> np.ndarray:
+    """The input tensor as ``(H, W, 3)`` uint8 at the evaluated frame's size."""
+    pixels = to_pixels(image, mean, std)
+    if pixels.shape[:2] != size:
+        pixels = np.asarray(Image.fromarray(pixels).resize((size[1], size[0]), Image.BILINEAR))
+    return pixels
+
+
+def _format_box(box: np.ndarray) -> str:
+    return " ".join(f"{value:.6g}" for value in box)
+
+
+def parse_boxes(text: str) -> np.ndarray:
+    """A box cell of ``predictions.csv`` (``"x0 y0 x1 y1;x0 y0 x1 y1"``, as written here) -> ``(G, 4)`` float64."""
+    return np.array([[float(v) for v in box.split()] for box in text.split(";") if box.strip()]).reshape(-1, 4)
+
+
+def to_pixels(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
+    """``(3, S, S)`` tensor normalized with ``mean`` / ``std`` -> ``(S, S, 3)`` uint8.
+
+    The inverse of :func:`bench.data.torch_dataset.image_to_tensor`.
+    """
+    pixels = image.cpu() * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    return (pixels.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
+                device: torch.device, sweep: SweepMeters | None = None, method: MapMethod | None = None) -> ScoredBatch:
+    """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``).
+
+    ``sweep`` (optional) is fed each image's GT-class map in the evaluated frame.
+    """
+    batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
+    labels = batch["label"].to(device)
+    located = localize_batch(model, batch["image"].to(device), sizes, TOP_K, config.tau, config.normalization,
+                             labels, boxed=SCORED_MAPS, method=method)
+    prediction, maps, boxes = located.prediction, located.maps, located.boxes  # ..., B x (2, H, W), (B, 2, 4)
+    indices = batch["index"].tolist()
+    topk_classes = prediction.topk_classes.cpu().numpy()
+    label_array = labels.cpu().numpy()
+    outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
+    if sweep is not None:
+        sweep.update_from_cams(prediction.cams[:, -1], [m[-1] for m in maps], batch_samples, sizes, gt_boxes,
+                               outcome.top1_correct, outcome.top5_correct, config.normalization)
+    topk_probs = prediction.topk_probs.float().cpu().numpy()
+    cams = prediction.cams.float().cpu()
+    scored = ScoredBatch(rows=[], outcome=outcome, image_ids=[], top1_cams=[], gt_cams=[], gallery=[])
+    for row, (index, sample) in enumerate(zip(indices, batch_samples)):
+        scored.rows.append([
+            sample.image_id, int(label_array[row]),
+            " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
+            ";".join(_format_box(b) for b in gt_boxes[row]),
+            _format_box(boxes[row, 0]), f"{outcome.top1_iou[row]:.4f}",
+            _format_box(boxes[row, -1]), f"{outcome.gt_known_iou[row]:.4f}",
+            int(outcome.top1_correct[row]), int(outcome.top5_correct[row]),
+            int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
+        ])
+        scored.image_ids.append(sample.image_id)
+        scored.top1_cams.append(cams[row, 0].numpy().astype(np.float32))
+        scored.gt_cams.append(cams[row, -1].numpy().astype(np.float32))
+        if index < config.gallery_size:
+            scored.gallery.append(GalleryItem(
+                image=_gallery_image(batch["image"][row], sizes[row], model.mean, model.std),
+                cam=normalize_cams(maps[row][:1], config.normalization)[0],
+                gt_boxes=gt_boxes[row], box=boxes[row, 0], label=int(label_array[row]),
+                predicted=int(topk_classes[row, 0]), iou=float(outcome.top1_iou[row]),
+            ))
+    return scored
+
+
+def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
+                  device: torch.device, sweep: SweepMeters | None = None,
+                  method: MapMethod | None = None) -> Iterator[ScoredBatch]:
+    """:func:`score_batch` over ``loader``, lazily (``sweep`` is complete once the iterator is exhausted)."""
+    model.eval()
+    for batch in progress_bar(loader, desc="evaluate", leave=False, dynamic_ncols=True):
+        yield score_batch(model, batch, samples, config, device, sweep, method)
+
+
+def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> EvaluationResult:
+    """Stream scored batches (in split order) into ``predictions_path`` (written atomically) and the metrics."""
+    meter = LocalizationMeter()
+    result = EvaluationResult(metrics={})
+    with atomic_path(predictions_path) as temporary, temporary.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PREDICTION_COLUMNS)
+        for batch in scored:
+            writer.writerows(batch.rows)
+            meter.update(batch.outcome)
+            result.image_ids += batch.image_ids
+            result.top1_cams += batch.top1_cams
+            result.gt_cams += batch.gt_cams
+            result.gallery += batch.gallery
+    result.metrics = meter.compute()
+    return result
+
+
+def evaluate(
+    model: CamNet,
+    loader: torch.utils.data.DataLoader,
+    samples: list[Sample],
+    config: EvalConfig,
+    device: torch.device,
+    predictions_path: Path,
+    sweep: SweepMeters | None = None,
+) -> EvaluationResult:
+    """Score every image of ``loader`` (built over ``samples``, in order); write ``predictions_path``.
+
+    The CSV is written to a temporary file and renamed once complete. ``sweep``
+    (optional) is also fed each image's GT-class map in the evaluated frame.
+    """
+    return collect_results(score_batches(model, loader, samples, config, device, sweep), predictions_path)
+
+
+@torch.no_grad()
+def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
+                device: torch.device, sweep: SweepMeters, method: MapMethod | None = None) -> None:
+    """Feed ``sweep`` with every image of ``loader``: one forward pass, the GT-class CAM only, no files.
+
+    Used for the val split, whose only job is to choose tau.
+    """
+    model.eval()
+    for batch in progress_bar(loader, desc="sweep", leave=False, dynamic_ncols=True):
+        batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
+        labels = batch["label"].to(device)
+        # The CAM path makes the top-k CAMs too (as evaluation does); a method only the GT class's map.
+        prediction = predict(model, batch["image"].to(device), TOP_K, labels, method,
+                             mapped=None if method is None else (-1,))
+        top1, top5 = classification_hits(prediction.topk_classes.cpu().numpy(), labels.cpu().numpy())
+        sweep.update_from_cams(prediction.cams[:, -1], None, batch_samples, sizes, gt_boxes, top1, top5,
+                               config.normalization)  # the GT class's CAMs
+
+
+@torch.no_grad()
+def validation_metrics(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample],
+                       config: EvalConfig, device: torch.device) -> dict[str, float]:
+    """The localization metrics (:data:`bench.scoring.fixed_tau_metrics.METRIC_KEYS`) of ``loader``'s images, writing no file.
+
+    For the per-epoch check on the val split: same forward pass and box rule as
+    the final evaluation; the model is left in eval mode.
+    """
+    meter = LocalizationMeter()
+    for batch in score_batches(model, loader, samples, config, device):
+        meter.update(batch.outcome)
+    return meter.compute()
