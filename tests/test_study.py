@@ -400,3 +400,15 @@ def test_object_scale_study_pairs_every_scale_with_both_poolings_under_one_recip
     for run in runs[1:]:
         changed = {line.split(":")[0] for line in config_differences(first, run)}
         assert changed <= {"name", "results_dir", "dataset.object_scale", "model.pooling", "seed"}
+
+
+def test_the_pooling_studys_gap_and_gmp_runs_are_the_object_scale_studys_cub_runs():
+    # Same names and the same experiments (configs equal but for where results go), so a finished run of one
+    # study can be copied into the other's runs/ folder and is reused there, its config checked by run_state.
+    _, paper = load_study(REPO / "configs" / "paper.yaml")
+    _, scale = load_study(REPO / "configs" / "object_scale.yaml")
+    cub = {run.name: run for run in scale if run.dataset.object_scale == "cub"}
+    shared = [run for run in paper if run.name in cub]
+    assert sorted(run.name for run in shared) == sorted(cub) and len(cub) == 4
+    for run in shared:
+        assert config_differences(run, cub[run.name], SAME_EXPERIMENT_KEYS) == []
