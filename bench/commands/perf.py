@@ -11,18 +11,23 @@ Prints, from one process on one machine:
 2. The CAM overhead ratio ``time(forward + top-5 and GT-class CAMs + upsampling
    + boxes at tau) / time(forward alone)`` for the default backbone
    (EfficientNet-Lite0, stride 16, 224 px, ImageNet weights, 12 classes).
-3. Training images/s of the default training path (``configs/gap.yaml``: the
-   precision ``auto`` resolves to on this machine, channels_last, the frozen
-   stages it sets) against plain fp32 full fine-tuning (no channels_last,
-   nothing frozen), timed in alternation on the same batch of 32 embedded
-   training images (SGD steps only: no data loading), and their ratio.
+3. Training images/s of every candidate path of ``configs/gap.yaml``'s
+   training step (:func:`training_paths`): fp32 and bf16 autocast, each with
+   the config's channels_last and frozen stages, each also under
+   ``torch.compile`` where it can run here (``--compile``), and plain fp32
+   full fine-tuning (no channels_last, nothing frozen) as the reference; all
+   timed in alternation on the same embedded training images (SGD steps only:
+   no data loading). Beside each: the training seconds of a default run
+   (epochs x steps, compile time included), the path ``precision: auto``
+   picks, and whether it is the fastest (:func:`auto_verdict`).
 4. The cost of each map method of ``bench methods`` (:mod:`bench.scoring.map_methods`) on the
    same network: ms per image of forward + top-5 + the method's top-1 map,
    upsampled and boxed, and its ratio to the forward pass alone
    (:func:`bench.scoring.map_methods.time_methods`; the labels are the top-1 classes, as
-   for correctly classified images: one map per image). Score-CAM runs the
+   for correctly classified images: one map per image), the median of
+   ``--method-repeats`` repeats over ``--method-images`` images. Score-CAM runs the
    network once per feature channel (1,280 for EfficientNet-Lite0), hence
-   the few images it is timed on (``--method-images``).
+   the one image it is timed on, once (``--scorecam-images``).
 
 Timings are the median of a few repeats; a shared machine makes them noisy.
 """
@@ -284,6 +289,11 @@ def auto_verdict(run_times: dict[str, float], auto: str) -> str:
     """
     fastest = min(run_times, key=run_times.__getitem__)
     if fastest == auto:
+        others = {name: seconds for name, seconds in run_times.items() if name != auto}
+        runner_up = min(others, key=others.__getitem__) if others else None
+        if runner_up is not None and others[runner_up] < run_times[auto] * (1 + NOISE):
+            return (f"auto picks {auto}: the fastest here, but {runner_up} is within "
+                    f"{others[runner_up] / run_times[auto] - 1:.0%}, inside the {NOISE:.0%} noise of a shared machine")
         return f"auto picks {auto}: the fastest here"
     gain = run_times[auto] / run_times[fastest]
     noise = (f"; within the {NOISE:.0%} noise of a shared machine, measure again before changing auto"
