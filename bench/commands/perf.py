@@ -11,18 +11,23 @@ Prints, from one process on one machine:
 2. The CAM overhead ratio ``time(forward + top-5 and GT-class CAMs + upsampling
    + boxes at tau) / time(forward alone)`` for the default backbone
    (EfficientNet-Lite0, stride 16, 224 px, ImageNet weights, 12 classes).
-3. Training images/s of the default training path (``configs/gap.yaml``: the
-   precision ``auto`` resolves to on this machine, channels_last, the frozen
-   stages it sets) against plain fp32 full fine-tuning (no channels_last,
-   nothing frozen), timed in alternation on the same batch of 32 embedded
-   training images (SGD steps only: no data loading), and their ratio.
+3. Training images/s of every candidate path of ``configs/gap.yaml``'s
+   training step (:func:`training_paths`): fp32 and bf16 autocast, each with
+   the config's channels_last and frozen stages, each also under
+   ``torch.compile`` where it can run here (``--compile``), and plain fp32
+   full fine-tuning (no channels_last, nothing frozen) as the reference; all
+   timed in alternation on the same embedded training images (SGD steps only:
+   no data loading). Beside each: the training seconds of a default run
+   (epochs x steps, compile time included), the path ``precision: auto``
+   picks, and whether it is the fastest (:func:`auto_verdict`).
 4. The cost of each map method of ``bench methods`` (:mod:`bench.scoring.map_methods`) on the
    same network: ms per image of forward + top-5 + the method's top-1 map,
    upsampled and boxed, and its ratio to the forward pass alone
    (:func:`bench.scoring.map_methods.time_methods`; the labels are the top-1 classes, as
-   for correctly classified images: one map per image). Score-CAM runs the
+   for correctly classified images: one map per image), the median of
+   ``--method-repeats`` repeats over ``--method-images`` images. Score-CAM runs the
    network once per feature channel (1,280 for EfficientNet-Lite0), hence
-   the few images it is timed on (``--method-images``).
+   the one image it is timed on, once (``--scorecam-images``).
 
 Timings are the median of a few repeats; a shared machine makes them noisy.
 """
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import statistics
 import time
 import typing
@@ -52,6 +58,12 @@ from bench.scoring.threshold_sweep import reference_sweep, sweep_boxes, threshol
 from bench.training.loop import autocast, make_optimizer, resolve_precision
 
 SIZE = 224
+
+
+def _seconds(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
 
 
 def _median_seconds(function: Callable[[], object], repeats: int) -> float:
@@ -134,84 +146,260 @@ def cam_overhead(batch_size: int, repeats: int, threads: int) -> None:
     print(f"  ratio, (forward + that) / forward          {(plain + extra) / plain:7.3f}  (target <= 1.05)")
 
 
-def method_costs(num_images: int, threads: int, methods: list[str]) -> None:
+def median_timings(repeats: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per method, the median over repeats of :func:`bench.scoring.map_methods.time_methods`'s answers.
+
+    ``repeats``: one ``{name: {"ms_per_image", "overhead"}}`` per repeat.
+    Returns ``{name: {"ms_per_image", "overhead", "lowest", "highest"}}``:
+    medians, and the lowest and highest overhead seen (how stable the ratio is).
+    """
+    return {name: {"ms_per_image": statistics.median(repeat[name]["ms_per_image"] for repeat in repeats),
+                   "overhead": statistics.median(repeat[name]["overhead"] for repeat in repeats),
+                   "lowest": min(repeat[name]["overhead"] for repeat in repeats),
+                   "highest": max(repeat[name]["overhead"] for repeat in repeats)}
+            for name in repeats[0]}
+
+
+# The method that runs the network once per feature channel: timed on fewer images, once.
+FEW_IMAGES_METHOD = "scorecam"
+
+
+def method_costs(num_images: int, repeats: int, few_images: int, batch_size: int, threads: int,
+                 methods: list[str]) -> None:
     """Per-method ms per image and overhead over the forward pass (module docstring, item 4)."""
     from bench.scoring.map_methods import map_method, time_methods  # loads pytorch-grad-cam only for this timing
 
     if threads:
         torch.set_num_threads(threads)
     model = build_model(ModelConfig(), num_classes=12).eval()
-    images = torch.randn(num_images, 3, SIZE, SIZE)
+    images = torch.randn(num_images, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         labels = model(images).argmax(dim=1)  # the top-1 class: one map per image, as for a correct prediction
-    makers = {name: map_method(name, model) for name in methods}
+    batches = [(images[start:start + batch_size], labels[start:start + batch_size])
+               for start in range(0, num_images, batch_size)]
     config = EvalConfig()
-    timings = time_methods(model, makers, [(images, labels)], config.tau, config.normalization, contextlib.nullcontext)
-    print(f"\nmap methods, efficientnet_lite0 stride 16, {SIZE}px, one batch of {num_images} images, "
-          f"{torch.get_num_threads()} torch threads (after one warm-up)")
+
+    def timed(names: list[str], on: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, dict[str, float]]:
+        makers = {name: map_method(name, model) for name in names}
+        return time_methods(model, makers, on, config.tau, config.normalization, contextlib.nullcontext)
+
+    many = [name for name in methods if name != FEW_IMAGES_METHOD]
+    timings = median_timings([timed(many, batches) for _ in range(repeats)])
+    print(f"\nmap methods, efficientnet_lite0 stride 16, {SIZE}px, {torch.get_num_threads()} torch threads: "
+          f"median of {repeats} repeats over {num_images} images (batches of {batch_size}, one warm-up batch "
+          f"per repeat), the methods and the forward pass in turn; range: lowest and highest ratio of the repeats")
     for name, timing in timings.items():
         target = "  (target <= 1.05)" if name == "cam" else ""
-        print(f"  {name:<10} {timing['ms_per_image']:10.1f} ms/image  {timing['overhead']:8.2f} x forward{target}")
+        print(f"  {name:<10} {timing['ms_per_image']:10.1f} ms/image  {timing['overhead']:8.2f} x forward  "
+              f"range {timing['lowest']:.2f}-{timing['highest']:.2f}{target}")
+    if FEW_IMAGES_METHOD in methods:
+        few = timed([FEW_IMAGES_METHOD], [(images[:few_images], labels[:few_images])])[FEW_IMAGES_METHOD]
+        print(f"  {FEW_IMAGES_METHOD:<10} {few['ms_per_image']:10.1f} ms/image  "
+              f"{few['ms_per_image'] / timings['forward']['ms_per_image']:8.0f} x forward  "
+              f"(one network pass per feature channel: timed once on {few_images} image(s), after one warm-up; "
+              f"ratio to the forward above)")
 
 
-def _training_step(config: RunConfig, samples: list, num_classes: int, precision: str) -> Callable[[], None]:
-    """One SGD step of ``config``'s model on ``samples`` as the pipeline trains it.
+@dataclasses.dataclass(frozen=True)
+class TrainingPath:
+    """One way to run a config's SGD step on the CPU: autocast precision, memory layout, frozen stages, compiled."""
 
-    Same frozen stages, memory layout and precision as a run of ``config``.
+    precision: str  # fp32 / bf16 (bench.training.loop.autocast)
+    channels_last: bool
+    frozen_stages: int
+    compiled: bool = False  # torch.compile of the model (forward and backward graphs; the optimizer stays eager)
+
+    @property
+    def name(self) -> str:
+        layout = "channels_last" if self.channels_last else "contiguous"
+        return f"{self.precision}, {layout}, {self.frozen_stages} frozen" + (", torch.compile" if self.compiled else "")
+
+
+def training_paths(config: RunConfig, compiled_precisions: typing.Sequence[str]) -> tuple[list[TrainingPath],
+                                                                                          TrainingPath]:
+    """The candidates of ``config``'s training step, and the reference path.
+
+    Candidates: fp32 and bf16 autocast, each with the config's memory layout and
+    frozen stages (what a run of ``config`` would train with at that
+    precision), then the same compiled with ``torch.compile`` for each of
+    ``compiled_precisions``. Reference: plain fp32 full fine-tuning (contiguous,
+    nothing frozen), what the levers are measured against.
+    """
+    candidates = [TrainingPath(precision, config.channels_last, config.train.frozen_stages)
+                  for precision in ("fp32", "bf16")]
+    candidates += [TrainingPath(precision, config.channels_last, config.train.frozen_stages, compiled=True)
+                   for precision in compiled_precisions]
+    return candidates, TrainingPath("fp32", False, 0)
+
+
+def auto_path(config: RunConfig) -> TrainingPath:
+    """The path a run of ``config`` trains with on this CPU (``precision: auto`` resolved; runs are never compiled)."""
+    return TrainingPath(resolve_precision(config.precision, torch.device("cpu")), config.channels_last,
+                        config.train.frozen_stages)
+
+
+def alternated_seconds(steps: dict[str, Callable[[], object]], repeats: int,
+                       clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+    """Seconds of each of ``steps`` over ``repeats`` rounds; each round runs every step once, in order.
+
+    Alternating step by step (not all repeats of one, then the next) spreads
+    load from other processes over all steps alike, so their ratios hold on a
+    busy machine even where the absolute rates do not. Returns
+    ``{name: [seconds per round]}`` in the order of ``steps``.
+    """
+    seconds: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            started = clock()
+            step()
+            seconds[name].append(clock() - started)
+    return seconds
+
+
+def median_rates(seconds: dict[str, list[float]], images: int) -> dict[str, float]:
+    """Images per second of each path: ``images`` over its median step time."""
+    return {name: images / statistics.median(values) for name, values in seconds.items()}
+
+
+def run_seconds(rate: float, run_images: int, compile_seconds: float = 0.0) -> float:
+    """Training seconds of a run of ``run_images`` image-steps at ``rate`` images/s, plus the one-off compile time."""
+    return compile_seconds + run_images / rate
+
+
+def compile_seconds(first_calls: dict[int, float], step_seconds: float, batch_size: int) -> float:
+    """One-off compile time of a compiled path: each first call less one step of its size.
+
+    ``first_calls``: ``{batch size: seconds of the first step at that size}``
+    (each new size compiles a graph); ``step_seconds``: the median step at
+    ``batch_size`` once compiled, which a step of another size is taken to
+    scale with linearly.
+    """
+    return sum(seconds - step_seconds * size / batch_size for size, seconds in first_calls.items())
+
+
+# Differences below this fraction are within what alternated medians on a shared machine reproduce.
+NOISE = 0.05
+
+
+def auto_verdict(run_times: dict[str, float], auto: str) -> str:
+    """One line: which path ``auto`` picks and whether it is the fastest over a default run.
+
+    ``run_times``: ``{path name: training seconds of a default run}`` of the
+    candidates (compile time included for compiled paths); ``auto`` one of them.
+    """
+    fastest = min(run_times, key=run_times.__getitem__)
+    if fastest == auto:
+        others = {name: seconds for name, seconds in run_times.items() if name != auto}
+        runner_up = min(others, key=others.__getitem__) if others else None
+        if runner_up is not None and others[runner_up] < run_times[auto] * (1 + NOISE):
+            return (f"auto picks {auto}: the fastest here, but {runner_up} is within "
+                    f"{others[runner_up] / run_times[auto] - 1:.0%}, inside the {NOISE:.0%} noise of a shared machine")
+        return f"auto picks {auto}: the fastest here"
+    gain = run_times[auto] / run_times[fastest]
+    noise = (f"; within the {NOISE:.0%} noise of a shared machine, measure again before changing auto"
+             if gain < 1 + NOISE else "")
+    return f"auto picks {auto}: NOT the fastest here; {fastest} is {gain:.2f}x faster over a default run{noise}"
+
+
+def _training_steps(config: RunConfig, path: TrainingPath, batches: list[list],
+                    num_classes: int) -> list[Callable[[], None]]:
+    """SGD steps of ``config``'s model as the pipeline trains it, run the way ``path`` says: one per batch of samples.
+
+    All steps share one model and optimizer (and, compiled, one compiled
+    network: a batch of a new size compiles again, as an epoch's last batch does).
     """
     model = build_model(config.model, num_classes=num_classes)
-    images = WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False)
-    batch = collate([images[index] for index in range(len(images))])
-    images, labels = batch["image"], batch["label"]
-    if config.train.frozen_stages:
-        model.freeze_stages(config.train.frozen_stages)
-    if config.channels_last:
+    if path.frozen_stages:
+        model.freeze_stages(path.frozen_stages)
+    if path.channels_last:
         model.to(memory_format=torch.channels_last)
-        images = images.contiguous(memory_format=torch.channels_last)
     model.train()
     optimizer = make_optimizer(model, config.train)
+    network = torch.compile(model) if path.compiled else model
     device = torch.device("cpu")
 
-    def step() -> None:
-        with autocast(device, precision):
-            loss = torch.nn.functional.cross_entropy(model(images).float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    def step_on(samples: list) -> Callable[[], None]:
+        dataset = WsolDataset(samples, config.model.input_size, model.mean, model.std, train=False)
+        batch = collate([dataset[index] for index in range(len(dataset))])
+        images, labels = batch["image"], batch["label"]  # (B, 3, S, S), (B,)
+        if path.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
 
-    return step
+        def step() -> None:
+            with autocast(device, path.precision):
+                loss = torch.nn.functional.cross_entropy(network(images).float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    return [step_on(samples) for samples in batches]
 
 
-def training_throughput(config_path: str, repeats: int, threads: int) -> None:
-    """Images/s of ``config_path``'s training path and of plain fp32 full fine-tuning, measured in alternation."""
+def compile_failure() -> str | None:
+    """Why ``torch.compile`` cannot run here (its error, first line), or None when a small function compiles."""
+    try:
+        torch.compile(lambda tensor: tensor * 2 + 1)(torch.ones(4))
+    except Exception as error:  # the inductor CPU backend needs a C++ compiler; any failure means "not here"
+        return f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
+    return None
+
+
+def training_throughput(config_path: str, repeats: int, threads: int, compile_mode: str,
+                        data_root: str | None = None) -> None:
+    """Images/s of every candidate training path of ``config_path`` and of plain fp32, measured in alternation."""
     if threads:
         torch.set_num_threads(threads)
-    default = load_config(config_path)
-    plain = load_config(config_path, ["precision=fp32", "channels_last=false", "train.frozen_stages=0"])
-    precision = resolve_precision(default.precision, torch.device("cpu"))
-    dataset = load_dataset(default.dataset, Path(default.data_root), progress=False)
+    config = load_config(config_path, [f"data_root={data_root}"] if data_root else [])
+    auto = auto_path(config)
+    failure = compile_failure() if compile_mode != "none" else None
+    compiled = [] if compile_mode == "none" or failure else (["fp32", "bf16"] if compile_mode == "all"
+                                                              else [auto.precision])
+    candidates, reference = training_paths(config, compiled)
+    dataset = load_dataset(config.dataset, Path(config.data_root), progress=False)
     torch.manual_seed(0)
-    samples = dataset.splits["train"][:32]
+    train = dataset.splits["train"]
+    batch_size = config.train.batch_size
+    last = len(train) % batch_size  # an epoch's last, shorter batch: a new shape, so torch.compile compiles again
     classes = len(dataset.class_names)
-    steps = {"default": _training_step(default, samples, classes, precision),
-             "fp32 full": _training_step(plain, samples, classes, "fp32")}
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for step in steps.values():
-        step()  # warm-up: first-call allocations and oneDNN kernel choice
-    for _ in range(repeats):
-        for name, step in steps.items():  # alternated, so load on a shared machine hits both alike
-            started = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - started)
-    rates = {name: len(samples) / statistics.median(values) for name, values in times.items()}
-    frozen = default.train.frozen_stages
-    print(f"\ntraining throughput ({default.model.backbone}, {default.model.input_size} px, stride "
-          f"{default.model.feature_stride}, batch 32, {torch.get_num_threads()} threads; median of {repeats} "
-          f"alternated steps)")
-    print(f"  default path ({config_path}: {precision} [precision {default.precision}], channels_last "
-          f"{default.channels_last}, {frozen} stages frozen): {rates['default']:6.1f} images/s")
-    print(f"  fp32 full fine-tuning (no channels_last, nothing frozen):  {rates['fp32 full']:6.1f} images/s")
-    print(f"  ratio default / fp32: {rates['default'] / rates['fp32 full']:.2f}x")
+    run_images = config.train.epochs * len(train)
+    paths = [*candidates, reference]
+    steps, first_calls = {}, {}
+    for path in paths:  # warm-up: first-call allocations, oneDNN kernel choice, compilation
+        sizes = [batch_size, last] if path.compiled and last else [batch_size]
+        path_steps = _training_steps(config, path, [train[:size] for size in sizes], classes)
+        first_calls[path.name] = {size: _seconds(step) for size, step in zip(sizes, path_steps)}
+        steps[path.name] = path_steps[0]
+    seconds = alternated_seconds(steps, repeats)
+    rates = median_rates(seconds, batch_size)
+    steps_per_epoch = -(-len(train) // batch_size)
+    print(f"\ntraining throughput ({config.model.backbone}, {config.model.input_size} px, stride "
+          f"{config.model.feature_stride}, batch {batch_size}, {torch.get_num_threads()} threads; median of "
+          f"{repeats} alternated steps after one warm-up; no data loading). Run: training seconds of a default "
+          f"run of {config_path} ({config.train.epochs} epochs x {steps_per_epoch} steps, {run_images} images)")
+    width = max(len(path.name) for path in paths)
+    run_times, compile_times = {}, {}
+    for path in paths:
+        name = path.name
+        if path.compiled:
+            compile_times[name] = compile_seconds(first_calls[name], statistics.median(seconds[name]), batch_size)
+        note = "  (reference, not a candidate)" if path == reference else ""
+        if path in candidates:
+            run_times[name] = run_seconds(rates[name], run_images, compile_times.get(name, 0.0))
+            note = f"  run {run_times[name]:5.0f} s" + ("  <- auto" if path == auto else "")
+        print(f"  {name:<{width}}  {rates[name]:6.1f} images/s  {rates[name] / rates[reference.name]:5.2f}x fp32 full"
+              f"{note}")
+    for path in candidates:
+        if path.compiled:
+            eager = dataclasses.replace(path, compiled=False).name
+            print(f"  torch.compile, {path.precision}: compile {compile_times[path.name]:.0f} s (first steps at "
+                  f"batch {' and '.join(map(str, first_calls[path.name]))}, less a step each), then "
+                  f"{rates[path.name] / rates[eager]:.2f}x the eager step; over a default run "
+                  f"{run_times[path.name]:.0f} s against {run_times[eager]:.0f} s eager")
+    if failure:
+        print(f"  torch.compile cannot run here: {failure}")
+    print(f"  {auto_verdict(run_times, auto.name)} (precision {config.precision} in {config_path})")
 
 
 def main() -> None:
@@ -222,7 +410,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--train-config", default="configs/gap.yaml", help="whose training path is timed")
-    parser.add_argument("--method-images", type=int, default=2, help="images the map methods are timed on")
+    parser.add_argument("--method-images", type=int, default=16, help="images the map methods are timed on")
+    parser.add_argument("--method-repeats", type=int, default=5, help="repeats of the map-method timing (median)")
+    parser.add_argument("--method-batch", type=int, default=8, help="images per batch in the map-method timing")
+    parser.add_argument("--scorecam-images", type=int, default=1,
+                        help="images Score-CAM is timed on (once: it runs the network once per feature channel)")
+    parser.add_argument("--compile", choices=("auto", "all", "none"), default="auto",
+                        help="training paths also timed under torch.compile: the precision auto picks (default), "
+                             "fp32 and bf16, or none")
+    parser.add_argument("--data-root", help="data folder of --train-config (default: the config's data_root)")
     parser.add_argument("--methods", default=",".join(typing.get_args(CamMethod)),
                         help="map methods timed (comma-separated; default: all)")
     parser.add_argument("--only", choices=("sweep", "cam", "train", "methods"), help="run one of the timings")
@@ -232,9 +428,10 @@ def main() -> None:
     if args.only in (None, "cam"):
         cam_overhead(args.batch_size, args.repeats, args.threads)
     if args.only in (None, "train"):
-        training_throughput(args.train_config, args.repeats, args.threads)
+        training_throughput(args.train_config, args.repeats, args.threads, args.compile, args.data_root)
     if args.only in (None, "methods"):
-        method_costs(args.method_images, args.threads, args.methods.split(","))
+        method_costs(args.method_images, args.method_repeats, args.scorecam_images, args.method_batch,
+                     args.threads, args.methods.split(","))
 
 
 if __name__ == "__main__":
