@@ -39,9 +39,9 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     """The precision a run uses: ``auto`` is ``bf16`` on a CUDA device that supports it, else ``fp32``.
 
     The rule is measured, not assumed: for EfficientNet-Lite0 (depthwise-heavy)
-    CPU bf16 autocast trains slower than fp32 on every CPU measured, with or
+    CPU bf16 autocast trains no faster than fp32 on any CPU measured, with or
     without hardware bf16 (0.7x on an AVX-512 Xeon without BF16, 0.8x on a
-    Xeon with AVX-512 BF16 and AMX, 0.99x on an AMD EPYC with AVX-512 BF16);
+    Xeon with AVX-512 BF16 and AMX, 0.98-0.99x on an AMD EPYC with AVX-512 BF16);
     see docs/results.md, "Precision". ``make perf`` prints the candidates side
     by side on the machine it runs on.
     """
