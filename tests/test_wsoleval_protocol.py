@@ -22,7 +22,7 @@ from bench.run.pipeline import prepare_dataset
 from bench.scoring import wsolevaluation_rules as wsol
 from bench.scoring.box_rule import boxes_from_cams
 from bench.scoring.evaluation import SweepMeters, evaluate
-from bench.scoring.protocols import describe_protocol
+from bench.scoring.protocols import BenchProtocol, WsolevaluationProtocol, describe_protocol
 from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, half_open_box_ious
 from bench.scoring.threshold_sweep import threshold_list
 
@@ -292,10 +292,10 @@ def test_a_run_feeds_the_raw_gt_class_cams_to_the_wsolevaluation_meters(tmp_path
                make_sample(tmp_path, "c", 2, [(2, 10, 10, 30, 30)], [[10, 10, 30, 30]])]
     loader = torch.utils.data.DataLoader(WsolDataset(samples, 32, (0, 0, 0), (1, 1, 1), train=False),
                                          batch_size=2, collate_fn=collate)
-    sweep = SweepMeters.for_protocol("wsolevaluation", 100)
+    sweep = SweepMeters.for_protocol(WsolevaluationProtocol(), 100)
     evaluate(identity_model(), loader, samples, EvalConfig(protocol="wsolevaluation"), torch.device("cpu"),
              tmp_path / "predictions.csv", sweep)
-    by_hand = SweepMeters.for_protocol("wsolevaluation", 100)
+    by_hand = SweepMeters.for_protocol(WsolevaluationProtocol(), 100)
     for sample in samples:
         with Image.open(sample.image_path) as image:
             channel = np.asarray(image, dtype=np.float32)[..., sample.label] / 255
@@ -308,7 +308,7 @@ def test_a_run_feeds_the_raw_gt_class_cams_to_the_wsolevaluation_meters(tmp_path
         sweep.update([np.zeros((4, 4), np.float32)], samples[:1], [np.zeros((1, 4))], np.ones(1, bool),
                      np.ones(1, bool), "max")
     with pytest.raises(ValueError, match="cannot merge"):
-        sweep.merge(SweepMeters.for_protocol("bench", 100))
+        sweep.merge(SweepMeters.for_protocol(BenchProtocol(), 100))
 
 
 def test_non_square_sample_is_scored_in_the_224_frame(tmp_path):
@@ -319,7 +319,7 @@ def test_non_square_sample_is_scored_in_the_224_frame(tmp_path):
     sample = Sample("wide", tmp_path / "wide.png", 0, np.array([[20, 10, 60, 40]], dtype=np.float32), (50, 100), ())
     scoremap = np.zeros((224, 224))
     scoremap[44:180, 44:135] = 1.0  # rows 44..179, columns 44..134: boundingRect x + w = 135, y + h = 180
-    meters = SweepMeters.for_protocol("wsolevaluation", 10)
+    meters = SweepMeters.for_protocol(WsolevaluationProtocol(), 10)
     meters.update_scoremaps([wsol.scoremap_from_saved(scoremap)], [sample], np.ones(1, bool), np.ones(1, bool))
     iou = wsol.inclusive_iou([[44, 44, 135, 180]], [[44, 44, 134, 179]])[0, 0]
     assert iou == pytest.approx(91 * 136 / (92 * 137))
