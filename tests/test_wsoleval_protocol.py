@@ -87,7 +87,7 @@ def test_constant_saved_map_boxes_the_whole_image_at_every_threshold():
     As a CAM (min-max normalized, so all zeros) it boxes nothing at any tau.
     """
     constant = np.full((224, 224), 0.5)
-    whole = wsol.gt_boxes_224(np.array([[0, 0, 300, 200]]), (200, 300))
+    whole = wsol.gt_boxes_in_frame(np.array([[0, 0, 300, 200]]), (200, 300))
     assert whole.tolist() == [[0, 0, 224, 224]]
     saved = wsol.scoremap_from_saved(constant)
     assert np.array_equal(saved, constant)
@@ -148,7 +148,7 @@ def test_non_square_image_boxes_are_scaled_to_224_and_truncated():
     Exact: [44.8, 37.33, 134.85, 186.67]; truncated: [44, 37, 134, 186]. Swapping
     H and W would give [74, 22, 224, 112].
     """
-    boxes = wsol.gt_boxes_224(np.array([[100, 50, 301, 250]], dtype=np.float32), (300, 500))
+    boxes = wsol.gt_boxes_in_frame(np.array([[100, 50, 301, 250]], dtype=np.float32), (300, 500))
     assert boxes.tolist() == [[44, 37, 134, 186]]
     assert boxes.dtype == np.int64
 
@@ -174,20 +174,20 @@ def test_mask_pixels_are_above_zero_and_resized_from_the_top_left(tmp_path):
     checker = np.full((448, 448), 255)
     checker[::2, ::2] = 0
     path = _png(tmp_path / "checker.png", checker)
-    union, ignore = wsol.masks_224((path,), None)
+    union, ignore = wsol.masks_in_frame((path,), None)
     assert not union.any() and ignore is None
     assert read_mask(path, (224, 224)).all()
     faint = _png(tmp_path / "faint.png", np.ones((224, 224)))
-    union, _ = wsol.masks_224((faint,), None)
+    union, _ = wsol.masks_in_frame((faint,), None)
     assert union.all() and not read_mask(faint, (224, 224)).any()
     # Ignored: the ignore mask minus object pixels.
     object_left = np.zeros((224, 224))
     object_left[:, :100] = 1
-    union, ignore = wsol.masks_224((_png(tmp_path / "left.png", object_left),), faint)
+    union, ignore = wsol.masks_in_frame((_png(tmp_path / "left.png", object_left),), faint)
     assert union[:, :100].all() and not union[:, 100:].any()
     assert ignore[:, 100:].all() and not ignore[:, :100].any()
     with pytest.raises(ValueError, match="cannot read"):
-        wsol.masks_224((tmp_path / "missing.png",), None)
+        wsol.masks_in_frame((tmp_path / "missing.png",), None)
 
 
 def test_cams_are_resized_bicubically_then_min_max_normalized():
@@ -319,7 +319,7 @@ def test_non_square_sample_is_scored_in_the_224_frame(tmp_path):
     sample = Sample("wide", tmp_path / "wide.png", 0, np.array([[20, 10, 60, 40]], dtype=np.float32), (50, 100), ())
     scoremap = np.zeros((224, 224))
     scoremap[44:180, 44:135] = 1.0  # rows 44..179, columns 44..134: boundingRect x + w = 135, y + h = 180
-    meters = SweepMeters.for_protocol(WsolevaluationProtocol(), 10)
+    meters = SweepMeters.for_protocol(WsolevaluationProtocol(stored_boxes="half_open"), 10)  # as its CUB
     meters.update_scoremaps([wsol.scoremap_from_saved(scoremap)], [sample], np.ones(1, bool), np.ones(1, bool))
     iou = wsol.inclusive_iou([[44, 44, 135, 180]], [[44, 44, 134, 179]])[0, 0]
     assert iou == pytest.approx(91 * 136 / (92 * 137))

@@ -62,7 +62,7 @@ from bench.run.pipeline import calibration_samples, prepare_dataset  # noqa: E40
 from bench.scoring.evaluation import GalleryItem, SweepMeters, collect_results, score_batches, sweep_split  # noqa: E402
 from bench.scoring.map_methods import LIBRARY_CLASSES, METHODS, check_methods, map_method, time_methods  # noqa: E402
 from bench.scoring.prediction import MapMethod  # noqa: E402
-from bench.scoring.protocols import describe_protocol, scoring_protocol  # noqa: E402
+from bench.scoring.protocols import describe_protocol, run_protocol  # noqa: E402
 from bench.scoring.threshold_free_metrics import sweep_summary  # noqa: E402
 from bench.training.loop import autocast, resolve_precision  # noqa: E402
 
@@ -139,7 +139,7 @@ def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: 
     config = run.config
     eval_config = dataclasses.replace(config.eval, gallery_size=figure_images)
     # The run's protocol (eval.protocol) and threshold list, as the run's own evaluation used them.
-    protocol = scoring_protocol(config.eval)
+    protocol = run_protocol(config)
     sweep = SweepMeters.for_protocol(protocol, config.eval.num_thresholds)
     val_sweep = SweepMeters.for_protocol(protocol, config.eval.num_thresholds)
     with autocast(run.device, run.precision):

@@ -89,7 +89,7 @@ from bench.run.folder import (
     running_process,
 )
 from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_metrics
-from bench.scoring.protocols import describe_protocol, scoring_protocol
+from bench.scoring.protocols import describe_protocol, run_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 from bench.training import distributed
 from bench.training.checkpoint import load_training_state, save_training_state
@@ -164,7 +164,7 @@ def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list
 
 
 def _new_sweep(config: RunConfig) -> SweepMeters:
-    return SweepMeters.for_protocol(scoring_protocol(config.eval), config.eval.num_thresholds)
+    return SweepMeters.for_protocol(run_protocol(config), config.eval.num_thresholds)
 
 
 def _sharded_loader(dataset: WsolDataset, context: distributed.Context,

@@ -37,10 +37,12 @@ from typing import Callable, ClassVar
 import numpy as np
 import torch
 
-from bench.config import EvalConfig
+from bench.config import EvalConfig, RunConfig
 from bench.data.boxes import resize_boxes
 from bench.data.images import read_mask
+from bench.data.native_readers import from_half_open
 from bench.data.samples import Sample
+from bench.data.wsol_layout import wsolevaluation_box_convention
 from bench.scoring import wsolevaluation_rules as wsol
 from bench.scoring.box_rule import normalize_cams
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD
@@ -153,12 +155,20 @@ class BenchProtocol:
 class WsolevaluationProtocol(BenchProtocol):
     """wsolevaluation's pixel rules (``eval.protocol: wsolevaluation``, :mod:`bench.scoring.wsolevaluation_rules`).
 
-    Score maps: the feature-resolution CAM resized bicubically to the scoring
-    frame and min-max normalized (float64); a saved map already at the frame's
-    size is used as it is. GT: boxes scaled to the frame and truncated, masks
-    resized (nearest, top-left) and > 0. Boxes: OpenCV contours of the 8-bit
-    map, largest polygon area / all contours, IoU counting inclusive pixels.
+    The scoring frame is ``frame_size x frame_size``, the network input
+    (``model.input_size``; wsolevaluation's 224 by default). Score maps: the
+    feature-resolution CAM resized bicubically to the frame and min-max
+    normalized (float64); a saved map already at the frame's size is used as
+    it is. GT: boxes written as wsolevaluation's metadata writes them for the
+    dataset (``stored_boxes``: ``"inclusive"`` for ILSVRC, ``"half_open"``
+    for its CUB's ``x + w``; :func:`bench.data.wsol_layout.wsolevaluation_box_convention`),
+    scaled to the frame and truncated; masks resized (nearest, top-left) and
+    > 0. Boxes: OpenCV contours of the 8-bit map, largest polygon area / all
+    contours, IoU counting inclusive pixels.
     """
+
+    frame_size: int = wsol.WSOL_SIZE
+    stored_boxes: str = "inclusive"
 
     name: ClassVar[str] = "wsolevaluation"
     part: ClassVar[str] = "contour"
@@ -177,54 +187,69 @@ class WsolevaluationProtocol(BenchProtocol):
 
     def cam_scoremaps(self, gt_cams: torch.Tensor, framed: list[np.ndarray] | None, sizes: list[tuple[int, int]],
                       normalization: str) -> list[np.ndarray]:
-        """B GT-class CAMs ``(B, h, w)`` -> B maps ``(224, 224)`` float64 (``framed``, ``sizes``, ``normalization`` unused)."""
-        return [wsol.scoremap_from_cam(cam) for cam in gt_cams.float().cpu().numpy()]
+        """B GT-class CAMs ``(B, h, w)`` -> B maps ``(S, S)`` float64 (``framed``, ``sizes``, ``normalization`` unused)."""
+        return [wsol.scoremap_from_cam(cam, self.frame_size) for cam in gt_cams.float().cpu().numpy()]
 
     def framed_scoremaps(self, framed: list[np.ndarray], normalization: str) -> list[np.ndarray]:
         raise ValueError(f"eval.protocol={self.name!r} resizes each map from the feature-resolution CAM "
                          "(SweepMeters.update_from_cams), not from a map already in the evaluated frame")
 
     def saved_scoremap(self, score_map: np.ndarray, framed: np.ndarray, normalization: str) -> np.ndarray:
-        return wsol.scoremap_from_saved(score_map)
+        return wsol.scoremap_from_saved(score_map, self.frame_size)
 
     def check_saved(self, maps: list[np.ndarray], samples: list[Sample]) -> list[str]:
         """A saved map at the frame's size is scored without normalization (its 8-bit rule): it must lie in [0, 1]."""
         return [f"{sample.image_id}: values outside [0, 1]: min {float(m.min()):g}, max {float(m.max()):g}"
                 for m, sample in zip(maps, samples)
-                if m.shape == (wsol.WSOL_SIZE, wsol.WSOL_SIZE) and (m.min() < 0 or m.max() > 1)]
+                if m.shape == (self.frame_size, self.frame_size) and (m.min() < 0 or m.max() > 1)]
 
     def gt_boxes(self, sample: Sample, frame_boxes: np.ndarray | None = None) -> np.ndarray:
-        return wsol.gt_boxes_224(sample.boxes, sample.size)
+        stored = from_half_open(sample.boxes, self.stored_boxes)  # the numbers its metadata would hold
+        return wsol.gt_boxes_in_frame(stored, sample.size, self.frame_size)
 
     def masks(self, sample: Sample, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-        return wsol.masks_224(sample.mask_paths, sample.ignore_path)
+        return wsol.masks_in_frame(sample.mask_paths, sample.ignore_path, self.frame_size)
 
     def maps_rule(self, normalization: str) -> str:
-        return ("GT-class maps by wsolevaluation's rules (bicubic 224x224, min-max unless a saved 224x224 map, "
-                "8-bit value > int(tau * max), OpenCV contours, GT boxes truncated, IoU +1)")
+        side = f"{self.frame_size}x{self.frame_size}"
+        return (f"GT-class maps by wsolevaluation's rules (bicubic {side}, min-max unless a saved {side} map, "
+                f"8-bit value > int(tau * max), OpenCV contours, GT boxes {self.stored_boxes.replace('_', '-')} "
+                f"truncated, IoU +1)")
 
     def normalization_text(self, normalization: str) -> str:
-        return "minmax (saved 224x224 maps: none)"
+        return f"minmax (saved {self.frame_size}x{self.frame_size} maps: none)"
 
 
 ScoringProtocol = BenchProtocol  # the interface: every protocol is a BenchProtocol or overrides its methods
 
-# eval.protocol -> the protocol's builder: the one place that maps the config's choice to an object.
-PROTOCOLS: dict[str, Callable[[], ScoringProtocol]] = {
-    "bench": BenchProtocol,
+# eval.protocol -> the protocol's builder (frame side, how wsolevaluation's metadata writes the dataset's
+# boxes): the one place that maps the config's choice to an object.
+PROTOCOLS: dict[str, Callable[[int, str], ScoringProtocol]] = {
+    "bench": lambda frame_size, stored_boxes: BenchProtocol(),
     "wsolevaluation": WsolevaluationProtocol,
 }
 
 
-def scoring_protocol(config: EvalConfig) -> ScoringProtocol:
-    """The protocol object ``eval.protocol`` names."""
+def scoring_protocol(config: EvalConfig, input_size: int = wsol.WSOL_SIZE,
+                     stored_boxes: str = "inclusive") -> ScoringProtocol:
+    """The protocol object ``eval.protocol`` names, for a network input of ``input_size`` px.
+
+    ``stored_boxes``: how wsolevaluation's metadata writes the dataset's boxes
+    (:func:`bench.data.wsol_layout.wsolevaluation_box_convention`); only its protocol uses it.
+    """
     if config.protocol not in PROTOCOLS:
         raise ValueError(f"unknown eval.protocol={config.protocol!r}; allowed values: {tuple(PROTOCOLS)}")
-    return PROTOCOLS[config.protocol]()
+    return PROTOCOLS[config.protocol](input_size, stored_boxes)
+
+
+def run_protocol(config: RunConfig) -> ScoringProtocol:
+    """The protocol of a run: its ``eval.protocol``, network input size and dataset."""
+    stored = wsolevaluation_box_convention(config.dataset, config.dataset_path)
+    return scoring_protocol(config.eval, config.model.input_size, stored)
 
 
 def describe_protocol(config: EvalConfig, input_size: int, maps: str = "CAMs") -> str:
     """The whole fixed-tau protocol (split, box rule, IoU threshold, frame), stated beside its numbers."""
     return (f"{config.split} split, {box_rule(config.tau, config.normalization, maps)}, "
             f"IoU >= {IOU_THRESHOLD:g}, boxes in the {frame_name(config.frame, input_size)}"
-            f"{scoring_protocol(config).fixed_tau_note}")
+            f"{scoring_protocol(config, input_size).fixed_tau_note}")

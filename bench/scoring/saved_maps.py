@@ -17,10 +17,11 @@ fixed ``eval.tau``, MaxBoxAcc, MaxBoxAccV2 and (where masks exist) PxAP.
 
 **eval.protocol: wsolevaluation.** The threshold-sweep metrics (MaxBoxAcc,
 MaxBoxAccV2, PxAP) follow wsolevaluation's rules instead
-(:mod:`bench.scoring.wsolevaluation_rules`): a ``224 x 224`` map is scored as it is,
-without normalization, and must lie in ``[0, 1]`` even with
-``allow_any_range``; a map of another size is resized bicubically to
-``224 x 224`` and min-max normalized, as wsolevaluation treats a CAM. Maps
+(:mod:`bench.scoring.wsolevaluation_rules`), in the ``S x S`` frame of
+``model.input_size`` (224 by default, wsolevaluation's): a map of ``S x S``
+is scored as it is, without normalization, and must lie in ``[0, 1]`` even
+with ``allow_any_range``; a map of another size is resized bicubically to
+``S x S`` and min-max normalized, as wsolevaluation treats a CAM. Maps
 are kept in their file's precision (float64 stays float64), as its
 evaluator reads them. GT-known loc at ``eval.tau`` keeps our rules.
 
@@ -49,7 +50,7 @@ from bench.model.cam import upsample_cams
 from bench.scoring.box_rule import boxes_from_cams
 from bench.scoring.evaluation import SweepMeters
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD
-from bench.scoring.protocols import describe_protocol, frame_of, scoring_protocol
+from bench.scoring.protocols import ScoringProtocol, describe_protocol, frame_of, scoring_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 
 MAX_LISTED_PROBLEMS = 20
@@ -145,9 +146,13 @@ def resize_to_frame(score_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig, input_size: int,
-               split: str) -> dict:
-    """Score loaded maps (one per sample) on the config's protocol -> a JSON-able dict with protocols."""
-    protocol = scoring_protocol(config)
+               split: str, protocol: ScoringProtocol | None = None) -> dict:
+    """Score loaded maps (one per sample) on ``protocol`` -> a JSON-able dict with protocols.
+
+    ``protocol`` (:func:`bench.scoring.protocols.run_protocol`): None takes the
+    config's ``eval.protocol`` at ``input_size``, boxes inclusive in wsolevaluation's metadata.
+    """
+    protocol = scoring_protocol(config, input_size) if protocol is None else protocol
     problems = protocol.check_saved(maps, samples)
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])

@@ -244,7 +244,7 @@ def sweep_summary(test: ThresholdSweepMeter, pixels: PixelPrecisionMeter, val: T
         summary["calibrated"] = {
             **test.at(index), "tau": tau, "val_box_acc": float(val.largest_correct[index] * 100.0 / val.num_images),
             "val_images": val.num_images,
-            "protocol": f"tau from val = {tau:g} (best BoxAcc(tau, 0.5), largest component, on the val split), "
+            "protocol": f"tau from val = {tau:g} (best BoxAcc(tau, 0.5), largest {part}, on the val split), "
                         f"applied to {split}; {listing}",
         }
     return summary
