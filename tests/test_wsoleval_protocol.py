@@ -343,14 +343,15 @@ def test_fixed_tau_text_says_the_sweep_alone_follows_wsolevaluation():
 
 
 def test_evaluate_maps_with_the_wsolevaluation_protocol(tiny_config, tiny_data_dir, tmp_path, capsys):
-    """Masks as maps: at a quarter resolution they are CAMs (bicubic + min-max), at 224 x 224 saved maps."""
+    """Masks as maps: at a quarter resolution they are CAMs (bicubic + min-max), at the 64 x 64 network
+    input of the tiny config saved maps, used as they are (the frame is the network input)."""
     samples = prepare_dataset(tiny_config(), progress=False).splits["test"]
     folder = tmp_path / "maps"
     for index, sample in enumerate(samples):
         with Image.open(sample.mask_paths[0]) as mask:
             object_pixels = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
         score = object_pixels[::4, ::4] if index % 2 else np.asarray(
-            Image.fromarray(object_pixels).resize((224, 224), Image.NEAREST), dtype=np.float64)
+            Image.fromarray(object_pixels).resize((64, 64), Image.NEAREST), dtype=np.float64)
         path = folder / f"{sample.image_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, score)
@@ -362,10 +363,10 @@ def test_evaluate_maps_with_the_wsolevaluation_protocol(tiny_config, tiny_data_d
     assert sweep["protocol"] == "wsolevaluation"
     assert sweep["thresholds"]["count"] == 100 and sweep["num_images"] == len(samples)
     assert sweep["max_box_acc"]["value"] >= 90.0 and sweep["pxap"]["value"] > 90.0
-    assert "wsolevaluation's rules (bicubic 224x224" in sweep["max_box_acc"]["protocol"]
+    assert "wsolevaluation's rules (bicubic 64x64" in sweep["max_box_acc"]["protocol"]
     assert "largest contour" in sweep["max_box_acc"]["protocol"]
-    # A 224 x 224 map outside [0, 1] is refused, --any-range or not: it is scored without normalization.
-    np.save(folder / f"{samples[0].image_id}.npy", np.full((224, 224), 2.0))
+    # A 64 x 64 map outside [0, 1] is refused, --any-range or not: it is scored without normalization.
+    np.save(folder / f"{samples[0].image_id}.npy", np.full((64, 64), 2.0))
     code = main(["evaluate-maps", "--maps", str(folder), "--dataset-config", str(TINY_CONFIG), "--any-range",
                  f"data_root={tiny_data_dir}", "eval.protocol=wsolevaluation"])
     assert code == 2
