@@ -62,6 +62,7 @@ ObjectScale = Literal["cub", "imagenet", "small", "range"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Map methods of ``bench methods`` (bench.scoring.map_methods): our CAM and pytorch-grad-cam's methods, one name each.
 CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam"]
+BoxConventionSetting = Literal["auto", "half_open", "inclusive"]  # docs/datasets.md, "Box conventions"
 EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
 
 
@@ -112,6 +113,8 @@ class DatasetConfig:
     num_classes: int = setting(10, lambda v: 1 <= v <= 1000, "an integer in [1, 1000]")
     max_train_per_class: int = setting(0, lambda v: v >= 0, "an integer >= 0 (0 = all)")
     skip_bad: bool = False
+    # dataset.name wsol: how localization.txt writes its boxes (bench.data.wsol_layout.metadata_box_convention)
+    box_convention: BoxConventionSetting = "auto"
 
     @property
     def generator_object_scale(self) -> str | tuple[float, float]:

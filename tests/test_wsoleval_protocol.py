@@ -22,7 +22,7 @@ from bench.run.pipeline import prepare_dataset
 from bench.scoring import wsolevaluation_rules as wsol
 from bench.scoring.box_rule import boxes_from_cams
 from bench.scoring.evaluation import SweepMeters, evaluate
-from bench.scoring.protocols import describe_protocol
+from bench.scoring.protocols import BenchProtocol, WsolevaluationProtocol, describe_protocol
 from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, half_open_box_ious
 from bench.scoring.threshold_sweep import threshold_list
 
@@ -87,7 +87,7 @@ def test_constant_saved_map_boxes_the_whole_image_at_every_threshold():
     As a CAM (min-max normalized, so all zeros) it boxes nothing at any tau.
     """
     constant = np.full((224, 224), 0.5)
-    whole = wsol.gt_boxes_224(np.array([[0, 0, 300, 200]]), (200, 300))
+    whole = wsol.gt_boxes_in_frame(np.array([[0, 0, 300, 200]]), (200, 300))
     assert whole.tolist() == [[0, 0, 224, 224]]
     saved = wsol.scoremap_from_saved(constant)
     assert np.array_equal(saved, constant)
@@ -148,7 +148,7 @@ def test_non_square_image_boxes_are_scaled_to_224_and_truncated():
     Exact: [44.8, 37.33, 134.85, 186.67]; truncated: [44, 37, 134, 186]. Swapping
     H and W would give [74, 22, 224, 112].
     """
-    boxes = wsol.gt_boxes_224(np.array([[100, 50, 301, 250]], dtype=np.float32), (300, 500))
+    boxes = wsol.gt_boxes_in_frame(np.array([[100, 50, 301, 250]], dtype=np.float32), (300, 500))
     assert boxes.tolist() == [[44, 37, 134, 186]]
     assert boxes.dtype == np.int64
 
@@ -174,20 +174,20 @@ def test_mask_pixels_are_above_zero_and_resized_from_the_top_left(tmp_path):
     checker = np.full((448, 448), 255)
     checker[::2, ::2] = 0
     path = _png(tmp_path / "checker.png", checker)
-    union, ignore = wsol.masks_224((path,), None)
+    union, ignore = wsol.masks_in_frame((path,), None)
     assert not union.any() and ignore is None
     assert read_mask(path, (224, 224)).all()
     faint = _png(tmp_path / "faint.png", np.ones((224, 224)))
-    union, _ = wsol.masks_224((faint,), None)
+    union, _ = wsol.masks_in_frame((faint,), None)
     assert union.all() and not read_mask(faint, (224, 224)).any()
     # Ignored: the ignore mask minus object pixels.
     object_left = np.zeros((224, 224))
     object_left[:, :100] = 1
-    union, ignore = wsol.masks_224((_png(tmp_path / "left.png", object_left),), faint)
+    union, ignore = wsol.masks_in_frame((_png(tmp_path / "left.png", object_left),), faint)
     assert union[:, :100].all() and not union[:, 100:].any()
     assert ignore[:, 100:].all() and not ignore[:, :100].any()
     with pytest.raises(ValueError, match="cannot read"):
-        wsol.masks_224((tmp_path / "missing.png",), None)
+        wsol.masks_in_frame((tmp_path / "missing.png",), None)
 
 
 def test_cams_are_resized_bicubically_then_min_max_normalized():
@@ -292,10 +292,10 @@ def test_a_run_feeds_the_raw_gt_class_cams_to_the_wsolevaluation_meters(tmp_path
                make_sample(tmp_path, "c", 2, [(2, 10, 10, 30, 30)], [[10, 10, 30, 30]])]
     loader = torch.utils.data.DataLoader(WsolDataset(samples, 32, (0, 0, 0), (1, 1, 1), train=False),
                                          batch_size=2, collate_fn=collate)
-    sweep = SweepMeters.for_protocol("wsolevaluation", 100)
+    sweep = SweepMeters.for_protocol(WsolevaluationProtocol(), 100)
     evaluate(identity_model(), loader, samples, EvalConfig(protocol="wsolevaluation"), torch.device("cpu"),
              tmp_path / "predictions.csv", sweep)
-    by_hand = SweepMeters.for_protocol("wsolevaluation", 100)
+    by_hand = SweepMeters.for_protocol(WsolevaluationProtocol(), 100)
     for sample in samples:
         with Image.open(sample.image_path) as image:
             channel = np.asarray(image, dtype=np.float32)[..., sample.label] / 255
@@ -308,7 +308,7 @@ def test_a_run_feeds_the_raw_gt_class_cams_to_the_wsolevaluation_meters(tmp_path
         sweep.update([np.zeros((4, 4), np.float32)], samples[:1], [np.zeros((1, 4))], np.ones(1, bool),
                      np.ones(1, bool), "max")
     with pytest.raises(ValueError, match="cannot merge"):
-        sweep.merge(SweepMeters.for_protocol("bench", 100))
+        sweep.merge(SweepMeters.for_protocol(BenchProtocol(), 100))
 
 
 def test_non_square_sample_is_scored_in_the_224_frame(tmp_path):
@@ -319,7 +319,7 @@ def test_non_square_sample_is_scored_in_the_224_frame(tmp_path):
     sample = Sample("wide", tmp_path / "wide.png", 0, np.array([[20, 10, 60, 40]], dtype=np.float32), (50, 100), ())
     scoremap = np.zeros((224, 224))
     scoremap[44:180, 44:135] = 1.0  # rows 44..179, columns 44..134: boundingRect x + w = 135, y + h = 180
-    meters = SweepMeters.for_protocol("wsolevaluation", 10)
+    meters = SweepMeters.for_protocol(WsolevaluationProtocol(stored_boxes="half_open"), 10)  # as its CUB
     meters.update_scoremaps([wsol.scoremap_from_saved(scoremap)], [sample], np.ones(1, bool), np.ones(1, bool))
     iou = wsol.inclusive_iou([[44, 44, 135, 180]], [[44, 44, 134, 179]])[0, 0]
     assert iou == pytest.approx(91 * 136 / (92 * 137))
@@ -343,14 +343,15 @@ def test_fixed_tau_text_says_the_sweep_alone_follows_wsolevaluation():
 
 
 def test_evaluate_maps_with_the_wsolevaluation_protocol(tiny_config, tiny_data_dir, tmp_path, capsys):
-    """Masks as maps: at a quarter resolution they are CAMs (bicubic + min-max), at 224 x 224 saved maps."""
+    """Masks as maps: at a quarter resolution they are CAMs (bicubic + min-max), at the 64 x 64 network
+    input of the tiny config saved maps, used as they are (the frame is the network input)."""
     samples = prepare_dataset(tiny_config(), progress=False).splits["test"]
     folder = tmp_path / "maps"
     for index, sample in enumerate(samples):
         with Image.open(sample.mask_paths[0]) as mask:
             object_pixels = np.asarray(mask.convert("L"), dtype=np.float32) / 255.0
         score = object_pixels[::4, ::4] if index % 2 else np.asarray(
-            Image.fromarray(object_pixels).resize((224, 224), Image.NEAREST), dtype=np.float64)
+            Image.fromarray(object_pixels).resize((64, 64), Image.NEAREST), dtype=np.float64)
         path = folder / f"{sample.image_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, score)
@@ -362,10 +363,10 @@ def test_evaluate_maps_with_the_wsolevaluation_protocol(tiny_config, tiny_data_d
     assert sweep["protocol"] == "wsolevaluation"
     assert sweep["thresholds"]["count"] == 100 and sweep["num_images"] == len(samples)
     assert sweep["max_box_acc"]["value"] >= 90.0 and sweep["pxap"]["value"] > 90.0
-    assert "wsolevaluation's rules (bicubic 224x224" in sweep["max_box_acc"]["protocol"]
+    assert "wsolevaluation's rules (bicubic 64x64" in sweep["max_box_acc"]["protocol"]
     assert "largest contour" in sweep["max_box_acc"]["protocol"]
-    # A 224 x 224 map outside [0, 1] is refused, --any-range or not: it is scored without normalization.
-    np.save(folder / f"{samples[0].image_id}.npy", np.full((224, 224), 2.0))
+    # A 64 x 64 map outside [0, 1] is refused, --any-range or not: it is scored without normalization.
+    np.save(folder / f"{samples[0].image_id}.npy", np.full((64, 64), 2.0))
     code = main(["evaluate-maps", "--maps", str(folder), "--dataset-config", str(TINY_CONFIG), "--any-range",
                  f"data_root={tiny_data_dir}", "eval.protocol=wsolevaluation"])
     assert code == 2

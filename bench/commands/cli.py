@@ -198,6 +198,7 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
     from pathlib import Path
 
     from bench.run import pipeline
+    from bench.scoring.protocols import run_protocol
     from bench.scoring.saved_maps import load_score_maps, score_maps
 
     out = Path(args.out) if args.out else None
@@ -207,7 +208,7 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
     dataset = pipeline.prepare_dataset(config)
     _, samples, _ = pipeline.checked_samples(dataset, config)
     maps = load_score_maps(Path(args.maps), samples, args.any_range)
-    scores = score_maps(maps, samples, config.eval, config.model.input_size, config.eval.split)
+    scores = score_maps(maps, samples, config.eval, config.model.input_size, config.eval.split, run_protocol(config))
     print(json.dumps(scores, indent=2))
     if out is not None:
         out.write_text(json.dumps(scores, indent=2) + "\n")
@@ -268,12 +269,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _export_wsol(args: argparse.Namespace, config) -> int:
-    from bench.data.wsol_layout import common_image_root, write_wsol
+    from bench.data.wsol_layout import common_image_root, write_wsol, wsolevaluation_box_convention
     from bench.run.pipeline import prepare_dataset
 
     dataset = prepare_dataset(config)
     image_root = common_image_root(dataset)
-    write_wsol(dataset, Path(args.out), image_root)
+    write_wsol(dataset, Path(args.out), image_root,
+               box_convention=wsolevaluation_box_convention(config.dataset, config.dataset_path))
     counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
     print(f"wrote wsolevaluation metadata to {args.out} ({counts}); image ids are relative to {image_root}")
     return 0

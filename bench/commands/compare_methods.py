@@ -62,7 +62,7 @@ from bench.run.pipeline import calibration_samples, prepare_dataset  # noqa: E40
 from bench.scoring.evaluation import GalleryItem, SweepMeters, collect_results, score_batches, sweep_split  # noqa: E402
 from bench.scoring.map_methods import LIBRARY_CLASSES, METHODS, check_methods, map_method, time_methods  # noqa: E402
 from bench.scoring.prediction import MapMethod  # noqa: E402
-from bench.scoring.protocols import describe_protocol  # noqa: E402
+from bench.scoring.protocols import describe_protocol, run_protocol  # noqa: E402
 from bench.scoring.threshold_free_metrics import sweep_summary  # noqa: E402
 from bench.training.loop import autocast, resolve_precision  # noqa: E402
 
@@ -139,8 +139,9 @@ def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: 
     config = run.config
     eval_config = dataclasses.replace(config.eval, gallery_size=figure_images)
     # The run's protocol (eval.protocol) and threshold list, as the run's own evaluation used them.
-    sweep = SweepMeters.for_protocol(config.eval.protocol, config.eval.num_thresholds)
-    val_sweep = SweepMeters.for_protocol(config.eval.protocol, config.eval.num_thresholds)
+    protocol = run_protocol(config)
+    sweep = SweepMeters.for_protocol(protocol, config.eval.num_thresholds)
+    val_sweep = SweepMeters.for_protocol(protocol, config.eval.num_thresholds)
     with autocast(run.device, run.precision):
         scored = score_batches(run.network, _loader(run, samples), samples, eval_config, run.device, sweep, method)
         result = collect_results(scored, out_dir / METHOD_PREDICTIONS.format(method=name))
@@ -148,7 +149,7 @@ def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: 
             sweep_split(run.network, _loader(run, val_samples), val_samples, eval_config, run.device, val_sweep,
                         method)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_samples else None,
-                            config.eval.split, config.eval.normalization, config.eval.protocol)
+                            config.eval.split, config.eval.normalization, protocol)
     calibrated = summary.get("calibrated", {})
     row = {key: result.metrics[key] for key in ("top1_cls_error", "top1_loc_error", "top5_loc_error",
                                                   "gt_known_loc_acc", "mean_iou")}

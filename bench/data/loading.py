@@ -34,7 +34,7 @@ def load_dataset(config: DatasetConfig, data_root: Path, progress: bool = True) 
         return read_imagenet(path, config.wnids, config.num_classes, config.val_size, config.seed,
                              config.max_train_per_class)
     if config.name == "wsol":
-        return read_wsol(path)
+        return read_wsol(path, config.box_convention)
     if config.name == "csv":
         return read_csv_dataset(path)
     raise ValueError(f"unknown dataset.name {config.name!r}")

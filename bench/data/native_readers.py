@@ -29,8 +29,12 @@ The choices that are open in the formats are made here, once:
 * **ImageNet subset** (:func:`choose_synsets`): the wnids given, else every
   ``(number of synsets // num_classes)``-th synset in ``LOC_synset_mapping.txt``
   order, starting from the first.
-* **Inclusive pixel boxes** (ImageNet XML / Kaggle CSV) become half-open by
-  adding 1 to ``xmax`` and ``ymax`` (:func:`inclusive_to_half_open`).
+* **Box conventions** (:func:`to_half_open`, :func:`from_half_open`, the one
+  place for them): CUB's ``x y w h`` becomes ``[x, y, x + w, y + h)``;
+  ImageNet's XML and Kaggle's CSV are *inclusive* (``xmax`` is the last pixel
+  column inside the box) and become half-open by adding 1 to ``xmax`` and
+  ``ymax``; the CSV of your own data is half-open. wsolevaluation's metadata
+  folders say theirs per folder (:mod:`bench.data.wsol_layout`).
 * **Box bounds** (:func:`bench.data.images.check_images`): boxes may overshoot the image by at
   most :data:`bench.data.images.BORDER_TOLERANCE` (1 px: inclusive ``xmax = W`` plus 1, float
   boxes touching the border) and are then clipped to it; more is an error.
@@ -47,7 +51,7 @@ import csv
 import io
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
-from typing import Sequence
+from typing import Literal, Sequence
 
 import numpy as np
 
@@ -128,6 +132,33 @@ def carve_val(samples: list[Sample], size: int, seed: int) -> tuple[list[Sample]
             [s for i, s in enumerate(samples) if i in carved])
 
 
+BoxConvention = Literal["half_open", "inclusive"]
+BOX_CONVENTIONS: tuple[str, ...] = ("half_open", "inclusive")
+# What the last two coordinates of a box line name, per convention (added to them to make them half-open).
+_TO_HALF_OPEN = {"half_open": 0.0, "inclusive": 1.0}
+
+
+def to_half_open(boxes: np.ndarray, convention: str) -> np.ndarray:
+    """Boxes ``(..., 4)`` as a file writes them in ``convention`` -> half-open ``[x0, y0, x1, y1)`` float64.
+
+    ``"half_open"``: ``x1, y1`` are one past the box (CUB's ``x + w``, our
+    layout, :mod:`bench.data.boxes`): kept. ``"inclusive"`` (PASCAL VOC:
+    ImageNet's XML, Kaggle's LOC_val_solution.csv, wsolevaluation's ILSVRC
+    metadata): ``x1, y1`` name the last pixel column / row *inside* the box,
+    so ``+ 1``. Every reader converts here, once, at the file's boundary.
+    """
+    if convention not in _TO_HALF_OPEN:
+        raise ValueError(f"unknown box convention {convention!r}; allowed values: {BOX_CONVENTIONS}")
+    return np.asarray(boxes, dtype=np.float64) + np.array([0.0, 0.0, 1.0, 1.0]) * _TO_HALF_OPEN[convention]
+
+
+def from_half_open(boxes: np.ndarray, convention: str) -> np.ndarray:
+    """The inverse of :func:`to_half_open`: half-open boxes ``(..., 4)`` as a file in ``convention`` writes them."""
+    if convention not in _TO_HALF_OPEN:
+        raise ValueError(f"unknown box convention {convention!r}; allowed values: {BOX_CONVENTIONS}")
+    return np.asarray(boxes, dtype=np.float64) - np.array([0.0, 0.0, 1.0, 1.0]) * _TO_HALF_OPEN[convention]
+
+
 def inclusive_to_half_open(boxes: np.ndarray) -> np.ndarray:
     """Inclusive pixel boxes ``[xmin, ymin, xmax, ymax]`` -> half-open ``[x0, y0, x1, y1)``, ``(..., 4)``.
 
@@ -138,8 +169,7 @@ def inclusive_to_half_open(boxes: np.ndarray) -> np.ndarray:
     0-based; a 1-based ``xmax = W`` overshoots by 1 px, within
     :data:`BORDER_TOLERANCE`, and is clipped by :func:`bench.data.images.check_images`).
     """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    return boxes + np.array([0.0, 0.0, 1.0, 1.0])
+    return to_half_open(boxes, "inclusive")
 
 
 def _boxes_array(boxes: list[list[float]]) -> np.ndarray:

@@ -52,8 +52,10 @@ from typing import Callable
 
 import numpy as np
 
+from bench.config import DatasetConfig
 from bench.data.boxes import mask_to_box, resize_boxes
 from bench.data.images import IMAGE_READ_ERRORS, MASK_THRESHOLD, read_image_sizes, read_mask
+from bench.data.native_readers import BOX_CONVENTIONS, from_half_open, to_half_open
 from bench.data.samples import SPLITS, UNKNOWN_SIZE, DatasetFormatError, DatasetSplits, Sample, not_found
 from bench.data.text_lines import Line, first_lines, key_lines, parse_box, parse_int, read_lines, read_text
 
@@ -141,9 +143,13 @@ def _parse_size(line: Line) -> tuple[int, int]:
     return height, width
 
 
-def _box_line(line: Line, size: tuple[int, int] | None) -> list[float]:
-    """The box of a ``localization.txt`` line; inside the image of ``size (H, W)`` unless ``size`` is None."""
-    x0, y0, x1, y1 = parse_box(line, line.fields[1:5])
+def _box_line(line: Line, size: tuple[int, int] | None, convention: str) -> list[float]:
+    """The half-open box of a ``localization.txt`` line written in ``convention``.
+
+    Inside the image of ``size (H, W)`` unless ``size`` is None.
+    """
+    given = parse_box(line, line.fields[1:5], inclusive=convention == "inclusive")
+    x0, y0, x1, y1 = (float(v) for v in to_half_open(np.array(given), convention))
     if size is not None:
         height, width = size
         if not (0 <= x0 and 0 <= y0 and x1 <= width and y1 <= height):
@@ -152,9 +158,11 @@ def _box_line(line: Line, size: tuple[int, int] | None) -> list[float]:
 
 
 def _read_boxes(
-    path: Path, ids: dict[str, Line], sizes: dict[str, tuple[int, int]] | None, required: bool
+    path: Path, ids: dict[str, Line], sizes: dict[str, tuple[int, int]] | None, required: bool, convention: str
 ) -> dict[str, np.ndarray]:
-    """image id -> ``(G, 4)`` float32; ``required``: every id needs >= 1 box (else G = 0 is allowed).
+    """image id -> ``(G, 4)`` float32 half-open; ``required``: every id needs >= 1 box (else G = 0 is allowed).
+
+    The file's boxes are in ``convention`` (:func:`bench.data.native_readers.to_half_open`).
 
     Boxes are checked against ``sizes`` when given (else ``check_images`` does it).
     """
@@ -162,7 +170,7 @@ def _read_boxes(
     if path.exists() or required:
         keyed = key_lines(path, _read_lines(path), known=ids, repeats=True, needs="box" if required else None)
     return {
-        image_id: np.asarray([_box_line(line, None if sizes is None else sizes[image_id])
+        image_id: np.asarray([_box_line(line, None if sizes is None else sizes[image_id], convention)
                               for line in keyed.get(image_id, [])], dtype=np.float32).reshape(-1, 4)
         for image_id in ids
     }
@@ -175,6 +183,7 @@ def read_metadata(
     num_classes: int | None,
     masks_root: Path | None = None,
     strict_boxes: bool = True,
+    box_convention: str = "half_open",
 ) -> list[Sample]:
     """Read and validate one split's metadata files in ``folder``; samples in image_ids.txt order.
 
@@ -185,7 +194,9 @@ def read_metadata(
     without a line get G = 0) and so is ``image_sizes.txt`` (sizes come from
     the image headers). ``strict_boxes``: every box must lie inside its listed
     size, else the bounds are left to ``bench.data.images.check_images`` (which
-    allows 1 px of slack, for third-party metadata). Raises
+    allows 1 px of slack, for third-party metadata). ``box_convention``: how
+    ``localization.txt`` writes its boxes (``"half_open"`` or ``"inclusive"``);
+    they are made half-open here. Raises
     :class:`DatasetFormatError` naming the file and line on any inconsistency.
     """
     if split not in SPLITS:
@@ -208,7 +219,8 @@ def read_metadata(
                                      "(mask layout); keep one of the two")
         masks, ignore, boxes = _read_instance_masks(localization, ids, Path(masks_root), sizes, required=not train)
     else:
-        boxes = _read_boxes(localization, ids, sizes if strict_boxes else None, required=not train)
+        boxes = _read_boxes(localization, ids, sizes if strict_boxes else None, required=not train,
+                            convention=box_convention)
         masks = {} if masks_root is None else _read_masks(folder / "masks.txt", ids, Path(masks_root))
     return [
         Sample(
@@ -224,7 +236,7 @@ def read_metadata(
     ]
 
 
-def read_split(root: Path, split: str) -> list[Sample]:
+def read_split(root: Path, split: str, box_convention: str = "half_open") -> list[Sample]:
     """Read and validate ``<root>/metadata/<split>/*.txt``; samples in image_ids.txt order.
 
     Images are not opened (``bench.data.images.check_images`` checks them), except in a
@@ -235,7 +247,8 @@ def read_split(root: Path, split: str) -> list[Sample]:
         raise ValueError(f"split={split!r} is not one of {SPLITS}")
     root = Path(root)
     num_classes = len(read_class_names(root))
-    return read_metadata(root / "metadata" / split, split, root / "images", num_classes, root / "masks")
+    return read_metadata(root / "metadata" / split, split, root / "images", num_classes, root / "masks",
+                         box_convention=box_convention)
 
 
 def _read_masks(path: Path, ids: dict[str, Line], masks_root: Path) -> dict[str, tuple[Path]]:
@@ -305,8 +318,11 @@ def write_class_names(root: Path, names: list[str]) -> None:
     (Path(root) / CLASSES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
-def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_root: Path | None) -> None:
+def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_root: Path | None,
+                   box_convention: str = "half_open") -> None:
     """Write one split's metadata files into ``folder`` (image ids relative to ``image_root``).
+
+    Boxes are written in ``box_convention`` (:func:`bench.data.native_readers.from_half_open`).
 
     Mask paths are written relative to ``masks_root``; ``masks.txt`` is
     written only if some sample has a mask. Samples without boxes (train
@@ -323,7 +339,8 @@ def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_
         ids.append(image_id)
         labels.append(f"{image_id},{sample.label}")
         sizes.append(f"{image_id},{width},{height}")
-        boxes += [f"{image_id}," + ",".join(_format_number(v) for v in box) for box in sample.boxes]
+        boxes += [f"{image_id}," + ",".join(_format_number(v) for v in box)
+                  for box in from_half_open(sample.boxes, box_convention)]
         if len(sample.mask_paths) > 1 or sample.ignore_path is not None:
             raise ValueError(f"{sample.image_id} has {len(sample.mask_paths)} instance mask(s) and ignore mask "
                              f"{sample.ignore_path}; the writer stores one mask per image (masks.txt) and no ignore "
@@ -351,37 +368,96 @@ def write_split(root: Path, split: str, samples: list[Sample], image_root: Path 
     write_metadata(root / "metadata" / split, samples, image_root, root / "masks")
 
 
+BOX_CONVENTION_FILE = "box_convention.txt"  # written by write_wsol: "inclusive" or "half_open", one line
+
+
+# How clovaai/wsolevaluation's own metadata folders write their boxes, by folder name (metadata/<DATASET>):
+# ILSVRC copies the XML's inclusive xmax / ymax; CUB holds x + w, y + h (CUB's boxes, half-open); OpenImages
+# lists masks, whose boxes are derived half-open.
+WSOLEVALUATION_BOXES = {"ILSVRC": "inclusive", "CUB": "half_open", "OpenImages": "half_open"}
+
+
+def is_wsolevaluation_folder(root: Path) -> bool:
+    """True for a wsolevaluation ``metadata/<DATASET>`` folder (split folders directly inside, no ``metadata/``)."""
+    return (Path(root) / "test" / "image_ids.txt").is_file() and not (Path(root) / "metadata").exists()
+
+
+def metadata_box_convention(metadata_root: Path, setting: str = "auto") -> str:
+    """How the boxes of a wsolevaluation metadata folder are written: ``"inclusive"`` or ``"half_open"``.
+
+    ``setting`` (``dataset.box_convention``) other than ``"auto"`` decides. Else:
+    the folder's ``box_convention.txt`` (written by :func:`write_wsol`); else
+    the folder's name if it is one of wsolevaluation's (:data:`WSOLEVALUATION_BOXES`);
+    else half-open (what this project wrote before it wrote the file).
+    """
+    if setting != "auto":
+        if setting not in BOX_CONVENTIONS:
+            raise ValueError(f"unknown box convention {setting!r}; allowed values: ('auto', *{BOX_CONVENTIONS})")
+        return setting
+    marker = Path(metadata_root) / BOX_CONVENTION_FILE
+    if marker.is_file():
+        text = read_text(marker).strip()
+        if text not in BOX_CONVENTIONS:
+            raise DatasetFormatError(f"{marker}, line 1: {text!r} is not a box convention; expected one of "
+                                     f"{', '.join(BOX_CONVENTIONS)}")
+        return text
+    return WSOLEVALUATION_BOXES.get(Path(metadata_root).name, "half_open")
+
+
+def wsolevaluation_box_convention(dataset: DatasetConfig, root: Path) -> str:
+    """How wsolevaluation's metadata writes this dataset's boxes (``root``: the dataset's folder).
+
+    The GT transform of ``eval.protocol: wsolevaluation`` (its IoU counts
+    ``x1 - x0 + 1`` pixels of the numbers its metadata holds) and
+    ``export-wsol`` both use it: CUB as its metadata/CUB writes it (``x + w``,
+    half-open); a wsolevaluation folder as it is written
+    (:func:`metadata_box_convention`); anything else inclusive, as its ILSVRC
+    metadata and the ImageNet XML, so its IoU counts exactly the box's pixels.
+    """
+    if dataset.name == "cub":
+        return "half_open"
+    if dataset.name == "wsol" and is_wsolevaluation_folder(root):
+        return metadata_box_convention(root, dataset.box_convention)
+    return "inclusive"
+
+
 WSOL_OBTAIN = (
     "Write it with bench.data.wsol_layout.write_wsol, or point to a metadata/<DATASET> folder of clovaai/wsolevaluation "
     "(Choe et al., CVPR 2020), with the images in dataset/<DATASET> beside metadata/."
 )
 
 
-def read_wsol(root: Path) -> DatasetSplits:
+def read_wsol(root: Path, box_convention: str = "auto") -> DatasetSplits:
     """This project's layout (``bench.data.wsol_layout``, data/README.md), or a wsolevaluation metadata folder.
 
     ``root`` with ``classes.txt`` and ``metadata/{train,val,test}/``: the
     ``val`` folder is optional (empty split). ``root`` that directly holds
     ``train/`` and ``test/`` metadata folders is taken as wsolevaluation's
     ``metadata/<DATASET>``, whose images are in ``../../dataset/<DATASET>``
-    (:func:`read_wsol_metadata`).
+    (:func:`read_wsol_metadata`). ``box_convention`` (``dataset.box_convention``):
+    ``"auto"`` reads this project's layout as half-open and a wsolevaluation
+    folder as :func:`metadata_box_convention` says.
     """
     root = Path(root)
-    if (root / "test" / "image_ids.txt").is_file() and not (root / "metadata").exists():
-        return read_wsol_metadata(root, root.parent.parent / "dataset" / root.name, None)
+    if is_wsolevaluation_folder(root):
+        return read_wsol_metadata(root, root.parent.parent / "dataset" / root.name, None,
+                                  box_convention=box_convention)
     if not (root / CLASSES_FILE).is_file() or not (root / "metadata").is_dir():
         expected = (f"{CLASSES_FILE}, images/ and metadata/<split>/ (image_ids.txt, class_labels.txt, "
                     "image_sizes.txt, localization.txt) for the splits train, test and optionally val")
         raise not_found("a dataset in the wsol metadata layout", root, expected, WSOL_OBTAIN)
     class_names = read_class_names(root)
-    splits = {split: [] if split == "val" and not (root / "metadata" / "val").exists() else read_split(root, split)
-              for split in SPLITS}
+    convention = "half_open" if box_convention == "auto" else box_convention
+    splits = {split: [] if split == "val" and not (root / "metadata" / "val").exists()
+              else read_split(root, split, convention) for split in SPLITS}
     counts = " / ".join(str(len(samples)) for samples in splits.values())
-    return DatasetSplits(class_names, splits, f"wsol metadata layout at {root} (train / val / test: {counts})")
+    shown = "" if convention == "half_open" else f", {convention} boxes"
+    return DatasetSplits(class_names, splits,
+                         f"wsol metadata layout at {root} (train / val / test: {counts}{shown})")
 
 
 def read_wsol_metadata(metadata_root: Path, image_root: Path, class_names: list[str] | None = None,
-                       masks_root: Path | None = None) -> DatasetSplits:
+                       masks_root: Path | None = None, box_convention: str = "auto") -> DatasetSplits:
     """wsolevaluation's ``metadata/<DATASET>/<split>/*.txt`` with images under ``image_root``.
 
     ``train`` and ``test`` are required, ``val`` optional. Class names: the
@@ -390,7 +466,8 @@ def read_wsol_metadata(metadata_root: Path, image_root: Path, class_names: list[
     ``train`` may lack ``image_sizes.txt`` (read from the headers) and boxes.
     Box bounds are checked by :func:`check_images` (with its 1 px tolerance),
     not here. Optional ``masks.txt`` paths are relative to ``masks_root``
-    (default ``image_root``).
+    (default ``image_root``). Boxes are read in :func:`metadata_box_convention`
+    (``box_convention``: ``"auto"``, ``"half_open"`` or ``"inclusive"``).
     """
     metadata_root, image_root = Path(metadata_root), Path(image_root)
     missing = [f"{split}/image_ids.txt" for split in ("train", "test")
@@ -406,17 +483,19 @@ def read_wsol_metadata(metadata_root: Path, image_root: Path, class_names: list[
         class_names = read_class_names(metadata_root)
     num_classes = None if class_names is None else len(class_names)
     masks_root = image_root if masks_root is None else Path(masks_root)
+    convention = metadata_box_convention(metadata_root, box_convention)
     splits = {}
     for split in SPLITS:
         folder = metadata_root / split
         present = split != "val" or (folder / "image_ids.txt").is_file()
-        splits[split] = (read_metadata(folder, split, image_root, num_classes, masks_root, strict_boxes=False)
-                         if present else [])
+        splits[split] = (read_metadata(folder, split, image_root, num_classes, masks_root, strict_boxes=False,
+                                       box_convention=convention) if present else [])
     if class_names is None:
         largest = max(sample.label for samples in splits.values() for sample in samples)
         class_names = [f"class_{k}" for k in range(largest + 1)]
     counts = " / ".join(str(len(samples)) for samples in splits.values())
-    source = f"wsolevaluation metadata at {metadata_root}, images in {image_root} (train / val / test: {counts})"
+    source = (f"wsolevaluation metadata at {metadata_root}, images in {image_root} (train / val / test: {counts}; "
+              f"{convention} boxes)")
     return DatasetSplits(list(class_names), splits, source)
 
 
@@ -428,8 +507,14 @@ def common_image_root(splits: DatasetSplits) -> Path:
     return Path(os.path.commonpath(sorted(folders)))
 
 
-def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, masks_root: Path | None = None) -> None:
-    """Write ``splits`` as wsolevaluation metadata: ``metadata_root/<split>/*.txt`` plus ``classes.txt``.
+def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, masks_root: Path | None = None,
+               box_convention: str = "inclusive") -> None:
+    """Write ``splits`` as wsolevaluation metadata: ``metadata_root/<split>/*.txt``, ``classes.txt``, ``box_convention.txt``.
+
+    Boxes are written in ``box_convention`` (default inclusive, what
+    wsolevaluation's evaluator reads: its IoU counts ``x1 - x0 + 1`` pixels),
+    and ``box_convention.txt`` says which, so :func:`read_wsol_metadata` reads
+    them back exactly.
 
     Image ids are the image paths relative to ``image_root`` (masks relative
     to ``masks_root``, default ``image_root``); an empty split gets no folder.
@@ -442,8 +527,11 @@ def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, mas
         raise FileExistsError(f"{metadata_root} already holds split folder(s) {', '.join(existing)}; "
                               "remove them or choose another metadata_root")
     metadata_root.mkdir(parents=True, exist_ok=True)
+    if box_convention not in BOX_CONVENTIONS:
+        raise ValueError(f"unknown box convention {box_convention!r}; allowed values: {BOX_CONVENTIONS}")
     write_class_names(metadata_root, splits.class_names)
+    (metadata_root / BOX_CONVENTION_FILE).write_text(box_convention + "\n", encoding="utf-8")
     masks_root = image_root if masks_root is None else masks_root
     for split, samples in splits.splits.items():
         if samples:
-            write_metadata(metadata_root / split, samples, Path(image_root), Path(masks_root))
+            write_metadata(metadata_root / split, samples, Path(image_root), Path(masks_root), box_convention)

@@ -89,7 +89,7 @@ from bench.run.folder import (
     running_process,
 )
 from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_metrics
-from bench.scoring.protocols import describe_protocol
+from bench.scoring.protocols import describe_protocol, run_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 from bench.training import distributed
 from bench.training.checkpoint import load_training_state, save_training_state
@@ -164,7 +164,7 @@ def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list
 
 
 def _new_sweep(config: RunConfig) -> SweepMeters:
-    return SweepMeters.for_protocol(config.eval.protocol, config.eval.num_thresholds)
+    return SweepMeters.for_protocol(run_protocol(config), config.eval.num_thresholds)
 
 
 def _sharded_loader(dataset: WsolDataset, context: distributed.Context,
@@ -581,7 +581,7 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
         return {}
     protocol = describe_protocol(config.eval, config.model.input_size)
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_sweep else None,
-                            config.eval.split, config.eval.normalization, config.eval.protocol)
+                            config.eval.split, config.eval.normalization, sweep.protocol)
     write_json(out_dir / METRICS_FILE, {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
                                           "epoch": epoch, "sweep": summary})

@@ -26,11 +26,9 @@ from PIL import Image
 
 from bench.atomic_files import atomic_path
 from bench.config import EvalConfig
-from bench.data.images import read_mask
 from bench.data.samples import Sample
 from bench.model.camnet import CamNet
 from bench.progress import progress_bar
-from bench.scoring import wsolevaluation_rules as wsol
 from bench.scoring.box_rule import normalize_cams
 from bench.scoring.fixed_tau_metrics import (
     TOP_K,
@@ -39,10 +37,9 @@ from bench.scoring.fixed_tau_metrics import (
     classification_hits,
     localization_outcomes,
 )
-from bench.scoring.prediction import MapMethod, localize_batch, predict, upsample_to_frames
-from bench.scoring.protocols import frame_of
+from bench.scoring.prediction import MapMethod, localize_batch, predict
+from bench.scoring.protocols import BenchProtocol, ScoringProtocol, frame_of, mask_in_frame  # noqa: F401 (mask_in_frame: re-exported)
 from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, ThresholdSweepMeter
-from bench.scoring.threshold_sweep import threshold_list
 
 PREDICTION_COLUMNS = (
     "image_id", "label", "top5_classes", "top5_probs", "gt_boxes", "top1_box", "top1_iou",
@@ -92,15 +89,14 @@ class ScoredBatch:
 class SweepMeters:
     """Threshold-list meters fed with each image's GT-class map (:mod:`bench.scoring.threshold_free_metrics`).
 
-    ``protocol`` (``eval.protocol``) picks the pixel rules: ``"bench"`` (ours:
-    maps in the evaluated frame, :meth:`update`) or ``"wsolevaluation"``
-    (:mod:`bench.scoring.wsolevaluation_rules`: maps at 224 x 224, :meth:`update_scoremaps`).
-    :meth:`update_from_cams` feeds either from feature-resolution CAMs.
+    ``protocol`` (:func:`bench.scoring.protocols.scoring_protocol`) prepares the
+    maps and the ground truth and gives the box rule; :meth:`update_from_cams`
+    feeds the meters from feature-resolution CAMs under either protocol.
     """
 
     boxes: ThresholdSweepMeter
     pixels: PixelPrecisionMeter  # fed only with images that have a mask
-    protocol: str = "bench"
+    protocol: ScoringProtocol = BenchProtocol()
 
     @classmethod
     def for_thresholds(cls, thresholds: np.ndarray) -> SweepMeters:
@@ -108,14 +104,10 @@ class SweepMeters:
         return cls(ThresholdSweepMeter(thresholds), PixelPrecisionMeter(thresholds))
 
     @classmethod
-    def for_protocol(cls, protocol: str, num_thresholds: int) -> SweepMeters:
+    def for_protocol(cls, protocol: ScoringProtocol, num_thresholds: int) -> SweepMeters:
         """Empty meters over ``num_thresholds`` thresholds with ``protocol``'s rules and threshold list."""
-        if protocol == "wsolevaluation":
-            boxes = ThresholdSweepMeter(wsol.thresholds(num_thresholds), wsol.box_ious_at_thresholds, np.float64)
-            return cls(boxes, PixelPrecisionMeter(wsol.pixel_thresholds(num_thresholds), np.float64), protocol)
-        if protocol != "bench":
-            raise ValueError(f"unknown eval.protocol={protocol!r}; allowed values: ('bench', 'wsolevaluation')")
-        return cls.for_thresholds(threshold_list(num_thresholds))
+        boxes = ThresholdSweepMeter(protocol.thresholds(num_thresholds), protocol.box_ious, protocol.precision)
+        return cls(boxes, PixelPrecisionMeter(protocol.pixel_thresholds(num_thresholds), protocol.precision), protocol)
 
     def update_from_cams(self, gt_cams: torch.Tensor, framed: list[np.ndarray] | None, samples: list[Sample],
                          sizes: list[tuple[int, int]], gt_boxes: list[np.ndarray], top1_correct: np.ndarray,
@@ -123,60 +115,33 @@ class SweepMeters:
         """Feed B GT-class CAMs ``(B, h, w)`` (feature resolution) by this protocol's rules.
 
         ``framed``: the same CAMs already upsampled to the evaluated frames
-        ``sizes`` (our rules; None: upsampled here if needed); ``gt_boxes`` in those frames.
+        ``sizes`` (None: upsampled here if the protocol needs them); ``gt_boxes`` in those frames.
         """
-        if self.protocol == "wsolevaluation":
-            scoremaps = [wsol.scoremap_from_cam(cam) for cam in gt_cams.float().cpu().numpy()]
-            self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct)
-            return
-        if framed is None:
-            framed = [m[0] for m in upsample_to_frames(gt_cams[:, None], sizes)]
-        self.update(framed, samples, gt_boxes, top1_correct, top5_correct, normalization)
+        scoremaps = self.protocol.cam_scoremaps(gt_cams, framed, sizes, normalization)
+        self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct, gt_boxes)
 
     def update_scoremaps(self, scoremaps: list[np.ndarray], samples: list[Sample], top1_correct: np.ndarray,
-                         top5_correct: np.ndarray) -> None:
-        """wsolevaluation's rules: B maps ``(224, 224)`` float64 from :mod:`bench.scoring.wsolevaluation_rules`."""
-        self._check_protocol("wsolevaluation")
-        gt_boxes = [wsol.gt_boxes_224(sample.boxes, sample.size) for sample in samples]
-        self.boxes.update(scoremaps, gt_boxes, top1_correct, top5_correct)
+                         top5_correct: np.ndarray, gt_boxes: list[np.ndarray] | None = None) -> None:
+        """B maps already prepared by this protocol; ``gt_boxes`` in the evaluated frames (None: from ``samples``)."""
+        frame_boxes = [None] * len(samples) if gt_boxes is None else gt_boxes
+        compared = [self.protocol.gt_boxes(sample, boxes) for sample, boxes in zip(samples, frame_boxes)]
+        self.boxes.update(scoremaps, compared, top1_correct, top5_correct)
         for scoremap, sample in zip(scoremaps, samples):
             if sample.mask_paths:
-                self.pixels.update(scoremap, *wsol.masks_224(sample.mask_paths, sample.ignore_path))
+                self.pixels.update(scoremap, *self.protocol.masks(sample, scoremap.shape))
 
     def update(self, gt_maps: list[np.ndarray], samples: list[Sample], gt_boxes: list[np.ndarray],
                top1_correct: np.ndarray, top5_correct: np.ndarray, normalization: str) -> None:
-        """Our rules: ``gt_maps`` B raw GT-class maps ``(H_i, W_i)`` in the evaluated frame (normalized here)."""
-        self._check_protocol("bench")
-        normalized = [normalize_cams(cam[None], normalization)[0] for cam in gt_maps]
-        self.boxes.update(normalized, gt_boxes, top1_correct, top5_correct)
-        for cam, sample in zip(normalized, samples):
-            if sample.mask_paths:
-                self.pixels.update(cam, *mask_in_frame(sample, cam.shape))
-
-    def _check_protocol(self, expected: str) -> None:
-        if self.protocol != expected:
-            raise ValueError(f"these meters follow eval.protocol={self.protocol!r}; feed them with "
-                             f"update_from_cams, not the {expected!r} entry point")
+        """B raw GT-class maps ``(H_i, W_i)`` already in the evaluated frame (normalized here; our rules only)."""
+        scoremaps = self.protocol.framed_scoremaps(gt_maps, normalization)
+        self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct, gt_boxes)
 
     def merge(self, other: SweepMeters) -> None:
         """Add ``other``'s counts (e.g. another rank's share of the split): exact, the meters only count."""
         if other.protocol != self.protocol:
-            raise ValueError(f"cannot merge {other.protocol!r} meters into {self.protocol!r} ones")
+            raise ValueError(f"cannot merge {other.protocol.name!r} meters into {self.protocol.name!r} ones")
         self.boxes.merge(other.boxes)
         self.pixels.merge(other.pixels)
-
-
-def mask_in_frame(sample: Sample, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None]:
-    """``sample``'s object and ignored pixels, each ``(H, W)`` bool at ``size (H, W)`` (masks resized, nearest).
-
-    Object: the union of its instance masks (value > 127). Ignored: the ignore
-    mask's pixels that are not object pixels (None without an ignore mask),
-    as wsolevaluation's OpenImages protocol.
-    """
-    union = np.any([read_mask(path, size) for path in sample.mask_paths], axis=0)
-    if sample.ignore_path is None:
-        return union, None
-    return union, read_mask(sample.ignore_path, size) & ~union
 
 
 def _frames(batch: dict, samples: list[Sample], config: EvalConfig) -> tuple[list[Sample], list, list]:

@@ -17,10 +17,11 @@ fixed ``eval.tau``, MaxBoxAcc, MaxBoxAccV2 and (where masks exist) PxAP.
 
 **eval.protocol: wsolevaluation.** The threshold-sweep metrics (MaxBoxAcc,
 MaxBoxAccV2, PxAP) follow wsolevaluation's rules instead
-(:mod:`bench.scoring.wsolevaluation_rules`): a ``224 x 224`` map is scored as it is,
-without normalization, and must lie in ``[0, 1]`` even with
-``allow_any_range``; a map of another size is resized bicubically to
-``224 x 224`` and min-max normalized, as wsolevaluation treats a CAM. Maps
+(:mod:`bench.scoring.wsolevaluation_rules`), in the ``S x S`` frame of
+``model.input_size`` (224 by default, wsolevaluation's): a map of ``S x S``
+is scored as it is, without normalization, and must lie in ``[0, 1]`` even
+with ``allow_any_range``; a map of another size is resized bicubically to
+``S x S`` and min-max normalized, as wsolevaluation treats a CAM. Maps
 are kept in their file's precision (float64 stays float64), as its
 evaluator reads them. GT-known loc at ``eval.tau`` keeps our rules.
 
@@ -46,11 +47,10 @@ from bench.config import EvalConfig
 from bench.data.boxes import best_iou
 from bench.data.samples import Sample
 from bench.model.cam import upsample_cams
-from bench.scoring import wsolevaluation_rules as wsol
 from bench.scoring.box_rule import boxes_from_cams
 from bench.scoring.evaluation import SweepMeters
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD
-from bench.scoring.protocols import describe_protocol, frame_of
+from bench.scoring.protocols import ScoringProtocol, describe_protocol, frame_of, scoring_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 
 MAX_LISTED_PROBLEMS = 20
@@ -145,24 +145,21 @@ def resize_to_frame(score_map: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return upsample_cams(tensor, tuple(size))[0, 0].numpy()
 
 
-def _check_wsolevaluation_range(maps: list[np.ndarray], samples: list[Sample]) -> None:
-    """wsolevaluation scores 224 x 224 maps as they are (8-bit copy): they must lie in [0, 1]."""
-    problems = [f"{sample.image_id}: values outside [0, 1]: min {float(m.min()):g}, max {float(m.max()):g}"
-                for m, sample in zip(maps, samples)
-                if m.shape == (wsol.WSOL_SIZE, wsol.WSOL_SIZE) and (m.min() < 0 or m.max() > 1)]
+def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig, input_size: int,
+               split: str, protocol: ScoringProtocol | None = None) -> dict:
+    """Score loaded maps (one per sample) on ``protocol`` -> a JSON-able dict with protocols.
+
+    ``protocol`` (:func:`bench.scoring.protocols.run_protocol`): None takes the
+    config's ``eval.protocol`` at ``input_size``, boxes inclusive in wsolevaluation's metadata.
+    """
+    protocol = scoring_protocol(config, input_size) if protocol is None else protocol
+    problems = protocol.check_saved(maps, samples)
     if problems:
         listed = "\n  ".join(problems[:MAX_LISTED_PROBLEMS])
-        raise ScoreMapError(f"{len(problems)} of {len(samples)} maps are 224x224 but not in [0, 1]: "
-                            f"eval.protocol=wsolevaluation scores such maps without normalization (its "
-                            f"8-bit rule), so save them in [0, 1]:\n  {listed}")
-
-
-def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig, input_size: int,
-               split: str) -> dict:
-    """Score loaded maps (one per sample) on the config's protocol -> a JSON-able dict with protocols."""
-    if config.protocol == "wsolevaluation":
-        _check_wsolevaluation_range(maps, samples)
-    sweep = SweepMeters.for_protocol(config.protocol, config.num_thresholds)
+        raise ScoreMapError(f"{len(problems)} of {len(samples)} maps are scored without normalization under "
+                            f"eval.protocol={protocol.name} (its 8-bit rule on maps saved at its frame's size), "
+                            f"so save them in [0, 1]:\n  {listed}")
+    sweep = SweepMeters.for_protocol(protocol, config.num_thresholds)
     correct = 0
     for score_map, sample in zip(maps, samples):
         size, gt_boxes = frame_of(sample, config.frame, input_size)
@@ -170,15 +167,13 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
         box = boxes_from_cams(framed[None], config.tau, config.normalization)  # (1, 4)
         correct += int(best_iou(box, [gt_boxes])[0] >= IOU_THRESHOLD)
         flags = np.zeros(1, dtype=bool)  # no classifier: top-1/top-5 are not scored
-        if config.protocol == "wsolevaluation":
-            sweep.update_scoremaps([wsol.scoremap_from_saved(score_map)], [sample], flags, flags)
-        else:
-            sweep.update([framed], [sample], [gt_boxes], flags, flags, config.normalization)
+        scoremap = protocol.saved_scoremap(score_map, framed, config.normalization)
+        sweep.update_scoremaps([scoremap], [sample], flags, flags, [gt_boxes])
     return {
         "num_images": len(samples),
         "gt_known_loc_acc": {
             "value": 100.0 * correct / len(samples),
             "protocol": describe_protocol(dataclasses.replace(config, split=split), input_size, maps="maps"),
         },
-        "sweep": sweep_summary(sweep.boxes, sweep.pixels, None, split, config.normalization, config.protocol),
+        "sweep": sweep_summary(sweep.boxes, sweep.pixels, None, split, config.normalization, protocol),
     }

@@ -36,7 +36,6 @@ import numpy as np
 
 from bench.data.boxes import best_iou
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD
-from bench.scoring.protocols import sweep_maps_rule
 from bench.scoring.threshold_sweep import sweep_boxes
 
 IOU_DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2's IoU thresholds
@@ -203,22 +202,27 @@ class PixelPrecisionMeter:
 
 
 def sweep_summary(test: ThresholdSweepMeter, pixels: PixelPrecisionMeter, val: ThresholdSweepMeter | None,
-                  split: str, normalization: str, protocol: str = "bench") -> dict:
+                  split: str, normalization: str, protocol=None) -> dict:
     """The ``sweep`` section of ``metrics.json``: every number with the protocol that produced it.
 
-    ``val`` is the val split's meter (None: no calibration); ``protocol`` is
-    ``eval.protocol`` (``normalization`` is not used under ``"wsolevaluation"``).
+    ``val`` is the val split's meter (None: no calibration); ``protocol`` is the
+    scoring protocol object (:func:`bench.scoring.protocols.scoring_protocol`;
+    None: ours), which words the rules.
     """
+    if protocol is None:
+        from bench.scoring.protocols import BenchProtocol  # protocols imports this module
+
+        protocol = BenchProtocol()
     result = test.compute()
     thresholds = test.thresholds
     listing = (f"{len(thresholds)} thresholds {thresholds[0]:g}..{thresholds[-1]:g} "
-               f"on {sweep_maps_rule(protocol, normalization)}")
-    part = "contour" if protocol == "wsolevaluation" else "component"
+               f"on {protocol.maps_rule(normalization)}")
+    part = protocol.part
     summary = {
-        "protocol": protocol,
+        "protocol": protocol.name,
         "thresholds": {"count": len(thresholds), "first": round(float(thresholds[0]), 6),
                        "last": round(float(thresholds[-1]), 6)},
-        "normalization": normalization if protocol == "bench" else "minmax (saved 224x224 maps: none)",
+        "normalization": protocol.normalization_text(normalization),
         "num_images": result["num_images"],
         "max_box_acc": {
             "value": result["max_box_acc"], "tau": result["max_box_acc_tau"],
@@ -240,7 +244,7 @@ def sweep_summary(test: ThresholdSweepMeter, pixels: PixelPrecisionMeter, val: T
         summary["calibrated"] = {
             **test.at(index), "tau": tau, "val_box_acc": float(val.largest_correct[index] * 100.0 / val.num_images),
             "val_images": val.num_images,
-            "protocol": f"tau from val = {tau:g} (best BoxAcc(tau, 0.5), largest component, on the val split), "
+            "protocol": f"tau from val = {tau:g} (best BoxAcc(tau, 0.5), largest {part}, on the val split), "
                         f"applied to {split}; {listing}",
         }
     return summary

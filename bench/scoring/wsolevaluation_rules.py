@@ -6,15 +6,21 @@ by about one image in sixty (PxAP by up to a point). This module restates
 those rules, written from reading its ``evaluation.py`` and ``inference.py``;
 docs/metrics.md puts them beside ours, rule by rule.
 
-**Frame.** Everything is scored in a fixed ``224 x 224`` frame
-(:data:`WSOL_SIZE`), whatever the input size or ``eval.frame``.
+**Frame.** Everything is scored in the network input's square frame
+``S x S`` (``model.input_size``), whatever ``eval.frame``. wsolevaluation
+resizes the CAM to its network input (always 224, :data:`WSOL_SIZE`) and
+scales boxes and masks to a fixed 224: at S = 224, the only size it trains,
+this is its rule exactly. At another size its code would compare a map of
+S x S with ground truth at 224 x 224; here the ground truth is scaled to
+S x S with the map instead (docs/metrics.md, "Two protocols"). Every
+function takes the frame's side ``size`` (default 224).
 
 **Score maps** (float64, as its evaluator asserts):
 
 * a CAM (a run's feature-resolution map, or a saved map of any other size):
-  resized to ``224 x 224`` by OpenCV's bicubic interpolation, then min-max
+  resized to ``S x S`` by OpenCV's bicubic interpolation, then min-max
   normalized; a constant (or NaN) map becomes all zeros (:func:`scoremap_from_cam`);
-* a saved map already ``224 x 224``: used as it is, without normalization
+* a saved map already ``S x S``: used as it is, without normalization
   (its evaluator reads saved maps so), so a constant map whose 8-bit value
   is > 0 keeps every pixel at every tau < 1 (:func:`scoremap_from_saved`).
 
@@ -25,19 +31,23 @@ docs/metrics.md puts them beside ours, rule by rule.
   the 8-bit maximum), so 1,000 thresholds give at most 256 distinct masks;
 * boxes come from ``cv2.findContours(RETR_TREE, CHAIN_APPROX_SIMPLE)``: every
   contour, the inner contour of a hole included, gives a candidate box
-  ``[x, y, min(x + w, 223), min(y + h, 223)]`` from ``cv2.boundingRect``;
+  ``[x, y, min(x + w, S - 1), min(y + h, S - 1)]`` from ``cv2.boundingRect``;
 * MaxBoxAcc takes the contour of largest polygon area (``cv2.contourArea``;
   the first one on ties), MaxBoxAccV2 the best of all candidates;
 * no contour gives the box ``[0, 0, 0, 0]``, which the IoU below still
   counts as one pixel.
 
-**Ground truth.** Boxes are scaled from the image's ``(H, W)`` to
-``224 x 224`` and each coordinate truncated to an integer
-(:func:`gt_boxes_224`). IoU counts inclusive pixels: widths and heights are
+**Ground truth.** Boxes are first written as wsolevaluation's metadata
+writes them for the dataset (inclusive ``xmax`` for ILSVRC, ``x + w`` for CUB:
+:func:`bench.data.wsol_layout.wsolevaluation_box_convention`), then scaled
+from the image's ``(H, W)`` to ``S x S`` and each coordinate truncated to an
+integer (:func:`gt_boxes_in_frame`). IoU counts inclusive pixels: widths and heights are
 ``x1 - x0 + 1`` and ``y1 - y0 + 1`` (:func:`inclusive_iou`). Masks are read
 as grayscale by OpenCV, resized with its nearest rule (the source pixel
-``floor(i * H / 224)``, top-left) and a pixel is an object pixel when its
-value is > 0.5, i.e. > 0 (:func:`masks_224`).
+``floor(i * H / S)``, top-left) and a pixel is an object pixel when its
+value is > 0.5, i.e. > 0 (:func:`masks_in_frame`). A map with a NaN is
+refused (:func:`box_ious_at_thresholds`), as its ``check_scoremap_validity``
+does.
 
 **Thresholds** (:func:`thresholds`): ``np.arange(0, 1, 1 / count)`` in
 float64, its ``cam_curve_interval = 1 / count`` (100: 0.01, 1000: 0.001).
@@ -58,7 +68,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-WSOL_SIZE = 224  # wsolevaluation's _RESIZE_LENGTH: maps, boxes and masks are scored at 224 x 224
+WSOL_SIZE = 224  # wsolevaluation's _RESIZE_LENGTH and network input: the default frame side
 MAX_8BIT = 255
 
 
@@ -86,29 +96,32 @@ def normalize_scoremap(cam: np.ndarray) -> np.ndarray:
     return shifted / shifted.max()
 
 
-def scoremap_from_cam(cam: np.ndarray) -> np.ndarray:
-    """A CAM ``(h, w)`` -> ``(224, 224)`` float64: OpenCV bicubic resize, then :func:`normalize_scoremap`."""
+def scoremap_from_cam(cam: np.ndarray, size: int = WSOL_SIZE) -> np.ndarray:
+    """A CAM ``(h, w)`` -> ``(size, size)`` float64: OpenCV bicubic resize, then :func:`normalize_scoremap`."""
     cam = np.ascontiguousarray(cam, dtype=np.float64)
-    resized = cv2.resize(cam, (WSOL_SIZE, WSOL_SIZE), interpolation=cv2.INTER_CUBIC)  # dsize is (W, H)
+    resized = cv2.resize(cam, (size, size), interpolation=cv2.INTER_CUBIC)  # dsize is (W, H)
     return normalize_scoremap(resized)
 
 
-def scoremap_from_saved(score_map: np.ndarray) -> np.ndarray:
-    """A saved map in ``[0, 1]`` -> ``(224, 224)`` float64: as it is at 224 x 224, else as a CAM."""
-    if score_map.shape == (WSOL_SIZE, WSOL_SIZE):
+def scoremap_from_saved(score_map: np.ndarray, size: int = WSOL_SIZE) -> np.ndarray:
+    """A saved map in ``[0, 1]`` -> ``(size, size)`` float64: as it is at that size, else as a CAM."""
+    if score_map.shape == (size, size):
         return np.array(score_map, dtype=np.float64)
-    return scoremap_from_cam(score_map)
+    return scoremap_from_cam(score_map, size)
 
 
 # ----------------------------------------------------------------------------- boxes and IoU
 
 
-def gt_boxes_224(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Boxes ``(G, 4)`` of an image of ``size (H, W)`` -> ``(G, 4)`` int64 at 224 x 224, each coordinate truncated."""
+def gt_boxes_in_frame(boxes: np.ndarray, size: tuple[int, int], frame: int = WSOL_SIZE) -> np.ndarray:
+    """Boxes ``(G, 4)`` of an image of ``size (H, W)``, as its metadata writes them -> ``(G, 4)`` int64 at ``frame x frame``.
+
+    Each coordinate is scaled (``x * frame / W``, as it computes it) and truncated.
+    """
     height, width = size
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scale_by = np.array([width, height, width, height], dtype=np.float64)
-    return np.trunc(boxes * float(WSOL_SIZE) / scale_by).astype(np.int64)  # x * 224 / W, as it computes it
+    return np.trunc(boxes * float(frame) / scale_by).astype(np.int64)
 
 
 def inclusive_iou(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
@@ -151,7 +164,7 @@ def box_ious_at_thresholds(scoremap: np.ndarray, threshold_list: np.ndarray,
     Args:
         scoremap: ``(H, W)`` float64 in ``[0, 1]`` (:func:`scoremap_from_cam` / :func:`scoremap_from_saved`).
         threshold_list: ``(T,)`` float64 (:func:`thresholds`).
-        gt_boxes: ``(G, 4)`` int boxes in the map's frame (:func:`gt_boxes_224`).
+        gt_boxes: ``(G, 4)`` int boxes in the map's frame (:func:`gt_boxes_in_frame`).
 
     Returns:
         ``(largest (T,), best (T,))`` float64 (module docstring). Each distinct
@@ -160,6 +173,10 @@ def box_ious_at_thresholds(scoremap: np.ndarray, threshold_list: np.ndarray,
     scoremap = np.asarray(scoremap)
     if scoremap.dtype != np.float64 or scoremap.ndim != 2:
         raise ValueError(f"scoremap must be a (H, W) float64 map; got {scoremap.dtype} {scoremap.shape}")
+    if np.isnan(scoremap).any():
+        raise ValueError(f"scoremap holds {int(np.isnan(scoremap).sum())} NaN value(s) of {scoremap.size}; "
+                         "wsolevaluation refuses such maps (check_scoremap_validity): fix the map maker, "
+                         "or save maps without NaN")
     if scoremap.min() < 0 or scoremap.max() > 1:
         raise ValueError(f"scoremap must lie in [0, 1] (8-bit copy); got min {scoremap.min():g}, "
                          f"max {scoremap.max():g}")
@@ -179,21 +196,22 @@ def box_ious_at_thresholds(scoremap: np.ndarray, threshold_list: np.ndarray,
 # ----------------------------------------------------------------------------- masks
 
 
-def _mask_224(path: Path) -> np.ndarray:
-    """One mask file -> ``(224, 224)`` bool: OpenCV grayscale, nearest resize, > 0.5."""
+def _mask_in_frame(path: Path, size: int) -> np.ndarray:
+    """One mask file -> ``(size, size)`` bool: OpenCV grayscale, nearest resize, > 0.5."""
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
         raise ValueError(f"{path}: OpenCV cannot read this mask image (expected a grayscale PNG)")
-    resized = cv2.resize(gray.astype(np.float32), (WSOL_SIZE, WSOL_SIZE), interpolation=cv2.INTER_NEAREST)
+    resized = cv2.resize(gray.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
     return resized > 0.5
 
 
-def masks_224(mask_paths: tuple[Path, ...], ignore_path: Path | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Object pixels (the union of the instance masks) and ignored pixels (None without an ignore mask), 224 x 224 bool.
+def masks_in_frame(mask_paths: tuple[Path, ...], ignore_path: Path | None,
+                   size: int = WSOL_SIZE) -> tuple[np.ndarray, np.ndarray | None]:
+    """Object pixels (the union of the instance masks) and ignored pixels (None without an ignore mask), ``(size, size)`` bool.
 
     Ignored: the ignore mask's pixels that are not object pixels.
     """
-    union = np.any([_mask_224(path) for path in mask_paths], axis=0)
+    union = np.any([_mask_in_frame(path, size) for path in mask_paths], axis=0)
     if ignore_path is None:
         return union, None
-    return union, _mask_224(ignore_path) & ~union
+    return union, _mask_in_frame(ignore_path, size) & ~union
