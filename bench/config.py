@@ -61,7 +61,7 @@ SyntheticVariant = Literal["parts", "uniform"]
 ObjectScale = Literal["cub", "imagenet", "small", "range"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Map methods of ``bench methods`` (bench.scoring.map_methods): our CAM and pytorch-grad-cam's methods, one name each.
-CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam"]
+CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam", "center"]
 BoxConventionSetting = Literal["auto", "half_open", "inclusive"]  # docs/datasets.md, "Box conventions"
 EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
 

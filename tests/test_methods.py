@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import shutil
 
 import numpy as np
@@ -13,6 +14,7 @@ from bench.commands.cli import main
 from bench.config import ConfigError, ModelConfig, load_study
 from bench.model.cam import class_activation_maps
 from bench.model.camnet import CamNet, build_model
+from bench.scoring.center_baseline import center_map
 from bench.scoring.map_methods import METHODS, MethodError, check_methods, map_method
 from bench.scoring.prediction import localize_batch, predict
 from bench.study.runner import run_study
@@ -86,13 +88,19 @@ def test_every_method_on_a_hand_made_feature_map_gives_the_computed_map():
         "gradcampp": (f * 0.0016 / 0.003297, 0 * f),
         "scorecam": (f, f),  # one channel: the softmax over channels is 1 whatever the class score
         "eigencam": (f - 0.06, f - 0.06),  # the centred map projected on its one component; class-agnostic
+        # The center baseline ignores the features: exp(-d^2 / (2 (1/6)^2)), d from the grid's centre in
+        # units of the side; at the centre cell 1, at (1, 3) d^2 = 0.2^2 + 0.2^2 = 0.08 -> exp(-1.44).
+        "center": (torch.from_numpy(center_map(5, 5)),) * 2,
     }
     assert set(expected) == set(METHODS) - {"cam"}
     for name, (class_0, class_1) in expected.items():
         maps = map_method(name, network)(spot, spot, classes)  # (1, 2, 5, 5)
         torch.testing.assert_close(maps[0, 0], class_0, rtol=1e-5, atol=1e-6, msg=f"{name}, class 0")
         torch.testing.assert_close(maps[0, 1], class_1, rtol=1e-5, atol=1e-6, msg=f"{name}, class 1")
-        assert divmod(int(maps[0, 0].argmax()), 5) == (1, 3), name  # every method peaks at the hot spot
+        peak = (2, 2) if name == "center" else (1, 3)  # every method peaks at the hot spot, but the fixed map
+        assert divmod(int(maps[0, 0].argmax()), 5) == peak, name
+    center = map_method("center", network)(spot, spot, classes)[0, 0]
+    assert float(center[2, 2]) == 1.0 and float(center[1, 3]) == pytest.approx(math.exp(-1.44), rel=1e-6)
 
 
 def test_method_names_are_checked():

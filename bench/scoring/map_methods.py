@@ -13,6 +13,7 @@ xgradcam      XGradCAM               sum_k (sum_xy g_k A_k / sum_xy A_k) A_k
 layercam      LayerCAM               sum_k relu(g_k) A_k, per position
 scorecam      ScoreCAM               sum_k softmax_k(S_c(image x upsampled, min-max scaled A_k)) A_k
 eigencam      EigenCAM               A projected on its first principal component (class-agnostic)
+center        (ours)                 a fixed isotropic Gaussian over the frame (bench.scoring.center_baseline), the floor
 ============  =====================  ==============================================================
 
 The hooked layer is the CamNet's last feature layer, the input of the global
@@ -58,6 +59,7 @@ from torch import nn
 
 from bench.config import CamMethod
 from bench.model.camnet import CamNet
+from bench.scoring.center_baseline import center_maps
 from bench.scoring.evaluation import SCORED_MAPS
 from bench.scoring.fixed_tau_metrics import TOP_K
 from bench.scoring.prediction import MapMethod, localize_batch
@@ -69,6 +71,8 @@ LIBRARY_CLASSES: dict[str, type[BaseCAM]] = {
     "scorecam": ScoreCAM, "eigencam": EigenCAM,
 }
 ON_IMAGES = ("scorecam",)  # methods that need the input images, not only the feature map
+# The center baseline (bench.scoring.center_baseline): one fixed map, the floor a method must beat.
+CENTER = "center"
 
 
 class MethodError(ValueError):
@@ -148,6 +152,8 @@ def map_method(name: str, network: CamNet, score_batch_size: int = 64) -> MapMet
     check_methods([name])
     if name == OUR_CAM:
         return None
+    if name == CENTER:
+        return center_maps
     method = library_method(name, network, score_batch_size)
     on_images = name in ON_IMAGES
 
