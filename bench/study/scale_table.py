@@ -1,0 +1,145 @@
+"""Localization by object scale in a study: per setting, pooling and scale bin, and GAP - X per bin.
+
+Object scale is the area of an image's largest ground-truth box over the
+image's area (:mod:`bench.scoring.object_scale`, bins
+:data:`~bench.scoring.object_scale.SCALE_BIN_EDGES`). A run's per-image values
+come from its ``predictions.csv`` (:mod:`bench.study.results`), so finished runs
+are binned without re-scoring; the per-bin numbers are means of the same
+per-image values the study's tables average (GT-known loc, top-1 loc error,
+mean IoU of the top-1 box) and the median box / object area of the GT-class
+box (:func:`bench.study.results.area_ratios`). The paired intervals are the
+study's paired bootstrap (:func:`bench.study.statistics.paired_bootstrap`)
+restricted to the images of one bin: every run of a setting sees the same
+test images, so a bin holds the same images in every run.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.config import StudyConfig
+from bench.scoring.object_scale import NUM_SCALE_BINS, object_scales, scale_bin_labels, scale_bins
+from bench.study.results import RunResult, area_ratios, by_setting, setting_label
+from bench.study.statistics import paired_bootstrap, verdict
+
+# Per-bin metrics of the table: key of RunResult.per_image (or "box_to_object") -> column label.
+SCALE_METRICS = {
+    "gt_known_loc_acc": "GT-known loc (%)",
+    "top1_loc_error": "top-1 loc err (%)",
+    "mean_iou": "mean IoU",
+    "box_to_object": "box / object area (median)",
+}
+COMPARED = ("gt_known_loc_acc", "top1_loc_error")  # the per-bin paired comparisons
+
+
+def result_bins(result: RunResult) -> np.ndarray:
+    """``(N,)`` scale bin of each image of ``result``, from its GT boxes in the evaluated frame.
+
+    In the input frame the frame is ``input_size`` square; in the original
+    frame the scale is taken against the smallest frame holding every GT box,
+    which is exact only when a box touches each border, so only the input
+    frame is binned (a ``ValueError`` otherwise).
+    """
+    if result.config.eval.frame != "input":
+        raise ValueError(f"{result.config.name}: binning by object scale needs eval.frame: input "
+                         f"(boxes of predictions.csv in the input frame), not {result.config.eval.frame!r}")
+    size = result.config.model.input_size
+    return scale_bins(object_scales(result.gt_boxes, [(size, size)] * len(result.gt_boxes)))
+
+
+def _bin_values(result: RunResult, bins: np.ndarray) -> dict[str, list[float]]:
+    values = {**result.per_image, "box_to_object": area_ratios(result)}
+    out = {}
+    for key in SCALE_METRICS:
+        column = []
+        for index in range(NUM_SCALE_BINS):
+            chosen = values[key][bins == index]
+            if not len(chosen):
+                column.append(float("nan"))
+            elif key == "box_to_object":
+                column.append(float(np.median(chosen)))
+            else:
+                column.append(float(np.mean(chosen)))
+        out[key] = column
+    return out
+
+
+def scale_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
+    """One row per setting, pooling and bin: images, and the per-bin metrics averaged over the seeds."""
+    rows = []
+    for setting, by_pooling in by_setting(study, results).items():
+        for pooling, runs in by_pooling.items():
+            per_run = [(_bin_values(run, bins), bins) for run in runs for bins in [result_bins(run)]]
+            for index, label in enumerate(scale_bin_labels()):
+                count = int(np.count_nonzero(per_run[0][1] == index))
+                row = {"setting": setting_label(study, setting, "all runs"), "pooling": pooling, "bin": label,
+                       "images": count, "seeds": len(runs)}
+                for key in SCALE_METRICS:
+                    row[key] = float(np.mean([values[key][index] for values, _ in per_run])) if count else None
+                rows.append(row)
+    return rows
+
+
+def scale_comparisons(study: StudyConfig, results: list[RunResult]) -> list[dict]:
+    """``GAP - X`` per setting, compared pooling, bin and metric of :data:`COMPARED`, with its interval."""
+    out = []
+    for setting, by_pooling in by_setting(study, results).items():
+        if "gap" not in by_pooling:
+            continue
+        gap = {run.config.seed: run for run in by_pooling["gap"]}
+        for other in study.compare:
+            rival = {run.config.seed: run for run in by_pooling.get(other, [])}
+            seeds = sorted(set(gap) & set(rival))
+            if not seeds:
+                continue
+            bins = result_bins(gap[seeds[0]])
+            for index, label in enumerate(scale_bin_labels()):
+                chosen = bins == index
+                if not chosen.any():
+                    continue
+                for metric in COMPARED:
+                    a = np.stack([gap[s].per_image[metric][chosen] for s in seeds])  # (S, n)
+                    b = np.stack([rival[s].per_image[metric][chosen] for s in seeds])
+                    mean, low, high = paired_bootstrap(a, b, study.bootstrap, study.confidence)
+                    out.append({"setting": setting_label(study, setting, "all runs"), "versus": other, "bin": label,
+                                "metric": metric, "images": int(chosen.sum()), "seeds": len(seeds),
+                                "difference": mean, "low": low, "high": high, "verdict": verdict(low, high, metric)})
+    return out
+
+
+def _number(value: float | None, key: str) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:.3f}" if key in ("mean_iou", "box_to_object") else f"{value:.1f}"
+
+
+def scale_markdown(study: StudyConfig, rows: list[dict], comparisons: list[dict], title: str) -> str:
+    """A study's ``by_object_scale.md`` section for one scoring point."""
+    level = f"{100 * study.confidence:g}%"
+    lines = [f"## {title}", "", "Object scale = largest GT box area / image area; bins "
+             f"{', '.join(scale_bin_labels())}. Metrics are means over the images of a bin (box / object area: "
+             "median), averaged over seeds.", ""]
+    labels = scale_bin_labels()
+    for key, name in SCALE_METRICS.items():
+        lines += [f"**{name}**", "", "| setting | pooling | " + " | ".join(labels) + " |",
+                  "|---|---|" + "---|" * len(labels)]
+        for setting in dict.fromkeys(row["setting"] for row in rows):
+            for pooling in dict.fromkeys(row["pooling"] for row in rows if row["setting"] == setting):
+                cells = [row for row in rows if row["setting"] == setting and row["pooling"] == pooling]
+                lines.append(f"| {setting} | {pooling.upper()} | " +
+                             " | ".join(_number(cell[key], key) for cell in cells) + " |")
+        lines.append("")
+    lines += ["**images per bin**", "", "| setting | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for setting in dict.fromkeys(row["setting"] for row in rows):
+        first = next(row["pooling"] for row in rows if row["setting"] == setting)
+        lines.append(f"| {setting} | " + " | ".join(str(row["images"]) for row in rows
+                                                  if row["setting"] == setting and row["pooling"] == first) + " |")
+    lines += ["", f"Paired GAP - X per bin ({level} bootstrap interval over the bin's images and the seeds, "
+              f"{study.bootstrap} resamples):", "",
+              "| setting | GAP - X | bin | images | metric | difference | CI low | CI high | verdict |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for row in comparisons:
+        lines.append(f"| {row['setting']} | {row['versus'].upper()} | {row['bin']} | {row['images']} | "
+                     f"{SCALE_METRICS[row['metric']]} | {row['difference']:+.1f} | {row['low']:+.1f} | "
+                     f"{row['high']:+.1f} | {row['verdict']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,42 @@
+"""The study's table by object scale: bins partition the test images, and bin means re-average to the table."""
+
+import numpy as np
+import pytest
+
+from bench.scoring.object_scale import NUM_SCALE_BINS
+from bench.study.results import FINAL, read_run
+from bench.study.scale_table import result_bins, scale_comparisons, scale_markdown, scale_rows
+
+
+def test_bins_partition_the_images_and_their_means_re_average_to_the_run_metrics(tiny_study):
+    study, runs = tiny_study
+    results = [read_run(config, FINAL) for config in runs]
+    rows = scale_rows(study, results)
+    assert len(rows) == 2 * NUM_SCALE_BINS  # GAP and GMP, one row per bin (empty bins too)
+    for result in results:
+        bins = result_bins(result)
+        mine = [row for row in rows if row["pooling"] == result.config.model.pooling]
+        assert sum(row["images"] for row in mine) == len(result.image_ids) == 24
+        for key in ("gt_known_loc_acc", "top1_loc_error"):
+            weighted = sum(row[key] * row["images"] for row in mine if row["images"]) / 24
+            assert weighted == pytest.approx(result.metrics[key], abs=1e-9)
+        # The scale of an image is its largest GT box over the 64 x 64 input frame: recompute one by hand.
+        box = max(result.gt_boxes[0], key=lambda b: (b[2] - b[0]) * (b[3] - b[1]))
+        scale = (box[2] - box[0]) * (box[3] - box[1]) / 64**2
+        assert bins[0] == int(np.searchsorted([0.1, 0.2, 0.3, 0.5], scale, side="right"))
+
+
+def test_per_bin_differences_pair_the_same_images(tiny_study):
+    study, runs = tiny_study
+    results = [read_run(config, FINAL) for config in runs]
+    comparisons = scale_comparisons(study, results)
+    gap, gmp = results
+    bins = result_bins(gap)
+    for row in comparisons:
+        index = ["[0, 0.1)", "[0.1, 0.2)", "[0.2, 0.3)", "[0.3, 0.5)", "[0.5, 1]"].index(row["bin"])
+        chosen = bins == index
+        expected = float(np.mean(gap.per_image[row["metric"]][chosen] - gmp.per_image[row["metric"]][chosen]))
+        assert row["images"] == chosen.sum() and row["difference"] == pytest.approx(expected)
+        assert row["low"] <= row["difference"] <= row["high"]
+    text = scale_markdown(study, scale_rows(study, results), comparisons, "Final epoch")
+    assert text.startswith("## Final epoch") and "| GAP - X | bin |" in text
