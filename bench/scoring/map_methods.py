@@ -57,6 +57,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from bench.config import CamMethod
+from bench.errors import InputError
 from bench.model.camnet import CamNet
 from bench.scoring.evaluation import SCORED_MAPS
 from bench.scoring.fixed_tau_metrics import TOP_K
@@ -71,7 +72,7 @@ LIBRARY_CLASSES: dict[str, type[BaseCAM]] = {
 ON_IMAGES = ("scorecam",)  # methods that need the input images, not only the feature map
 
 
-class MethodError(ValueError):
+class MethodError(InputError, ValueError):
     """An unknown method name; the message lists the known ones."""
 
 

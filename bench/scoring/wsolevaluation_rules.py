@@ -58,6 +58,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.data.samples import DatasetFormatError
+
 WSOL_SIZE = 224  # wsolevaluation's _RESIZE_LENGTH: maps, boxes and masks are scored at 224 x 224
 MAX_8BIT = 255
 
@@ -183,7 +185,7 @@ def _mask_224(path: Path) -> np.ndarray:
     """One mask file -> ``(224, 224)`` bool: OpenCV grayscale, nearest resize, > 0.5."""
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
-        raise ValueError(f"{path}: OpenCV cannot read this mask image (expected a grayscale PNG)")
+        raise DatasetFormatError(f"{path}: OpenCV cannot read this mask image (expected a grayscale PNG)")
     resized = cv2.resize(gray.astype(np.float32), (WSOL_SIZE, WSOL_SIZE), interpolation=cv2.INTER_NEAREST)
     return resized > 0.5
 
