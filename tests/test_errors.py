@@ -230,3 +230,11 @@ def test_an_interrupt_exits_130_with_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_dispatch", interrupted)  # Ctrl-C at any point of the command
     assert main(["data", str(TINY_CONFIG)]) == 130
     assert capsys.readouterr().err == "interrupted\n"
+
+
+def test_evaluate_maps_refuses_an_out_file_in_a_missing_folder_before_scoring(tmp_path, capsys):
+    (tmp_path / "maps").mkdir()
+    out = tmp_path / "none" / "scores.json"
+    assert main(["evaluate-maps", "--maps", str(tmp_path / "maps"), "--dataset-config", str(TINY_CONFIG),
+                 "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: --out {out}: folder {tmp_path / 'none'} not found; create it first\n"
