@@ -4,7 +4,10 @@ A config file maps onto the frozen dataclasses below. Loading is strict: an
 unknown or duplicate key, a value of the wrong type, a non-finite number or a
 choice outside the allowed set raises one :class:`ConfigError` that names the
 file and line (or the override), the key, the value seen and what is allowed,
-before anything touches the disk.
+before anything touches the disk. So do an empty file, a ``results_dir`` or
+``data_root`` that names an existing plain file, and a ``model.input_size``
+that is not a multiple of ``model.feature_stride`` (the CAM's cells must tile
+the input exactly).
 
 A field's constraint beyond its type sits beside it (:func:`setting`): this is
 the one place that says which values are valid; code that takes such values
@@ -28,6 +31,8 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
+
+from bench.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -66,7 +71,7 @@ BoxConventionSetting = Literal["auto", "half_open", "inclusive"]  # docs/dataset
 EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError, ValueError):
     """A config file or override is invalid; the message says where and how to fix it."""
 
 
@@ -318,8 +323,9 @@ def load_config(path: str | Path, overrides: typing.Sequence[str] = ()) -> RunCo
 
 def _load_run(path: Path, overrides: typing.Sequence[_Override]) -> RunConfig:
     raw, lines = _read_yaml(path, "config file", "configs/gap.yaml")
-    if raw is None:
-        raw = {}
+    if raw is None:  # an empty file would start a full-size run of every default: surely not what was meant
+        raise ConfigError(f"{path}: the config file is empty (or holds only comments); give the keys of the run, "
+                          "e.g. start from a copy of configs/gap.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(raw).__name__}")
     raw.setdefault("name", path.stem)
@@ -329,6 +335,7 @@ def _load_run(path: Path, overrides: typing.Sequence[_Override]) -> RunConfig:
     config = _build(RunConfig, raw, "", where)
     check_model(config.model, where)
     _check_dataset(config, where)
+    _check_folders(config, where)
     return config
 
 
@@ -337,6 +344,26 @@ def _check_dataset(config: RunConfig, where: _Where) -> None:
     if config.dataset.name != "synthetic" and not config.dataset.path:
         raise ConfigError(f"{where('dataset.name')}: dataset '{config.dataset.name}' needs 'dataset.path' "
                           f"(its folder under data_root, or the CSV file for 'csv'); see data/README.md")
+
+
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The existing plain file at ``folder`` or at one of its parents (so ``folder`` cannot be made); None if none."""
+    existing = next((part for part in (Path(folder), *Path(folder).parents) if part.exists()), None)
+    return None if existing is None or existing.is_dir() else existing
+
+
+def _check_folders(config: RunConfig, where: _Where) -> None:
+    """``results_dir`` and ``data_root`` must be folders or paths that can become ones: no plain file on the way.
+
+    The only check that looks at the disk (it reads, never writes), so that ``show-config`` refuses what ``run``
+    would fail on.
+    """
+    for key in ("results_dir", "data_root"):
+        value = getattr(config, key)
+        blocking = file_in_the_way(value)
+        if blocking is not None:
+            raise ConfigError(f"{where(key)}: '{key}' is {value!r}, but {blocking} is an existing file, not a "
+                              f"folder; choose a folder for {key}")
 
 
 def check_model(model: ModelConfig, where: Callable[[str], str] = lambda key: "ModelConfig") -> None:
@@ -349,6 +376,14 @@ def check_model(model: ModelConfig, where: Callable[[str], str] = lambda key: "M
         raise ConfigError(
             f"{where('model.feature_stride')}: 'model.feature_stride' is {model.feature_stride}; "
             f"backbone {model.backbone} supports: {', '.join(map(str, info.feature_strides))}"
+        )
+    if model.input_size % model.feature_stride:
+        lower = model.input_size - model.input_size % model.feature_stride
+        raise ConfigError(
+            f"{where('model.input_size')}: 'model.input_size' is {model.input_size}, not a multiple of "
+            f"'model.feature_stride' ({model.feature_stride}), so the CAM's cells would not tile the input; "
+            f"use a multiple of {model.feature_stride}, e.g. {max(lower, model.feature_stride)} or "
+            f"{lower + model.feature_stride}"
         )
     if model.pretrained and not info.pretrained:
         pretrained = [name for name, other in BACKBONES.items() if other.pretrained]

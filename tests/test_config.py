@@ -13,6 +13,7 @@ from bench.config import (
     DatasetConfig,
     ModelConfig,
     RunConfig,
+    check_model,
     config_to_dict,
     is_study_file,
     load_config,
@@ -313,3 +314,60 @@ def test_study_keys_go_through_the_run_config_checks(tmp_path, body, fragment):
     with pytest.raises(ConfigError) as error:
         load_study(path)
     assert f"{path}, {fragment}" in str(error.value)
+
+
+# ----------------------------------------------------------------------------- hostile inputs (issue 22, section 5)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_an_empty_config_file_is_refused_naming_the_file(tmp_path, capsys, text):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match="the config file is empty") as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path}: ")
+    assert main(["show-config", str(path)]) == 2  # it used to print every default and exit 0
+    assert f"{path}: the config file is empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key", ["results_dir", "data_root"])
+def test_a_folder_key_naming_an_existing_file_is_refused_by_show_config(tmp_path, capsys, key):
+    plain = tmp_path / "notes.txt"
+    plain.write_text("a file, not a folder\n")
+    path = write(tmp_path, f"{key}: {plain}\n")
+    assert main(["show-config", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert f"{path}, line 1: '{key}' is '{plain}', but {plain} is an existing file, not a folder" in error
+    # A file higher up on the path blocks the folder just the same; an override is named as the user typed it.
+    with pytest.raises(ConfigError, match=rf"override '{key}={plain}/sub': .* but {plain} is an existing file"):
+        load_config(TINY_CONFIG, [f"{key}={plain}/sub"])
+    assert plain.read_text() == "a file, not a folder\n"
+
+
+def test_a_folder_that_does_not_exist_yet_is_accepted(tmp_path):
+    config = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'new' / 'results'}", f"data_root={tmp_path / 'd'}"])
+    assert config.run_dir == tmp_path / "new" / "results" / "tiny" and not (tmp_path / "new").exists()
+
+
+def test_an_input_size_that_is_not_a_multiple_of_the_stride_is_refused_naming_both_keys(tmp_path):
+    path = write(tmp_path, "model:\n  backbone: tiny_cnn\n  pretrained: false\n  feature_stride: 8\n"
+                           "  input_size: 100\n")
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value) == (
+        f"{path}, line 5: 'model.input_size' is 100, not a multiple of 'model.feature_stride' (8), so the CAM's "
+        "cells would not tile the input; use a multiple of 8, e.g. 96 or 104")
+    assert load_config(path, ["model.input_size=104"]).model.input_size == 104  # 13 cells of 8 px
+    # A model config built in code (bench.model.camnet.build_model checks it) follows the same rule.
+    with pytest.raises(ConfigError, match="'model.input_size' is 40, not a multiple of 'model.feature_stride' "
+                                          r"\(16\).*e\.g\. 32 or 48"):
+        check_model(ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=16, input_size=40))
+
+
+def test_every_shipped_config_and_study_run_has_an_input_size_the_stride_divides():
+    configs = [load_config(path) for path in RUN_CONFIGS]
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        if is_study_file(path):
+            configs += load_study(path)[1] + load_study(path, quick=True)[1]
+    assert len(configs) > len(RUN_CONFIGS)
+    for config in configs:
+        assert config.model.input_size % config.model.feature_stride == 0, config.name

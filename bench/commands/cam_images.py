@@ -42,10 +42,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
 from bench.atomic_files import atomic_path, write_text
-from bench.config import EvalConfig, ModelConfig, load_config
+from bench.config import EvalConfig, ModelConfig, file_in_the_way, load_config
 from bench.data.samples import IMAGE_SUFFIXES
 from bench.data.torch_dataset import image_to_tensor
 from bench.data.wsol_layout import CLASSES_FILE, read_class_names
+from bench.errors import InputError
 from bench.model.camnet import CamNet, build_model, efficientnet_lite0_imagenet
 from bench.progress import progress_bar
 from bench.run.figures import overlay_cam
@@ -58,7 +59,7 @@ IMAGENET_INPUT_SIZE = 224
 PAPER_RULE = EvalConfig()  # tau = 0.2 of the max: the box rule without a run to take it from
 
 
-class CamCommandError(ValueError):
+class CamCommandError(InputError, ValueError):
     """Bad input to ``bench cam`` (no images, missing checkpoint, outputs that exist); nothing was written."""
 
 
@@ -147,7 +148,12 @@ def output_paths(image: Path, out_dir: Path) -> tuple[Path, Path]:
 
 
 def check_outputs_free(images: list[Path], out_dir: Path, overwrite: bool) -> None:
-    """Refuse two inputs with the same file name (same outputs) and, without ``overwrite``, existing outputs."""
+    """Refuse an ``out_dir`` that cannot be a folder, two inputs with the same file name (same outputs) and,
+    without ``overwrite``, existing outputs."""
+    blocking = file_in_the_way(out_dir)
+    if blocking is not None:
+        raise CamCommandError(f"--out {out_dir}: {blocking} is an existing file, not a folder; choose a folder "
+                              f"for the outputs")
     seen: dict[str, Path] = {}
     for image in images:
         if image.name in seen:

@@ -1,8 +1,10 @@
 """Command line: ``python -m bench <command> ...`` (also installed as ``wsol-bench``).
 
-Exit codes: 0 success, 2 bad input (config, dataset, existing run folder or outputs, nothing to resume),
-1 other failure (a NaN loss, out of disk space or memory: one message, no traceback),
-3 (``cam`` only) some images could not be read and were skipped (the others were processed).
+Exit codes, the same for every command: 0 success; 2 bad input (config, dataset, existing run folder or outputs,
+nothing to resume: any :class:`bench.errors.InputError`, one message naming the file or key, no traceback);
+1 other failure (a NaN loss, out of disk space or memory: one message, no traceback; a bug keeps its traceback);
+3 (``cam`` only) some images could not be read and were skipped (the others were processed);
+130 interrupted (Ctrl-C). :func:`main` is the one place that maps errors to these codes.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.config import ConfigError, config_to_dict, is_study_file, load_config, load_study
+from bench.errors import InputError, MissingInputError, OutputsExistError
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 EXIT_IMAGES_SKIPPED = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 _EPILOG = """\
 examples:
@@ -155,17 +159,13 @@ def _executor(args: argparse.Namespace):
 def _cam(args: argparse.Namespace) -> int:
     from bench.commands import cam_images as cam_command
 
-    try:
-        if args.topk < 1 or args.batch_size < 1:
-            raise cam_command.CamCommandError(f"--topk and --batch-size must be >= 1, got {args.topk} and "
-                                              f"{args.batch_size}")
-        images = cam_command.plan_outputs(args.images, Path(args.out), args.overwrite)
-        model = (cam_command.checkpoint_cam_model(Path(args.checkpoint)) if args.checkpoint
-                 else cam_command.imagenet_cam_model())
-        skipped = cam_command.run_cam(images, model, Path(args.out), args.topk, args.batch_size)
-    except (cam_command.CamCommandError, ConfigError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    if args.topk < 1 or args.batch_size < 1:
+        raise cam_command.CamCommandError(f"--topk and --batch-size must be >= 1, got {args.topk} and "
+                                          f"{args.batch_size}")
+    images = cam_command.plan_outputs(args.images, Path(args.out), args.overwrite)
+    model = (cam_command.checkpoint_cam_model(Path(args.checkpoint)) if args.checkpoint
+             else cam_command.imagenet_cam_model())
+    skipped = cam_command.run_cam(images, model, Path(args.out), args.topk, args.batch_size)
     if skipped:
         print(f"{len(skipped)} file(s) skipped (unreadable): " + ", ".join(str(path) for path, _ in skipped)
               + f"; exit code {EXIT_IMAGES_SKIPPED}", file=sys.stderr)
@@ -175,21 +175,14 @@ def _cam(args: argparse.Namespace) -> int:
 
 def _methods(args: argparse.Namespace) -> int:
     from bench.commands import compare_methods as methods_command
-    from bench.data.samples import DatasetFormatError
-    from bench.scoring.map_methods import MethodError
 
-    try:
-        if args.timing_batches < 1 or args.score_batch_size < 1:
-            raise methods_command.MethodsCommandError(
-                f"--timing-batches and --score-batch-size must be >= 1, got {args.timing_batches} and "
-                f"{args.score_batch_size}")
-        names = [name.strip() for name in args.methods.split(",") if name.strip()]
-        methods_command.run_methods(Path(args.run_dir), names, args.split, args.overwrite,
-                                    timing_batches=args.timing_batches, score_batch_size=args.score_batch_size)
-    except (methods_command.MethodsCommandError, MethodError, ConfigError, DatasetFormatError,
-            FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    if args.timing_batches < 1 or args.score_batch_size < 1:
+        raise methods_command.MethodsCommandError(
+            f"--timing-batches and --score-batch-size must be >= 1, got {args.timing_batches} and "
+            f"{args.score_batch_size}")
+    names = [name.strip() for name in args.methods.split(",") if name.strip()]
+    methods_command.run_methods(Path(args.run_dir), names, args.split, args.overwrite,
+                                timing_batches=args.timing_batches, score_batch_size=args.score_batch_size)
     return 0
 
 
@@ -203,8 +196,9 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
 
     out = Path(args.out) if args.out else None
     if out is not None and out.exists():
-        print(f"error: {out} already exists; choose another --out file", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise OutputsExistError(f"{out} already exists; choose another --out file")
+    if out is not None and not out.parent.is_dir():
+        raise MissingInputError(f"--out {out}: folder {out.parent} not found; create it first")
     dataset = pipeline.prepare_dataset(config)
     _, samples, _ = pipeline.checked_samples(dataset, config)
     maps = load_score_maps(Path(args.maps), samples, args.any_range)
@@ -216,25 +210,39 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; the one place where errors become exit codes (module docstring), for every command."""
     args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except InputError as error:
+        print(f"{'config error' if isinstance(error, ConfigError) else 'error'}: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"interrupted{_resume_hint(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # noqa: BLE001 - one line for a failure the user can act on, re-raise a bug
+        failure = describe_failure(error)
+        if failure is None:
+            raise
+        print(f"error: {failure}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """How to continue after Ctrl-C: only ``run`` resumes (a run with --resume, a study by running it again)."""
+    if args.command != "run":
+        return ""
+    if is_study_file(args.config):
+        return "; run the same command again to continue: the study resumes its interrupted runs"
+    return "; continue the run with --resume"
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """Run one command; errors propagate to :func:`main`."""
     if args.command == "cam":
         return _cam(args)
     if args.command == "methods":
         return _methods(args)
-    try:
-        return _dispatch(args)
-    except ConfigError as error:
-        print(f"config error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print("interrupted; continue the run with --resume", file=sys.stderr)
-        return 130
-    except Exception as error:  # noqa: BLE001 - map known input errors to exit 2, re-raise the rest
-        return _exit_code(error)
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    """Run one command other than ``cam``; errors propagate to :func:`main`."""
     if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
         return _study_command(args)
     if getattr(args, "executor", "sequential") != "sequential":
@@ -292,25 +300,6 @@ def _data(config) -> int:
           f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"
           + (f", {len(skipped)} skipped" if skipped else ""))
     return 0
-
-
-def _exit_code(error: Exception) -> int:
-    """Exit 2 for bad input, 1 for a failure the user can act on (message printed); re-raise a real bug."""
-    from bench.data.samples import DatasetFormatError
-    from bench.run.pipeline import ResumeError, RunExistsError
-    from bench.scoring.saved_maps import ScoreMapError
-    from bench.study.results import StudyError
-
-    known = (DatasetFormatError, RunExistsError, ResumeError, StudyError, ScoreMapError, FileNotFoundError,
-             FileExistsError)
-    if isinstance(error, known):
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    failure = describe_failure(error)
-    if failure:
-        print(f"error: {failure}", file=sys.stderr)
-        return EXIT_FAILURE
-    raise error
 
 
 def describe_failure(error: BaseException) -> str | None:

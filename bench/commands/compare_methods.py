@@ -45,6 +45,7 @@ from bench.commands.cam_images import checkpoint_cam_model  # noqa: E402
 from bench.config import RunConfig, load_config  # noqa: E402
 from bench.data.images import check_images  # noqa: E402
 from bench.data.torch_dataset import WsolDataset, collate  # noqa: E402
+from bench.errors import InputError  # noqa: E402
 from bench.model.camnet import CamNet  # noqa: E402
 from bench.run.figures import draw_box, overlay_cam, save_figure  # noqa: E402
 from bench.run.folder import (
@@ -84,7 +85,7 @@ COLUMNS = {
 FIGURE_IMAGES = 6
 
 
-class MethodsCommandError(ValueError):
+class MethodsCommandError(InputError, ValueError):
     """Bad input to ``bench methods`` (no finished run there, outputs that exist); nothing was written."""
 
 

@@ -83,7 +83,7 @@ from tqdm import tqdm
 
 from bench.config import DatasetConfig, ObjectScale, SyntheticVariant, field_check
 from bench.data.boxes import box_area, mask_to_box
-from bench.data.samples import SPLITS, Sample
+from bench.data.samples import SPLITS, DatasetFormatError, Sample
 from bench.data.wsol_layout import write_class_names, write_split
 from bench.progress import progress_bar
 
@@ -647,7 +647,11 @@ def _is_complete(root: Path, parameters: dict) -> bool:
     description_path = root / "dataset.json"
     if not description_path.is_file():
         return False
-    return json.loads(description_path.read_text(encoding="utf-8")).get("parameters") == parameters
+    try:
+        description = json.loads(description_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):  # not this generator's file: the caller names the folder
+        return False
+    return isinstance(description, dict) and description.get("parameters") == parameters
 
 
 def ensure_synthetic_dataset(
@@ -671,7 +675,7 @@ def ensure_synthetic_dataset(
     root = synthetic_dataset_dir(data_dir, variant, seed, num_train, num_val, num_test, image_size, object_scale)
     if root.exists():
         if not _is_complete(root, parameters):
-            raise ValueError(
+            raise DatasetFormatError(
                 f"{root} exists but has no dataset.json with parameters {parameters}; "
                 "it was not written by this generator version: delete it to regenerate"
             )

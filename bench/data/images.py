@@ -69,12 +69,18 @@ def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     """``(H, W)`` bool mask of a grayscale PNG (True where value > :data:`MASK_THRESHOLD`).
 
     ``size (H, W)``: resized to it first (nearest neighbour); None keeps the file's size.
+    Raises :class:`DatasetFormatError` naming the file if it cannot be read as an image (the PIL
+    error is its ``__cause__``).
     """
-    with Image.open(path) as image:
-        mask = image.convert("L")
-        if size is not None and mask.size != (size[1], size[0]):
-            mask = mask.resize((size[1], size[0]), Image.NEAREST)
-        return np.asarray(mask) > MASK_THRESHOLD
+    try:
+        with Image.open(path) as image:
+            mask = image.convert("L")
+            if size is not None and mask.size != (size[1], size[0]):
+                mask = mask.resize((size[1], size[0]), Image.NEAREST)
+            return np.asarray(mask) > MASK_THRESHOLD
+    except IMAGE_READ_ERRORS as error:
+        raise DatasetFormatError(f"{path}: cannot read this mask image ({type(error).__name__}: {error}); "
+                                 "expected a grayscale PNG") from error
 
 
 # Boxes may overshoot the image by this many pixels (then they are clipped); see check_images.

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bench.errors import InputError
+
 SPLITS = ("train", "val", "test")
 
 
@@ -22,7 +24,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 UNKNOWN_SIZE = (0, 0)
 
 
-class DatasetFormatError(ValueError):
+class DatasetFormatError(InputError, ValueError):
     """A metadata file is missing or one of its lines is malformed."""
 
 
@@ -92,7 +94,7 @@ class DatasetSplits:
 README_HINT = "See data/README.md, section 'Real datasets'."
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(InputError, FileNotFoundError):
     """A dataset is not where the config says; the message lists what was expected and where to get it."""
 
 

@@ -54,10 +54,11 @@ import numpy as np
 
 from bench.config import DatasetConfig
 from bench.data.boxes import mask_to_box, resize_boxes
-from bench.data.images import IMAGE_READ_ERRORS, MASK_THRESHOLD, read_image_sizes, read_mask
+from bench.data.images import MASK_THRESHOLD, read_image_sizes, read_mask
 from bench.data.native_readers import BOX_CONVENTIONS, from_half_open, to_half_open
 from bench.data.samples import SPLITS, UNKNOWN_SIZE, DatasetFormatError, DatasetSplits, Sample, not_found
 from bench.data.text_lines import Line, first_lines, key_lines, parse_box, parse_int, read_lines, read_text
+from bench.errors import OutputsExistError
 
 CLASSES_FILE = "classes.txt"
 
@@ -290,8 +291,9 @@ def _instance_box(line: Line, mask_path: Path, size: tuple[int, int]) -> np.ndar
     """``(4,)`` tight box of an instance mask's object pixels, in the frame of the image of ``size (H, W)``."""
     try:
         mask = read_mask(mask_path)
-    except IMAGE_READ_ERRORS as error:
-        raise line.error(f"cannot read instance mask {mask_path} ({type(error).__name__}: {error})") from None
+    except DatasetFormatError as error:  # the line that lists the mask says more than the file alone
+        cause = error.__cause__
+        raise line.error(f"cannot read instance mask {mask_path} ({type(cause).__name__}: {cause})") from None
     if not mask.any():
         raise line.error(f"instance mask {mask_path} has no object pixel (value > {MASK_THRESHOLD})")
     box = mask_to_box(mask)
@@ -309,7 +311,7 @@ def _relative_id(path: Path, root: Path, what: str) -> str:
     try:
         return Path(path).relative_to(root).as_posix()
     except ValueError:
-        raise ValueError(f"{what} {path} is not under {root}; metadata stores paths relative to it") from None
+        raise DatasetFormatError(f"{what} {path} is not under {root}; metadata stores paths relative to it") from None
 
 
 def write_class_names(root: Path, names: list[str]) -> None:
@@ -334,7 +336,8 @@ def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_
     for sample in samples:
         image_id = _relative_id(sample.image_path, Path(image_root), "image")
         if "," in image_id:
-            raise ValueError(f"image id {image_id!r} contains a comma, which the metadata format cannot hold")
+            raise DatasetFormatError(f"image id {image_id!r} contains a comma, which the metadata format cannot hold "
+                                     f"(image {sample.image_path}); rename the file")
         height, width = sample.size
         ids.append(image_id)
         labels.append(f"{image_id},{sample.label}")
@@ -342,12 +345,13 @@ def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_
         boxes += [f"{image_id}," + ",".join(_format_number(v) for v in box)
                   for box in from_half_open(sample.boxes, box_convention)]
         if len(sample.mask_paths) > 1 or sample.ignore_path is not None:
-            raise ValueError(f"{sample.image_id} has {len(sample.mask_paths)} instance mask(s) and ignore mask "
-                             f"{sample.ignore_path}; the writer stores one mask per image (masks.txt) and no ignore "
-                             "mask: keep such data in wsolevaluation's OpenImages layout and read it in place")
+            raise DatasetFormatError(f"{sample.image_id} has {len(sample.mask_paths)} instance mask(s) and ignore mask "
+                                     f"{sample.ignore_path}; the writer stores one mask per image (masks.txt) and no "
+                                     "ignore mask: keep such data in wsolevaluation's OpenImages layout and read it "
+                                     "in place")
         if sample.mask_paths:
             if masks_root is None:
-                raise ValueError(f"{sample.image_id} has a mask but no masks_root was given")
+                raise DatasetFormatError(f"{sample.image_id} has a mask but no masks_root was given")
             masks.append(f"{image_id},{_relative_id(sample.mask_paths[0], Path(masks_root), 'mask')}")
     files = {"image_ids.txt": ids, "class_labels.txt": labels, "image_sizes.txt": sizes, "localization.txt": boxes}
     if masks:
@@ -524,8 +528,8 @@ def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, mas
     metadata_root = Path(metadata_root)
     existing = [split for split in SPLITS if (metadata_root / split).exists()]
     if existing:
-        raise FileExistsError(f"{metadata_root} already holds split folder(s) {', '.join(existing)}; "
-                              "remove them or choose another metadata_root")
+        raise OutputsExistError(f"{metadata_root} already holds split folder(s) {', '.join(existing)}; "
+                                "remove them or choose another metadata_root")
     metadata_root.mkdir(parents=True, exist_ok=True)
     if box_convention not in BOX_CONVENTIONS:
         raise ValueError(f"unknown box convention {box_convention!r}; allowed values: {BOX_CONVENTIONS}")

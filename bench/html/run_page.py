@@ -25,6 +25,7 @@ from bench.config import RunConfig
 from bench.data.loading import load_dataset
 from bench.data.samples import DatasetFormatError, Sample
 from bench.data.wsol_layout import read_class_names
+from bench.errors import MissingInputError
 from bench.html.render import copy_assets, write_page
 from bench.html.thumbnails import MAX_IMAGES, page_sample, thumbnail_name, write_image_thumbnails
 from bench.run.figures import METRIC_LABELS
@@ -213,10 +214,10 @@ def rewrite_run_page(config: RunConfig, log: Callable[[str], None] = print) -> P
     """:func:`write_run_page` for ``bench report <run config>``; a folder without a finished run is an error.
 
     Raises:
-        FileNotFoundError: ``config.run_dir`` holds no complete run (its status is named).
+        MissingInputError: ``config.run_dir`` holds no complete run (its status is named).
     """
     status = run_status(config.run_dir)
     if status != COMPLETE:
-        raise FileNotFoundError(f"{config.run_dir} holds no finished run (status: {status}); run it first "
+        raise MissingInputError(f"{config.run_dir} holds no finished run (status: {status}); run it first "
                                 f"(make benchmark CONFIG=...), then re-render its page")
     return write_run_page(config, log=log)

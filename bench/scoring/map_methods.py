@@ -58,6 +58,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
 from bench.config import CamMethod
+from bench.errors import InputError
 from bench.model.camnet import CamNet
 from bench.scoring.center_baseline import center_maps
 from bench.scoring.evaluation import SCORED_MAPS
@@ -75,7 +76,7 @@ ON_IMAGES = ("scorecam",)  # methods that need the input images, not only the fe
 CENTER = "center"
 
 
-class MethodError(ValueError):
+class MethodError(InputError, ValueError):
     """An unknown method name; the message lists the known ones."""
 
 

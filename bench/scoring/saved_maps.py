@@ -46,6 +46,7 @@ import torch
 from bench.config import EvalConfig
 from bench.data.boxes import best_iou
 from bench.data.samples import Sample
+from bench.errors import InputError
 from bench.model.cam import upsample_cams
 from bench.scoring.box_rule import boxes_from_cams
 from bench.scoring.evaluation import SweepMeters
@@ -59,7 +60,7 @@ MAX_LISTED_PROBLEMS = 20
 NPY_READ_ERRORS = (OSError, ValueError, EOFError)
 
 
-class ScoreMapError(ValueError):
+class ScoreMapError(InputError, ValueError):
     """Some score-map files are missing or invalid; the message lists them with their file names."""
 
 

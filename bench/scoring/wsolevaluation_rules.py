@@ -68,6 +68,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bench.data.samples import DatasetFormatError
+
 WSOL_SIZE = 224  # wsolevaluation's _RESIZE_LENGTH and network input: the default frame side
 MAX_8BIT = 255
 
@@ -200,7 +202,7 @@ def _mask_in_frame(path: Path, size: int) -> np.ndarray:
     """One mask file -> ``(size, size)`` bool: OpenCV grayscale, nearest resize, > 0.5."""
     gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if gray is None:
-        raise ValueError(f"{path}: OpenCV cannot read this mask image (expected a grayscale PNG)")
+        raise DatasetFormatError(f"{path}: OpenCV cannot read this mask image (expected a grayscale PNG)")
     resized = cv2.resize(gray.astype(np.float32), (size, size), interpolation=cv2.INTER_NEAREST)
     return resized > 0.5
 

@@ -33,7 +33,7 @@ from bench.data.torch_dataset import WsolDataset  # noqa: E402
 from bench.run.figures import draw_box, overlay_cam, save_figure  # noqa: E402
 from bench.scoring.box_rule import normalize_cams  # noqa: E402
 from bench.scoring.evaluation import to_pixels  # noqa: E402
-from bench.study.results import RunResult, area_ratios, setting_label, upsampled_cams  # noqa: E402
+from bench.study.results import RunResult, StudyError, area_ratios, setting_label, upsampled_cams  # noqa: E402
 from bench.study.tables import run_metric  # noqa: E402
 
 POOLING_ORDER = get_args(Pooling)  # figure order: the config's order of the poolings
@@ -306,7 +306,8 @@ def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, f
     """Every figure that applies to this study; returns their paths."""
     inputs = [r for r in results if r.config.eval.frame == "input"]
     if len(inputs) != len(results):
-        raise ValueError("study figures need eval.frame: input (the CAMs in cams.npz are drawn in that frame)")
+        raise StudyError(f"{study.base}: study figures need eval.frame: input (the CAMs in cams.npz are drawn in "
+                         "that frame)")
     paths = [
         cams_side_by_side(study, settings, folder / "cams_gap_vs_gmp.png"),
         iou_histograms(study, settings, folder / "iou_hist.png"),

@@ -18,6 +18,7 @@ import torch
 
 from bench.config import RunConfig, StudyConfig
 from bench.data.boxes import box_area, pairwise_iou
+from bench.errors import InputError
 from bench.model.cam import upsample_cams
 from bench.run.folder import (
     CAMS_FILE,
@@ -44,7 +45,7 @@ FINAL, VAL_SELECTED = "final", "val_selected"
 POINTS = (FINAL, VAL_SELECTED)
 
 
-class StudyError(RuntimeError):
+class StudyError(InputError, RuntimeError):
     """A study cannot proceed as asked (e.g. a finished run folder holds another config)."""
 
 
