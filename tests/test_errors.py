@@ -161,12 +161,12 @@ def test_a_mask_pil_cannot_read_is_a_dataset_error_naming_the_file(tmp_path):
 
 
 def test_a_mask_opencv_cannot_read_is_a_dataset_error_naming_the_file(tmp_path):
-    from bench.scoring.wsolevaluation_rules import masks_224
+    from bench.scoring.wsolevaluation_rules import masks_in_frame
 
     good, bad = tmp_path / "good.png", write(tmp_path / "bad.png", "not a PNG")
     Image.fromarray(np.full((4, 4), 255, np.uint8)).save(good)
     with pytest.raises(DatasetFormatError, match=f"{bad}: OpenCV cannot read this mask image"):
-        masks_224((good,), bad)
+        masks_in_frame((good,), bad)
 
 
 def test_a_foreign_folder_where_the_synthetic_dataset_goes_is_a_dataset_error(tmp_path):
