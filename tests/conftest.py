@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import TINY_CONFIG, FinishedRun, folder_fingerprint, tiny_run_config
 
+from bench.html.run_page import write_run_page
 from bench.run.pipeline import run
 
 
@@ -40,7 +41,7 @@ def tiny_run(tiny_data_dir, tmp_path_factory) -> FinishedRun:
     (``tiny_config``) or works on a copy of this folder. Teardown fails if any file in it changed.
     """
     config = tiny_run_config(tiny_data_dir, tmp_path_factory.mktemp("tiny_run") / "results")
-    metrics = run(config, log=lambda message: None)
+    metrics = run(config, log=lambda message: None, after_complete=write_run_page)  # as `bench run` does
     before = folder_fingerprint(config.run_dir)
     yield FinishedRun(config, metrics)
     after = folder_fingerprint(config.run_dir)
@@ -52,6 +53,7 @@ def tiny_run(tiny_data_dir, tmp_path_factory) -> FinishedRun:
 def tiny_study(tiny_data_dir, tmp_path_factory):
     """A finished study of two tiny runs (GAP and GMP, seed 0) with its report and pages: ``(study, runs)``."""
     from bench.config import load_study
+    from bench.html.study_page import write_study_page
     from bench.study.runner import run_study
 
     folder = tmp_path_factory.mktemp("tiny_study")
@@ -60,5 +62,5 @@ def tiny_study(tiny_data_dir, tmp_path_factory):
                     f"  set:\n    data_root: {tiny_data_dir}\n    results_dir: {folder / 'results'}\n"
                     f"  compare: [gmp]\n  bootstrap: 200\n")
     study, runs = load_study(path)
-    run_study(study, runs, log=lambda message: None)
+    run_study(study, runs, log=lambda message: None, run_page=write_run_page, study_page=write_study_page)
     return study, runs

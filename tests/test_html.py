@@ -16,7 +16,7 @@ from bench.commands.cli import main
 from bench.data.loading import load_dataset
 from bench.html.run_page import metric_rows, write_run_page
 from bench.html.thumbnails import GT_COLOUR, PREDICTED_COLOUR, _draw_boxes, page_sample, thumbnail_name
-from bench.run.figures import METRIC_LABELS
+from bench.scoring.metric_names import RUN_METRICS as METRIC_LABELS
 
 
 class Page(HTMLParser):
@@ -169,17 +169,41 @@ def test_report_rerenders_a_run_page_and_says_when_the_images_are_gone(tiny_run,
     assert len(Page(copy / "index.html").with_class("figure", "card")) == 24
     assert (copy / "page" / "page.js").is_file() and (copy / "page" / "page.css").is_file()
 
-    # A results folder copied without the dataset: the page keeps the rest and says why there is no grid.
+    # A results folder copied without the dataset: its thumbnails are kept and shown, byte for byte.
     config = dataclasses.replace(tiny_run.config, results_dir=str(results))
     samples = load_dataset(config.dataset, Path(config.data_root), progress=False).splits["test"]
     gone = [dataclasses.replace(sample, image_path=tmp_path / "gone" / sample.image_path.name) for sample in samples]
+    thumbnails = {path.name: path.read_bytes() for path in (copy / "page" / "img").iterdir()}
     notes = []
+    write_run_page(config, gone, log=notes.append)
+    assert notes == [] and len(Page(copy / "index.html").with_class("figure", "card")) == 24
+    assert {path.name: path.read_bytes() for path in (copy / "page" / "img").iterdir()} == thumbnails
+    check_links(copy / "index.html", copy)
+
+    # Without the dataset and without thumbnails: the page keeps the rest and says why there is no grid.
+    shutil.rmtree(copy / "page" / "img")
     write_run_page(config, gone, log=notes.append)
     page = Page(copy / "index.html")
     assert not page.with_class("figure", "card") and page.with_class("p", "warning")
     assert len(notes) == 1 and "24 evaluated image(s) are missing" in notes[0]
     assert not (copy / "page" / "img").exists()
     check_links(copy / "index.html", copy)
+
+
+def test_pages_are_written_as_utf8_not_in_the_locale_encoding(tmp_path):
+    """The pages say ``<meta charset="utf-8">``; writing them in the locale's encoding is an EncodingWarning."""
+    import subprocess
+    import sys
+
+    script = ("import sys, warnings; warnings.simplefilter('error', EncodingWarning); "
+              "from bench.html.render import write_page; "
+              "write_page(__import__('pathlib').Path(sys.argv[1]), 'base.html', title='τ ± 0.5 · ré', assets='page')")
+    path = tmp_path / "index.html"
+    done = subprocess.run([sys.executable, "-X", "warn_default_encoding", "-c", script, str(path)],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = path.read_bytes().decode("utf-8")
+    assert '<meta charset="utf-8">' in text and "τ ± 0.5 · ré" in text
 
 
 # ----------------------------------------------------------------------------- the study page
@@ -215,3 +239,23 @@ def test_study_page_links_tables_and_side_by_side_data_match_the_runs(tiny_study
                                                for pooling in ("gap", "gmp")}
     options = [attrs for tag, attrs in page.elements if tag == "option" and attrs.get("value") == "pair"]
     assert [(o["data-yes"], o["data-no"]) for o in options] == [("GAP", "GMP"), ("GMP", "GAP")]
+
+
+def test_study_page_links_run_names_with_url_characters(tiny_study, tmp_path):
+    """Run names with ``#``, ``?`` and ``%``: each link and image of the study page is percent-quoted."""
+    from bench.html.study_page import write_study_page
+
+    study, runs = tiny_study
+    copied = dataclasses.replace(study, results_dir=str(tmp_path / "results"))
+    for name in ("table.csv", "comparison.csv"):
+        (copied.study_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(study.study_dir / name, copied.study_dir / name)
+    renamed = []
+    for config, name in zip(runs, ("gap #1?a=b", "gmp 100%")):
+        moved = dataclasses.replace(config, name=name, results_dir=str(copied.study_dir / "runs"))
+        shutil.copytree(config.run_dir, moved.run_dir)
+        renamed.append(moved)
+    write_study_page(copied, renamed, log=lambda message: None)
+    urls = check_links(copied.study_dir / "index.html", copied.study_dir)
+    assert "runs/gap%20%231%3Fa%3Db/index.html" in urls and "runs/gmp%20100%25/index.html" in urls
+    assert any(url.startswith("runs/gmp%20100%25/page/img/") for url in urls)  # the side-by-side thumbnails

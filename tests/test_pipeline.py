@@ -212,3 +212,29 @@ def test_train_validate_false_writes_no_history_val_metrics_nor_selection(tiny_c
     assert not (folder / "val_selected").exists() and not (folder / "best_epoch.pt").exists()
     with (folder / "history.csv").open() as handle:
         assert next(csv.reader(handle)) == HISTORY_COLUMNS[:5]
+
+
+def test_errors_after_the_complete_manifest_leave_the_run_complete(tiny_config):
+    """A failing page writer and a failing final message are reported; the trained, scored run stays complete."""
+    config = tiny_config("train.epochs=1", "train.validate=false", "eval.calibrate=false")
+    seen = []
+
+    def page(run_config, samples, log):
+        status = json.loads((run_config.run_dir / "manifest.json").read_text())["status"]
+        seen.append((status, len(samples)))
+        raise OSError("thumbnail disk gone")
+
+    def log(message: str) -> None:
+        if message.startswith("results in"):
+            raise BrokenPipeError("the terminal went away")
+        seen.append(message)
+
+    metrics = run(config, log=log, after_complete=page)
+    manifest = json.loads((config.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and "error" not in manifest
+    assert metrics == {key: json.loads((config.run_dir / "metrics.json").read_text())[key] for key in metrics}
+    assert ("complete", config.dataset.num_test) in seen  # the page is written once the manifest says complete
+    assert any("the run is complete, but writing its page failed (OSError: thumbnail disk gone)" in str(item)
+               for item in seen)
+    assert any("the run is complete, but its summary could not be printed (BrokenPipeError" in str(item)
+               for item in seen)

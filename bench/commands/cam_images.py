@@ -30,7 +30,6 @@ before that file existed, from the dataset the config names.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +41,14 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 from timm.data.constants import IMAGENET_INCEPTION_MEAN, IMAGENET_INCEPTION_STD
 
 from bench.atomic_files import atomic_path, write_text
-from bench.config import EvalConfig, ModelConfig, file_in_the_way, load_config
+from bench.config import EvalConfig, ModelConfig, file_in_the_way
 from bench.data.samples import IMAGE_SUFFIXES
 from bench.data.torch_dataset import image_to_tensor
-from bench.data.wsol_layout import CLASSES_FILE, read_class_names
 from bench.errors import InputError
-from bench.model.camnet import CamNet, build_model, efficientnet_lite0_imagenet
+from bench.model.camnet import CamNet, efficientnet_lite0_imagenet
 from bench.progress import progress_bar
 from bench.run.figures import overlay_cam
-from bench.run.folder import CONFIG_FILE
+from bench.run.trained_model import TrainedModelError, load_trained_network
 from bench.scoring.box_rule import normalize_cams
 from bench.scoring.prediction import localize_batch
 from bench.scoring.protocols import box_rule
@@ -104,24 +102,12 @@ def imagenet_cam_model() -> CamModel:
 
 def checkpoint_cam_model(checkpoint: Path) -> CamModel:
     """The network of a run folder (``config.yaml`` beside the checkpoint) with the checkpoint's weights."""
-    run_dir = checkpoint.parent
-    if not checkpoint.is_file():
-        raise CamCommandError(f"checkpoint {checkpoint} not found (expected results/<run>/checkpoint.pt)")
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise CamCommandError(f"{run_dir / 'config.yaml'} not found: the checkpoint must sit in its run folder")
-    config = load_config(run_dir / CONFIG_FILE)
-    if (run_dir / CLASSES_FILE).is_file():
-        names = read_class_names(run_dir)
-    else:
-        from bench.data.loading import load_dataset
-
-        names = load_dataset(config.dataset, Path(config.data_root), progress=False).class_names
-    # The checkpoint holds every weight: no need to read ImageNet weights first.
-    model_config = dataclasses.replace(config.model, pretrained=False, weights="")
-    network = build_model(model_config, num_classes=len(names))
-    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
-    return CamModel(network.eval(), names, config.model.input_size, config.eval.tau, config.eval.normalization,
-                    f"{run_dir / 'config.yaml'} (eval.tau, eval.normalization)")
+    try:
+        network, names, config = load_trained_network(checkpoint)
+    except TrainedModelError as error:
+        raise CamCommandError(str(error)) from error
+    return CamModel(network, names, config.model.input_size, config.eval.tau, config.eval.normalization,
+                    f"{checkpoint.parent / 'config.yaml'} (eval.tau, eval.normalization)")
 
 
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:

@@ -266,11 +266,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _export_wsol(args, config)
     if args.command == "data":
         return _data(config)
+    from bench.html.run_page import write_run_page
     from bench.run import pipeline
     from bench.training import distributed
 
     try:
-        pipeline.run(config, overwrite=args.overwrite, resume=args.resume)
+        pipeline.run(config, overwrite=args.overwrite, resume=args.resume, after_complete=write_run_page)
     finally:
         distributed.shutdown()
     return 0
@@ -330,6 +331,8 @@ def _study_command(args: argparse.Namespace) -> int:
         for config in runs:
             print(f"  {config.run_dir}")
         return 0
+    from bench.html.run_page import write_run_page
+    from bench.html.study_page import write_study_page
     from bench.study import runner as studies
 
     if args.command == "data":
@@ -340,13 +343,14 @@ def _study_command(args: argparse.Namespace) -> int:
             print(pipeline.prepare_dataset(config).source)
         return 0
     if args.command == "report":
-        studies.write_report(study, runs)
+        studies.write_report(study, runs, study_page=write_study_page)
     else:
         from bench.training import distributed
 
         executor = _executor(args)
         try:
-            studies.run_study(study, runs, overwrite=args.overwrite, executor=executor)
+            studies.run_study(study, runs, overwrite=args.overwrite, executor=executor, run_page=write_run_page,
+                              study_page=write_study_page)
         finally:
             distributed.shutdown()
     return 0

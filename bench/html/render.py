@@ -7,8 +7,9 @@ from pathlib import Path
 
 import jinja2
 
-from bench.atomic_files import atomic_path, write_text
+from bench.atomic_files import atomic_path
 
+PAGE_ENCODING = "utf-8"  # every page, whatever the locale; the templates' <meta charset> says the same
 ASSETS = ("page.css", "page.js")  # copied into each page's folder (bench.run.folder.PAGE_DIR)
 
 _ENVIRONMENT = jinja2.Environment(
@@ -26,8 +27,10 @@ def render(template: str, **context) -> str:
 
 
 def write_page(path: Path, template: str, **context) -> Path:
-    """Render ``template`` into ``path`` atomically; returns ``path``."""
-    write_text(path, render(template, **context))
+    """Render ``template`` into ``path`` atomically, as UTF-8 (what the pages' meta tag says); returns ``path``."""
+    text = render(template, **context)
+    with atomic_path(path) as temporary:
+        temporary.write_text(text, encoding=PAGE_ENCODING)
     return path
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from bench.atomic_files import TEMPORARY_SUFFIX
 from bench.config import RunConfig
 from bench.data.loading import load_dataset
 from bench.data.samples import DatasetFormatError, Sample
@@ -28,7 +29,6 @@ from bench.data.wsol_layout import read_class_names
 from bench.errors import MissingInputError
 from bench.html.render import copy_assets, write_page
 from bench.html.thumbnails import MAX_IMAGES, page_sample, thumbnail_name, write_image_thumbnails
-from bench.run.figures import METRIC_LABELS
 from bench.run.folder import (
     CAMS_FILE,
     COMPLETE,
@@ -45,11 +45,9 @@ from bench.run.folder import (
     run_status,
 )
 from bench.scoring.evaluation import parse_boxes
+from bench.scoring.metric_names import CALIBRATED_ROWS, HISTORY_COLUMNS, RUN_METRICS, SWEEP_ROWS
 
 IMAGE_DIR = "img"  # under PAGE_DIR: the thumbnails
-HISTORY_COLUMNS = {"epoch": "epoch", "loss": "training loss", "accuracy": "train acc (%)",
-                   "val_top1_cls_error": "val top-1 cls err (%)", "val_gt_known_loc_acc": "val GT-known loc (%)",
-                   "val_top1_loc_error": "val top-1 loc err (%)"}
 
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
@@ -78,16 +76,15 @@ def metric_rows(final: dict, selected: dict | None) -> list[dict]:
         return _number(value, keys[-1])
 
     rows = [{"label": label, "final": pick(final, key), "selected": pick(selected, key),
-             "protocol": final["protocol"]} for key, label in METRIC_LABELS.items()]
+             "protocol": final["protocol"]} for key, label in RUN_METRICS.items()]
     sweep = final.get("sweep", {})
-    for key, label in (("max_box_acc", "MaxBoxAcc (%)"), ("max_box_acc_v2", "MaxBoxAccV2 (%)"), ("pxap", "PxAP (%)")):
+    for key, label in SWEEP_ROWS.items():
         if key in sweep:
             tau = f" (best tau {sweep[key]['tau']:g})" if "tau" in sweep[key] else ""
             rows.append({"label": label, "final": pick(final, "sweep", key, "value"),
                          "selected": pick(selected, "sweep", key, "value"), "protocol": sweep[key]["protocol"] + tau})
     if "calibrated" in sweep:
-        for key, label in (("top1_loc_error", "top-1 loc error (%), tau from val"),
-                           ("gt_known_loc_acc", "GT-known loc acc (%), tau from val")):
+        for key, label in CALIBRATED_ROWS.items():
             rows.append({"label": label, "final": pick(final, "sweep", "calibrated", key),
                          "selected": pick(selected, "sweep", "calibrated", key),
                          "protocol": sweep["calibrated"]["protocol"]})
@@ -136,33 +133,71 @@ def card(row: int, prediction: dict[str, str], class_names: list[str]) -> dict:
     }
 
 
-def _evaluated_samples(config: RunConfig) -> list[Sample]:
+def evaluated_samples(config: RunConfig) -> list[Sample]:
+    """The samples of the run's evaluated split, read from its dataset (what the thumbnails are drawn from)."""
     return load_dataset(config.dataset, Path(config.data_root), progress=False).splits[config.eval.split]
+
+
+def _thumbnail_files(predictions: list[dict[str, str]], shown: np.ndarray) -> list[str]:
+    """The thumbnail file names the grid's cards of the rows ``shown`` link to (:func:`card`)."""
+    names = []
+    for row in shown.tolist():
+        names += [thumbnail_name(row, "image"), thumbnail_name(row, "top1")]
+        if predictions[row]["top1_correct"] != "1":
+            names.append(thumbnail_name(row, "gt"))
+    return names
 
 
 def write_thumbnails(config: RunConfig, predictions: list[dict[str, str]], shown: np.ndarray,
                      samples: list[Sample] | None) -> str:
-    """Thumbnails of the rows ``shown`` into ``<run>/page/img/`` (emptied first); returns "" or why there are none.
+    """Thumbnails of the rows ``shown`` into ``<run>/page/img/``; returns "" or why the grid cannot be shown.
 
     ``samples``: the evaluated split's samples (read from the dataset when None).
+    The new thumbnails are drawn in a temporary folder that then replaces the
+    old one, so a failure half-way leaves the old set. Without the dataset's
+    images an existing complete set is kept and shown (``bench report`` on a
+    machine without the data re-renders the page, not its images).
     """
     folder = config.run_dir / PAGE_DIR / IMAGE_DIR
-    if folder.exists():
-        shutil.rmtree(folder)
     try:
-        samples = samples if samples is not None else _evaluated_samples(config)
+        samples = samples if samples is not None else evaluated_samples(config)
     except (OSError, DatasetFormatError) as error:
-        return f"The image grid needs the dataset's images, which could not be read ({error})."
+        return _kept_or(folder, predictions, shown,
+                        f"The image grid needs the dataset's images, which could not be read ({error}).")
     by_id = {sample.image_id: sample for sample in samples}
     missing = [predictions[row]["image_id"] for row in shown.tolist()
                if predictions[row]["image_id"] not in by_id or not by_id[predictions[row]["image_id"]].image_path.is_file()]
     if missing:
-        return (f"The image grid needs the dataset's images; {len(missing)} evaluated image(s) are missing from "
-                f"the dataset at {config.data_root} (e.g. {missing[0]}).")
+        return _kept_or(folder, predictions, shown,
+                        f"The image grid needs the dataset's images; {len(missing)} evaluated image(s) are missing "
+                        f"from the dataset at {config.data_root} (e.g. {missing[0]}).")
+    building = folder.with_name(folder.name + TEMPORARY_SUFFIX)
+    shutil.rmtree(building, ignore_errors=True)  # a build an earlier kill interrupted
+    building.mkdir(parents=True)
+    try:
+        _draw_thumbnails(config, predictions, shown, by_id, building)
+        if folder.exists():
+            shutil.rmtree(folder)
+        building.rename(folder)
+    except BaseException:
+        shutil.rmtree(building, ignore_errors=True)
+        raise
+    return ""
+
+
+def _kept_or(folder: Path, predictions: list[dict[str, str]], shown: np.ndarray, note: str) -> str:
+    """"" when ``folder`` already holds every thumbnail the grid links to (they are kept), else ``note``."""
+    if all((folder / name).is_file() for name in _thumbnail_files(predictions, shown)):
+        return ""
+    return note
+
+
+def _draw_thumbnails(config: RunConfig, predictions: list[dict[str, str]], shown: np.ndarray,
+                     by_id: dict[str, Sample], folder: Path) -> None:
+    """Each row of ``shown``: its image and CAM thumbnails into ``folder``, from ``cams.npz`` and the boxes."""
     with np.load(config.run_dir / CAMS_FILE) as cams:
         index = {image_id: position for position, image_id in enumerate(cams["image_ids"].tolist())}
         top1, gt_class = cams["top1"], cams["gt_class"]
-    folder.mkdir(parents=True)
     for row in shown.tolist():
         prediction = predictions[row]
         position = index[prediction["image_id"]]
@@ -172,7 +207,6 @@ def write_thumbnails(config: RunConfig, predictions: list[dict[str, str]], shown
         write_image_thumbnails(folder, row, by_id[prediction["image_id"]], config.eval.frame,
                                config.model.input_size, config.eval.normalization, boxes,
                                {"top1": top1[position], "gt_class": gt_class[position]})
-    return ""
 
 
 def _read_json(path: Path) -> dict | None:

@@ -17,22 +17,21 @@ import json
 import os
 from pathlib import Path
 from typing import Callable
+from urllib.parse import quote
 
 import pandas as pd
 
 from bench.config import RunConfig, StudyConfig
+from bench.data.samples import DatasetFormatError, Sample
 from bench.data.wsol_layout import read_class_names
 from bench.html.render import copy_assets, write_page
-from bench.html.run_page import IMAGE_DIR, read_predictions, write_run_page
+from bench.html.run_page import IMAGE_DIR, evaluated_samples, read_predictions, write_run_page
 from bench.html.thumbnails import MAX_IMAGES, page_sample, thumbnail_name
 from bench.run.folder import METRICS_FILE, PAGE_DIR, PAGE_FILE, PREDICTIONS_FILE
-from bench.study.figures import POOLING_ORDER
-from bench.study.results import FINAL, POINTS, config_value, setting_keys, setting_label
+from bench.study.results import FINAL, POINT_TITLES, POINTS, POOLING_ORDER, config_value, setting_keys, setting_label
 from bench.study.statistics import HEADLINE_METRICS
 from bench.study.tables import TABLE_METRICS, table_cells
 
-POINT_TITLES = {FINAL: "Final epoch (the paper's protocol)",
-                "val_selected": "Epoch chosen on val localization (GT-known loc on the val split; never on test)"}
 FIGURE_CAPTIONS = {  # bench.study.figures writes these; the page shows those present, in this order
     "cams_gap_vs_gmp.png": "The same test images under each pooling: GT-class CAM, its box (red), ground truth "
                            "(green).",
@@ -104,8 +103,12 @@ def _groups(study: StudyConfig, runs: list[RunConfig]) -> dict[tuple, list[RunCo
 
 
 def _href(folder: Path, target: Path) -> str:
-    """``target`` relative to ``folder``, with forward slashes (a URL inside the results folder)."""
-    return Path(os.path.relpath(target, folder)).as_posix()
+    """``target`` relative to ``folder`` as a URL: forward slashes, each part percent-quoted.
+
+    Run names may hold ``#``, ``?`` or ``%``, which a browser would read as a
+    fragment, a query or an escape; HTML-escaping alone does not protect them.
+    """
+    return quote(Path(os.path.relpath(target, folder)).as_posix(), safe="/")
 
 
 def browser_group(study: StudyConfig, folder: Path, key: tuple, runs: list[RunConfig]) -> dict | str:
@@ -145,12 +148,25 @@ def _run_summary(folder: Path, config: RunConfig) -> dict:
             "cells": [f"{metrics[key]:.3f}" if key == "mean_iou" else f"{metrics[key]:.1f}" for key in TABLE_METRICS]}
 
 
+def _write_missing_run_pages(runs: list[RunConfig], log: Callable[[str], None]) -> None:
+    """Render the page of each run that has none, reading each dataset once for all the runs that share it."""
+    samples: dict[tuple, list[Sample] | None] = {}
+    for config in runs:
+        if (config.run_dir / PAGE_FILE).is_file():
+            continue
+        key = (config.dataset, config.data_root, config.eval.split)
+        if key not in samples:
+            try:
+                samples[key] = evaluated_samples(config)
+            except (OSError, DatasetFormatError):
+                samples[key] = None  # write_run_page tries again and says why on the page
+        write_run_page(config, samples[key], log=log)
+
+
 def write_study_page(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None] = print) -> Path:
     """``<study>/index.html`` from the report files and the finished ``runs``; renders missing run pages first."""
     folder = study.study_dir
-    for config in runs:
-        if not (config.run_dir / PAGE_FILE).is_file():
-            write_run_page(config, log=log)
+    _write_missing_run_pages(runs, log)
     groups, notes = [], []
     for key, members in _groups(study, runs).items():
         group = browser_group(study, folder, key, members)

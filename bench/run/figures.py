@@ -21,26 +21,19 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from bench.atomic_files import atomic_path  # noqa: E402
 from bench.run.folder import CURVE_COLUMN, VAL_CURVE_COLUMN  # noqa: E402
 from bench.scoring.evaluation import GalleryItem  # noqa: E402
+from bench.scoring.metric_names import RUN_METRICS  # noqa: E402
 from bench.scoring.threshold_free_metrics import ThresholdSweepMeter  # noqa: E402
 
 CAM_COLORMAP = "jet"
 CAM_ALPHA = 0.45  # the CAM's share of each overlay pixel: enough to read the heat, the image still shows
 
-METRIC_LABELS = {
-    "top1_cls_error": "top-1 cls error (%)",
-    "top5_cls_error": "top-5 cls error (%)",
-    "top1_loc_error": "top-1 loc error (%)",
-    "top5_loc_error": "top-5 loc error (%)",
-    "gt_known_loc_acc": "GT-known loc acc (%)",
-    "mean_iou": "mean IoU (top-1 box)",
-}
 
 
 def format_metrics(metrics: dict[str, float], protocol: str) -> str:
     """A plain-text table of the run's metrics, with the protocol that produced them."""
-    width = max(len(label) for label in METRIC_LABELS.values())
+    width = max(len(label) for label in RUN_METRICS.values())
     lines = [f"{metrics['num_images']} images, {protocol}"]
-    for key, label in METRIC_LABELS.items():
+    for key, label in RUN_METRICS.items():
         value = metrics[key]
         lines.append(f"  {label:<{width}}  {value:7.3f}" if key == "mean_iou" else f"  {label:<{width}}  {value:7.2f}")
     return "\n".join(lines)

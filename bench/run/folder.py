@@ -39,7 +39,7 @@ CURVES_FILE = "box_acc_curves.csv"  # one row per tau: CURVE_COLUMN and the othe
 CURVES_FIGURE = "boxacc_vs_tau.png"
 SCORED_FILES = (METRICS_FILE, PREDICTIONS_FILE, CURVES_FILE, CURVES_FIGURE)
 VAL_CURVE_COLUMN = f"val_{CURVE_COLUMN}"  # the same on the val split
-# Written by ``bench methods`` (bench.commands.compare_methods) into METHODS_DIR of a finished run.
+# Written by ``bench methods`` (bench.run.method_comparison) into METHODS_DIR of a finished run.
 METHODS_DIR = "methods"
 METHODS_TABLE = "methods.csv"  # one row per map method: metrics, ms per image, overhead over the forward pass
 METHODS_MARKDOWN = "methods.md"

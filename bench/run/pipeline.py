@@ -55,7 +55,6 @@ from bench.data.samples import DatasetFormatError, DatasetSplits
 from bench.data.torch_dataset import WsolDataset, collate
 from bench.data.wsol_layout import write_class_names
 from bench.errors import InputError, OutputsExistError
-from bench.html.run_page import write_run_page
 from bench.model.backbones import check_weights
 from bench.model.camnet import CamNet, build_model, calibrate_feature_scale
 from bench.progress import show_progress
@@ -282,13 +281,21 @@ def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list, lis
     return dataset.source, dataset.class_names, train_samples, eval_samples, val_samples, skipped + skipped_val
 
 
+# Called on rank 0 once a run's manifest says complete: ``after_complete(config, evaluated samples, log)``
+# (e.g. :func:`bench.html.run_page.write_run_page`, handed down by the command line). An error in it is
+# reported and the run stays complete.
+AfterComplete = Callable[[RunConfig, list, Callable[[str], None]], object]
+
+
 def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] = print, resume: bool = False,
-        context: distributed.Context | None = None) -> dict:
+        context: distributed.Context | None = None, after_complete: AfterComplete | None = None) -> dict:
     """Train, localize and score as ``config`` says; returns the metrics dict (on every rank).
 
     ``resume=True`` continues the unfinished run in ``config.run_dir`` from its
     last checkpoint. ``context``: this process's place in a torchrun job
-    (default: read from the environment).
+    (default: read from the environment). ``after_complete`` (see
+    :data:`AfterComplete`) runs once the run is complete; nothing it raises
+    (nor anything after the complete manifest is written) marks the run failed.
     """
     context = context or distributed.from_environment()
     state = _check_start(config, context, overwrite, resume)
@@ -315,12 +322,16 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     job = _Job(config, context, precision, class_names, train_samples, eval_samples, val_samples, say)
     manifest = _open_manifest(job, state, overwrite, resume, source, skipped, timings) if context.is_main else {}
     try:
-        metrics = _train_and_evaluate(job, state, manifest, lap)
+        outcome = _train_and_evaluate(job, state, manifest, lap)
     except BaseException as error:
         if context.is_main:
             _record_stop(config.run_dir / MANIFEST_FILE, manifest, error)
         raise
-    return context.broadcast(metrics)
+    # The manifest says complete from here on: what follows only reports.
+    if context.is_main:
+        _report(job, outcome)
+        _after_complete(job, after_complete)
+    return context.broadcast(outcome.final["metrics"] if outcome else {})
 
 
 def _check_start(config: RunConfig, context: distributed.Context, overwrite: bool, resume: bool) -> dict | None:
@@ -408,37 +419,89 @@ class _Job:
                            crop_scale=augment.crop_scale, seed=self.config.seed, stream=self.context.rank)
 
 
-def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Callable[[str], None]) -> dict:
+@dataclass
+class _Outcome:
+    """What rank 0 reports of a complete run: the final epoch's scores and, with val, the selected epoch's."""
+
+    final: dict  # _evaluate_model's {"metrics", "protocol", "sweep"}
+    selected: int | None
+    chosen: dict | None  # the selected epoch's scores (final itself when it is the last)
+
+
+def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Callable[[str], None]) -> _Outcome | None:
+    """Train, score the final (and the val-selected) epoch, write the history and the complete manifest.
+
+    Returns what :func:`_report` prints, on rank 0 (None on the others).
+    """
     config, context = job.config, job.context
     seed_everything(config.seed)
     job.model = build_model(config.model, num_classes=len(job.class_names)).to(context.device)
     history = _train(job, state, lap)
     selected = context.broadcast(select_epoch(history) if context.is_main else None)
+    final, chosen = _evaluate_epochs(job, selected, lap)
+    if not context.is_main:
+        return None
+    _write_history(job.run_dir, history, f"{config.name}: learning curves")
+    _complete_manifest(job, manifest, history, selected, lap)
+    return _Outcome(final, selected, chosen)
 
+
+def _evaluate_epochs(job: _Job, selected: int | None, lap: Callable[[str], None]) -> tuple[dict, dict | None]:
+    """Score the final model, then the val-selected epoch's (``selected``, None: none); their result dicts."""
+    config = job.config
     job.say(f"evaluating the final model (epoch {config.train.epochs}) on {len(job.eval_samples)} "
             f"{config.eval.split} images")
-    context.sync_module(job.model)  # BatchNorm statistics drift apart per rank during training; use rank 0's
+    job.context.sync_module(job.model)  # BatchNorm statistics drift apart per rank during training; use rank 0's
     final = _evaluate_model(job, job.run_dir, config.train.epochs, figures=True)
     lap("evaluate")
+    chosen = None
     if selected is not None:
         chosen = _evaluate_selected(job, selected, final)
         lap("evaluate_selected")
-    if not context.is_main:
-        return {}
-    _write_history(job.run_dir, history, f"{config.name}: learning curves")
-    write_run_page(config, job.eval_samples, log=job.say)
+    return final, chosen
+
+
+def _complete_manifest(job: _Job, manifest: dict, history: list[dict[str, float]], selected: int | None,
+                       lap: Callable[[str], None]) -> None:
+    """Write ``manifest.json`` with ``status: complete``: the last file of the run, once every other is in place."""
     manifest.update(status=COMPLETE, pid=None, train_history=history, precision=job.precision,
                     val_selected_epoch=selected,
                     finished=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
     lap("report")
     manifest["timings_s"]["total"] = round(sum(v for k, v in manifest["timings_s"].items() if k != "total"), 3)
     write_json(job.run_dir / MANIFEST_FILE, manifest)
-    job.say(format_metrics(final["metrics"], final["protocol"]))
-    job.say(format_sweep(final["sweep"]))
-    if selected is not None:
-        job.say(f"epoch {selected} (best val GT-known loc): " + format_selected(final, chosen, config.eval.split))
-    job.say(f"results in {job.run_dir}/")
-    return final["metrics"]
+
+
+def _report(job: _Job, outcome: _Outcome) -> None:
+    """The complete run's metrics, sweep and selected epoch as text (a failure here is reported, never raised)."""
+    final, config = outcome.final, job.config
+    try:
+        job.say(format_metrics(final["metrics"], final["protocol"]))
+        job.say(format_sweep(final["sweep"]))
+        if outcome.selected is not None:
+            job.say(f"epoch {outcome.selected} (best val GT-known loc): "
+                    + format_selected(final, outcome.chosen, config.eval.split))
+        job.say(f"results in {job.run_dir}/")
+    except Exception as error:  # noqa: BLE001 - the run is complete on disk; a message must not undo that
+        _report_late_error(job, "its summary could not be printed", error)
+
+
+def _after_complete(job: _Job, after_complete: AfterComplete | None) -> None:
+    """Call ``after_complete`` (the run page); an error in it is reported and the run stays complete."""
+    if after_complete is None:
+        return
+    try:
+        after_complete(job.config, job.eval_samples, job.say)
+    except Exception as error:  # noqa: BLE001 - a page is a view of the complete run, not part of it
+        _report_late_error(job, "writing its page failed", error)
+
+
+def _report_late_error(job: _Job, what: str, error: Exception) -> None:
+    message = f"{job.run_dir}: the run is complete, but {what} ({type(error).__name__}: {error})"
+    try:
+        job.say(message)
+    except Exception:  # noqa: BLE001 - the logger itself failed; stderr is the last place to say it
+        print(message, file=sys.stderr)
 
 
 def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[dict[str, float]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import get_args
 
 import matplotlib
 
@@ -27,16 +26,22 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.config import Pooling, RunConfig, StudyConfig  # noqa: E402
+from bench.config import RunConfig, StudyConfig  # noqa: E402
 from bench.data.loading import load_dataset  # noqa: E402
 from bench.data.torch_dataset import WsolDataset  # noqa: E402
 from bench.run.figures import draw_box, overlay_cam, save_figure  # noqa: E402
 from bench.scoring.box_rule import normalize_cams  # noqa: E402
 from bench.scoring.evaluation import to_pixels  # noqa: E402
-from bench.study.results import RunResult, StudyError, area_ratios, setting_label, upsampled_cams  # noqa: E402
+from bench.study.results import (  # noqa: E402
+    POOLING_ORDER,  # noqa: E402
+    RunResult,
+    StudyError,
+    area_ratios,
+    setting_label,
+    upsampled_cams,
+)
 from bench.study.tables import run_metric  # noqa: E402
 
-POOLING_ORDER = get_args(Pooling)  # figure order: the config's order of the poolings
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple", "topk": "tab:orange",
            "mixed": "tab:brown"}
 GALLERY_IMAGES = 4  # test images per setting in cams_gap_vs_gmp.png
@@ -83,7 +88,7 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
         reference = results[0]
         count = min(GALLERY_IMAGES, len(reference.image_ids))
         images = _input_images(reference, reference.image_ids[:count])
-        maps = {p: normalize_cams(upsampled_cams(r)[:count], r.config.eval.normalization)
+        maps = {p: normalize_cams(upsampled_cams(r, count), r.config.eval.normalization)
                 for p, r in zip(poolings, results)}
         for index in range(count):
             row = axes[block * GALLERY_IMAGES + index]

@@ -3,7 +3,7 @@
 ``methods_table.csv`` / ``methods_table.md`` hold one row per setting (every
 grid key but ``seed``, e.g. the pooling) and method, each column of
 :data:`METHOD_COLUMNS` as its mean over seeds, read from each run's
-``methods/methods.csv`` (:mod:`bench.commands.compare_methods`).
+``methods/methods.csv`` (:mod:`bench.run.method_comparison`).
 """
 
 from __future__ import annotations
@@ -17,19 +17,10 @@ import pandas as pd
 from bench.atomic_files import atomic_path, write_text
 from bench.config import RunConfig, StudyConfig
 from bench.run.folder import METHODS_DIR, METHODS_TABLE
+from bench.scoring.metric_names import STUDY_METHOD_COLUMNS
 from bench.study.results import config_value
 
-METHOD_COLUMNS = {
-    "top1_loc_error": "top-1 loc err (%)",
-    "gt_known_loc_acc": "GT-known loc (%)",
-    "mean_iou": "mean IoU",
-    "max_box_acc": "MaxBoxAcc (%)",
-    "max_box_acc_v2": "MaxBoxAccV2 (%)",
-    "pxap": "PxAP (%)",
-    "top1_loc_error_val_tau": "top-1 loc err, tau from val (%)",
-    "ms_per_image": "ms / image",
-    "overhead": "x forward",
-}
+METHOD_COLUMNS = STUDY_METHOD_COLUMNS
 TABLE_STEM = "methods_table"
 
 
@@ -47,7 +38,7 @@ def ensure_methods(config: RunConfig, methods: Sequence[str], log: Callable[[str
 
     Otherwise it is made again for the methods it had and those asked for.
     """
-    from bench.commands.compare_methods import run_methods
+    from bench.run.method_comparison import write_methods_folder
     from bench.scoring.map_methods import METHODS  # the method library loads only when a study asks for methods
 
     have = read_methods_table(config.run_dir)
@@ -55,7 +46,7 @@ def ensure_methods(config: RunConfig, methods: Sequence[str], log: Callable[[str
         return
     wanted = [name for name in METHODS if name in have or name in methods]
     log(f"{config.name}: map methods {', '.join(wanted)}")
-    run_methods(config.run_dir, wanted, overwrite=True, log=lambda message: None)
+    write_methods_folder(config.run_dir, wanted, overwrite=True, log=lambda message: None)
 
 
 def write_methods_tables(study: StudyConfig, finished: list[RunConfig], folder: Path) -> str:

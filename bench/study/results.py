@@ -12,11 +12,12 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import torch
 
-from bench.config import RunConfig, StudyConfig
+from bench.config import Pooling, RunConfig, StudyConfig
 from bench.data.boxes import box_area, pairwise_iou
 from bench.errors import InputError
 from bench.model.cam import upsample_cams
@@ -43,6 +44,11 @@ PER_IMAGE_METRICS = {
 # Where a run is read: its final epoch, or the epoch chosen on the val split (train.validate).
 FINAL, VAL_SELECTED = "final", "val_selected"
 POINTS = (FINAL, VAL_SELECTED)
+POINT_TITLES = {  # each point's heading in table.md, comparison.md and the study page
+    FINAL: "Final epoch (the paper's protocol)",
+    VAL_SELECTED: "Epoch chosen on val localization (GT-known loc on the val split; never on test)",
+}
+POOLING_ORDER = get_args(Pooling)  # the order of the poolings in figures and pages: the config's
 
 
 class StudyError(InputError, RuntimeError):
@@ -115,10 +121,14 @@ def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
     )
 
 
-def upsampled_cams(result: RunResult) -> np.ndarray:
-    """The run's GT-class CAMs upsampled to its input frame, as evaluated: ``(N, S, S)`` float32."""
+def upsampled_cams(result: RunResult, count: int | None = None) -> np.ndarray:
+    """The run's first ``count`` (default: all N) GT-class CAMs upsampled to its input frame, as evaluated.
+
+    Returns ``(count, S, S)`` float32; each map is upsampled alone, so the first
+    ``count`` are the same whatever ``count`` is (a figure of 6 pays for 6).
+    """
     size = result.config.model.input_size
-    cams = torch.from_numpy(result.gt_class_cams)[:, None]  # (N, 1, h, w)
+    cams = torch.from_numpy(result.gt_class_cams[:count])[:, None]  # (count, 1, h, w)
     return upsample_cams(cams, (size, size))[:, 0].numpy()
 
 

@@ -31,20 +31,18 @@ from typing import Callable
 
 from bench.atomic_files import write_text
 from bench.config import SAME_EXPERIMENT_KEYS, RunConfig, StudyConfig, config_differences, load_config
-from bench.html.study_page import write_study_page
 from bench.run.folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status, running_process
-from bench.run.pipeline import run
+from bench.run.pipeline import AfterComplete, run
 from bench.study import figures as study_figures
 from bench.study.methods_table import ensure_methods, write_methods_tables
-from bench.study.results import FINAL, POINTS, VAL_SELECTED, StudyError, by_setting, has_point, read_run
+from bench.study.results import FINAL, POINT_TITLES, POINTS, StudyError, by_setting, has_point, read_run
 from bench.study.statistics import comparison_markdown, comparisons
 from bench.study.tables import write_csv, write_tables
 from bench.training import distributed
 
-POINT_TITLES = {
-    FINAL: "Final epoch (the paper's protocol)",
-    VAL_SELECTED: "Epoch chosen on val localization (GT-known loc on the val split; never on test)",
-}
+# Writes the study's web page once its report files are in place: ``write_page(study, finished runs, log=log)``
+# (:func:`bench.html.study_page.write_study_page`, handed down by the command line).
+StudyPageWriter = Callable[..., object]
 
 
 def run_state(config: RunConfig) -> str:
@@ -89,19 +87,25 @@ class RunsFailedError(RuntimeError):
 
 
 def run_pending(config: RunConfig, state: str, log: Callable[[str], None],
-                context: distributed.Context | None = None) -> dict:
-    """Run ``config`` as its :func:`run_state` says: from scratch, over an unfinished folder, or resumed."""
+                context: distributed.Context | None = None, after_complete: AfterComplete | None = None) -> dict:
+    """Run ``config`` as its :func:`run_state` says: from scratch, over an unfinished folder, or resumed.
+
+    ``after_complete``: as :func:`bench.run.pipeline.run` takes it (the run page).
+    """
     return run(config, overwrite=state in ("partial", "different"), resume=state == "interrupted", log=log,
-               context=context)
+               context=context, after_complete=after_complete)
 
 
 def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False,
-              log: Callable[[str], None] = print, executor: Executor | None = None) -> Path:
+              log: Callable[[str], None] = print, executor: Executor | None = None,
+              run_page: AfterComplete | None = None, study_page: StudyPageWriter | None = None) -> Path:
     """Run every run not finished yet (reusing finished ones, continuing interrupted ones), then write the report.
 
     Under ``torchrun`` every rank takes part in each run; rank 0 decides what to run and writes the report.
     ``executor`` (e.g. :class:`bench.study.ray_executor.RayExecutor`) runs the pending runs elsewhere, in
     parallel; runs it gives up on are named, the report covers the others, then :class:`RunsFailedError`.
+    ``run_page`` is handed to each run this process runs (:func:`bench.run.pipeline.run`'s ``after_complete``);
+    ``study_page`` to :func:`write_report`.
     """
     context = distributed.from_environment()
     if executor is not None and context.distributed:
@@ -123,7 +127,7 @@ def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False
     say(f"study {study.name}: {len(runs)} runs ({reused} finished and reused) -> {study.study_dir}/")
     pending = [PendingRun(config, states[config.name]) for config in runs if states[config.name] != "complete"]
     if executor is None:
-        _run_in_order(runs, pending, say, log, context)
+        _run_in_order(runs, pending, say, log, context, run_page)
         failed = {}
     else:
         failed = executor(study, pending, log) if pending else {}
@@ -133,15 +137,16 @@ def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False
         if run_state(config) == "complete":
             ensure_methods(config, study.methods, log)
     if not failed:
-        return write_report(study, runs, log=log)
+        return write_report(study, runs, log=log, study_page=study_page)
     if len(failed) < len(runs):
-        write_report(study, runs, log=log)
+        write_report(study, runs, log=log, study_page=study_page)
     raise RunsFailedError(f"study {study.name}: {len(failed)} run(s) failed for good: "
                           + "; ".join(f"{name}: {why}" for name, why in failed.items()))
 
 
 def _run_in_order(runs: list[RunConfig], pending: list[PendingRun], say: Callable[[str], None],
-                  log: Callable[[str], None], context: distributed.Context) -> None:
+                  log: Callable[[str], None], context: distributed.Context,
+                  run_page: AfterComplete | None = None) -> None:
     """The pending runs one after another in this process (or this torchrun job); a failing run stops the study."""
     position = {config.name: index for index, config in enumerate(runs, start=1)}
     for item in pending:
@@ -151,17 +156,39 @@ def _run_in_order(runs: list[RunConfig], pending: list[PendingRun], say: Callabl
         elif item.state == "partial":
             say(f"[{index}/{len(runs)}] {name}: unfinished folder of another or unreadable config; running it again")
         say(f"[{index}/{len(runs)}] {name}")
-        run_pending(item.config, item.state, log, context)
+        run_pending(item.config, item.state, log, context, run_page)
 
 
-def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None] = print) -> Path:
+def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None] = print,
+                 study_page: StudyPageWriter | None = None) -> Path:
     """Tables, comparisons and figures from the finished runs of ``runs`` (unfinished ones are left out, said).
 
     Each point of :data:`bench.study.results.POINTS` the runs were scored at
     gets its table and comparisons: ``table.*`` / ``comparison.csv`` for the
     final epoch, ``table_val_selected.*`` / ``comparison_val_selected.csv`` for
     the val-selected one; ``table.md`` and ``comparison.md`` hold both.
+    ``study_page(study, finished, log=log)`` then writes the web page from those files.
     """
+    finished = _finished_runs(study, runs, log)
+    folder = study.study_dir
+    folder.mkdir(parents=True, exist_ok=True)
+    tables, notes, figures = _write_point_reports(study, finished, folder)
+    if study.methods:
+        tables.append(write_methods_tables(study, finished, folder))
+    write_text(folder / "table.md", "\n".join(tables))
+    if notes:
+        write_text(folder / "comparison.md", "\n".join(notes))
+    log((folder / "table.md").read_text())
+    if notes:
+        log((folder / "comparison.md").read_text())
+    log(f"study report in {folder}/ ({', '.join(sorted(p.name for p in figures))})")
+    if study_page is not None:
+        study_page(study, finished, log=log)
+    return folder
+
+
+def _finished_runs(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None]) -> list[RunConfig]:
+    """The runs of ``runs`` that are complete; the others are named (none complete: :class:`StudyError`)."""
     finished = [config for config in runs if run_state(config) == "complete"]
     missing = [config.name for config in runs if config not in finished]
     if not finished:
@@ -169,10 +196,17 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
                          f"{study.study_dir / 'runs'}; run it first (make benchmark CONFIG=...)")
     if missing:
         log(f"study {study.name}: {len(missing)} run(s) unfinished, left out of the report: {', '.join(missing)}")
-    folder = study.study_dir
-    folder.mkdir(parents=True, exist_ok=True)
+    return finished
+
+
+def _write_point_reports(study: StudyConfig, finished: list[RunConfig],
+                         folder: Path) -> tuple[list[str], list[str], list[Path]]:
+    """Each scoring point's table and comparison files; returns (table markdowns, comparison markdowns, figures).
+
+    The figures are drawn from the final epoch's results.
+    """
     points = [point for point in POINTS if all(has_point(config, point) for config in finished)]
-    tables, notes = [], []
+    tables, notes, figures = [], [], []
     for point in points:
         results = [read_run(config, point) for config in finished]
         suffix = "" if point == FINAL else f"_{point}"
@@ -184,14 +218,4 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
             write_csv(folder / f"comparison{suffix}.csv", differences)
         if point == FINAL:
             figures = study_figures.draw_all(study, results, by_setting(study, results), folder)
-    if study.methods:
-        tables.append(write_methods_tables(study, finished, folder))
-    write_text(folder / "table.md", "\n".join(tables))
-    if notes:
-        write_text(folder / "comparison.md", "\n".join(notes))
-    log((folder / "table.md").read_text())
-    if notes:
-        log((folder / "comparison.md").read_text())
-    log(f"study report in {folder}/ ({', '.join(sorted(p.name for p in figures))})")
-    write_study_page(study, finished, log=log)
-    return folder
+    return tables, notes, figures

@@ -17,27 +17,14 @@ import pandas as pd
 
 from bench.atomic_files import atomic_path, write_text
 from bench.config import StudyConfig
+from bench.scoring.metric_names import STUDY_METRICS, STUDY_RUN_COLUMNS, STUDY_SWEEP_COLUMNS
 from bench.study.results import FINAL, RunResult, config_value
 
-TABLE_METRICS = {
-    "top1_cls_error": "top-1 cls err (%)",
-    "top1_loc_error": "top-1 loc err (%)",
-    "top5_loc_error": "top-5 loc err (%)",
-    "gt_known_loc_acc": "GT-known loc (%)",
-    "mean_iou": "mean IoU",
-}
+TABLE_METRICS = STUDY_METRICS  # fixed-tau columns, recomputed from predictions.csv
 # Threshold-free and calibrated columns (bench.scoring.threshold_free_metrics), from metrics.json["sweep"]; table only.
-SWEEP_METRICS = {
-    "sweep.max_box_acc.value": "MaxBoxAcc (%, oracle tau)",
-    "sweep.max_box_acc_v2.value": "MaxBoxAccV2 (%, oracle tau)",
-    "sweep.pxap.value": "PxAP (%)",
-    "sweep.calibrated.top1_loc_error": "top-1 loc err (%, tau from val)",
-}
+SWEEP_METRICS = STUDY_SWEEP_COLUMNS
 # Per-run columns that say where a row stands in training: did it converge, which epoch was scored.
-RUN_COLUMNS = {
-    "train_accuracy": "train acc (%)",
-    "epoch": "epoch",
-}
+RUN_COLUMNS = STUDY_RUN_COLUMNS
 # Every column a table may show, in order; one that some run lacks is left out rather than shown half-empty.
 COLUMNS = {**RUN_COLUMNS, **TABLE_METRICS, **SWEEP_METRICS}
 # The CAM paper, ILSVRC 2014 val (Zhou et al., CVPR 2016, Tables 1-2): another dataset, shown for reference only.
