@@ -40,3 +40,25 @@ def test_per_bin_differences_pair_the_same_images(tiny_study):
         assert row["low"] <= row["difference"] <= row["high"]
     text = scale_markdown(study, scale_rows(study, results), comparisons, "Final epoch")
     assert text.startswith("## Final epoch") and "| GAP - X | bin |" in text
+
+
+def test_every_study_report_has_its_table_by_object_scale(tiny_study):
+    study, _ = tiny_study
+    text = (study.study_dir / "by_object_scale.md").read_text()
+    assert text.startswith("# Localization by object scale")
+    assert text.count("**GT-known loc (%)**") == 2  # final and val-selected
+    assert (study.study_dir / "comparison_by_object_scale.csv").is_file()
+
+
+def test_a_run_scores_its_test_split_by_object_scale_in_metrics_json_and_on_its_page(tiny_run):
+    import json
+
+    metrics = json.loads((tiny_run.config.run_dir / "metrics.json").read_text())
+    bins = metrics["by_object_scale"]
+    assert [row["bin"] for row in bins] == ["[0, 0.1)", "[0.1, 0.2)", "[0.2, 0.3)", "[0.3, 0.5)", "[0.5, 1]"]
+    assert sum(row["num_images"] for row in bins) == metrics["num_images"]
+    filled = [row for row in bins if row["num_images"]]
+    weighted = sum(row["gt_known_loc_acc"] * row["num_images"] for row in filled) / metrics["num_images"]
+    assert weighted == pytest.approx(metrics["gt_known_loc_acc"], abs=1e-9)
+    page = (tiny_run.config.run_dir / "index.html").read_text(encoding="utf-8")
+    assert 'id="by-object-scale"' in page and "[0.5, 1]" in page

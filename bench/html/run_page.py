@@ -235,13 +235,29 @@ def write_run_page(config: RunConfig, samples: list[Sample] | None = None,
                if (run_dir / name).is_file()]
     return write_page(
         run_dir / PAGE_FILE, "run.html", title=f"run {config.name}", config=config, manifest=manifest,
-        metrics=metric_rows(final, selected), final_epoch=final.get("epoch", config.train.epochs),
+        metrics=metric_rows(final, selected), scale_rows=scale_rows(final, selected),
+        final_epoch=final.get("epoch", config.train.epochs),
         selected_epoch=selected.get("epoch") if selected else None, num_images=len(predictions),
         config_text=(run_dir / CONFIG_FILE).read_text(), history_header=header, history_rows=body, figures=figures,
         cards=[] if note else [card(row, predictions[row], class_names) for row in shown.tolist()],
         class_names=class_names, grid_note=note, sampled=len(shown) < len(predictions), cap=MAX_IMAGES,
         assets=PAGE_DIR,
     )
+
+
+def scale_rows(final: dict, selected: dict | None) -> list[dict]:
+    """The page's table by object scale from ``metrics.json``'s ``by_object_scale`` (numbers as text; [] if absent).
+
+    Runs scored before object-scale bins existed have no such key: the page then has no table.
+    """
+    def text(row: dict | None, key: str, digits: int) -> str:
+        return "-" if not row or key not in row else f"{row[key]:.{digits}f}"
+
+    chosen = {row["bin"]: row for row in (selected or {}).get("by_object_scale", [])}
+    return [{"bin": row["bin"], "images": row["num_images"], "gt_known": text(row, "gt_known_loc_acc", 1),
+             "top1_loc_error": text(row, "top1_loc_error", 1), "mean_iou": text(row, "mean_iou", 3),
+             "selected_gt_known": text(chosen.get(row["bin"]), "gt_known_loc_acc", 1)}
+            for row in final.get("by_object_scale", [])]
 
 
 def rewrite_run_page(config: RunConfig, log: Callable[[str], None] = print) -> Path:

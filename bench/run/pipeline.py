@@ -89,6 +89,7 @@ from bench.run.folder import (
     running_process,
 )
 from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_metrics
+from bench.scoring.object_scale import read_metrics_by_scale
 from bench.scoring.protocols import describe_protocol, run_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 from bench.training import distributed
@@ -648,7 +649,9 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
                             config.eval.split, config.eval.normalization, sweep.protocol)
     write_json(out_dir / METRICS_FILE, {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
-                                          "epoch": epoch, "sweep": summary})
+                                          "epoch": epoch, "sweep": summary,
+                                          "by_object_scale": read_metrics_by_scale(out_dir / PREDICTIONS_FILE,
+                                                                                   job.eval_samples)})
     write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, out_dir / CURVES_FILE,
                        out_dir / CURVES_FIGURE, f"{config.name}: BoxAcc vs tau ({config.eval.split})")
     if figures:

@@ -36,9 +36,12 @@ from bench.run.pipeline import AfterComplete, run
 from bench.study import figures as study_figures
 from bench.study.methods_table import ensure_methods, write_methods_tables
 from bench.study.results import FINAL, POINT_TITLES, POINTS, StudyError, by_setting, has_point, read_run
+from bench.study.scale_table import scale_comparisons, scale_markdown, scale_rows
 from bench.study.statistics import comparison_markdown, comparisons
 from bench.study.tables import write_csv, write_tables
 from bench.training import distributed
+
+SCALE_REPORT = "by_object_scale.md"  # a study's localization by object scale (bench.study.scale_table)
 
 # Writes the study's web page once its report files are in place: ``write_page(study, finished runs, log=log)``
 # (:func:`bench.html.study_page.write_study_page`, handed down by the command line).
@@ -206,7 +209,8 @@ def _write_point_reports(study: StudyConfig, finished: list[RunConfig],
     The figures are drawn from the final epoch's results.
     """
     points = [point for point in POINTS if all(has_point(config, point) for config in finished)]
-    tables, notes, figures = [], [], []
+    tables, notes, figures, by_scale = [], [], [], []
+    binned = all(config.eval.frame == "input" for config in finished)  # scale bins need the input frame
     for point in points:
         results = [read_run(config, point) for config in finished]
         suffix = "" if point == FINAL else f"_{point}"
@@ -216,6 +220,14 @@ def _write_point_reports(study: StudyConfig, finished: list[RunConfig],
         if differences:
             notes.append(comparison_markdown(study, differences, title))
             write_csv(folder / f"comparison{suffix}.csv", differences)
+        if binned:
+            scale_differences = scale_comparisons(study, results)
+            by_scale.append(scale_markdown(study, scale_rows(study, results), scale_differences,
+                                           POINT_TITLES[point]))
+            if scale_differences:
+                write_csv(folder / f"comparison_by_object_scale{suffix}.csv", scale_differences)
         if point == FINAL:
             figures = study_figures.draw_all(study, results, by_setting(study, results), folder)
+    if by_scale:
+        write_text(folder / SCALE_REPORT, "# Localization by object scale\n\n" + "\n".join(by_scale))
     return tables, notes, figures
