@@ -47,11 +47,13 @@ readers of the other native layouts (CUB, ImageNet, a CSV) are in
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path
 from bench.data.boxes import mask_to_box, resize_boxes
 from bench.data.images import IMAGE_READ_ERRORS, MASK_THRESHOLD, read_image_sizes, read_mask
 from bench.data.samples import SPLITS, UNKNOWN_SIZE, DatasetFormatError, DatasetSplits, Sample, not_found
@@ -300,20 +302,17 @@ def _relative_id(path: Path, root: Path, what: str) -> str:
 
 
 def write_class_names(root: Path, names: list[str]) -> None:
-    """Write ``<root>/classes.txt``."""
-    lines = [f"{label},{name}" for label, name in enumerate(names)]
-    (Path(root) / CLASSES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """Write ``<root>/classes.txt`` atomically (a reader sees the old file or the new one)."""
+    with atomic_path(Path(root) / CLASSES_FILE) as temporary:
+        temporary.write_text(_class_names_text(names), encoding="utf-8")
 
 
-def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_root: Path | None) -> None:
-    """Write one split's metadata files into ``folder`` (image ids relative to ``image_root``).
+def _class_names_text(names: list[str]) -> str:
+    return "\n".join(f"{label},{name}" for label, name in enumerate(names)) + "\n"
 
-    Mask paths are written relative to ``masks_root``; ``masks.txt`` is
-    written only if some sample has a mask. Samples without boxes (train
-    only) get no line in ``localization.txt``.
-    """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+
+def _metadata_texts(samples: list[Sample], image_root: Path, masks_root: Path | None) -> dict[str, str]:
+    """One split's metadata files as ``{file name: text}``; every check of :func:`write_metadata`, nothing written."""
     ids, labels, sizes, boxes, masks = [], [], [], [], []
     for sample in samples:
         image_id = _relative_id(sample.image_path, Path(image_root), "image")
@@ -335,8 +334,25 @@ def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_
     files = {"image_ids.txt": ids, "class_labels.txt": labels, "image_sizes.txt": sizes, "localization.txt": boxes}
     if masks:
         files["masks.txt"] = masks
-    for name, lines in files.items():
-        (folder / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return {name: "".join(line + "\n" for line in lines) for name, lines in files.items()}
+
+
+def _write_texts(folder: Path, texts: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        with atomic_path(folder / name) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+
+
+def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_root: Path | None) -> None:
+    """Write one split's metadata files into ``folder`` (image ids relative to ``image_root``).
+
+    Mask paths are written relative to ``masks_root``; ``masks.txt`` is
+    written only if some sample has a mask. Samples without boxes (train
+    only) get no line in ``localization.txt``. Every sample is checked before
+    any file is written, and each file is written atomically.
+    """
+    _write_texts(Path(folder), _metadata_texts(samples, image_root, masks_root))
 
 
 def write_split(root: Path, split: str, samples: list[Sample], image_root: Path | None = None) -> None:
@@ -435,15 +451,32 @@ def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, mas
     to ``masks_root``, default ``image_root``); an empty split gets no folder.
     :func:`read_wsol_metadata` reads it back to identical samples. Refuses to
     write over existing split folders.
+
+    All or nothing: every split is checked before anything is written; each
+    split is written into ``<split>.tmp/`` and renamed, ``classes.txt`` last,
+    and a failure removes what this call wrote, so the same command can simply
+    be run again (a ``<split>.tmp/`` left by a killed writer is removed too).
     """
     metadata_root = Path(metadata_root)
     existing = [split for split in SPLITS if (metadata_root / split).exists()]
     if existing:
         raise FileExistsError(f"{metadata_root} already holds split folder(s) {', '.join(existing)}; "
                               "remove them or choose another metadata_root")
-    metadata_root.mkdir(parents=True, exist_ok=True)
-    write_class_names(metadata_root, splits.class_names)
     masks_root = image_root if masks_root is None else masks_root
-    for split, samples in splits.splits.items():
-        if samples:
-            write_metadata(metadata_root / split, samples, Path(image_root), Path(masks_root))
+    texts = {split: _metadata_texts(samples, Path(image_root), Path(masks_root))
+             for split, samples in splits.splits.items() if samples}
+    metadata_root.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for split, files in texts.items():
+            staging = metadata_root / f"{split}{TEMPORARY_SUFFIX}"
+            shutil.rmtree(staging, ignore_errors=True)
+            written.append(staging)
+            _write_texts(staging, files)
+            staging.rename(metadata_root / split)
+            written[-1] = metadata_root / split
+        write_class_names(metadata_root, splits.class_names)
+    except BaseException:
+        for folder in written:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
