@@ -7,11 +7,12 @@ Screenshots go to ``$WSOL_SCREENSHOTS`` (default: the test's tmp_path): look at 
 
 import csv
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from bench.html.browser import Browser, choose, find_browser
+from bench.html.browser import Browser, BrowserError, choose, find_browser
 
 EXECUTABLE = find_browser()
 pytestmark = pytest.mark.skipif(EXECUTABLE is None, reason="no Chromium binary (apt-get install "
@@ -73,3 +74,27 @@ def test_study_page_loads_cleanly_and_filters_where_gap_alone_localizes(tiny_stu
         browser.screenshot(screenshot_dir(tmp_path) / "study_page.png")
         for config in runs:  # the run pages the study links to
             assert browser.report(browser.load(config.run_dir / "index.html")).problems(config.run_dir) == []
+
+
+def test_lazy_images_below_the_fold_are_loaded_and_one_that_never_loads_fails_in_seconds(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(tmp_path / "red.png")
+    images = "".join(f'<img src="red.png?{k}" width="100" height="400" loading="lazy"><br>' for k in range(30))
+    page = tmp_path / "index.html"
+    page.write_text(f'<!doctype html><meta charset="utf-8"><body>{images}'
+                    '<img src="missing.png" width="100" height="100" loading="lazy">'
+                    '<img src="hidden.png" style="display: none"></body>', encoding="utf-8")
+    start = time.monotonic()
+    with Browser(EXECUTABLE, width=400, height=300, image_patience=2.0) as browser:
+        report = browser.report(browser.load(page))
+        assert browser.evaluate("window.scrollY") == 0  # the checker scrolled, then put the page back
+        loaded = browser.evaluate("Array.from(document.images).filter((i) => i.naturalWidth > 0).length")
+    assert time.monotonic() - start < 30  # was 60 s of waiting, then a pass
+    assert loaded == 30  # every lazy image below the 300 px viewport was scrolled to and decoded
+    assert report.problems(tmp_path) == [f"broken image: {(tmp_path / 'missing.png').as_uri()}"]
+
+
+def test_a_page_that_does_not_exist_is_an_error_naming_it(tmp_path):
+    with Browser(EXECUTABLE) as browser, pytest.raises(BrowserError, match="missing.html: the page did not load"):
+        browser.load(tmp_path / "missing.html")

@@ -104,3 +104,18 @@ def test_resize_rule_is_bilinear_and_keeps_same_size_maps():
     assert resize_to_frame(small, (1, 4)).tolist() == [[0.0, 0.25, 0.75, 1.0]]
     assert check_score_map(np.array([["a"]])) == "expected real numbers, got dtype <U1"
     assert check_score_map(np.zeros((0, 3))) == "empty map, shape (0, 3)"
+
+
+def test_a_broken_train_image_does_not_stop_scoring_the_test_split(tiny_config, tmp_path, capsys):
+    # evaluate-maps never reads the train images, so it neither decodes them nor stops on a broken one.
+    data_root = tmp_path / "data"  # this test's own copy of the tiny dataset: one train image gets truncated
+    config = tiny_config(f"data_root={data_root}")
+    samples = _write_mask_maps(config, tmp_path / "maps")
+    train_image = prepare_dataset(config, progress=False).splits["train"][0].image_path
+    train_image.write_bytes(train_image.read_bytes()[:40])
+    out = tmp_path / "scores.json"
+    code = main(["evaluate-maps", "--maps", str(tmp_path / "maps"), "--dataset-config", str(TINY_CONFIG),
+                 "--out", str(out), f"data_root={data_root}"])
+    assert code == 0, capsys.readouterr().err  # was 2: "1 of 48 images have problems: ... train ..."
+    assert json.loads(out.read_text())["num_images"] == len(samples)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("scores")] == ["scores.json"]  # no .tmp left

@@ -190,6 +190,7 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
     import json
     from pathlib import Path
 
+    from bench.atomic_files import write_text
     from bench.run import pipeline
     from bench.scoring.protocols import run_protocol
     from bench.scoring.saved_maps import load_score_maps, score_maps
@@ -200,12 +201,12 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
     if out is not None and not out.parent.is_dir():
         raise MissingInputError(f"--out {out}: folder {out.parent} not found; create it first")
     dataset = pipeline.prepare_dataset(config)
-    _, samples, _ = pipeline.checked_samples(dataset, config)
+    samples, _ = pipeline.evaluated_samples(dataset, config)  # the train images are never used here
     maps = load_score_maps(Path(args.maps), samples, args.any_range)
     scores = score_maps(maps, samples, config.eval, config.model.input_size, config.eval.split, run_protocol(config))
     print(json.dumps(scores, indent=2))
     if out is not None:
-        out.write_text(json.dumps(scores, indent=2) + "\n")
+        write_text(out, json.dumps(scores, indent=2) + "\n")
     return 0
 
 

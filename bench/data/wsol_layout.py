@@ -47,11 +47,13 @@ readers of the other native layouts (CUB, ImageNet, a CSV) are in
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path
 from bench.config import DatasetConfig
 from bench.data.boxes import mask_to_box, resize_boxes
 from bench.data.images import MASK_THRESHOLD, read_image_sizes, read_mask
@@ -315,23 +317,21 @@ def _relative_id(path: Path, root: Path, what: str) -> str:
 
 
 def write_class_names(root: Path, names: list[str]) -> None:
-    """Write ``<root>/classes.txt``."""
-    lines = [f"{label},{name}" for label, name in enumerate(names)]
-    (Path(root) / CLASSES_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    """Write ``<root>/classes.txt`` atomically (a reader sees the old file or the new one)."""
+    with atomic_path(Path(root) / CLASSES_FILE) as temporary:
+        temporary.write_text(_class_names_text(names), encoding="utf-8")
 
 
-def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_root: Path | None,
-                   box_convention: str = "half_open") -> None:
-    """Write one split's metadata files into ``folder`` (image ids relative to ``image_root``).
+def _class_names_text(names: list[str]) -> str:
+    return "\n".join(f"{label},{name}" for label, name in enumerate(names)) + "\n"
+
+
+def _metadata_texts(samples: list[Sample], image_root: Path, masks_root: Path | None,
+                    box_convention: str = "half_open") -> dict[str, str]:
+    """One split's metadata files as ``{file name: text}``; every check of :func:`write_metadata`, nothing written.
 
     Boxes are written in ``box_convention`` (:func:`bench.data.native_readers.from_half_open`).
-
-    Mask paths are written relative to ``masks_root``; ``masks.txt`` is
-    written only if some sample has a mask. Samples without boxes (train
-    only) get no line in ``localization.txt``.
     """
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     ids, labels, sizes, boxes, masks = [], [], [], [], []
     for sample in samples:
         image_id = _relative_id(sample.image_path, Path(image_root), "image")
@@ -356,8 +356,28 @@ def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_
     files = {"image_ids.txt": ids, "class_labels.txt": labels, "image_sizes.txt": sizes, "localization.txt": boxes}
     if masks:
         files["masks.txt"] = masks
-    for name, lines in files.items():
-        (folder / name).write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return {name: "".join(line + "\n" for line in lines) for name, lines in files.items()}
+
+
+def _write_texts(folder: Path, texts: dict[str, str]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in texts.items():
+        with atomic_path(folder / name) as temporary:
+            temporary.write_text(text, encoding="utf-8")
+
+
+def write_metadata(folder: Path, samples: list[Sample], image_root: Path, masks_root: Path | None,
+                   box_convention: str = "half_open") -> None:
+    """Write one split's metadata files into ``folder`` (image ids relative to ``image_root``).
+
+    Boxes are written in ``box_convention`` (:func:`bench.data.native_readers.from_half_open`).
+
+    Mask paths are written relative to ``masks_root``; ``masks.txt`` is
+    written only if some sample has a mask. Samples without boxes (train
+    only) get no line in ``localization.txt``. Every sample is checked before
+    any file is written, and each file is written atomically.
+    """
+    _write_texts(Path(folder), _metadata_texts(samples, image_root, masks_root, box_convention))
 
 
 def write_split(root: Path, split: str, samples: list[Sample], image_root: Path | None = None) -> None:
@@ -524,18 +544,40 @@ def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, mas
     to ``masks_root``, default ``image_root``); an empty split gets no folder.
     :func:`read_wsol_metadata` reads it back to identical samples. Refuses to
     write over existing split folders.
+
+    All or nothing: every split is checked before anything is written; each
+    split is written into ``<split>.tmp/`` and renamed, then ``box_convention.txt``, ``classes.txt`` last,
+    and a failure removes what this call wrote, so the same command can simply
+    be run again (a ``<split>.tmp/`` left by a killed writer is removed too).
     """
     metadata_root = Path(metadata_root)
     existing = [split for split in SPLITS if (metadata_root / split).exists()]
     if existing:
         raise OutputsExistError(f"{metadata_root} already holds split folder(s) {', '.join(existing)}; "
                                 "remove them or choose another metadata_root")
-    metadata_root.mkdir(parents=True, exist_ok=True)
     if box_convention not in BOX_CONVENTIONS:
         raise ValueError(f"unknown box convention {box_convention!r}; allowed values: {BOX_CONVENTIONS}")
-    write_class_names(metadata_root, splits.class_names)
-    (metadata_root / BOX_CONVENTION_FILE).write_text(box_convention + "\n", encoding="utf-8")
     masks_root = image_root if masks_root is None else masks_root
-    for split, samples in splits.splits.items():
-        if samples:
-            write_metadata(metadata_root / split, samples, Path(image_root), Path(masks_root), box_convention)
+    texts = {split: _metadata_texts(samples, Path(image_root), Path(masks_root), box_convention)
+             for split, samples in splits.splits.items() if samples}
+    metadata_root.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    try:
+        for split, files in texts.items():
+            staging = metadata_root / f"{split}{TEMPORARY_SUFFIX}"
+            shutil.rmtree(staging, ignore_errors=True)
+            written.append(staging)
+            _write_texts(staging, files)
+            staging.rename(metadata_root / split)
+            written[-1] = metadata_root / split
+        with atomic_path(metadata_root / BOX_CONVENTION_FILE) as temporary:
+            temporary.write_text(box_convention + "\n", encoding="utf-8")
+        written.append(metadata_root / BOX_CONVENTION_FILE)
+        write_class_names(metadata_root, splits.class_names)
+    except BaseException:
+        for path in written:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise

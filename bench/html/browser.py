@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import os
 import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,13 +29,49 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")
-# Every visible <img> loaded (complete) and decoded (naturalWidth > 0); lazy images below the fold are not visible.
+# The rendered <img> (hidden ones, e.g. filtered out, have no client rects) that are still loading, and the
+# broken ones (complete, yet nothing decoded). A lazy image below the fold stays "loading" until it is
+# scrolled near the viewport, so this expression also scrolls the first one still loading into view (a
+# reader would scroll to it); ``window[KEY]`` keeps the scroll positions found on the first call.
 _IMAGES_STATE = """(() => {
-  const shown = Array.from(document.images).filter((image) => image.offsetParent !== null);
-  const loading = shown.filter((image) => !image.complete).length;
-  const broken = shown.filter((image) => image.complete && image.naturalWidth === 0).map((image) => image.src);
-  return {shown: shown.length, loading, broken};
+  const key = "__wsolScrollPositions";
+  if (!window[key]) {
+    window[key] = new Map(Array.from(document.querySelectorAll("*")).filter((e) => e.scrollTop || e.scrollLeft)
+      .map((e) => [e, [e.scrollTop, e.scrollLeft]]));
+  }
+  const rendered = Array.from(document.images).filter((image) => image.getClientRects().length > 0);
+  const loading = rendered.filter((image) => !image.complete);
+  if (loading.length) loading[0].scrollIntoView({block: "center", inline: "nearest"});
+  const broken = rendered.filter((image) => image.complete && image.naturalWidth === 0);
+  return {rendered: rendered.length, loading: loading.map((image) => image.currentSrc || image.src),
+          broken: broken.map((image) => image.currentSrc || image.src)};
 })()"""
+# Put every scrolled element back where :data:`_IMAGES_STATE` found it (screenshots show what was asked for).
+_RESTORE_SCROLL = """(() => {
+  const key = "__wsolScrollPositions";
+  const saved = window[key] || new Map();
+  for (const element of document.querySelectorAll("*")) {
+    const [top, left] = saved.get(element) || [0, 0];
+    if (element.scrollTop !== top || element.scrollLeft !== left) {
+      element.scrollTop = top;
+      element.scrollLeft = left;
+    }
+  }
+  delete window[key];
+})()"""
+
+
+def images_settled(state: dict, stalled_seconds: float, patience: float) -> tuple[bool, list[str]]:
+    """Given one :data:`_IMAGES_STATE`, whether to stop waiting, and the images that never loaded.
+
+    Stop when nothing is loading, or when no image finished for ``patience`` seconds
+    (``stalled_seconds``): the ones still loading then never load, and are reported.
+    """
+    if not state["loading"]:
+        return True, []
+    if stalled_seconds >= patience:
+        return True, list(state["loading"])
+    return False, []
 
 
 class BrowserError(RuntimeError):
@@ -53,7 +91,8 @@ class PageReport:
     """What loading one page gave."""
 
     console_errors: list[str] = field(default_factory=list)  # console.error, uncaught exceptions, failed loads
-    broken_images: list[str] = field(default_factory=list)  # visible <img> whose file did not load or decode
+    broken_images: list[str] = field(default_factory=list)  # rendered <img> whose file did not load or decode
+    unloaded_images: list[str] = field(default_factory=list)  # rendered <img> still loading after the patience
     requests: list[str] = field(default_factory=list)  # every URL the page asked for
     load_seconds: float = 0.0  # navigation to the load event
 
@@ -61,43 +100,70 @@ class PageReport:
         """Everything wrong: errors, broken images, and requests outside ``folder`` (the page must be self-contained)."""
         inside = Path(folder).resolve().as_uri() + "/"
         outside = [url for url in self.requests if not url.startswith(inside)]
-        return ([f"console: {text}" for text in self.console_errors] + [f"broken image: {src}" for src in
-                self.broken_images] + [f"request outside {folder}: {url}" for url in outside])
+        return ([f"console: {text}" for text in self.console_errors]
+                + [f"broken image: {src}" for src in self.broken_images]
+                + [f"image never loaded: {src}" for src in self.unloaded_images]
+                + [f"request outside {folder}: {url}" for url in outside])
 
 
 class Browser:
-    """One headless Chromium process and one tab, driven over the DevTools pipe."""
+    """One headless Chromium process and one tab, driven over the DevTools pipe.
 
-    def __init__(self, executable: str, width: int = 1280, height: int = 900, timeout: float = 60.0):
-        self.timeout = timeout
+    ``timeout``: seconds any DevTools answer may take; ``image_patience``: seconds
+    :meth:`settle` waits for the next image to finish before it reports the ones
+    still loading as never loaded.
+    """
+
+    def __init__(self, executable: str, width: int = 1280, height: int = 900, timeout: float = 60.0,
+                 image_patience: float = 5.0):
+        self.timeout, self.image_patience = timeout, image_patience
+        self.exit_grace = 10.0  # seconds close() waits for Chromium to exit before it kills it
         self.events: list[dict] = []
         self._next_id = 0
         self._buffer = b""
         self._profile = tempfile.TemporaryDirectory(prefix="wsol-chromium-")
+        self._process: subprocess.Popen | None = None
+        self._to_browser = self._from_browser = -1
+        try:
+            self._start(executable)
+            target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.call(f"{domain}.enable", session=True)
+            self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height,
+                                                             "deviceScaleFactor": 1, "mobile": False}, session=True)
+        except BaseException:
+            self._shut_down(grace=0.0)  # no Chromium, pipe or profile outlives a failed start
+            raise
+
+    def _start(self, executable: str) -> None:
+        """Start Chromium with the command pipe on its fd 3 and the answer pipe on its fd 4, and no other fd."""
         to_browser, self._to_browser = os.pipe()
         self._from_browser, from_browser = os.pipe()
+        # pipe() takes the lowest free numbers, so fds 3 and 4 are open here now (ours or older ones): the child
+        # may keep them (pass_fds), wire() puts our two ends there, and close_fds closes every other one, the
+        # parent's ends included (a child holding the command pipe's write end would never see it close).
+        keep = (3, 4)
 
-        def wire() -> None:  # in the child: the pipes on fds 3 (commands in) and 4 (answers out)
+        def wire() -> None:  # in the child, before close_fds: via 100/101, in case our ends are fds 3 or 4
             os.dup2(to_browser, 100)
             os.dup2(from_browser, 101)
             os.dup2(100, 3)
             os.dup2(101, 4)
+            os.close(100)
+            os.close(101)
 
         command = [executable, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
                    "--no-first-run", "--hide-scrollbars", "--mute-audio", f"--user-data-dir={self._profile.name}",
                    "about:blank"]
         try:
-            self._process = subprocess.Popen(command, preexec_fn=wire, close_fds=False, stdin=subprocess.DEVNULL,
+            # Its own process group, so a forced stop reaches Chromium's helper processes too.
+            self._process = subprocess.Popen(command, preexec_fn=wire, close_fds=True, pass_fds=keep,
+                                             start_new_session=True, stdin=subprocess.DEVNULL,
                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         finally:
             os.close(to_browser)
             os.close(from_browser)
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        self._session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log", "Network"):
-            self.call(f"{domain}.enable", session=True)
-        self.call("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                         "mobile": False}, session=True)
 
     def _read_message(self, deadline: float) -> dict:
         while b"\0" not in self._buffer:
@@ -145,16 +211,22 @@ class Browser:
         return result["result"].get("value")
 
     def load(self, page: Path) -> float:
-        """Open ``page`` (a file) and wait for its load event; returns the seconds it took."""
+        """Open ``page`` (a file) and wait for its load event; returns the seconds it took.
+
+        Raises :class:`BrowserError` when the navigation itself fails (``errorText``: a missing file, say).
+        """
         self.events.clear()
         start = time.monotonic()
-        self.call("Page.navigate", {"url": Path(page).resolve().as_uri()}, session=True)
+        navigated = self.call("Page.navigate", {"url": Path(page).resolve().as_uri()}, session=True)
+        if navigated.get("errorText"):
+            raise BrowserError(f"{page}: the page did not load ({navigated['errorText']})")
         self.wait_for("Page.loadEventFired")
         return round(time.monotonic() - start, 3)
 
     def report(self, load_seconds: float = 0.0) -> PageReport:
-        """Wait for the visible images, then report what went wrong since the last :meth:`load`."""
-        report = PageReport(load_seconds=load_seconds, broken_images=self.settle())
+        """Load the rendered images (scrolling to the lazy ones), then report what went wrong since :meth:`load`."""
+        broken, unloaded = self.settle()
+        report = PageReport(load_seconds=load_seconds, broken_images=broken, unloaded_images=unloaded)
         for message in self.events:
             method, params = message.get("method"), message.get("params", {})
             if method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
@@ -170,14 +242,24 @@ class Browser:
                 report.requests.append(params["request"]["url"])
         return report
 
-    def settle(self) -> list[str]:
-        """Wait until every visible image has loaded or failed; return the URLs of the broken ones."""
-        deadline = time.monotonic() + self.timeout
-        while True:
-            state = self.evaluate(_IMAGES_STATE)
-            if not state["loading"] or time.monotonic() > deadline:
-                return state["broken"]
-            time.sleep(0.1)
+    def settle(self) -> tuple[list[str], list[str]]:
+        """Scroll to each rendered image still loading until all have loaded; ``(broken URLs, never loaded URLs)``.
+
+        An image counts as never loaded when no image finished for ``image_patience`` seconds while it was
+        still loading. The scroll positions are put back afterwards.
+        """
+        last_progress, remaining = time.monotonic(), None
+        try:
+            while True:
+                state = self.evaluate(_IMAGES_STATE)
+                if remaining is None or len(state["loading"]) < remaining:
+                    last_progress, remaining = time.monotonic(), len(state["loading"])
+                done, unloaded = images_settled(state, time.monotonic() - last_progress, self.image_patience)
+                if done:
+                    return state["broken"], unloaded
+                time.sleep(0.05)
+        finally:
+            self.evaluate(_RESTORE_SCROLL)
 
     def screenshot(self, path: Path) -> Path:
         """The viewport as PNG into ``path``."""
@@ -186,14 +268,31 @@ class Browser:
         return Path(path)
 
     def close(self) -> None:
+        """Ask Chromium to quit; kill it if it does not answer or exit; always remove the pipes and the profile."""
         try:
             self.call("Browser.close")
-        except BrowserError:
-            self._process.kill()
-        self._process.wait(timeout=30)
-        os.close(self._to_browser)
-        os.close(self._from_browser)
-        self._profile.cleanup()
+        except (BrowserError, OSError):  # no answer, or the pipe is gone (it crashed)
+            self._shut_down(grace=0.0)
+        else:
+            self._shut_down(grace=self.exit_grace)
+
+    def _shut_down(self, grace: float) -> None:
+        """Wait ``grace`` seconds for Chromium to exit, then kill its process group; close the pipes, drop the profile."""
+        try:
+            if self._process is not None:
+                try:
+                    self._process.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    pass
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self._process.pid, signal.SIGKILL)  # its helpers too, even if it exited already
+                self._process.wait()
+        finally:
+            for fd in (self._to_browser, self._from_browser):
+                if fd >= 0:
+                    os.close(fd)
+            self._to_browser = self._from_browser = -1
+            self._profile.cleanup()
 
     def __enter__(self) -> Browser:
         return self

@@ -142,13 +142,22 @@ def _checked_split(dataset: DatasetSplits, split: str, skip_bad: bool) -> tuple[
 
 def checked_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list, list[dict]]:
     """``(train samples, evaluated samples, skipped images)`` after checking every image of the two splits."""
-    split = config.eval.split
+    _check_not_empty(dataset, config.eval.split)
+    train, skipped_train = _checked_split(dataset, "train", config.dataset.skip_bad)
+    evaluated, skipped_eval = _checked_split(dataset, config.eval.split, config.dataset.skip_bad)
+    return train, evaluated, skipped_train + skipped_eval
+
+
+def evaluated_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list[dict]]:
+    """``(evaluated samples, skipped images)``: ``eval.split`` alone, its images checked (``evaluate-maps``)."""
+    _check_not_empty(dataset, config.eval.split)
+    return _checked_split(dataset, config.eval.split, config.dataset.skip_bad)
+
+
+def _check_not_empty(dataset: DatasetSplits, split: str) -> None:
     if not dataset.splits[split]:
         raise DatasetFormatError(f"{dataset.source}: the {split} split is empty; set eval.split to a split "
                                  f"with images ({', '.join(k for k, v in dataset.splits.items() if v)})")
-    train, skipped_train = _checked_split(dataset, "train", config.dataset.skip_bad)
-    evaluated, skipped_eval = _checked_split(dataset, split, config.dataset.skip_bad)
-    return train, evaluated, skipped_train + skipped_eval
 
 
 def calibration_samples(dataset: DatasetSplits, config: RunConfig) -> tuple[list, list[dict]]:
