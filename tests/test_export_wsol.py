@@ -26,9 +26,11 @@ def test_a_split_the_format_cannot_hold_writes_nothing_and_the_fixed_rerun_succe
     assert not metadata.exists() or list(metadata.iterdir()) == []  # train/ and classes.txt used to stay
     write_wsol(dataset(images), metadata, images)  # used to raise "already holds split folder(s) train"
     assert (metadata / "classes.txt").read_text() == "0,cat\n1,dog\n"
-    assert (metadata / "train" / "localization.txt").read_text() == "b/train_1.jpg,1,2,10,12\n"
+    # Written inclusive (wsolevaluation's convention, box_convention.txt): [1, 2, 10, 12) -> 1,2,9,11.
+    assert (metadata / "train" / "localization.txt").read_text() == "b/train_1.jpg,1,2,9,11\n"
+    assert (metadata / "box_convention.txt").read_text() == "inclusive\n"
     assert (metadata / "test" / "image_sizes.txt").read_text() == "b/test_0.jpg,30,20\n"
-    assert sorted(p.name for p in metadata.iterdir()) == ["classes.txt", "test", "train"]
+    assert sorted(p.name for p in metadata.iterdir()) == ["box_convention.txt", "classes.txt", "test", "train"]
 
 
 def test_a_write_failing_half_way_removes_the_splits_already_written(tmp_path):
@@ -47,4 +49,4 @@ def test_a_write_failing_half_way_removes_the_splits_already_written(tmp_path):
     assert back.class_names == ["cat", "dog"]
     assert [s.image_id for s in back.splits["train"]] == ["a/train_0.jpg", "b/train_1.jpg"]
     assert back.splits["test"][0].boxes.tolist() == [[0, 0, 30, 20]]
-    assert sorted(p.name for p in metadata.iterdir()) == ["classes.txt", "test", "train"]
+    assert sorted(p.name for p in metadata.iterdir()) == ["box_convention.txt", "classes.txt", "test", "train"]

@@ -576,8 +576,8 @@ def write_wsol(splits: DatasetSplits, metadata_root: Path, image_root: Path, mas
         write_class_names(metadata_root, splits.class_names)
     except BaseException:
         for path in written:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
+            if path.name == BOX_CONVENTION_FILE:
                 path.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(path, ignore_errors=True)
         raise

@@ -13,11 +13,12 @@ import torch
 
 from bench.config import RunConfig, load_config
 from bench.data.wsol_layout import CLASSES_FILE, read_class_names
+from bench.errors import InputError
 from bench.model.camnet import CamNet, build_model
 from bench.run.folder import CONFIG_FILE
 
 
-class TrainedModelError(ValueError):
+class TrainedModelError(InputError, ValueError):
     """The checkpoint, or the run folder it must sit in, is missing."""
 
 
