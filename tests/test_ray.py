@@ -21,8 +21,14 @@ from bench.study.ray_executor import (
     RayExecutor,
     RunResources,
     SharedFolderError,
+    check_feasible,
+    check_gpus_per_process,
     check_marker,
+    marker_path,
     parse_resources,
+    task_num_workers,
+    task_threads,
+    torchrun_was_killed,
 )
 from bench.study.runner import run_study
 
@@ -89,6 +95,61 @@ def test_executor_flags_are_refused_where_they_do_not_apply(tmp_path, tiny_data_
     assert not (tmp_path / "results").exists()  # refused before anything was written
 
 
+def test_a_task_runs_the_thread_count_a_sequential_study_of_the_same_file_runs():
+    # threads unset (0, torch's default): 2 per process on a 2-core machine, as the sequential study runs it.
+    assert task_threads(0, 1, RunResources(cpus=2), default_threads=2) == 2
+    assert task_threads(0, 2, RunResources(cpus=2), default_threads=2) == 1  # torchrun: OMP_NUM_THREADS=1
+    assert task_threads(3, 1, RunResources(cpus=1), default_threads=2) == 3  # set in the study: kept
+    with pytest.raises(ConfigError, match=r"'threads' is 0 .* 2 thread\(s\) per process .* cpu=1 .* threads=N"):
+        task_threads(0, 1, RunResources(cpus=1), default_threads=2)  # used to run 1 thread: other numbers
+
+
+def test_loader_workers_fit_the_task_and_gpus_are_one_per_process():
+    assert task_num_workers(4, RunResources(cpus=1), 1) == 0  # the one CPU trains
+    assert task_num_workers(4, RunResources(cpus=4), 1) == 3
+    assert task_num_workers(4, RunResources(cpus=8), 2) == 3
+    assert task_num_workers(2, RunResources(cpus=16), 1) == 2  # never more than the config asks
+    check_gpus_per_process(RunResources(gpus=2), 2)
+    check_gpus_per_process(RunResources(gpus=0.5), 1)
+    with pytest.raises(ConfigError, match=r"--nproc 2 with --run-resources gpu=1: .* gpu=2"):
+        check_gpus_per_process(RunResources(gpus=1), 2)  # both ranks used to land on cuda:0
+
+
+def test_an_infeasible_request_is_refused_naming_the_nodes():
+    nodes = [{"CPU": 2.0}, {"CPU": 8.0, "GPU": 1.0}]
+    check_feasible(RunResources(cpus=8, gpus=1), nodes)
+    with pytest.raises(ConfigError, match=r"cpu=4,gpu=2: no node .* 2 CPU / 0 GPU, 8 CPU / 1 GPU"):
+        check_feasible(RunResources(cpus=4, gpus=2), nodes)
+
+
+def test_each_driver_has_its_own_marker(tmp_path):
+    assert marker_path(tmp_path, "ab") != marker_path(tmp_path, "cd")
+    assert marker_path(tmp_path, "ab").name == f"{MARKER_FILE}-ab"
+
+
+def test_a_killed_rank_is_told_from_a_rank_that_raised():
+    killed = ("=== attempt 1 started on h\n[...]\n=== attempt 2 started on h\nFailures:\n  exitcode  : -9 "
+              "(pid: 123)\n")
+    assert torchrun_was_killed(1, killed)
+    raised = "=== attempt 1 started on h\n  exitcode  : -9\n=== attempt 2 started on h\n  exitcode  : 1\n"
+    assert not torchrun_was_killed(1, raised)  # only this attempt's part counts
+    assert torchrun_was_killed(-15, "")
+
+
+def test_an_unfinished_head_mode_run_is_run_again_from_scratch(tmp_path, tiny_data_dir):
+    from helpers import tiny_run_config
+
+    from bench.config import save_config
+    from bench.study.runner import run_state
+
+    for mode, state in (("full", "interrupted"), ("head", "partial")):
+        config = tiny_run_config(tiny_data_dir, tmp_path / mode, f"train.mode={mode}")
+        config.run_dir.mkdir(parents=True)
+        save_config(config, config.run_dir / "config.yaml")
+        (config.run_dir / "manifest.json").write_text(json.dumps({"status": "failed"}))
+        assert run_state(config) == state  # head used to be "interrupted": --resume, refused for head mode
+
+
 # ----------------------------------------------------------------------------- on a local Ray
 
 
@@ -141,7 +202,7 @@ def test_a_ray_study_whose_worker_is_killed_gives_the_sequential_tables(tmp_path
     manifest = json.loads((runs[1].run_dir / "manifest.json").read_text())
     assert manifest["resumed"][0]["after_epoch"] == 1 and manifest["torch_threads"] == 1
     assert "resumed" not in json.loads((runs[0].run_dir / "manifest.json").read_text())
-    assert not (folder / MARKER_FILE).exists()  # the driver removes its marker
+    assert not list(folder.glob(f"{MARKER_FILE}*"))  # the driver removes its marker
 
     # One line per run as it starts, dies, finishes; an overall count; the run's own output in its log file.
     events = [m for m in messages if m.startswith("study study: ")]
@@ -189,12 +250,12 @@ def test_a_worker_that_cannot_see_the_results_folder_stops_the_study_before_any_
                                                                                    local_ray, monkeypatch, capsys):
     from bench.study import ray_executor
 
-    def elsewhere(marker):  # as if the driver's folder were not the workers' (no shared filesystem)
-        return ray_executor.secrets.token_hex(8)
+    def elsewhere(marker, token):  # as if the driver's folder were not the workers' (no shared filesystem)
+        pass
 
     monkeypatch.setattr(ray_executor, "_write_marker", elsewhere)
     path = write_study(tmp_path, tiny_data_dir)
     assert main(["run", str(path), "--executor", "ray"]) == 2
     marker = tmp_path / "results" / "study" / MARKER_FILE
-    assert f"Ray worker on host {os.uname().nodename}: {marker} is missing" in capsys.readouterr().err
+    assert f"Ray worker on host {os.uname().nodename}: {marker}-" in capsys.readouterr().err
     assert not (tmp_path / "results" / "study" / "runs").exists()

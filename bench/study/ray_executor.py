@@ -30,6 +30,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import secrets
 import signal
 import socket
@@ -42,7 +43,7 @@ from typing import Callable
 
 from bench.atomic_files import write_text
 from bench.config import ConfigError, RunConfig, StudyConfig, save_config
-from bench.run.folder import INTERRUPTED, MANIFEST_FILE
+from bench.run.folder import INTERRUPTED, MANIFEST_FILE, running_process
 from bench.study.results import StudyError
 from bench.study.runner import PendingRun, run_pending, run_state
 
@@ -51,6 +52,10 @@ LOGS_DIR = "logs"
 # Test hook, read by the driver: "<run name>" SIGKILLs that run's worker after the first epoch it trains (and
 # saves), on every attempt; "<run name>@<file>" only while <file> does not exist (the first attempt creates it).
 KILL_HOOK = "WSOL_BENCH_TEST_KILL_AFTER_CHECKPOINT"
+
+
+class RankDiedError(RuntimeError):
+    """A torchrun rank (or torchrun itself) was killed by a signal: retried like a dead Ray worker."""
 
 
 class SharedFolderError(StudyError):
@@ -108,6 +113,7 @@ class RayExecutor:
                  max_retries: int = 2, nproc: int = 1, poll_seconds: float = 0.5) -> None:
         if max_retries < 0 or nproc < 1:
             raise ConfigError(f"--max-retries must be >= 0 and --nproc >= 1, got {max_retries} and {nproc}")
+        check_gpus_per_process(resources, nproc)
         self.resources, self.address = resources, address
         self.max_retries, self.nproc, self.poll_seconds = max_retries, nproc, poll_seconds
 
@@ -119,10 +125,15 @@ class RayExecutor:
             options = {} if self.address or os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
             ray.init(address=self.address, **options)
         study = dataclasses.replace(study, results_dir=str(Path(study.results_dir).resolve()))  # workers' cwd differs
-        marker = study.study_dir / MARKER_FILE
+        token = secrets.token_hex(8)
+        marker = marker_path(study.study_dir, token)  # one per driver: a second driver never removes ours
         try:
-            token = _write_marker(marker)
-            pending = [dataclasses.replace(item, config=_for_task(item.config, self.resources, self.nproc))
+            check_feasible(self.resources, [node["Resources"] for node in ray.nodes() if node["Alive"]])
+            _write_marker(marker, token)
+            import torch
+
+            pending = [dataclasses.replace(item, config=_for_task(item.config, self.resources, self.nproc,
+                                                                  torch.get_num_threads()))
                        for item in pending]
             _prepare_datasets(pending)
             _check_every_node(marker, token, [item.config for item in pending])
@@ -133,10 +144,62 @@ class RayExecutor:
                 ray.shutdown()
 
 
-def _for_task(config: RunConfig, resources: RunResources, nproc: int) -> RunConfig:
-    """The run's config as a task runs it: absolute paths (workers' folders differ), threads = its CPUs."""
-    return dataclasses.replace(config, threads=max(1, resources.threads // nproc),
-                               results_dir=str(Path(config.results_dir).resolve()),
+def check_gpus_per_process(resources: RunResources, nproc: int) -> None:
+    """With ``nproc`` > 1 every process needs a GPU of its own (or none): each rank uses ``cuda:<local rank>``."""
+    if nproc > 1 and resources.gpus and (resources.gpus < nproc or not float(resources.gpus).is_integer()):
+        raise ConfigError(f"--nproc {nproc} with --run-resources gpu={resources.gpus:g}: each of the {nproc} "
+                          f"processes of a run uses a GPU of its own (cuda:<local rank>), so they would share or "
+                          f"miss one; ask for gpu={nproc} (one per process) or gpu=0 (CPU)")
+
+
+def check_feasible(resources: RunResources, nodes: list[dict]) -> None:
+    """Refuse a request no node of the cluster can meet (``nodes``: each alive node's Ray resources).
+
+    Ray would keep such a task pending for ever without a word.
+    """
+    if any(node.get("CPU", 0) >= resources.cpus and node.get("GPU", 0) >= resources.gpus for node in nodes):
+        return
+    largest = ", ".join(f"{node.get('CPU', 0):g} CPU / {node.get('GPU', 0):g} GPU" for node in nodes) or "no node"
+    raise ConfigError(f"--run-resources cpu={resources.cpus:g},gpu={resources.gpus:g}: no node of the Ray cluster "
+                      f"has that much (nodes: {largest}); ask for less, or add a node that has it")
+
+
+def task_threads(threads: int, nproc: int, resources: RunResources, default_threads: int) -> int:
+    """The torch threads per process of a run's task: those a sequential study of the same file would use.
+
+    ``threads`` > 0 (set in the config) is kept. ``threads`` 0 means torch's default, which a sequential
+    study takes from this machine (``default_threads``; 1 per process under torchrun, which sets
+    OMP_NUM_THREADS=1); the task pins that count, since another one sums in another order and changes the
+    numbers. A task too small for it is refused: a study file gives one table whatever the executor.
+    """
+    if threads:
+        return threads
+    same = 1 if nproc > 1 else default_threads
+    if same * nproc > resources.cpus:
+        raise ConfigError(f"'threads' is 0 (torch's default), which is {same} thread(s) per process here, as a "
+                          f"sequential study runs it; a Ray task of cpu={resources.cpus:g} with {nproc} process(es) "
+                          f"would run fewer, and another thread count gives other numbers. Set threads=N in the "
+                          f"study (the same for both executors; e.g. threads=1), or ask for "
+                          f"--run-resources cpu={same * nproc}")
+    return same
+
+
+def task_num_workers(num_workers: int, resources: RunResources, nproc: int) -> int:
+    """``train.num_workers`` within the task's CPUs: one CPU per process trains, the rest may load data."""
+    return min(num_workers, max(0, math.floor(resources.cpus / nproc) - 1))
+
+
+def marker_path(study_dir: Path, token: str) -> Path:
+    """This driver's shared-folder marker in the study folder (its own name: drivers never remove each other's)."""
+    return Path(study_dir) / f"{MARKER_FILE}-{token}"
+
+
+def _for_task(config: RunConfig, resources: RunResources, nproc: int, default_threads: int) -> RunConfig:
+    """The run's config as a task runs it: absolute paths (workers' folders differ), threads and loader workers
+    as :func:`task_threads` and :func:`task_num_workers` say (speed-only keys: finished runs are still reused)."""
+    train = dataclasses.replace(config.train, num_workers=task_num_workers(config.train.num_workers, resources, nproc))
+    return dataclasses.replace(config, threads=task_threads(config.threads, nproc, resources, default_threads),
+                               train=train, results_dir=str(Path(config.results_dir).resolve()),
                                data_root=str(Path(config.data_root).resolve()))
 
 
@@ -152,11 +215,9 @@ def _prepare_datasets(pending: list[PendingRun]) -> None:
             prepare_dataset(item.config)
 
 
-def _write_marker(marker: Path) -> str:
-    token = secrets.token_hex(8)
+def _write_marker(marker: Path, token: str) -> None:
     marker.parent.mkdir(parents=True, exist_ok=True)
     write_text(marker, token + "\n")
-    return token
 
 
 def check_marker(marker: Path, token: str) -> None:
@@ -220,6 +281,8 @@ class _Driver:
 
         self.logs.mkdir(parents=True, exist_ok=True)
         self.total = len(pending)
+        for item in pending:  # this invocation's log: an old "attempt 1 started" line would read as a start
+            write_text(self.logs / f"{item.config.name}.log", "")
         self.say(f"{self.total} run(s) as Ray tasks of {self._resources()} each on "
                  f"{_cluster(ray.cluster_resources())}; each run's output in {self.logs}/")
         tasks = {self._submit(task): task for task in map(_Task, pending)}
@@ -286,18 +349,23 @@ class _Driver:
             ray.get(ref)
         except ray.exceptions.RayTaskError as error:  # the run raised: the same config would raise again
             cause = _cause(error)
+            if isinstance(cause, RankDiedError):  # ... unless a torchrun rank was killed: retried as a dead worker
+                return self._retry_or_fail(task, tasks, "a rank was killed", took)
             return self._fail(task, f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}",
                               tasks)
         except ray.exceptions.RayError as error:  # the worker died (killed, out of memory, node lost)
-            reason = type(error).__name__
-            if task.attempt <= self.executor.max_retries:
-                self.say(f"{name}: its worker died ({reason}) after {took}; retrying from its last checkpoint"
-                         f"{_attempt(task.attempt + 1, self.executor.max_retries + 1)}")
-                return _Task(task.item, task.attempt + 1)
-            return self._fail(task, f"its worker died {task.attempt} time(s) ({reason})", tasks)
+            return self._retry_or_fail(task, tasks, type(error).__name__, took)
         self.done += 1
         self.say(f"[{self.done}/{self.total}] {name} finished in {took} ({self._counts(tasks.values())})")
         return None
+
+    def _retry_or_fail(self, task: _Task, tasks: dict, reason: str, took: str) -> _Task | None:
+        name = task.item.config.name
+        if task.attempt <= self.executor.max_retries:
+            self.say(f"{name}: its worker died ({reason}) after {took}; retrying from its last checkpoint"
+                     f"{_attempt(task.attempt + 1, self.executor.max_retries + 1)}")
+            return _Task(task.item, task.attempt + 1)
+        return self._fail(task, f"its worker died {task.attempt} time(s) ({reason})", tasks)
 
     def _fail(self, task: _Task, why: str, tasks: dict) -> None:
         self.done += 1
@@ -360,16 +428,35 @@ def _run_task(item: PendingRun, attempt: int, marker: str, token: str, log_path:
             run_pending(config, state, _with_kill_hook(config, print, kill_hook))
 
 
-def _state_after_death(config: RunConfig) -> str:
-    """The run's state after its previous worker died: a ``running`` manifest names that dead process."""
+def _state_after_death(config: RunConfig, wait_seconds: float = 30.0) -> str:
+    """The run's state after its previous worker died: a ``running`` manifest names that (dead) process.
+
+    On this host the process is checked: one still alive (a torchrun launcher finishing its SIGTERM) is given
+    ``wait_seconds`` to exit, and then the retry is refused rather than run beside it. On another host it
+    cannot be checked; Ray reported the worker dead, so the manifest is rewritten to ``interrupted``.
+    """
+    deadline = time.monotonic() + wait_seconds
     state = run_state(config)
+    while state == "running" and _runs_here(config) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = run_state(config)  # run_status rereads the manifest and sees the process gone
     if state != "running":
         return state
-    path = config.run_dir / MANIFEST_FILE  # on another host, so run_state could not see the process is gone
+    if _runs_here(config):
+        raise StudyError(f"{config.name}: the previous attempt's {running_process(config.run_dir)} is still alive "
+                         f"{wait_seconds:g} s after its Ray worker died; stop it, then run the study again")
+    path = config.run_dir / MANIFEST_FILE
     manifest = json.loads(path.read_text())
     manifest.update(status=INTERRUPTED, pid=None)
     write_text(path, json.dumps(manifest, indent=2) + "\n")
     return "interrupted"
+
+
+def _runs_here(config: RunConfig) -> bool:
+    try:
+        return json.loads((config.run_dir / MANIFEST_FILE).read_text()).get("host") == socket.gethostname()
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _run_with_torchrun(config: RunConfig, state: str, nproc: int, log_path: Path, log_file) -> None:
@@ -380,10 +467,35 @@ def _run_with_torchrun(config: RunConfig, state: str, nproc: int, log_path: Path
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "bench", "run", str(config_path), *flags]
     log_file.flush()
-    finished = subprocess.run(command, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
-                              env={**os.environ, "TQDM_DISABLE": "1"})
-    if finished.returncode != 0:
-        raise RuntimeError(f"torchrun exited with code {finished.returncode}: {' '.join(command)}")
+    launcher = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+                                env={**os.environ, "TQDM_DISABLE": "1"})
+    try:
+        returncode = launcher.wait()
+    except BaseException:  # cancelled (KeyboardInterrupt): SIGTERM, which torchrun passes on to its ranks
+        stop_launcher(launcher)
+        raise
+    if returncode != 0:
+        error = RankDiedError if torchrun_was_killed(returncode, _read(log_path)) else RuntimeError
+        raise error(f"torchrun exited with code {returncode}: {' '.join(command)}")
+
+
+def stop_launcher(launcher: subprocess.Popen, grace: float = 30.0) -> None:
+    """SIGTERM ``launcher`` (torchrun forwards it to its ranks, which run in sessions of their own), SIGKILL later.
+
+    A SIGKILL straight away, as ``subprocess.run`` sends on an exception, would leave the ranks orphaned.
+    """
+    launcher.terminate()
+    try:
+        launcher.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        launcher.kill()
+        launcher.wait()
+
+
+def torchrun_was_killed(returncode: int, log_text: str) -> bool:
+    """Whether a failed torchrun died of a signal (itself, or a rank: its report says ``exitcode : -N``)."""
+    last_attempt = log_text.rsplit("=== attempt ", 1)[-1]  # this attempt's part of the run's log
+    return returncode < 0 or re.search(r"exitcode\s*:\s*-\d+", last_attempt) is not None
 
 
 def _die_with_parent() -> None:

@@ -54,8 +54,9 @@ def run_state(config: RunConfig) -> str:
     ``missing``; ``complete`` (finished, the same experiment: reused); ``different`` (finished with another
     config); ``running`` (its process is alive, or runs on another host); ``interrupted`` (stopped early,
     killed or failed, the same experiment: continued from its checkpoint); ``partial`` (unfinished and
-    unreadable or of another config: run again from scratch). The same experiment: the saved config differs
-    from ``config`` in no key but :data:`bench.config.SAME_EXPERIMENT_KEYS`, as ``--resume`` requires.
+    unreadable, of another config, or of ``train.mode: head``, which does not resume: run again from
+    scratch). The same experiment: the saved config differs from ``config`` in no key but
+    :data:`bench.config.SAME_EXPERIMENT_KEYS`, as ``--resume`` requires.
     """
     folder = config.run_dir
     if not folder.exists():
@@ -69,7 +70,9 @@ def run_state(config: RunConfig) -> str:
         return "partial"
     if status == COMPLETE:
         return "complete" if same else "different"
-    return "interrupted" if same and status in (INTERRUPTED, FAILED) else "partial"
+    # train.mode head does not resume (bench.run.pipeline): its unfinished run starts again from scratch.
+    resumable = config.train.mode != "head"
+    return "interrupted" if same and resumable and status in (INTERRUPTED, FAILED) else "partial"
 
 
 @dataclass(frozen=True)
