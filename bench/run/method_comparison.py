@@ -61,7 +61,7 @@ from bench.run.folder import (
 from bench.run.pipeline import calibration_samples, prepare_dataset  # noqa: E402
 from bench.run.trained_model import load_trained_network  # noqa: E402
 from bench.scoring.evaluation import GalleryItem, SweepMeters, collect_results, score_batches, sweep_split  # noqa: E402
-from bench.scoring.map_methods import LIBRARY_CLASSES, METHODS, check_methods, map_method, time_methods  # noqa: E402
+from bench.scoring.map_methods import CENTER, LIBRARY_CLASSES, METHODS, check_methods, map_method, time_methods  # noqa: E402
 from bench.scoring.metric_names import METHOD_COLUMNS  # noqa: E402
 from bench.scoring.prediction import MapMethod  # noqa: E402
 from bench.scoring.protocols import describe_protocol, run_protocol  # noqa: E402
@@ -231,7 +231,8 @@ def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config
              "| method | library class | " + " | ".join(COLUMNS.values()) + " |",
              "|---|---|" + "---:|" * len(COLUMNS)]
     for name, row in rows.items():
-        library = LIBRARY_CLASSES[name].__name__ if name in LIBRARY_CLASSES else "ours (bench.model.cam)"
+        library = (LIBRARY_CLASSES[name].__name__ if name in LIBRARY_CLASSES
+                   else "ours (bench.scoring.center_baseline)" if name == CENTER else "ours (bench.model.cam)")
         lines.append(f"| {name} | {library} | " + " | ".join(_cell(row[key], key) for key in COLUMNS) + " |")
     lines += ["", timing_note + ".", ""]
     write_text(out_dir / METHODS_MARKDOWN, "\n".join(lines))
