@@ -135,7 +135,10 @@ def test_run_page_links_tables_and_filter_data_match_the_run_folder(tiny_run):
     assert metrics_table[0][-1] == metrics["protocol"]  # the fixed-tau rows' shared protocol cell
     assert len(metrics_table) == 6 + 3 + 2  # MaxBoxAcc, V2, PxAP (the tiny data has masks), two tau-from-val rows
     history = read_rows(folder / "history.csv")
-    assert [row[0] for row in page.tables[1]] == [row["epoch"] for row in history]
+    # By object scale: one row per bin, and the bins' images add up to the split (metrics.json's by_object_scale).
+    assert [row[0] for row in page.tables[1]] == ["[0, 0.1)", "[0.1, 0.2)", "[0.2, 0.3)", "[0.3, 0.5)", "[0.5, 1]"]
+    assert sum(int(row[1]) for row in page.tables[1]) == metrics["num_images"]
+    assert [row[0] for row in page.tables[2]] == [row["epoch"] for row in history]
 
     cards = page.with_class("figure", "card")
     assert len(cards) == len(predictions) == 24
