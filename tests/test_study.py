@@ -155,6 +155,9 @@ def test_verdict_reads_the_interval_with_the_metric_direction():
     assert verdict(-5.0, -1.0, "gt_known_loc_acc") == "GAP localizes worse"
     assert verdict(-1.0, 5.0, "gt_known_loc_acc") == "no significant difference"
     assert verdict(-5.0, -1.0, "top1_loc_error") == "GAP localizes better"  # lower error is better
+    # Classification error is not localization: GAP with fewer classification errors classifies better.
+    assert verdict(-5.0, -1.0, "top1_cls_error") == "GAP classifies better"
+    assert verdict(1.0, 5.0, "top1_cls_error") == "GAP classifies worse"
 
 
 # ----------------------------------------------------------------------------- end to end

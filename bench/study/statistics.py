@@ -22,6 +22,7 @@ from bench.study.results import RunResult, StudyError, by_setting, setting_label
 from bench.study.tables import TABLE_METRICS
 
 LOWER_IS_BETTER = {"top1_cls_error", "top1_loc_error", "top5_loc_error"}
+CLASSIFICATION_METRICS = {"top1_cls_error", "top5_cls_error"}  # their verdicts say "classifies"
 # The verdicts stated first: the paper's metric, and the one that isolates localization from classification.
 HEADLINE_METRICS = ("top1_loc_error", "gt_known_loc_acc")
 BOOTSTRAP_CHUNK = 64  # resamples whose image counts are held at once: (64, N) int64, 26 MB at N = 50,000
@@ -62,12 +63,16 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, confidence: f
 
 
 def verdict(low: float, high: float, metric: str) -> str:
-    """A computed sentence from the interval of ``GAP - X`` (sign-aware for errors)."""
+    """A computed sentence from the interval of ``GAP - X`` (sign-aware for errors).
+
+    Classification error is a classification metric: its sentence says "classifies", the others "localizes".
+    """
     better_if_positive = metric not in LOWER_IS_BETTER
+    verb = "classifies" if metric in CLASSIFICATION_METRICS else "localizes"
     if low > 0:
-        return "GAP localizes better" if better_if_positive else "GAP localizes worse"
+        return f"GAP {verb} better" if better_if_positive else f"GAP {verb} worse"
     if high < 0:
-        return "GAP localizes worse" if better_if_positive else "GAP localizes better"
+        return f"GAP {verb} worse" if better_if_positive else f"GAP {verb} better"
     return "no significant difference"
 
 
