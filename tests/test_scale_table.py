@@ -62,3 +62,20 @@ def test_a_run_scores_its_test_split_by_object_scale_in_metrics_json_and_on_its_
     assert weighted == pytest.approx(metrics["gt_known_loc_acc"], abs=1e-9)
     page = (tiny_run.config.run_dir / "index.html").read_text(encoding="utf-8")
     assert 'id="by-object-scale"' in page and "[0.5, 1]" in page
+
+
+def test_a_study_scored_in_the_original_frame_gets_no_figures_rather_than_boxes_of_the_wrong_frame(tiny_study, tmp_path):
+    import dataclasses
+
+    from bench.study import figures
+    from bench.study.results import by_setting
+
+    study, runs = tiny_study
+    results = [read_run(config, FINAL) for config in runs]
+    original = [dataclasses.replace(r, config=dataclasses.replace(
+        r.config, eval=dataclasses.replace(r.config.eval, frame="original"))) for r in results]
+    assert figures.draw_all(study, original, by_setting(study, original), tmp_path) == []
+    assert list(tmp_path.iterdir()) == []
+    assert len(figures.draw_all(study, results, by_setting(study, results), tmp_path)) >= 4  # input frame: drawn
+    with pytest.raises(ValueError, match="needs eval.frame: input"):
+        result_bins(original[0])

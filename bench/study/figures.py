@@ -35,7 +35,6 @@ from bench.scoring.evaluation import to_pixels  # noqa: E402
 from bench.study.results import (  # noqa: E402
     POOLING_ORDER,  # noqa: E402
     RunResult,
-    StudyError,
     area_ratios,
     setting_label,
     upsampled_cams,
@@ -308,11 +307,14 @@ def _validated(results: list[RunResult]) -> bool:
 
 
 def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, folder: Path) -> list[Path]:
-    """Every figure that applies to this study; returns their paths."""
-    inputs = [r for r in results if r.config.eval.frame == "input"]
-    if len(inputs) != len(results):
-        raise StudyError(f"{study.base}: study figures need eval.frame: input (the CAMs in cams.npz are drawn in "
-                         "that frame)")
+    """Every figure that applies to this study; returns their paths.
+
+    The figures draw each run's CAMs (``cams.npz``, input frame) with the boxes of its ``predictions.csv``,
+    so they need ``eval.frame: input``: a study scored in the original frame gets no figures (none drawn,
+    ``[]``), never boxes of one frame over images of the other.
+    """
+    if any(r.config.eval.frame != "input" for r in results):
+        return []
     paths = [
         cams_side_by_side(study, settings, folder / "cams_gap_vs_gmp.png"),
         iou_histograms(study, settings, folder / "iou_hist.png"),

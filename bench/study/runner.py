@@ -178,7 +178,7 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
     finished = _finished_runs(study, runs, log)
     folder = study.study_dir
     folder.mkdir(parents=True, exist_ok=True)
-    tables, notes, figures = _write_point_reports(study, finished, folder)
+    tables, notes, figures = _write_point_reports(study, finished, folder, log)
     if study.methods:
         tables.append(write_methods_tables(study, finished, folder))
     write_text(folder / "table.md", "\n".join(tables))
@@ -205,8 +205,8 @@ def _finished_runs(study: StudyConfig, runs: list[RunConfig], log: Callable[[str
     return finished
 
 
-def _write_point_reports(study: StudyConfig, finished: list[RunConfig],
-                         folder: Path) -> tuple[list[str], list[str], list[Path]]:
+def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: Path,
+                         log: Callable[[str], None] = print) -> tuple[list[str], list[str], list[Path]]:
     """Each scoring point's table and comparison files; returns (table markdowns, comparison markdowns, figures).
 
     The figures are drawn from the final epoch's results.
@@ -231,6 +231,9 @@ def _write_point_reports(study: StudyConfig, finished: list[RunConfig],
                 write_csv(folder / f"comparison_by_object_scale{suffix}.csv", scale_differences)
         if point == FINAL:
             figures = study_figures.draw_all(study, results, by_setting(study, results), folder)
+            if not binned:
+                log(f"study {study.name}: scored in the original frame (eval.frame: original): no figures and no "
+                    "table by object scale (both need the input frame)")
     if by_scale:
         write_text(folder / SCALE_REPORT, "# Localization by object scale\n\n" + "\n".join(by_scale))
     return tables, notes, figures
