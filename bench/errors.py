@@ -26,7 +26,7 @@ input is read, naming the file. The input errors of the package:
 * :class:`bench.scoring.saved_maps.ScoreMapError`, :class:`bench.scoring.map_methods.MethodError`;
 * :class:`bench.run.pipeline.RunExistsError`, :class:`bench.run.pipeline.ResumeError`: a run folder;
 * :class:`bench.study.results.StudyError` (and its :class:`bench.study.ray_executor.SharedFolderError`);
-* :class:`bench.commands.cam_images.CamCommandError`, :class:`bench.commands.compare_methods.MethodsCommandError`;
+* :class:`bench.commands.cam_images.CamCommandError`, :class:`bench.run.method_comparison.MethodsFolderError` (``bench methods``);
 * :class:`OutputsExistError` and :class:`MissingInputError` below, for outputs and inputs of any command.
 """
 

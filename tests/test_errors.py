@@ -140,7 +140,7 @@ def test_every_exception_of_the_package_is_an_input_error_or_listed_as_not_one()
     assert not inputs & NOT_INPUT_ERRORS
     assert {"ConfigError", "DatasetFormatError", "DatasetNotFoundError", "MissingWeightsError", "ScoreMapError",
             "MethodError", "RunExistsError", "ResumeError", "StudyError", "SharedFolderError", "CamCommandError",
-            "MethodsCommandError", "OutputsExistError", "MissingInputError"} <= inputs
+            "MethodsFolderError", "OutputsExistError", "MissingInputError"} <= inputs
     # Each keeps the built-in type it had, so `except ValueError` / `except FileNotFoundError` still hold.
     assert issubclass(exceptions["ConfigError"], ValueError)
     assert issubclass(exceptions["DatasetNotFoundError"], FileNotFoundError)
