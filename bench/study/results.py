@@ -18,7 +18,6 @@ import numpy as np
 import torch
 
 from bench.config import Pooling, RunConfig, StudyConfig
-from bench.data.boxes import box_area, pairwise_iou
 from bench.errors import InputError
 from bench.model.cam import upsample_cams
 from bench.run.folder import (
@@ -31,6 +30,7 @@ from bench.run.folder import (
     SELECTED_DIR,
 )
 from bench.scoring.evaluation import parse_boxes
+from bench.scoring.object_scale import box_to_object_areas
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
 # Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
@@ -133,12 +133,11 @@ def upsampled_cams(result: RunResult, count: int | None = None) -> np.ndarray:
 
 
 def area_ratios(result: RunResult) -> np.ndarray:
-    """Area of the GT-class box / area of its best-matching GT box, per image: ``(N,)``."""
-    ratios = []
-    for box, gts in zip(result.gt_class_boxes, result.gt_boxes):
-        best = gts[int(pairwise_iou(box[None], gts)[0].argmax())]
-        ratios.append(box_area(box) / max(float(box_area(best)), 1e-9))
-    return np.asarray(ratios)
+    """Area of the GT-class box / area of its best-matching GT box, per image: ``(N,)``.
+
+    The rule is :func:`bench.scoring.object_scale.box_to_object_areas`, the one the per-scale tables use too.
+    """
+    return box_to_object_areas(result.gt_class_boxes, result.gt_boxes)
 
 
 def setting_keys(study: StudyConfig) -> list[str]:
