@@ -69,6 +69,10 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam", "center"]
 BoxConventionSetting = Literal["auto", "half_open", "inclusive"]  # docs/datasets.md, "Box conventions"
 EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
+# Training-time WSOL methods (docs/wsol_methods.md): plain CAM training, or a method that changes it.
+WsolMethod = Literal["cam", "has", "adl", "cutmix", "acol", "spg"]
+# The methods that bring their own classification head (bench.model.wsol_heads) instead of pooling + linear layer.
+HEAD_METHODS = ("acol", "spg")
 
 
 class ConfigError(InputError, ValueError):
@@ -209,6 +213,44 @@ class EvalConfig:
     protocol: EvalProtocol = "bench"
 
 
+def _threshold_pair(value: tuple[float, float]) -> bool:
+    return 0 <= value[1] < value[0] <= 1
+
+
+@dataclass(frozen=True)
+class WsolConfig:
+    """The training-time WSOL method and its parameters (docs/wsol_methods.md); each method reads its own keys.
+
+    ``cam`` trains the plain CAM network. ``has`` (Hide-and-Seek) hides square
+    patches of the training images; ``cutmix`` pastes a box of another training
+    image and mixes the loss by the pasted share; ``adl`` (Attention-based
+    Dropout Layer) masks features inside the backbone; ``acol`` (adversarial
+    complementary learning) and ``spg`` (self-produced guidance) replace the
+    pooling + linear head by their own convolutional heads, ``head_channels``
+    wide. All of them act in training only; at evaluation each network gives
+    its maps by its method's rule. Defaults are wsolevaluation's.
+    """
+
+    method: WsolMethod = "cam"
+    # HaS: side of the square patches in network-input pixels (wsolevaluation's has_grid_size), share hidden.
+    has_grid_size: int = setting(4, lambda v: v >= 1, "an integer >= 1 (patch side in input pixels)")
+    has_drop_rate: float = setting(0.5, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    # ADL: probability of the drop mask (else the importance map), and the drop threshold (share of the max).
+    adl_drop_rate: float = setting(0.75, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    adl_threshold: float = setting(0.9, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    # CutMix: Beta(beta, beta) draws the kept share; prob is the chance a batch is mixed.
+    cutmix_beta: float = setting(1.0, lambda v: v > 0, "a number > 0")
+    cutmix_prob: float = setting(1.0, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    # ACoL: the normalized map of branch A at or above this value is erased before branch B.
+    acol_threshold: float = setting(0.7, lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    # SPG: (high, low) thresholds of the pseudo-masks of its three supervision maps.
+    spg_threshold_1: tuple[float, float] = setting((0.7, 0.01), _threshold_pair, "[high, low] with 0 <= low < high <= 1")
+    spg_threshold_2: tuple[float, float] = setting((0.5, 0.05), _threshold_pair, "[high, low] with 0 <= low < high <= 1")
+    spg_threshold_3: tuple[float, float] = setting((0.7, 0.1), _threshold_pair, "[high, low] with 0 <= low < high <= 1")
+    # ACoL / SPG: channels of their added convolutions (wsolevaluation: 1024).
+    head_channels: int = setting(1024, lambda v: v >= 1, "an integer >= 1")
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """One run: train a classifier, compute CAMs and boxes, score them.
@@ -233,6 +275,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    wsol: WsolConfig = field(default_factory=WsolConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -334,6 +377,7 @@ def _load_run(path: Path, overrides: typing.Sequence[_Override]) -> RunConfig:
     where = _Where(str(path), lines, tuple(overrides))
     config = _build(RunConfig, raw, "", where)
     check_model(config.model, where)
+    check_wsol(config, where)
     _check_dataset(config, where)
     _check_folders(config, where)
     return config
@@ -397,6 +441,24 @@ def check_model(model: ModelConfig, where: Callable[[str], str] = lambda key: "M
             f"{where('model.weights')}: 'model.weights' is {model.weights!r} but it is only read for "
             f"model.pretrained: true with a backbone of {', '.join(from_file)}; remove it"
         )
+
+
+def check_wsol(config: RunConfig, where: Callable[[str], str] = lambda key: "RunConfig") -> None:
+    """The combinations of ``wsol.method`` with the rest that make no sense (ConfigError); ``where(key)`` says where.
+
+    * Every method but ``cam`` changes what the backbone computes in training (its input, its features or its
+      head's input), so none trains on cached backbone maps: ``train.mode: head`` is refused.
+    * ACoL and SPG pool class maps, which may be negative: ``gem`` pooling (defined for features >= 0) is refused.
+    """
+    method = config.wsol.method
+    if method != "cam" and config.train.mode == "head":
+        raise ConfigError(f"{where('wsol.method')}: 'wsol.method' is {method!r}, which changes what the backbone "
+                          f"computes in training, but 'train.mode' is 'head' (training on cached backbone maps); "
+                          f"use train.mode: full, or wsol.method: cam")
+    if method in HEAD_METHODS and config.model.pooling == "gem":
+        raise ConfigError(f"{where('wsol.method')}: 'wsol.method' {method!r} pools its class maps, which can be "
+                          f"negative, and 'model.pooling' gem is defined for non-negative maps only; choose another "
+                          f"pooling (gap, gmp, lse, topk, mixed)")
 
 
 # The keys two configs of the same experiment may differ in: how fast a run goes (threads, loader workers) and

@@ -16,7 +16,7 @@ from typing import get_args
 import torch
 from torch import nn
 
-from bench.config import ModelConfig, Pooling, check_model
+from bench.config import ModelConfig, Pooling, WsolConfig, check_model
 from bench.model.backbones import (
     FeatureExtractor,
     backbone_stages,
@@ -24,6 +24,9 @@ from bench.model.backbones import (
     load_efficientnet_lite_imagenet,
     set_efficientnet_stride_16,
 )
+from bench.model.cam import class_activation_maps
+from bench.model.feature_dropout import attach_adl
+from bench.model.wsol_heads import ClassMapHead, build_head
 
 
 def topk_count(fraction: float, positions: int) -> int:
@@ -77,6 +80,12 @@ def global_pool(features: torch.Tensor, method: str, *, lse_r: float = 5.0, gem_
     raise ValueError(f"unknown pooling {method!r}; expected one of: {', '.join(get_args(Pooling))}")
 
 
+def pooling_parameters(config: ModelConfig) -> dict[str, float]:
+    """The pooling's parameters as :func:`global_pool` takes them (each pooling reads its own)."""
+    return {"lse_r": config.lse_r, "gem_p": config.gem_p, "topk_fraction": config.topk_fraction,
+            "topk_alpha": config.topk_alpha, "mix_alpha": config.mix_alpha}
+
+
 class CamNet(nn.Module):
     """Backbone -> added layers (the CAM modification, often none) -> global pooling -> linear classifier.
 
@@ -84,18 +93,23 @@ class CamNet(nn.Module):
     pooling (``nn.Identity()`` if none); they train with the classifier at the
     head's learning-rate multiplier, and head-only training trains them on the
     backbone's cached maps.
+
+    ``wsol_head`` (ACoL, SPG: :mod:`bench.model.wsol_heads`) replaces pooling +
+    linear classifier by a method's own head, which then gives the logits and
+    the maps (:meth:`class_maps`); ``classifier`` is then None.
     """
 
     def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, config: ModelConfig,
-                 mean: tuple[float, float, float], std: tuple[float, float, float], added: nn.Module | None = None):
+                 mean: tuple[float, float, float], std: tuple[float, float, float], added: nn.Module | None = None,
+                 wsol_head: ClassMapHead | None = None):
         super().__init__()
         self.backbone = backbone
         self.added = nn.Identity() if added is None else added
-        self.classifier = nn.Linear(num_features, num_classes)
+        self.classifier = nn.Linear(num_features, num_classes) if wsol_head is None else None
+        self.wsol_head = wsol_head
         self.pooling = config.pooling
         # The pooling's parameters, as global_pool takes them (each pooling reads its own).
-        self.pooling_parameters = {"lse_r": config.lse_r, "gem_p": config.gem_p, "topk_fraction": config.topk_fraction,
-                                   "topk_alpha": config.topk_alpha, "mix_alpha": config.mix_alpha}
+        self.pooling_parameters = pooling_parameters(config)
         self.mean = mean
         self.std = std
         # Constant divisor of the pooled features, fixed once before training by
@@ -113,7 +127,31 @@ class CamNet(nn.Module):
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """``features (B, C, h, w)`` -> class logits ``(B, num_classes)``."""
+        if self.wsol_head is not None:
+            return self.wsol_head.logits(features / self.feature_scale)
         return self.classify_pooled(self.pool(features))
+
+    def class_maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """The maps evaluation boxes: ``features (B, C, h, w)``, ``classes (B, M)`` -> ``(B, M, h, w)``.
+
+        The CAM (:func:`bench.model.cam.class_activation_maps` with :attr:`cam_weight`), or the map of the
+        method's own head (``wsol_head``).
+        """
+        if self.wsol_head is not None:
+            return self.wsol_head.class_maps(features / self.feature_scale, classes)
+        return class_activation_maps(features, self.cam_weight, classes)
+
+    def training_output(self, images: torch.Tensor,
+                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A training batch -> ``(logits (B, num_classes), the method's other loss terms or None)``.
+
+        Plain CAM (and HaS, CutMix, ADL, which change the input or the backbone's features, not the head):
+        the logits of :meth:`forward` and no other term. ACoL / SPG: their head's (``labels`` guide it).
+        """
+        features = self.features(images)
+        if self.wsol_head is not None:
+            return self.wsol_head.training_output(features / self.feature_scale, labels)
+        return self.head(features), None
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """``features (B, C, h, w)`` -> ``(B, C)`` with the model's pooling and its parameters (:func:`global_pool`)."""
@@ -123,7 +161,13 @@ class CamNet(nn.Module):
         """``pooled (B, C)`` (the output of :meth:`pool`) -> class logits ``(B, num_classes)``."""
         return self.classifier(pooled / self.feature_scale)
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None):
+        """Logits ``(B, num_classes)``; given training ``labels (B,)``, :meth:`training_output` instead.
+
+        One entry point for both, so that a DistributedDataParallel wrapper sees the training pass.
+        """
+        if labels is not None:
+            return self.training_output(images, labels)
         return self.head(self.features(images))
 
     def parameter_groups(self, lr: float, head_lr_mult: float) -> list[dict]:
@@ -158,8 +202,9 @@ class CamNet(nn.Module):
         return self
 
     def new_parameters(self) -> list[nn.Parameter]:
-        """The parameters of the layers added to the pretrained backbone: ``added``, then the classifier."""
-        return list(self.added.parameters()) + list(self.classifier.parameters())
+        """The parameters of the layers added to the pretrained backbone: ``added``, then the classifier (or head)."""
+        last = self.classifier if self.wsol_head is None else self.wsol_head
+        return list(self.added.parameters()) + list(last.parameters())
 
 
 @torch.no_grad()
@@ -210,13 +255,31 @@ def efficientnet_lite0_imagenet(feature_stride: int = 32) -> ImageNetClassifier:
     return efficientnet_lite_imagenet(0, feature_stride)
 
 
-def build_model(config: ModelConfig, num_classes: int) -> CamNet:
-    """Build the network a config describes, with a fresh ``num_classes`` classifier.
+def build_model(config: ModelConfig, num_classes: int, wsol: WsolConfig = WsolConfig()) -> CamNet:
+    """Build the network a config describes, with a fresh ``num_classes`` classifier, for ``wsol.method``.
 
-    A config built in code skipped the loader, so its backbone / stride / weights combination is checked here
-    by the loader's own check (ConfigError).
+    ``adl`` attaches its dropout layers to the backbone (:func:`bench.model.feature_dropout.attach_adl`); ``acol``
+    and ``spg`` get their own head (:func:`bench.model.wsol_heads.build_head`) in place of the linear classifier
+    and of the CAM modification's added layers. A config built in code skipped the loader, so its backbone /
+    stride / weights combination is checked here by the loader's own check (ConfigError).
     """
     check_model(config)
     backbone = build_backbone(config)
+    if wsol.method == "adl":
+        attach_adl(backbone.body, config.backbone, wsol.adl_drop_rate, wsol.adl_threshold)
+
+    def pool(maps: torch.Tensor) -> torch.Tensor:
+        return global_pool(maps, config.pooling, **pooling_parameters(config))
+
+    head = build_head(wsol.method, backbone.body, _body_channels(backbone), num_classes, wsol, pool)
+    if head is not None:
+        return CamNet(backbone.body, _body_channels(backbone), num_classes, config, backbone.mean, backbone.std,
+                      wsol_head=head)
     return CamNet(backbone.body, backbone.channels, num_classes, config, backbone.mean, backbone.std,
                   added=backbone.added)
+
+
+def _body_channels(backbone) -> int:
+    """C of the body's own output (before the CAM modification's added layers, which a method's head replaces)."""
+    added = [m for m in backbone.added.modules() if isinstance(m, nn.Conv2d)]
+    return added[0].in_channels if added else backbone.channels

@@ -445,7 +445,7 @@ def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Call
     """
     config, context = job.config, job.context
     seed_everything(config.seed)
-    job.model = build_model(config.model, num_classes=len(job.class_names)).to(context.device)
+    job.model = build_model(config.model, len(job.class_names), config.wsol).to(context.device)
     history = _train(job, state, lap)
     selected = context.broadcast(select_epoch(history) if context.is_main else None)
     final, chosen = _evaluate_epochs(job, selected, lap)
@@ -548,7 +548,7 @@ def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[di
         history = fit(model, _train_loader(train_set, job), config.train, device, _checkpoint_writer(job),
                       job.say, network=_network(job), precision=job.precision,
                       channels_last=config.channels_last, resume=state, after_epoch=after_epoch,
-                      any_rank=context.any)
+                      any_rank=context.any, wsol=config.wsol)
     lap("train")
     return history
 

@@ -47,6 +47,6 @@ def load_trained_network(checkpoint: Path) -> tuple[CamNet, list[str], RunConfig
         names = load_dataset(config.dataset, Path(config.data_root), progress=False).class_names
     # The checkpoint holds every weight: no need to read ImageNet weights first.
     model_config = dataclasses.replace(config.model, pretrained=False, weights="")
-    network = build_model(model_config, num_classes=len(names))
+    network = build_model(model_config, len(names), config.wsol)
     network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
     return network.eval(), names, config

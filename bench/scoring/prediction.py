@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from bench.model.cam import class_activation_maps, upsample_cams
+from bench.model.cam import upsample_cams
 from bench.model.camnet import CamNet
 from bench.scoring.box_rule import boxes_from_cams
 
@@ -57,7 +57,7 @@ def predict_from_features(model: CamNet, features: torch.Tensor, topk: int,
                           labels: torch.Tensor | None = None) -> BatchPrediction:
     """Top-``topk`` classes and their CAMs (then the CAM of ``labels (B,)`` if given) from ``features (B, C, h, w)``."""
     topk_probs, topk_classes, classes = _ranked_classes(model, features, topk, labels)
-    cams = class_activation_maps(features, model.cam_weight, classes)  # (B, K [+ 1], h, w)
+    cams = model.class_maps(features, classes)  # (B, K [+ 1], h, w): the CAM, or the method head's maps
     return BatchPrediction(topk_classes, topk_probs, cams)
 
 
@@ -83,7 +83,7 @@ def predict(model: CamNet, images: torch.Tensor, topk: int, labels: torch.Tensor
     features = model.features(images)  # (B, C, h, w)
     topk_probs, topk_classes, classes = _ranked_classes(model, features, topk, labels)
     chosen = classes if mapped is None else classes[:, list(mapped)]  # (B, M)
-    maps = (class_activation_maps(features, model.cam_weight, chosen) if method is None
+    maps = (model.class_maps(features, chosen) if method is None
             else method(images, features, chosen))  # (B, M, h, w)
     return BatchPrediction(topk_classes, topk_probs, maps)
 

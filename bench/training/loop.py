@@ -17,10 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.config import TrainConfig
+from bench.config import TrainConfig, WsolConfig
 from bench.model.camnet import CamNet
 from bench.progress import progress_bar
 from bench.training.checkpoint import capture_rng_state, restore_rng_state
+from bench.training.wsol_batches import Mixing, cutmix, hide_patches, mixed_cross_entropy
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -90,6 +91,24 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
     )
 
 
+def method_loss(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                wsol: WsolConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One training batch under a training-time WSOL method other than ``cam``: ``(logits, loss)``.
+
+    HaS / CutMix change the images first (:mod:`bench.training.wsol_batches`); the network's training pass
+    (``network(images, labels)``, :meth:`bench.model.camnet.CamNet.training_output`) gives the logits and the
+    method's other loss terms (ACoL's second branch, SPG's masks), added to the (CutMix-mixed) cross-entropy.
+    """
+    mixing: Mixing | None = None
+    if wsol.method == "has":
+        images = hide_patches(images, wsol.has_grid_size, wsol.has_drop_rate)
+    elif wsol.method == "cutmix":
+        images, mixing = cutmix(images, labels, wsol.cutmix_beta, wsol.cutmix_prob)
+    logits, extra = network(images, labels)
+    loss = mixed_cross_entropy(logits.float(), labels, mixing)
+    return logits, loss if extra is None else loss + extra.float()
+
+
 def train_one_epoch(
     network: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -102,10 +121,12 @@ def train_one_epoch(
     scaler: torch.amp.GradScaler | None = None,
     any_rank: Callable[[bool], bool] = lambda flag: flag,
     channels_last: bool = False,
+    wsol: WsolConfig | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean loss and the accuracy (%) on this process's training batches.
 
-    ``grad_clip > 0`` rescales the gradient to at most that global L2 norm
+    ``wsol``: the training-time WSOL method (None or ``cam``: plain cross-entropy on ``network(images)``;
+    otherwise :func:`method_loss`). ``grad_clip > 0`` rescales the gradient to at most that global L2 norm
     before each step. A non-finite loss on any rank (``any_rank`` agrees across
     processes) raises :class:`NonFiniteLossError` naming the 1-based step, before
     the weights are touched.
@@ -119,8 +140,11 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         labels = batch["label"].to(device, non_blocking=True)
         with autocast(device, precision):
-            logits = network(images)
-            loss = F.cross_entropy(logits.float(), labels)
+            if wsol is None or wsol.method == "cam":
+                logits = network(images)
+                loss = F.cross_entropy(logits.float(), labels)
+            else:
+                logits, loss = method_loss(network, images, labels, wsol)
         if any_rank(not bool(torch.isfinite(loss))):
             raise NonFiniteLossError(f"{description}, step {step}/{len(loader)}: the training loss became "
                                      f"{loss.item()} (on this or another rank)")
@@ -185,6 +209,7 @@ def run_epochs(
     history: list[dict[str, float]] | None = None,
     any_rank: Callable[[bool], bool] = lambda flag: flag,
     description: str = "epoch",
+    wsol: WsolConfig | None = None,
 ) -> list[dict[str, float]]:
     """The epoch loop both training modes share: train, then ``after_epoch``, then checkpoint and log.
 
@@ -209,7 +234,7 @@ def run_epochs(
         try:
             stats = train_one_epoch(network, loader, state.optimizer, state.scheduler, device,
                                     f"{description} {epoch}/{config.epochs}", config.grad_clip, precision,
-                                    state.scaler, any_rank, channels_last)
+                                    state.scaler, any_rank, channels_last, wsol)
         except NonFiniteLossError as error:
             kept = (f"the checkpoint of epoch {epoch - 1} is kept" if epoch > 1 and checkpoint
                     else "no checkpoint was written")
@@ -253,6 +278,7 @@ def fit(
     resume: dict | None = None,
     after_epoch: Callable[[int], dict[str, float]] | None = None,
     any_rank: Callable[[bool], bool] = lambda flag: flag,
+    wsol: WsolConfig | None = None,
 ) -> list[dict[str, float]]:
     """Fine-tune ``model`` for ``config.epochs`` epochs (:func:`run_epochs`), checkpointing after each.
 
@@ -276,4 +302,4 @@ def fit(
         log(f"resuming after epoch {resume['epoch']}/{config.epochs}")
     return run_epochs(model, network if network is not None else model, loader, state, config, device, checkpoint,
                       log, precision=precision, channels_last=channels_last, after_epoch=after_epoch,
-                      history=history, any_rank=any_rank)
+                      history=history, any_rank=any_rank, wsol=wsol)
