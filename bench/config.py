@@ -461,6 +461,23 @@ def check_wsol(config: RunConfig, where: Callable[[str], str] = lambda key: "Run
                           f"pooling (gap, gmp, lse, topk, mixed)")
 
 
+# The wsol keys each training-time method reads (WsolConfig); the others do not change what a run of it computes.
+WSOL_METHOD_KEYS = {
+    "cam": (),
+    "has": ("has_grid_size", "has_drop_rate"),
+    "adl": ("adl_drop_rate", "adl_threshold"),
+    "cutmix": ("cutmix_beta", "cutmix_prob"),
+    "acol": ("acol_threshold", "head_channels"),
+    "spg": ("spg_threshold_1", "spg_threshold_2", "spg_threshold_3", "head_channels"),
+}
+
+
+def unread_wsol_keys(config: RunConfig) -> set[str]:
+    """The dotted ``wsol.*`` parameter keys that ``config``'s method does not read (:data:`WSOL_METHOD_KEYS`)."""
+    read = WSOL_METHOD_KEYS[config.wsol.method]
+    return {f"wsol.{f.name}" for f in dataclasses.fields(WsolConfig) if f.name != "method" and f.name not in read}
+
+
 # The keys two configs of the same experiment may differ in: how fast a run goes (threads, loader workers) and
 # where its files are (data_root, results_dir), not what it computes. A study reuses a finished run, and continues
 # an interrupted one, and --resume continues a run, only if the saved config differs in no other key.
@@ -468,7 +485,13 @@ SAME_EXPERIMENT_KEYS = ("threads", "train.num_workers", "data_root", "results_di
 
 
 def config_differences(a: RunConfig, b: RunConfig, ignore: typing.Iterable[str] = ()) -> list[str]:
-    """``"key: a -> b"`` for every dotted key whose value differs between two configs, except ``ignore``."""
+    """``"key: a -> b"`` for every dotted key whose value differs between two configs, except ``ignore``.
+
+    A ``wsol.*`` parameter that neither config's method reads (:func:`unread_wsol_keys`) is not a difference:
+    e.g. two HaS runs that differ only in ACoL's ``head_channels`` are the same experiment.
+    """
+    ignore = set(ignore) | (unread_wsol_keys(a) & unread_wsol_keys(b))
+
     def flat(data: dict, prefix: str = "") -> dict:
         items = {}
         for key, value in data.items():
