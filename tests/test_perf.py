@@ -105,3 +105,13 @@ def test_path_names_are_distinct(compiled):
     names = [path.name for path in [*candidates, reference]]
     assert len(set(names)) == len(names) == 5
     assert (", torch.compile" in TrainingPath("fp32", True, 3, compiled=compiled).name) is compiled
+
+
+def test_wsol_method_timing_prints_each_method_against_cam(tiny_config, capsys):
+    from bench.commands.perf import wsol_method_costs
+
+    config = tiny_config()
+    wsol_method_costs("configs/tiny.yaml", 1, 1, ["has", "cutmix", "adl"], str(config.data_root))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[0] for line in lines[1:]] == ["cam", "has", "cutmix", "adl"]
+    assert lines[1].endswith("1.00x cam")

@@ -28,6 +28,9 @@ Prints, from one process on one machine:
    ``--method-repeats`` repeats over ``--method-images`` images. Score-CAM runs the
    network once per feature channel (1,280 for EfficientNet-Lite0), hence
    the one image it is timed on, once (``--scorecam-images``).
+5. Seconds per SGD step of each training-time WSOL method (``wsol.method``: HaS, ADL, CutMix, ACoL, SPG)
+   against plain CAM, on ``--train-config``'s path and one batch of its training images, in alternation
+   (:func:`wsol_method_costs`; ``--wsol-args 'wsol.head_channels=256'`` times ACoL / SPG at another width).
 
 Timings are the median of a few repeats; a shared machine makes them noisy.
 """
@@ -46,7 +49,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bench.config import CamMethod, EvalConfig, ModelConfig, RunConfig, load_config
+from bench.config import CamMethod, EvalConfig, ModelConfig, RunConfig, WsolMethod, load_config
 from bench.data.loading import load_dataset
 from bench.data.torch_dataset import WsolDataset, collate
 from bench.model.camnet import build_model
@@ -55,7 +58,7 @@ from bench.scoring.evaluation import SCORED_MAPS
 from bench.scoring.fixed_tau_metrics import TOP_K
 from bench.scoring.prediction import localize_batch, localize_features
 from bench.scoring.threshold_sweep import reference_sweep, sweep_boxes, threshold_list
-from bench.training.loop import autocast, make_optimizer, resolve_precision
+from bench.training.loop import autocast, batch_loss, make_optimizer, resolve_precision
 
 SIZE = 224
 
@@ -308,7 +311,7 @@ def _training_steps(config: RunConfig, path: TrainingPath, batches: list[list],
     All steps share one model and optimizer (and, compiled, one compiled
     network: a batch of a new size compiles again, as an epoch's last batch does).
     """
-    model = build_model(config.model, num_classes=num_classes)
+    model = build_model(config.model, num_classes, config.wsol)
     if path.frozen_stages:
         model.freeze_stages(path.frozen_stages)
     if path.channels_last:
@@ -327,7 +330,7 @@ def _training_steps(config: RunConfig, path: TrainingPath, batches: list[list],
 
         def step() -> None:
             with autocast(device, path.precision):
-                loss = torch.nn.functional.cross_entropy(network(images).float(), labels)
+                _, loss = batch_loss(network, images, labels, config.wsol)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -402,6 +405,34 @@ def training_throughput(config_path: str, repeats: int, threads: int, compile_mo
     print(f"  {auto_verdict(run_times, auto.name)} (precision {config.precision} in {config_path})")
 
 
+def wsol_method_costs(config_path: str, repeats: int, threads: int, methods: typing.Sequence[str],
+                      data_root: str | None = None, overrides: typing.Sequence[str] = ()) -> None:
+    """Seconds per SGD step of each training-time WSOL method against CAM on ``config_path``'s path, alternated.
+
+    Each method's step is the loop's (:func:`bench.training.loop.batch_loss`: HaS / CutMix on the batch,
+    the method's head and loss terms), on the same batch, with the path a run of ``config_path`` trains with.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    config = load_config(config_path, [*([f"data_root={data_root}"] if data_root else []), *overrides])
+    path = auto_path(config)
+    dataset = load_dataset(config.dataset, Path(config.data_root), progress=False)
+    batch = dataset.splits["train"][:config.train.batch_size]
+    classes = len(dataset.class_names)
+    torch.manual_seed(0)
+    steps = {}
+    for name in dict.fromkeys(["cam", *methods]):
+        method_config = dataclasses.replace(config, wsol=dataclasses.replace(config.wsol, method=name))
+        steps[name] = _training_steps(method_config, path, [batch], classes)[0]
+        steps[name]()  # warm-up
+    seconds = {name: statistics.median(values) for name, values in alternated_seconds(steps, repeats).items()}
+    print(f"\ntraining-time WSOL methods ({config.model.backbone}, {config.model.input_size} px, batch "
+          f"{len(batch)}, {path.name}, {torch.get_num_threads()} threads; median of {repeats} alternated steps "
+          f"after one warm-up; wsol parameters of {config_path}, head_channels {config.wsol.head_channels})")
+    for name, value in seconds.items():
+        print(f"  {name:<8} {value:7.3f} s / step  {value / seconds['cam']:5.2f}x cam")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--maps", type=int, default=20, help="maps timed for the fast sweep")
@@ -421,7 +452,11 @@ def main() -> None:
     parser.add_argument("--data-root", help="data folder of --train-config (default: the config's data_root)")
     parser.add_argument("--methods", default=",".join(typing.get_args(CamMethod)),
                         help="map methods timed (comma-separated; default: all)")
-    parser.add_argument("--only", choices=("sweep", "cam", "train", "methods"), help="run one of the timings")
+    parser.add_argument("--wsol-methods", default=",".join(m for m in typing.get_args(WsolMethod) if m != "cam"),
+                        help="training-time WSOL methods timed against cam (comma-separated)")
+    parser.add_argument("--wsol-args", default="",
+                        help="config overrides for the WSOL timing, e.g. 'wsol.head_channels=256' (space-separated)")
+    parser.add_argument("--only", choices=("sweep", "cam", "train", "methods", "wsol"), help="run one of the timings")
     args = parser.parse_args()
     if args.only in (None, "sweep"):
         sweep_timings(args.maps, args.reference_maps)
@@ -432,6 +467,9 @@ def main() -> None:
     if args.only in (None, "methods"):
         method_costs(args.method_images, args.method_repeats, args.scorecam_images, args.method_batch,
                      args.threads, args.methods.split(","))
+    if args.only in (None, "wsol"):
+        wsol_method_costs(args.train_config, args.repeats, args.threads, args.wsol_methods.split(","),
+                          args.data_root, args.wsol_args.split())
 
 
 if __name__ == "__main__":

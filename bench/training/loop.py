@@ -109,6 +109,16 @@ def method_loss(network: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     return logits, loss if extra is None else loss + extra.float()
 
 
+def batch_loss(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
+               wsol: WsolConfig | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, loss)`` of one training batch: cross-entropy on ``network(images)`` for ``cam`` (or None),
+    :func:`method_loss` for the other training-time methods."""
+    if wsol is None or wsol.method == "cam":
+        logits = network(images)
+        return logits, F.cross_entropy(logits.float(), labels)
+    return method_loss(network, images, labels, wsol)
+
+
 def train_one_epoch(
     network: torch.nn.Module,
     loader: torch.utils.data.DataLoader,
@@ -125,9 +135,8 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean loss and the accuracy (%) on this process's training batches.
 
-    ``wsol``: the training-time WSOL method (None or ``cam``: plain cross-entropy on ``network(images)``;
-    otherwise :func:`method_loss`). ``grad_clip > 0`` rescales the gradient to at most that global L2 norm
-    before each step. A non-finite loss on any rank (``any_rank`` agrees across
+    ``wsol``: the training-time WSOL method (:func:`batch_loss`). ``grad_clip > 0`` rescales the gradient to at
+    most that global L2 norm before each step. A non-finite loss on any rank (``any_rank`` agrees across
     processes) raises :class:`NonFiniteLossError` naming the 1-based step, before
     the weights are touched.
     """
@@ -140,11 +149,7 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         labels = batch["label"].to(device, non_blocking=True)
         with autocast(device, precision):
-            if wsol is None or wsol.method == "cam":
-                logits = network(images)
-                loss = F.cross_entropy(logits.float(), labels)
-            else:
-                logits, loss = method_loss(network, images, labels, wsol)
+            logits, loss = batch_loss(network, images, labels, wsol)
         if any_rank(not bool(torch.isfinite(loss))):
             raise NonFiniteLossError(f"{description}, step {step}/{len(loader)}: the training loss became "
                                      f"{loss.item()} (on this or another rank)")
