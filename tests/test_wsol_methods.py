@@ -172,3 +172,26 @@ def test_parameters_a_method_does_not_read_are_not_a_difference(tiny_config):
     acol = tiny_config("wsol.method=acol", "wsol.head_channels=64")
     assert config_differences(acol, tiny_config("wsol.method=acol")) == ["wsol.head_channels: 64 -> 1024"]
     assert "wsol.method: 'has' -> 'acol'" in config_differences(has, acol)
+
+
+def test_a_cutmix_run_stopped_mid_training_resumes_to_the_uninterrupted_results(tiny_config, monkeypatch):
+    """Its random boxes come from torch's generator, saved in each checkpoint: a resumed run replays them."""
+    from bench.training import wsol_batches
+
+    overrides = ["wsol.method=cutmix", "train.epochs=2", "threads=1"]
+    whole, stopped = tiny_config(*overrides, "name=whole"), tiny_config(*overrides, "name=stopped")
+    run(whole, log=lambda message: None)
+    calls, real = [], wsol_batches.F.cross_entropy
+
+    def breaks_in_epoch_two(logits, labels):  # 3 steps per epoch, 2 cross-entropies per mixed step
+        calls.append(1)
+        loss = real(logits, labels)
+        return loss * float("nan") if len(calls) == 8 else loss
+
+    monkeypatch.setattr(wsol_batches.F, "cross_entropy", breaks_in_epoch_two)
+    with pytest.raises(FloatingPointError, match="epoch 2/2"):
+        run(stopped, log=lambda message: None)
+    monkeypatch.setattr(wsol_batches.F, "cross_entropy", real)
+    run(stopped, resume=True, log=lambda message: None)
+    for name in ("metrics.json", "predictions.csv"):
+        assert (stopped.run_dir / name).read_text() == (whole.run_dir / name).read_text()
