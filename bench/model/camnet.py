@@ -271,7 +271,7 @@ def build_model(config: ModelConfig, num_classes: int, wsol: WsolConfig = WsolCo
     def pool(maps: torch.Tensor) -> torch.Tensor:
         return global_pool(maps, config.pooling, **pooling_parameters(config))
 
-    head = build_head(wsol.method, backbone.body, _body_channels(backbone), num_classes, wsol, pool)
+    head = build_head(wsol.method, backbone.body, _body_channels(backbone), num_classes, wsol, pool, config.backbone)
     if head is not None:
         return CamNet(backbone.body, _body_channels(backbone), num_classes, config, backbone.mean, backbone.std,
                       wsol_head=head)
