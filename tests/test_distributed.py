@@ -121,3 +121,20 @@ def test_bf16_autocast_run_completes_on_cpu(tiny_config, monkeypatch):
     assert manifest["status"] == "complete" and manifest["precision"] == "bf16"
     assert all(math.isfinite(epoch["loss"]) for epoch in manifest["train_history"])
     assert all(0.0 <= metrics[key] <= 100.0 for key in ("top1_cls_error", "top1_loc_error", "gt_known_loc_acc"))
+
+
+@pytest.mark.slow  # torchrun, two processes
+@pytest.mark.parametrize("method", ["spg"])
+def test_two_processes_train_a_training_time_method(tiny_config, method):
+    """DDP through a method's training pass (SPG: backbone taps, its own head, extra loss terms) to a complete run."""
+    overrides = [f"wsol.method={method}", "wsol.head_channels=8", "train.epochs=1", "precision=fp32"]
+    config = tiny_config(*overrides)
+    prepare_dataset(config)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m", "bench",
+               "run", str(TINY_CONFIG), f"data_root={config.data_root}", f"results_dir={config.results_dir}",
+               *overrides]
+    done = run_to_the_end(command, timeout=300, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((config.run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["world_size"] == 2
+    assert load_config(config.run_dir / "config.yaml").wsol.method == method
