@@ -130,6 +130,23 @@ def test_a_study_and_resume_agree_on_which_keys_a_run_may_change(tmp_path):
         check_resumable(config)
 
 
+def test_a_finished_run_copied_under_another_name_is_reused_an_unfinished_one_is_not(tmp_path):
+    # A run folder copied from another study into this one's runs/<this run's name>: its saved config differs in
+    # name (and results_dir) only. Finished, it is the same experiment; unfinished, --resume would refuse it.
+    config = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'results'}", "name=pooling-gap_seed-0"])
+    elsewhere = load_config(TINY_CONFIG, [f"results_dir={tmp_path / 'other' / 'runs'}", "name=gap-0"])
+    config.run_dir.mkdir(parents=True)
+    save_config(elsewhere, config.run_dir / "config.yaml")
+    (config.run_dir / "manifest.json").write_text(json.dumps({"status": "complete"}))
+    assert run_state(config) == "complete"
+    (config.run_dir / "manifest.json").write_text(json.dumps({"status": "interrupted"}))
+    assert run_state(config) == "partial"  # run again from scratch rather than resumed under another name
+    renamed_and_changed = load_config(TINY_CONFIG, ["name=gap-0", "train.epochs=7"])
+    save_config(renamed_and_changed, config.run_dir / "config.yaml")
+    (config.run_dir / "manifest.json").write_text(json.dumps({"status": "complete"}))
+    assert run_state(config) == "different"
+
+
 # ----------------------------------------------------------------------------- statistics
 
 

@@ -42,6 +42,10 @@ from bench.study.tables import write_csv, write_tables
 from bench.training import distributed
 
 SCALE_REPORT = "by_object_scale.md"  # a study's localization by object scale (bench.study.scale_table)
+# A finished run folder copied from another study into this one's runs/ under this study's run name differs from
+# the config asked for in its name too: the folder is the run's identity and its name follows it, so it is
+# reused. (An unfinished copy is not continued: --resume, SAME_EXPERIMENT_KEYS, wants the name it started with.)
+REUSE_IGNORED_KEYS = (*SAME_EXPERIMENT_KEYS, "name")
 
 # Writes the study's web page once its report files are in place: ``write_page(study, finished runs, log=log)``
 # (:func:`bench.html.study_page.write_study_page`, handed down by the command line).
@@ -56,7 +60,8 @@ def run_state(config: RunConfig) -> str:
     killed or failed, the same experiment: continued from its checkpoint); ``partial`` (unfinished and
     unreadable, of another config, or of ``train.mode: head``, which does not resume: run again from
     scratch). The same experiment: the saved config differs from ``config`` in no key but
-    :data:`bench.config.SAME_EXPERIMENT_KEYS`, as ``--resume`` requires.
+    :data:`bench.config.SAME_EXPERIMENT_KEYS`, as ``--resume`` requires; a finished run may also differ in
+    its ``name`` (:data:`REUSE_IGNORED_KEYS`: a run copied from another study under this one's run name).
     """
     folder = config.run_dir
     if not folder.exists():
@@ -65,11 +70,12 @@ def run_state(config: RunConfig) -> str:
     if status == RUNNING:
         return "running"
     try:
-        same = not config_differences(load_config(folder / CONFIG_FILE), config, SAME_EXPERIMENT_KEYS)
+        saved = load_config(folder / CONFIG_FILE)
     except Exception:  # noqa: BLE001 - any unreadable folder is an unfinished one
         return "partial"
     if status == COMPLETE:
-        return "complete" if same else "different"
+        return "different" if config_differences(saved, config, REUSE_IGNORED_KEYS) else "complete"
+    same = not config_differences(saved, config, SAME_EXPERIMENT_KEYS)
     # train.mode head does not resume (bench.run.pipeline): its unfinished run starts again from scratch.
     resumable = config.train.mode != "head"
     return "interrupted" if same and resumable and status in (INTERRUPTED, FAILED) else "partial"
