@@ -601,6 +601,8 @@ def _convert(hint: Any, value: Any, key: str, where: _Where) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"config field {key}: unions are not supported")  # a programming error, not user input
+    if hint is Any:  # a grid value (study.reference, study.compare): load_study checks it against the grid
+        return value
     if hint is float:
         return _finite_number(value, key, where)
     if hint is bool:
@@ -644,18 +646,24 @@ class StudyConfig:
     * ``set``: ``{dotted key: value}`` applied to every run;
     * ``quick``: ``{grid: ..., set: ...}`` entries that replace / add to the
       above for a first look (``QUICK=1``); the study is then named ``<name>_quick``;
-    * ``compare``: poolings compared with GAP (``GAP - X`` with a paired bootstrap CI; default: every
-      other pooling of the grid);
+    * ``compare_key``: the grid key compared along (default ``model.pooling``); every other grid key but
+      ``seed`` defines a *setting*;
+    * ``reference``: the value of ``compare_key`` the others are compared with (default ``gap`` for
+      ``model.pooling``, required for any other key);
+    * ``compare``: values of ``compare_key`` compared with the reference (``REFERENCE - X`` with a paired
+      bootstrap CI; default: every other value of the grid);
     * ``bootstrap``: bootstrap resamples; ``confidence``: the CI level;
     * ``methods``: map methods (:data:`CamMethod`) run on each finished run (``bench methods``), giving
-      ``methods_table.{csv,md}``: pooling x method (default: none).
+      ``methods_table.{csv,md}``: setting x method (default: none).
     """
 
     name: str
     base: str
     grid: tuple[tuple[str, tuple], ...]  # ((key, values), ...) in file order
     set: tuple[tuple[str, Any], ...] = ()
-    compare: tuple[str, ...] = ("gmp", "lse")
+    compare_key: str = "model.pooling"
+    reference: Any = "gap"  # a value of compare_key, as the study file writes it
+    compare: tuple[Any, ...] = ("gmp", "lse")
     bootstrap: int = 1000
     confidence: float = 0.95
     results_dir: str = "results"
@@ -682,10 +690,25 @@ class _StudySection:
     grid: dict[str, Any] = field(default_factory=dict)
     set: dict[str, Any] = field(default_factory=dict)
     quick: _QuickSection = field(default_factory=_QuickSection)
-    compare: tuple[Pooling, ...] = ()  # absent: every pooling of the grid but gap
+    compare_key: str = "model.pooling"
+    reference: Any = None  # absent: gap for model.pooling; required for any other compare_key
+    compare: tuple[Any, ...] = ()  # absent: every value of the compare key's grid entry but the reference
     bootstrap: int = setting(1000, lambda v: v >= 100, "an integer >= 100")
     confidence: float = setting(0.95, lambda v: 0.5 <= v < 1, "a number in [0.5, 1)")
     methods: tuple[CamMethod, ...] = setting((), lambda v: len(set(v)) == len(v), "a list of distinct method names")
+
+
+def key_choices(key: str) -> tuple:
+    """The values a dotted run-config key allows, in their declared order, if it is a choice (a ``Literal``); else ``()``.
+
+    ``key_choices("model.pooling")`` is ``("gap", "gmp", "lse", "gem", "topk", "mixed")``; ``train.lr`` gives ``()``.
+    """
+    hint: Any = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(hint):
+            return ()
+        hint = typing.get_type_hints(hint).get(part)
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
 
 
 def is_study_file(path: str | Path) -> bool:
@@ -717,15 +740,7 @@ def load_study(path: str | Path, quick: bool = False,
     if not section.base:
         raise ConfigError(f"{where('study.base')}: 'study.base' must name the run config (relative to {path.parent})")
     grid, fixed = _study_entries(section, quick, where)
-    full_poolings = section.grid.get("model.pooling")  # compare is checked against the full grid, not the quick one
-    default_compare = tuple(p for p in full_poolings if p != "gap") if isinstance(full_poolings, list) else ()
-    compare = section.compare if "compare" in raw["study"] else default_compare
-    if compare and isinstance(full_poolings, list):
-        unknown = [c for c in compare if c not in full_poolings or c == "gap"]
-        if unknown or "gap" not in full_poolings:
-            raise ConfigError(f"{where('study.compare')}: 'study.compare' is {list(compare)!r}; every entry must be "
-                              f"a pooling of study.grid.model.pooling other than gap, and gap must be in the grid "
-                              f"({full_poolings})")
+    reference, compare = _study_axis(section, raw["study"], where)
 
     name = path.stem + ("_quick" if quick else "")
     base = path.parent / section.base
@@ -743,10 +758,49 @@ def load_study(path: str | Path, quick: bool = False,
         except ConfigError as error:
             raise ConfigError(f"study run {run_name}: {error}") from None
     config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, (v, _) in grid.items()),
-                         set=tuple((o.key, o.value) for o in fixed), compare=compare,
+                         set=tuple((o.key, o.value) for o in fixed), compare_key=section.compare_key,
+                         reference=reference, compare=compare,
                          bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir,
                          methods=section.methods)
     return config, runs
+
+
+def _study_axis(section: _StudySection, written: dict, where: _Where) -> tuple[Any, tuple]:
+    """``(reference, compare)`` of the study's compared axis, checked against the full grid (not the quick one).
+
+    ``compare_key`` must be a grid key other than ``seed`` when written; the reference (``gap`` by default
+    for ``model.pooling``, required otherwise) and every compared value must be values of its grid entry.
+    The default ``model.pooling`` need not be a grid key (e.g. a sweep of ``model.lse_r``), but then
+    nothing can be compared along it.
+    """
+    key = section.compare_key
+    values = section.grid.get(key)  # the full grid's values, or None when the key is not in the grid
+    if "compare_key" in written and (values is None or key == "seed"):
+        grid_keys = [k for k in section.grid if k != "seed"]
+        raise ConfigError(f"{where('study.compare_key')}: 'study.compare_key' is {key!r}; expected a key of "
+                          f"study.grid other than seed (the grid has: {', '.join(grid_keys) or 'seed only'})")
+    if "reference" in written:
+        reference = section.reference
+    elif key == "model.pooling":
+        reference = "gap"
+    else:
+        raise ConfigError(f"{where('study.compare_key')}: 'study.reference' is required with 'study.compare_key' "
+                          f"{key!r}: name the value the others are compared with, one of {values}")
+    if not isinstance(values, list):
+        if "compare" in written and section.compare:
+            raise ConfigError(f"{where('study.compare')}: 'study.compare' is {list(section.compare)!r}, but "
+                              f"{key} is not a key of study.grid; list its values there, or remove study.compare")
+        return reference, ()
+    compare = section.compare if "compare" in written else tuple(v for v in values if v != reference)
+    if "reference" in written and reference not in values:
+        raise ConfigError(f"{where('study.reference')}: 'study.reference' is {reference!r}; expected one of "
+                          f"study.grid.{key}: {values}")
+    unknown = [value for value in compare if value not in values or value == reference]
+    if compare and (unknown or reference not in values):
+        raise ConfigError(f"{where('study.compare')}: 'study.compare' is {list(compare)!r}; every entry must be "
+                          f"a value of study.grid.{key} other than the reference {reference}, and {reference} "
+                          f"must be in the grid ({values})")
+    return reference, compare
 
 
 def _study_entries(section: _StudySection, quick: bool,

@@ -34,6 +34,25 @@ def tiny_run_config(data_root: Path, results_dir: Path, *overrides: str) -> RunC
     return load_config(TINY_CONFIG, [f"data_root={data_root}", f"results_dir={results_dir}", *overrides])
 
 
+def hand_made_run(pooling, seed, top1_correct, top1_loc, top5_loc, gt_known, iou, curve, overrides=()):
+    """A RunResult as read from a run folder, with per-image values chosen by hand (4 test images).
+
+    Its config is configs/tiny.yaml with ``pooling``, ``seed`` and ``overrides`` (``"train.lr=0.01"``, ...).
+    """
+    from bench.study.results import PER_IMAGE_METRICS, RunResult
+
+    columns = {"top1_correct": top1_correct, "top1_loc": top1_loc, "top5_loc": top5_loc, "gt_known_loc": gt_known,
+               "top1_iou": iou}
+    per_image = {key: transform(np.array(columns[column], dtype=float))
+                 for key, (column, transform) in PER_IMAGE_METRICS.items()}
+    config = load_config(TINY_CONFIG, [f"model.pooling={pooling}", f"seed={seed}", *overrides])
+    boxes = np.zeros((4, 4))
+    return RunResult(config=config, metrics={"protocol": "hand-made"}, image_ids=["a", "b", "c", "d"],
+                     per_image=per_image, gt_boxes=[np.ones((1, 4))] * 4, gt_class_boxes=boxes,
+                     gt_class_iou=np.zeros(4), gt_class_cams=np.zeros((4, 2, 2), np.float32),
+                     box_acc_curve=(np.array([0.0, 0.5]), np.array(curve, dtype=float)))
+
+
 def folder_fingerprint(folder: Path) -> dict[str, tuple[int, str]]:
     """Every file under ``folder`` by relative path: (mtime in ns, SHA-256 of its bytes)."""
     def fingerprint(path: Path) -> tuple[int, str]:

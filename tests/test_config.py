@@ -183,7 +183,8 @@ def test_float_keys_are_found():
 @pytest.mark.parametrize("key", FLOAT_KEYS)
 @pytest.mark.parametrize("number", [".inf", "-.inf", ".nan"])
 def test_every_float_key_refuses_non_finite_numbers(tmp_path, key, number):
-    pairs = ("train.augment.crop_scale", "dataset.object_scale_range")  # (low, high) keys
+    pairs = ("train.augment.crop_scale", "dataset.object_scale_range",  # (low, high) keys
+             "wsol.spg_threshold_1", "wsol.spg_threshold_2", "wsol.spg_threshold_3")  # (high, low) keys
     value = f"[0.5, {number}]" if key in pairs else number
     with pytest.raises(ConfigError) as error:
         load_config(write(tmp_path, "seed: 1\n"), [f"{key}={value}"])
@@ -304,7 +305,8 @@ def test_study_grid_and_set_errors_name_their_line_in_the_study_file(tmp_path, b
     ("  grid: {seed: [0]}\n  confidence: 1\n", "line 4: 'study.confidence' is 1; expected a number in [0.5, 1)"),
     ("  grid: {seed: [0]}\n  bootstrap: true\n", "line 4: 'study.bootstrap' is True (bool); expected an integer"),
     ("  grid: {model.pooling: [gap, gmp]}\n  compare: [avg]\n",
-     "line 4: 'study.compare' is 'avg'; expected one of: gap, gmp, lse, gem"),
+     "line 4: 'study.compare' is ['avg']; every entry must be a value of study.grid.model.pooling other than the "
+     "reference gap"),
     ("  grid: {seed: [0]}\n  quick: {grids: {seed: [1]}}\n",
      "line 4: unknown key 'study.quick.grids'. Allowed keys in study.quick: grid, set. Did you mean 'grid'?"),
     ("  grid: [seed]\n", "line 3: 'study.grid' must be a mapping of dotted config keys, got ['seed']"),

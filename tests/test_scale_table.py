@@ -15,7 +15,7 @@ def test_bins_partition_the_images_and_their_means_re_average_to_the_run_metrics
     assert len(rows) == 2 * NUM_SCALE_BINS  # GAP and GMP, one row per bin (empty bins too)
     for result in results:
         bins = result_bins(result)
-        mine = [row for row in rows if row["pooling"] == result.config.model.pooling]
+        mine = [row for row in rows if row["value"] == result.config.model.pooling.upper()]
         assert sum(row["images"] for row in mine) == len(result.image_ids) == 24
         for key in ("gt_known_loc_acc", "top1_loc_error"):
             weighted = sum(row[key] * row["images"] for row in mine if row["images"]) / 24

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY_CONFIG
+from helpers import REPO, TINY_CONFIG, hand_made_run
 
 from bench.commands.cli import main
 from bench.config import (
@@ -66,13 +66,33 @@ def test_grid_gives_every_combination_named_by_its_values(tmp_path, tiny_data_di
 
 @pytest.mark.parametrize("body, fragment", [
     ("  base: tiny.yaml\n  grid: {model.pooling: [gap]}\n  bootstrapp: 10\n",
-     "unknown key 'study.bootstrapp'. Allowed keys in study: base, grid, set, quick, compare, bootstrap, "
-     "confidence, methods. Did you mean 'bootstrap'?"),
+     "unknown key 'study.bootstrapp'. Allowed keys in study: base, grid, set, quick, compare_key, reference, "
+     "compare, bootstrap, confidence, methods. Did you mean 'bootstrap'?"),
     ("  base: tiny.yaml\n  grid: {model.pooling: [gap, gap]}\n", "expected a non-empty list of distinct values"),
     ("  base: tiny.yaml\n  grid: {model.poling: [gap]}\n", "unknown key 'model.poling'"),
     ("  base: tiny.yaml\n  grid: {model.pooling: [gap, avg]}\n", "study run pooling-avg: "),
     ("  base: tiny.yaml\n  grid: {model.pooling: [gap, gmp]}\n  compare: [lse]\n",
-     "every entry must be a pooling of study.grid.model.pooling other than gap"),
+     "line 4: 'study.compare' is ['lse']; every entry must be a value of study.grid.model.pooling other than the "
+     "reference gap, and gap must be in the grid (['gap', 'gmp'])"),
+    # The compared axis: compare_key must be a grid key (not seed); reference is required off model.pooling and
+    # must be a value of the key; compare is checked against it.
+    ("  base: tiny.yaml\n  grid: {model.pooling: [gap, gmp], seed: [0]}\n  compare_key: train.lr\n  "
+     "reference: 0.1\n", "line 4: 'study.compare_key' is 'train.lr'; expected a key of study.grid other than seed "
+     "(the grid has: model.pooling)"),
+    ("  base: tiny.yaml\n  grid: {model.pooling: [gap], seed: [0, 1]}\n  compare_key: seed\n  reference: 0\n",
+     "line 4: 'study.compare_key' is 'seed'; expected a key of study.grid other than seed"),
+    ("  base: tiny.yaml\n  grid: {train.lr: [0.1, 0.01]}\n  compare_key: train.lr\n",
+     "line 4: 'study.reference' is required with 'study.compare_key' 'train.lr': name the value the others are "
+     "compared with, one of [0.1, 0.01]"),
+    ("  base: tiny.yaml\n  grid: {train.lr: [0.1, 0.01]}\n  compare_key: train.lr\n  reference: 0.5\n",
+     "line 5: 'study.reference' is 0.5; expected one of study.grid.train.lr: [0.1, 0.01]"),
+    ("  base: tiny.yaml\n  grid: {model.pooling: [gap, gmp]}\n  reference: lse\n",
+     "line 4: 'study.reference' is 'lse'; expected one of study.grid.model.pooling: ['gap', 'gmp']"),
+    ("  base: tiny.yaml\n  grid: {train.lr: [0.1, 0.01]}\n  compare_key: train.lr\n  reference: 0.1\n"
+     "  compare: [0.1]\n", "line 6: 'study.compare' is [0.1]; every entry must be a value of study.grid.train.lr "
+     "other than the reference 0.1"),
+    ("  base: tiny.yaml\n  grid: {model.lse_r: [1.0, 2.0]}\n  compare: [gmp]\n",
+     "line 4: 'study.compare' is ['gmp'], but model.pooling is not a key of study.grid"),
     ("  grid: {seed: [0]}\n", "'study.base' must name the run config"),
 ])
 def test_bad_study_files_name_the_key_and_what_is_expected(tmp_path, body, fragment):
@@ -86,7 +106,7 @@ def test_bad_study_files_name_the_key_and_what_is_expected(tmp_path, body, fragm
 
 def test_shipped_study_files_load():
     counts = {"paper.yaml": 6, "paper_full.yaml": 18, "lse_sweep.yaml": 5, "resolution.yaml": 12,
-              "pooling_family.yaml": 5, "object_scale.yaml": 12}
+              "pooling_family.yaml": 5, "object_scale.yaml": 12, "wsol_methods.yaml": 10}
     # Every study file shipped in configs/ is listed here, so each one is loaded.
     assert sorted(p.name for p in (REPO / "configs").glob("*.yaml") if is_study_file(p)) == sorted(counts)
     for name, count in counts.items():
@@ -168,13 +188,16 @@ def test_paired_bootstrap_on_hand_computed_cases():
 
 
 def test_verdict_reads_the_interval_with_the_metric_direction():
-    assert verdict(1.0, 5.0, "gt_known_loc_acc") == "GAP localizes better"
-    assert verdict(-5.0, -1.0, "gt_known_loc_acc") == "GAP localizes worse"
-    assert verdict(-1.0, 5.0, "gt_known_loc_acc") == "no significant difference"
-    assert verdict(-5.0, -1.0, "top1_loc_error") == "GAP localizes better"  # lower error is better
+    assert verdict(1.0, 5.0, "gt_known_loc_acc", "GAP") == "GAP localizes better"
+    assert verdict(-5.0, -1.0, "gt_known_loc_acc", "GAP") == "GAP localizes worse"
+    assert verdict(-1.0, 5.0, "gt_known_loc_acc", "GAP") == "no significant difference"
+    assert verdict(-5.0, -1.0, "top1_loc_error", "GAP") == "GAP localizes better"  # lower error is better
     # Classification error is not localization: GAP with fewer classification errors classifies better.
-    assert verdict(-5.0, -1.0, "top1_cls_error") == "GAP classifies better"
-    assert verdict(1.0, 5.0, "top1_cls_error") == "GAP classifies worse"
+    assert verdict(-5.0, -1.0, "top1_cls_error", "GAP") == "GAP classifies better"
+    assert verdict(1.0, 5.0, "top1_cls_error", "GAP") == "GAP classifies worse"
+    # The sentence names the study's reference: CAM - X in a study of WSOL methods.
+    assert verdict(1.0, 5.0, "gt_known_loc_acc", "CAM") == "CAM localizes better"
+    assert verdict(1.0, 5.0, "top1_loc_error", "CAM") == "CAM localizes worse"
 
 
 # ----------------------------------------------------------------------------- end to end
@@ -212,7 +235,7 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
     gmp_mean = np.mean([float(r["gt_known_loc_acc_mean"]) for r in rows if r["model.pooling"] == "gmp"])
     assert float(known["difference"]) == pytest.approx(gap_mean - gmp_mean)
     assert float(known["low"]) <= float(known["difference"]) <= float(known["high"])
-    assert known["verdict"] == verdict(float(known["low"]), float(known["high"]), "gt_known_loc_acc")
+    assert known["verdict"] == verdict(float(known["low"]), float(known["high"]), "gt_known_loc_acc", "GAP")
     assert f"GAP vs GMP, GT-known loc (%): {known['verdict']}" in (folder / "comparison.md").read_text()
     top1 = next(d for d in differences if d["metric"] == "top1_loc_error")
     assert f"GAP vs GMP, top-1 loc err (%): {top1['verdict']}" in (folder / "comparison.md").read_text()
@@ -279,23 +302,6 @@ def test_report_without_finished_runs_says_so(tmp_path, tiny_data_dir, capsys):
 
 
 # ----------------------------------------------------------------------------- tables from hand-made runs
-
-
-def hand_made_run(pooling, seed, top1_correct, top1_loc, top5_loc, gt_known, iou, curve):
-    """A RunResult as read from a run folder, with per-image values chosen by hand (4 test images)."""
-    from bench.config import load_config
-    from bench.study.results import PER_IMAGE_METRICS, RunResult
-
-    columns = {"top1_correct": top1_correct, "top1_loc": top1_loc, "top5_loc": top5_loc, "gt_known_loc": gt_known,
-               "top1_iou": iou}
-    per_image = {key: transform(np.array(columns[column], dtype=float))
-                 for key, (column, transform) in PER_IMAGE_METRICS.items()}
-    config = load_config(TINY_CONFIG, [f"model.pooling={pooling}", f"seed={seed}"])
-    boxes = np.zeros((4, 4))
-    return RunResult(config=config, metrics={"protocol": "hand-made"}, image_ids=["a", "b", "c", "d"],
-                     per_image=per_image, gt_boxes=[np.ones((1, 4))] * 4, gt_class_boxes=boxes,
-                     gt_class_iou=np.zeros(4), gt_class_cams=np.zeros((4, 2, 2), np.float32),
-                     box_acc_curve=(np.array([0.0, 0.5]), np.array(curve, dtype=float)))
 
 
 def test_table_cells_are_recomputed_from_per_image_rows_with_exact_strings(tmp_path, tiny_data_dir):

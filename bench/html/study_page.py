@@ -1,10 +1,10 @@
 """``<study>/index.html``: the study's tables, paired comparisons with verdicts, figures, and a side-by-side browser.
 
-The browser shows each test image under every pooling of one setting and seed
-(and every other grid key that is not part of a setting: a column per run), the
-ground-truth class's CAM and box in each (what GT-known loc scores), and filters
-the images by where the columns disagree ("GAP localizes, GMP does not" and the
-reverse). Its thumbnails are the run pages' own (``runs/<run>/page/img/``), so a
+The browser shows each test image under every value of the study's compared key
+(``study.compare_key``: every pooling, or every WSOL method) of one setting and seed
+(a column per run), the ground-truth class's CAM and box in each (what GT-known
+loc scores), and filters the images by where the columns disagree ("GAP
+localizes, GMP does not" and the reverse). Its thumbnails are the run pages' own (``runs/<run>/page/img/``), so a
 run's page is rendered first when it has none.
 
 The tables and comparisons are read back from the files :func:`bench.study.runner.write_report`
@@ -28,19 +28,34 @@ from bench.html.render import copy_assets, write_page
 from bench.html.run_page import IMAGE_DIR, evaluated_samples, read_predictions, write_run_page
 from bench.html.thumbnails import MAX_IMAGES, page_sample, thumbnail_name
 from bench.run.folder import METRICS_FILE, PAGE_DIR, PAGE_FILE, PREDICTIONS_FILE
-from bench.study.results import FINAL, POINT_TITLES, POINTS, POOLING_ORDER, config_value, setting_keys, setting_label
+from bench.study.figures import gallery_name
+from bench.study.results import (
+    FINAL,
+    POINT_TITLES,
+    POINTS,
+    axis_name,
+    config_value,
+    ordered_values,
+    setting_keys,
+    setting_label,
+    value_label,
+)
 from bench.study.statistics import HEADLINE_METRICS
 from bench.study.tables import TABLE_METRICS, table_cells
 
-FIGURE_CAPTIONS = {  # bench.study.figures writes these; the page shows those present, in this order
-    "cams_gap_vs_gmp.png": "The same test images under each pooling: GT-class CAM, its box (red), ground truth "
-                           "(green).",
-    "iou_hist.png": "IoU of the GT-class box with the ground truth, per pooling.",
-    "boxacc_vs_tau.png": "Localization accuracy against the CAM threshold tau.",
-    "cam_area.png": "Predicted box area / ground-truth box area (below 1: the box covers a part).",
-    "lse_sweep.png": "GT-known loc and mean IoU along the LSE sharpness r.",
-    "learning_curves.png": "Val GT-known loc and val top-1 cls error per epoch.",
-}
+
+def figure_captions(study: StudyConfig) -> dict[str, str]:
+    """``{file: caption}`` of the figures :mod:`bench.study.figures` writes; the page shows those present, in order."""
+    axis = axis_name(study)
+    return {
+        gallery_name(study): f"The same test images under each {axis}: GT-class CAM, its box (red), ground truth "
+                             "(green).",
+        "iou_hist.png": f"IoU of the GT-class box with the ground truth, per {axis}.",
+        "boxacc_vs_tau.png": "Localization accuracy against the CAM threshold tau.",
+        "cam_area.png": "Predicted box area / ground-truth box area (below 1: the box covers a part).",
+        "lse_sweep.png": "GT-known loc and mean IoU along the LSE sharpness r.",
+        "learning_curves.png": "Val GT-known loc and val top-1 cls error per epoch.",
+    }
 
 
 def _suffix(point: str) -> str:
@@ -69,7 +84,7 @@ def study_comparisons(folder: Path) -> list[dict]:
         rows = pd.read_csv(path, keep_default_na=False).to_dict("records")
         for row in rows:
             digits = 3 if row["metric"] == "mean_iou" else 2
-            row.update(label=TABLE_METRICS.get(row["metric"], row["metric"]), versus=str(row["versus"]).upper(),
+            row.update(label=TABLE_METRICS.get(row["metric"], row["metric"]), versus=value_label(row["versus"]),
                        cells=[f"{row[key]:+.{digits}f}" for key in ("difference", "low", "high")])
         verdicts = [row for metric in HEADLINE_METRICS for row in rows if row["metric"] == metric]
         sections.append({"title": POINT_TITLES[point], "verdicts": verdicts, "rows": rows})
@@ -83,23 +98,20 @@ def _column_keys(study: StudyConfig) -> list[str]:
 
 
 def _column_label(study: StudyConfig, config: RunConfig) -> str:
-    parts = [str(config_value(config, key)).upper() if key == "model.pooling"
+    parts = [value_label(config_value(config, key)) if key == study.compare_key
              else f"{key.rsplit('.', 1)[-1]}={config_value(config, key)}" for key in _column_keys(study)]
     return " · ".join(parts) or config.name
 
 
-def _pooling_rank(config: RunConfig) -> int:
-    pooling = config.model.pooling
-    return POOLING_ORDER.index(pooling) if pooling in POOLING_ORDER else len(POOLING_ORDER)
-
-
 def _groups(study: StudyConfig, runs: list[RunConfig]) -> dict[tuple, list[RunConfig]]:
-    """Runs by (setting values, seed), first-seen order; each group's runs in pooling order."""
+    """Runs by (setting values, seed), first-seen order; each group's runs in the compared values' order."""
     groups: dict[tuple, list[RunConfig]] = {}
     for config in runs:
         key = (tuple(config_value(config, k) for k in setting_keys(study)), config.seed)
         groups.setdefault(key, []).append(config)
-    return {key: sorted(members, key=_pooling_rank) for key, members in groups.items()}
+    order = ordered_values(study, {config_value(config, study.compare_key) for config in runs})
+    return {key: sorted(members, key=lambda config: order.index(config_value(config, study.compare_key)))
+            for key, members in groups.items()}
 
 
 def _href(folder: Path, target: Path) -> str:
@@ -177,8 +189,8 @@ def write_study_page(study: StudyConfig, runs: list[RunConfig], log: Callable[[s
         folder / PAGE_FILE, "study.html", title=f"study {study.name}", study=study,
         grid=[(key, ", ".join(str(value) for value in values)) for key, values in study.grid],
         tables=study_tables(study, folder), comparisons=study_comparisons(folder),
-        confidence=f"{100 * study.confidence:g}%",
-        figures=[(name, caption) for name, caption in FIGURE_CAPTIONS.items() if (folder / name).is_file()],
+        confidence=f"{100 * study.confidence:g}%", reference=value_label(study.reference), axis=axis_name(study),
+        figures=[(name, caption) for name, caption in figure_captions(study).items() if (folder / name).is_file()],
         runs=[_run_summary(folder, config) for config in runs], metric_labels=list(TABLE_METRICS.values()),
         groups=groups, browser_notes=notes, columns=filters, cap=MAX_IMAGES, assets=PAGE_DIR,
     )

@@ -1,18 +1,22 @@
 """The study's figures (PNG, titled and labelled), drawn from finished runs by :func:`draw_all`.
 
-* ``cams_gap_vs_gmp.png``: the same test images, one column per pooling: the
-  GT-class CAM (normalized as evaluated), its box (red) and the ground truth (green).
-* ``iou_hist.png``: IoU of the GT-class box with the ground truth, per pooling.
-* ``boxacc_vs_tau.png``: % of images localized (GT-class box, IoU >= 0.5) against tau, per pooling, tau marked.
-* ``cam_area.png``: predicted box area / ground-truth box area per pooling (log scale; 1 = right size).
+Each figure draws one line, box or column per value of the study's compared key (its *axis*,
+``study.compare_key``: the pooling by default, e.g. the WSOL method), the reference first:
+
+* ``cams_gap_vs_gmp.png`` (a pooling study; :func:`gallery_name`: ``cams_by_<axis>.png`` for any other axis):
+  the same test images, one column per value: the GT-class CAM (normalized as evaluated), its box (red) and
+  the ground truth (green).
+* ``iou_hist.png``: IoU of the GT-class box with the ground truth, per value.
+* ``boxacc_vs_tau.png``: % of images localized (GT-class box, IoU >= 0.5) against tau, per value, tau marked.
+* ``cam_area.png``: predicted box area / ground-truth box area per value (log scale; 1 = right size).
 * ``lse_sweep.png``: top-1 loc error, GT-known loc, MaxBoxAccV2 and PxAP against the LSE sharpness r
   (only if the grid varies ``model.lse_r``).
 * ``map_resolution.png``: the same metrics against the CAM's side in cells (input size / feature stride),
-  per pooling and stride (only if the grid varies ``model.input_size`` or ``model.feature_stride``).
-* ``learning_curves.png``: val GT-known loc (solid) and val top-1 cls error (dashed) per epoch, per pooling
+  per value and stride (only if the grid varies ``model.input_size`` or ``model.feature_stride``).
+* ``learning_curves.png``: val GT-known loc (solid) and val top-1 cls error (dashed) per epoch, per value
   (only if the runs validated every epoch, ``train.validate``).
 
-One subplot (or block of rows) per setting: every grid key but seed and pooling.
+One subplot (or block of rows) per setting: every grid key but seed and the compared key.
 """
 
 from __future__ import annotations
@@ -33,24 +37,37 @@ from bench.run.figures import draw_box, overlay_cam, save_figure  # noqa: E402
 from bench.scoring.box_rule import normalize_cams  # noqa: E402
 from bench.scoring.evaluation import to_pixels  # noqa: E402
 from bench.study.results import (  # noqa: E402
-    POOLING_ORDER,  # noqa: E402
     RunResult,
     area_ratios,
+    axis_name,
+    config_value,
+    ordered_values,
     setting_label,
     upsampled_cams,
+    value_label,
 )
 from bench.study.tables import run_metric  # noqa: E402
 
 COLOURS = {"gap": "tab:blue", "gmp": "tab:red", "lse": "tab:green", "gem": "tab:purple", "topk": "tab:orange",
-           "mixed": "tab:brown"}
-GALLERY_IMAGES = 4  # test images per setting in cams_gap_vs_gmp.png
+           "mixed": "tab:brown"}  # the poolings' colours; any other value takes matplotlib's cycle by its rank
+GALLERY_IMAGES = 4  # test images per setting in the CAM gallery (gallery_name)
 FIGURE_DPI = 110
 
-Settings = dict[tuple, dict[str, list[RunResult]]]
+Settings = dict[tuple, dict[object, list[RunResult]]]  # setting -> compared value -> runs (results.by_setting)
 
 
-def _ordered(by_pooling: dict[str, list[RunResult]]) -> list[str]:
-    return sorted(by_pooling, key=lambda p: POOLING_ORDER.index(p) if p in POOLING_ORDER else len(POOLING_ORDER))
+def gallery_name(study: StudyConfig) -> str:
+    """The CAM gallery's file name: ``cams_gap_vs_gmp.png`` in a pooling study (its name since the first
+    release), ``cams_by_<axis>.png`` along any other axis (``cams_by_method.png``)."""
+    return "cams_gap_vs_gmp.png" if study.compare_key == "model.pooling" else f"cams_by_{axis_name(study)}.png"
+
+
+def _colour(study: StudyConfig, value) -> str:
+    """A value's colour in every figure: a pooling's own, else the colour cycle's by the value's rank."""
+    if value in COLOURS:
+        return COLOURS[value]
+    order = ordered_values(study, [v for key, values in study.grid if key == study.compare_key for v in values])
+    return f"C{order.index(value) % 10}" if value in order else "tab:gray"
 
 
 def _title(figure: plt.Figure, text: str) -> None:
@@ -74,21 +91,20 @@ def _input_images(result: RunResult, image_ids: list[str]) -> list[np.ndarray]:
 
 def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Path:
     blocks = []
-    for setting, by_pooling in settings.items():
-        poolings = _ordered(by_pooling)
-        results = [_first_seed(by_pooling[p]) for p in poolings]
-        blocks.append((setting, poolings, results))
-    columns = max(len(poolings) for _, poolings, _ in blocks) + 1
+    for setting, by_value in settings.items():
+        values = ordered_values(study, by_value)
+        results = [_first_seed(by_value[v]) for v in values]
+        blocks.append((setting, values, results))
+    columns = max(len(values) for _, values, _ in blocks) + 1
     rows = GALLERY_IMAGES * len(blocks)
     figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for block, (setting, poolings, results) in enumerate(blocks):
+    for block, (setting, values, results) in enumerate(blocks):
         reference = results[0]
         count = min(GALLERY_IMAGES, len(reference.image_ids))
         images = _input_images(reference, reference.image_ids[:count])
-        maps = {p: normalize_cams(upsampled_cams(r, count), r.config.eval.normalization)
-                for p, r in zip(poolings, results)}
+        maps = [normalize_cams(upsampled_cams(r, count), r.config.eval.normalization) for r in results]
         for index in range(count):
             row = axes[block * GALLERY_IMAGES + index]
             row[0].imshow(images[index])
@@ -97,16 +113,16 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
             name = reference.image_ids[index].rsplit("/", 1)[-1]
             row[0].set_title(f"{setting_label(study, setting, study.name)}\n{name}",
                              fontsize=7)
-            for column, (pooling, result) in enumerate(zip(poolings, results), start=1):
+            for column, (value, result, cams) in enumerate(zip(values, results, maps), start=1):
                 axis = row[column]
-                axis.imshow(overlay_cam(images[index], maps[pooling][index]))
+                axis.imshow(overlay_cam(images[index], cams[index]))
                 for box in result.gt_boxes[index]:
                     draw_box(axis, box, "lime")
                 draw_box(axis, result.gt_class_boxes[index], "red")
-                axis.set_title(f"{pooling.upper()} (seed {result.config.seed})\nIoU {result.gt_class_iou[index]:.2f}",
-                               fontsize=7)
-    _title(figure, f"{study.name}: GT-class CAM per pooling, box at tau={reference.config.eval.tau:g} (red), "
-                    "ground truth (green)")
+                axis.set_title(f"{value_label(value)} (seed {result.config.seed})\n"
+                               f"IoU {result.gt_class_iou[index]:.2f}", fontsize=7)
+    _title(figure, f"{study.name}: GT-class CAM per {axis_name(study)}, box at tau={reference.config.eval.tau:g} "
+                    "(red), ground truth (green)")
     figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / figure.get_figheight(), wspace=0.05,
                            hspace=0.35)
     return save_figure(figure, path, FIGURE_DPI)
@@ -126,17 +142,17 @@ def _subplots(count: int, width: float = 4.2, height: float = 3.4,
 def iou_histograms(study: StudyConfig, settings: Settings, path: Path) -> Path:
     figure, axes = _subplots(len(settings))
     bins = np.linspace(0, 1, 21)
-    for axis, (setting, by_pooling) in zip(axes, settings.items()):
-        for pooling in _ordered(by_pooling):
-            ious = np.concatenate([r.gt_class_iou for r in by_pooling[pooling]])
-            axis.hist(ious, bins=bins, histtype="step", linewidth=1.8, color=COLOURS.get(pooling),
-                      label=f"{pooling.upper()} (median {np.median(ious):.2f})")
+    for axis, (setting, by_value) in zip(axes, settings.items()):
+        for value in ordered_values(study, by_value):
+            ious = np.concatenate([r.gt_class_iou for r in by_value[value]])
+            axis.hist(ious, bins=bins, histtype="step", linewidth=1.8, color=_colour(study, value),
+                      label=f"{value_label(value)} (median {np.median(ious):.2f})")
         axis.axvline(0.5, color="grey", linestyle=":", linewidth=1)
         axis.set(title=setting_label(study, setting, study.name),
                  xlabel="IoU of the GT-class box with the ground truth",
                  ylabel="images (all seeds)")
         axis.legend(fontsize=8)
-    _title(figure, f"{study.name}: localization IoU per pooling (IoU >= 0.5 counts as localized)")
+    _title(figure, f"{study.name}: localization IoU per {axis_name(study)} (IoU >= 0.5 counts as localized)")
     figure.tight_layout()
     return save_figure(figure, path, FIGURE_DPI)
 
@@ -150,14 +166,14 @@ def _mean_and_band(axis: plt.Axes, x, curves: np.ndarray, colour: str | None, la
 
 def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
     figure, axes = _subplots(len(settings))
-    for axis, (setting, by_pooling) in zip(axes, settings.items()):
-        for pooling in _ordered(by_pooling):
-            taus = by_pooling[pooling][0].box_acc_curve[0]
-            curves = np.stack([r.box_acc_curve[1] for r in by_pooling[pooling]])  # (seeds, T)
+    for axis, (setting, by_value) in zip(axes, settings.items()):
+        for value in ordered_values(study, by_value):
+            taus = by_value[value][0].box_acc_curve[0]
+            curves = np.stack([r.box_acc_curve[1] for r in by_value[value]])  # (seeds, T)
             mean = curves.mean(axis=0)
-            _mean_and_band(axis, taus, curves, COLOURS.get(pooling),
-                           f"{pooling.upper()} (best {mean.max():.1f}% at tau={taus[mean.argmax()]:.2f})")
-        tau = next(iter(by_pooling.values()))[0].config.eval.tau
+            _mean_and_band(axis, taus, curves, _colour(study, value),
+                           f"{value_label(value)} (best {mean.max():.1f}% at tau={taus[mean.argmax()]:.2f})")
+        tau = next(iter(by_value.values()))[0].config.eval.tau
         axis.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"tau = {tau:g} (the paper's)")
         axis.set(title=setting_label(study, setting, study.name), xlabel="tau (fraction of the normalized CAM)",
                  ylabel="GT-known BoxAcc (%), IoU >= 0.5", ylim=(0, 100), xlim=(0, 1))
@@ -170,13 +186,13 @@ def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
 
 def cam_area(study: StudyConfig, settings: Settings, path: Path) -> Path:
     figure, axes = _subplots(len(settings))
-    for axis, (setting, by_pooling) in zip(axes, settings.items()):
-        poolings = _ordered(by_pooling)
-        ratios = [np.concatenate([area_ratios(r) for r in by_pooling[p]]) for p in poolings]
+    for axis, (setting, by_value) in zip(axes, settings.items()):
+        values = ordered_values(study, by_value)
+        ratios = [np.concatenate([area_ratios(r) for r in by_value[v]]) for v in values]
         positive = [np.clip(r, 1e-3, None) for r in ratios]
         axis.boxplot(positive, showfliers=False)
-        axis.set_xticks(range(1, len(poolings) + 1),
-                        [f"{p.upper()}\nmedian {np.median(r):.2f}" for p, r in zip(poolings, ratios)])
+        axis.set_xticks(range(1, len(values) + 1),
+                        [f"{value_label(v)}\nmedian {np.median(r):.2f}" for v, r in zip(values, ratios)])
         axis.set_yscale("log")
         axis.axhline(1.0, color="grey", linestyle=":", linewidth=1)
         axis.set(title=setting_label(study, setting, study.name), ylabel="predicted box area / GT box area")
@@ -256,21 +272,21 @@ def lse_sweep(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
 
 
 def map_resolution(study: StudyConfig, results: list[RunResult], path: Path) -> Path:
-    """Localization against the CAM's side in cells (input size / feature stride), per pooling and stride."""
+    """Localization against the CAM's side in cells (input size / feature stride), per compared value and stride."""
     def cam_side(config: RunConfig) -> float:
         return config.model.input_size / config.model.feature_stride
 
     strides = sorted({r.config.model.feature_stride for r in results})
-    by_pooling: dict[str, list[RunResult]] = {}
+    by_value: dict[object, list[RunResult]] = {}
     for result in results:
-        by_pooling.setdefault(result.config.model.pooling, []).append(result)
+        by_value.setdefault(config_value(result.config, study.compare_key), []).append(result)
     series = {}
     for stride in strides:  # the finest stride solid, coarser ones dashed
-        for pooling in _ordered(by_pooling):
-            runs = [r for r in by_pooling[pooling] if r.config.model.feature_stride == stride]
+        for value in ordered_values(study, by_value):
+            runs = [r for r in by_value[value] if r.config.model.feature_stride == stride]
             if runs:
-                series[f"{pooling.upper()}, stride {stride}"] = (COLOURS.get(pooling), "-" if stride == strides[0]
-                                                                  else "--", _points(runs, cam_side))
+                series[f"{value_label(value)}, stride {stride}"] = (_colour(study, value), "-" if stride == strides[0]
+                                                                    else "--", _points(runs, cam_side))
     notes = {cam_side(r.config): f"{r.config.model.input_size}px" for r in results}
     return _against_parameter(series, path, "CAM side (cells) = input size / feature stride",
                               f"{study.name}: localization against map resolution (final epoch; "
@@ -280,15 +296,15 @@ def map_resolution(study: StudyConfig, results: list[RunResult], path: Path) -> 
 def learning_curves(study: StudyConfig, settings: Settings, path: Path) -> Path:
     """Val GT-known loc and val top-1 cls error against the epoch, mean over seeds (band = min..max of GT-known)."""
     figure, axes = _subplots(len(settings))
-    for axis, (setting, by_pooling) in zip(axes, settings.items()):
-        for pooling in _ordered(by_pooling):
-            runs = by_pooling[pooling]
+    for axis, (setting, by_value) in zip(axes, settings.items()):
+        for value in ordered_values(study, by_value):
+            runs = by_value[value]
             epochs = [int(row["epoch"]) for row in runs[0].history]
             located = np.array([[row["val_gt_known_loc_acc"] for row in r.history] for r in runs])  # (seeds, E)
             errors = np.array([[row["val_top1_cls_error"] for row in r.history] for r in runs])
-            colour = COLOURS.get(pooling)
-            _mean_and_band(axis, epochs, located, colour, f"{pooling.upper()} GT-known loc", marker="o")
-            axis.plot(epochs, errors.mean(axis=0), color=colour, linestyle="--", label=f"{pooling.upper()} cls error")
+            colour, label = _colour(study, value), value_label(value)
+            _mean_and_band(axis, epochs, located, colour, f"{label} GT-known loc", marker="o")
+            axis.plot(epochs, errors.mean(axis=0), color=colour, linestyle="--", label=f"{label} cls error")
         axis.set(title=setting_label(study, setting, study.name), xlabel="epoch", ylabel="val split (%)",
                  ylim=(0, 100))
         axis.grid(alpha=0.3)
@@ -316,7 +332,7 @@ def draw_all(study: StudyConfig, results: list[RunResult], settings: Settings, f
     if any(r.config.eval.frame != "input" for r in results):
         return []
     paths = [
-        cams_side_by_side(study, settings, folder / "cams_gap_vs_gmp.png"),
+        cams_side_by_side(study, settings, folder / gallery_name(study)),
         iou_histograms(study, settings, folder / "iou_hist.png"),
         boxacc_vs_tau(study, settings, folder / "boxacc_vs_tau.png"),
         cam_area(study, settings, folder / "cam_area.png"),

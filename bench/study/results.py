@@ -4,7 +4,9 @@ Everything comes from a run folder's files (``metrics.json``, ``predictions.csv`
 ``cams.npz``, ``box_acc_curves.csv``, ``history.csv``), so a study report needs
 no model. A run is read at one of two points (:data:`POINTS`): its final epoch
 (the paper's protocol), or the epoch best on val localization (``val_selected/``).
-Results are grouped by setting (:func:`by_setting`) for comparisons and figures.
+Results are grouped by setting (:func:`by_setting`) for comparisons and figures,
+then by their value of the study's compared key (``study.compare_key``, by
+default ``model.pooling``): the *axis* of the study.
 """
 
 from __future__ import annotations
@@ -12,12 +14,12 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
-from typing import get_args
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from bench.config import Pooling, RunConfig, StudyConfig
+from bench.config import RunConfig, StudyConfig, key_choices
 from bench.errors import InputError
 from bench.model.cam import upsample_cams
 from bench.run.folder import (
@@ -48,7 +50,6 @@ POINT_TITLES = {  # each point's heading in table.md, comparison.md and the stud
     FINAL: "Final epoch (the paper's protocol)",
     VAL_SELECTED: "Epoch chosen on val localization (GT-known loc on the val split; never on test)",
 }
-POOLING_ORDER = get_args(Pooling)  # the order of the poolings in figures and pages: the config's
 
 
 class StudyError(InputError, RuntimeError):
@@ -97,28 +98,35 @@ def read_history(path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
 
 
+def read_predictions(path: Path) -> dict:
+    """The per-image fields of :class:`RunResult` from a ``predictions.csv`` (or a map method's
+    ``predictions_<method>.csv``): ``image_ids``, ``per_image``, ``gt_boxes``, ``gt_class_boxes``, ``gt_class_iou``."""
+    with Path(path).open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return {
+        "image_ids": [row["image_id"] for row in rows],
+        "per_image": {key: transform(np.array([float(row[column]) for row in rows]))
+                      for key, (column, transform) in PER_IMAGE_METRICS.items()},
+        "gt_boxes": [parse_boxes(row["gt_boxes"]) for row in rows],
+        "gt_class_boxes": np.stack([parse_boxes(row["gt_class_box"])[0] for row in rows]),
+        "gt_class_iou": np.array([float(row["gt_class_iou"]) for row in rows]),
+    }
+
+
 def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
     """One finished run at ``point`` (:data:`POINTS`)."""
     if point not in POINTS:
         raise ValueError(f"point {point!r}: expected one of {', '.join(POINTS)}")
     folder = config.run_dir if point == FINAL else config.run_dir / SELECTED_DIR
     metrics = json.loads((folder / METRICS_FILE).read_text())
-    with (folder / PREDICTIONS_FILE).open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    per_image = {key: transform(np.array([float(row[column]) for row in rows]))
-                 for key, (column, transform) in PER_IMAGE_METRICS.items()}
     cams = np.load(config.run_dir / CAMS_FILE)["gt_class"].astype(np.float32) if point == FINAL else None
     with (folder / CURVES_FILE).open(newline="") as handle:
         curve_rows = list(csv.DictReader(handle))
     curve = (np.array([float(row["tau"]) for row in curve_rows]),
              np.array([float(row[CURVE_COLUMN]) for row in curve_rows]))
-    return RunResult(
-        config=config, metrics=metrics, image_ids=[row["image_id"] for row in rows], per_image=per_image,
-        gt_boxes=[parse_boxes(row["gt_boxes"]) for row in rows],
-        gt_class_boxes=np.stack([parse_boxes(row["gt_class_box"])[0] for row in rows]),
-        gt_class_iou=np.array([float(row["gt_class_iou"]) for row in rows]),
-        gt_class_cams=cams, box_acc_curve=curve, history=read_history(config.run_dir / HISTORY_FILE), point=point,
-    )
+    return RunResult(config=config, metrics=metrics, **read_predictions(folder / PREDICTIONS_FILE),
+                     gt_class_cams=cams, box_acc_curve=curve, history=read_history(config.run_dir / HISTORY_FILE),
+                     point=point)
 
 
 def upsampled_cams(result: RunResult, count: int | None = None) -> np.ndarray:
@@ -141,8 +149,26 @@ def area_ratios(result: RunResult) -> np.ndarray:
 
 
 def setting_keys(study: StudyConfig) -> list[str]:
-    """The grid keys that define a *setting*: every one but ``seed`` and ``model.pooling`` (grid order)."""
-    return [key for key, _ in study.grid if key not in ("seed", "model.pooling")]
+    """The grid keys that define a *setting*: every one but ``seed`` and ``study.compare_key`` (grid order)."""
+    return [key for key, _ in study.grid if key not in ("seed", study.compare_key)]
+
+
+def axis_name(study: StudyConfig) -> str:
+    """The compared key's short name, as headers and titles say it: ``pooling``, ``method``, ``lr``."""
+    return study.compare_key.rsplit(".", 1)[-1]
+
+
+def value_label(value) -> str:
+    """A value of the compared key as labels show it (``GAP``, ``CAM``, ``0.05``); ``GAP - X`` uses it too."""
+    return str(value).upper()
+
+
+def ordered_values(study: StudyConfig, values) -> list:
+    """``values`` of the compared key in the order of figures and pages: the reference first, then the key's
+    choices in the config's order (``model.pooling``: gap, gmp, lse, ...), else the grid's order; others last."""
+    order = list(key_choices(study.compare_key)) or [v for key, vs in study.grid if key == study.compare_key
+                                                     for v in vs]
+    return sorted(values, key=lambda v: (v != study.reference, order.index(v) if v in order else len(order)))
 
 
 def setting_label(study: StudyConfig, setting: tuple, default: str) -> str:
@@ -159,11 +185,12 @@ def config_value(config: RunConfig, key: str):
     return value
 
 
-def by_setting(study: StudyConfig, results: list[RunResult]) -> dict[tuple, dict[str, list[RunResult]]]:
-    """Results by setting (the values of :func:`setting_keys`, first-seen order), then by pooling."""
+def by_setting(study: StudyConfig, results: list[RunResult]) -> dict[tuple, dict[object, list[RunResult]]]:
+    """Results by setting (the values of :func:`setting_keys`, first-seen order), then by compared value."""
     keys = setting_keys(study)
-    settings: dict[tuple, dict[str, list[RunResult]]] = {}
+    settings: dict[tuple, dict[object, list[RunResult]]] = {}
     for result in results:
         setting = tuple(config_value(result.config, key) for key in keys)
-        settings.setdefault(setting, {}).setdefault(result.config.model.pooling, []).append(result)
+        value = config_value(result.config, study.compare_key)
+        settings.setdefault(setting, {}).setdefault(value, []).append(result)
     return settings

@@ -1,4 +1,4 @@
-"""Localization by object scale in a study: per setting, pooling and scale bin, and GAP - X per bin.
+"""Localization by object scale in a study: per setting, compared value and scale bin, and REFERENCE - X per bin.
 
 Object scale is the area of an image's largest ground-truth box over the
 image's area (:mod:`bench.scoring.object_scale`, bins
@@ -19,7 +19,7 @@ import numpy as np
 
 from bench.config import StudyConfig
 from bench.scoring.object_scale import NUM_SCALE_BINS, object_scales, scale_bin_labels, scale_bins
-from bench.study.results import RunResult, area_ratios, by_setting, setting_label
+from bench.study.results import RunResult, area_ratios, axis_name, by_setting, setting_label, value_label
 from bench.study.statistics import paired_bootstrap, verdict
 
 # Per-bin metrics of the table: key of RunResult.per_image (or "box_to_object") -> column label.
@@ -64,46 +64,55 @@ def _bin_values(result: RunResult, bins: np.ndarray) -> dict[str, list[float]]:
     return out
 
 
-def scale_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
-    """One row per setting, pooling and bin: images, and the per-bin metrics averaged over the seeds."""
+def bin_rows(setting: str, label: str, runs: list[RunResult]) -> list[dict]:
+    """One row per bin of ``runs`` (the seeds of one setting and value; ``label`` names them in the ``value``
+    column): images, seeds, and each of :data:`SCALE_METRICS` averaged over the seeds (None for an empty bin)."""
+    per_run = [(_bin_values(run, bins), bins) for run in runs for bins in [result_bins(run)]]
     rows = []
-    for setting, by_pooling in by_setting(study, results).items():
-        for pooling, runs in by_pooling.items():
-            per_run = [(_bin_values(run, bins), bins) for run in runs for bins in [result_bins(run)]]
-            for index, label in enumerate(scale_bin_labels()):
-                count = int(np.count_nonzero(per_run[0][1] == index))
-                row = {"setting": setting_label(study, setting, "all runs"), "pooling": pooling, "bin": label,
-                       "images": count, "seeds": len(runs)}
-                for key in SCALE_METRICS:
-                    row[key] = float(np.mean([values[key][index] for values, _ in per_run])) if count else None
-                rows.append(row)
+    for index, name in enumerate(scale_bin_labels()):
+        count = int(np.count_nonzero(per_run[0][1] == index))
+        row = {"setting": setting, "value": label, "bin": name, "images": count, "seeds": len(runs)}
+        for key in SCALE_METRICS:
+            row[key] = float(np.mean([values[key][index] for values, _ in per_run])) if count else None
+        rows.append(row)
+    return rows
+
+
+def scale_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
+    """One row per setting, compared value and bin (:func:`bin_rows`); ``value`` is the value's label (``GAP``)."""
+    rows = []
+    for setting, by_value in by_setting(study, results).items():
+        for value, runs in by_value.items():
+            rows += bin_rows(setting_label(study, setting, "all runs"), value_label(value), runs)
     return rows
 
 
 def scale_comparisons(study: StudyConfig, results: list[RunResult]) -> list[dict]:
-    """``GAP - X`` per setting, compared pooling, bin and metric of :data:`COMPARED`, with its interval."""
+    """``REFERENCE - X`` per setting, compared value, bin and metric of :data:`COMPARED`, with its interval."""
     out = []
-    for setting, by_pooling in by_setting(study, results).items():
-        if "gap" not in by_pooling:
+    reference = value_label(study.reference)
+    for setting, by_value in by_setting(study, results).items():
+        if study.reference not in by_value:
             continue
-        gap = {run.config.seed: run for run in by_pooling["gap"]}
+        base = {run.config.seed: run for run in by_value[study.reference]}
         for other in study.compare:
-            rival = {run.config.seed: run for run in by_pooling.get(other, [])}
-            seeds = sorted(set(gap) & set(rival))
+            rival = {run.config.seed: run for run in by_value.get(other, [])}
+            seeds = sorted(set(base) & set(rival))
             if not seeds:
                 continue
-            bins = result_bins(gap[seeds[0]])
+            bins = result_bins(base[seeds[0]])
             for index, label in enumerate(scale_bin_labels()):
                 chosen = bins == index
                 if not chosen.any():
                     continue
                 for metric in COMPARED:
-                    a = np.stack([gap[s].per_image[metric][chosen] for s in seeds])  # (S, n)
+                    a = np.stack([base[s].per_image[metric][chosen] for s in seeds])  # (S, n)
                     b = np.stack([rival[s].per_image[metric][chosen] for s in seeds])
                     mean, low, high = paired_bootstrap(a, b, study.bootstrap, study.confidence)
                     out.append({"setting": setting_label(study, setting, "all runs"), "versus": other, "bin": label,
                                 "metric": metric, "images": int(chosen.sum()), "seeds": len(seeds),
-                                "difference": mean, "low": low, "high": high, "verdict": verdict(low, high, metric)})
+                                "difference": mean, "low": low, "high": high,
+                                "verdict": verdict(low, high, metric, reference)})
     return out
 
 
@@ -113,33 +122,43 @@ def _number(value: float | None, key: str) -> str:
     return f"{value:.3f}" if key in ("mean_iou", "box_to_object") else f"{value:.1f}"
 
 
-def scale_markdown(study: StudyConfig, rows: list[dict], comparisons: list[dict], title: str) -> str:
-    """A study's ``by_object_scale.md`` section for one scoring point."""
+def scale_markdown(study: StudyConfig, rows: list[dict], comparisons: list[dict], title: str,
+                   baseline_rows: list[dict] = ()) -> str:
+    """A study's ``by_object_scale.md`` section for one scoring point.
+
+    ``rows``: :func:`scale_rows`; ``baseline_rows``: the center baseline's :func:`bin_rows`
+    (:func:`bench.study.center_row.center_scale_rows`), shown after its setting's rows in the table of each
+    metric it has (a value in some bin; the classifier's metrics are None there).
+    """
     level = f"{100 * study.confidence:g}%"
+    reference = value_label(study.reference)
     lines = [f"## {title}", "", "Object scale = largest GT box area / image area; bins "
              f"{', '.join(scale_bin_labels())}. Metrics are means over the images of a bin (box / object area: "
              "median), averaged over seeds.", ""]
     labels = scale_bin_labels()
     for key, name in SCALE_METRICS.items():
-        lines += [f"**{name}**", "", "| setting | pooling | " + " | ".join(labels) + " |",
+        lines += [f"**{name}**", "", f"| setting | {axis_name(study)} | " + " | ".join(labels) + " |",
                   "|---|---|" + "---|" * len(labels)]
         for setting in dict.fromkeys(row["setting"] for row in rows):
-            for pooling in dict.fromkeys(row["pooling"] for row in rows if row["setting"] == setting):
-                cells = [row for row in rows if row["setting"] == setting and row["pooling"] == pooling]
-                lines.append(f"| {setting} | {pooling.upper()} | " +
-                             " | ".join(_number(cell[key], key) for cell in cells) + " |")
+            baseline = [row for row in baseline_rows if row["setting"] == setting]
+            shown = [row for row in rows if row["setting"] == setting]
+            shown += baseline if any(row[key] is not None for row in baseline) else []
+            for value in dict.fromkeys(row["value"] for row in shown):
+                cells = [row for row in shown if row["value"] == value]
+                lines.append(f"| {setting} | {value} | " + " | ".join(_number(cell[key], key) for cell in cells)
+                             + " |")
         lines.append("")
     lines += ["**images per bin**", "", "| setting | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for setting in dict.fromkeys(row["setting"] for row in rows):
-        first = next(row["pooling"] for row in rows if row["setting"] == setting)
+        first = next(row["value"] for row in rows if row["setting"] == setting)
         lines.append(f"| {setting} | " + " | ".join(str(row["images"]) for row in rows
-                                                  if row["setting"] == setting and row["pooling"] == first) + " |")
-    lines += ["", f"Paired GAP - X per bin ({level} bootstrap interval over the bin's images and the seeds, "
+                                                  if row["setting"] == setting and row["value"] == first) + " |")
+    lines += ["", f"Paired {reference} - X per bin ({level} bootstrap interval over the bin's images and the seeds, "
               f"{study.bootstrap} resamples):", "",
-              "| setting | GAP - X | bin | images | metric | difference | CI low | CI high | verdict |",
+              f"| setting | {reference} - X | bin | images | metric | difference | CI low | CI high | verdict |",
               "|---|---|---|---|---|---|---|---|---|"]
     for row in comparisons:
-        lines.append(f"| {row['setting']} | {row['versus'].upper()} | {row['bin']} | {row['images']} | "
+        lines.append(f"| {row['setting']} | {value_label(row['versus'])} | {row['bin']} | {row['images']} | "
                      f"{SCALE_METRICS[row['metric']]} | {row['difference']:+.1f} | {row['low']:+.1f} | "
                      f"{row['high']:+.1f} | {row['verdict']} |")
     return "\n".join(lines) + "\n"

@@ -1,9 +1,13 @@
-"""Paired comparisons of the study: ``GAP - X`` per setting and metric, a bootstrap interval and a verdict.
+"""Paired comparisons of the study: ``REFERENCE - X`` per setting and metric, a bootstrap interval and a verdict.
 
-**Paired bootstrap** (:func:`paired_bootstrap`). Runs of two poolings with
+The study compares each value X of its compared key (``study.compare``; by
+default poolings) with the reference value (``study.reference``; by default
+GAP): ``GAP - GMP`` in a pooling study, ``CAM - HAS`` in one of WSOL methods.
+
+**Paired bootstrap** (:func:`paired_bootstrap`). Runs of two values with
 the same seed see the same test images in the same order, so per-image values
 are paired. One resample draws S seeds and N images with replacement (the same
-draw for both poolings) and takes the mean difference; the interval is the
+draw for both values) and takes the mean difference; the interval is the
 percentile interval of the resamples. It accounts for both sources of
 variation the table shows: which test images, and which training seed.
 
@@ -18,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.config import StudyConfig
-from bench.study.results import RunResult, StudyError, by_setting, setting_label
+from bench.study.results import RunResult, StudyError, by_setting, setting_label, value_label
 from bench.study.tables import TABLE_METRICS
 
 LOWER_IS_BETTER = {"top1_cls_error", "top1_loc_error", "top5_loc_error"}
@@ -62,66 +66,71 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int, confidence: f
     return float(difference.mean()), float(low), float(high)
 
 
-def verdict(low: float, high: float, metric: str) -> str:
-    """A computed sentence from the interval of ``GAP - X`` (sign-aware for errors).
+def verdict(low: float, high: float, metric: str, reference: str) -> str:
+    """A computed sentence from the interval of ``REFERENCE - X`` (sign-aware for errors), naming ``reference``.
 
+    ``reference`` is the reference's label (:func:`bench.study.results.value_label`: ``GAP``, ``CAM``).
     Classification error is a classification metric: its sentence says "classifies", the others "localizes".
     """
     better_if_positive = metric not in LOWER_IS_BETTER
     verb = "classifies" if metric in CLASSIFICATION_METRICS else "localizes"
     if low > 0:
-        return f"GAP {verb} better" if better_if_positive else f"GAP {verb} worse"
+        return f"{reference} {verb} better" if better_if_positive else f"{reference} {verb} worse"
     if high < 0:
-        return f"GAP {verb} worse" if better_if_positive else f"GAP {verb} better"
+        return f"{reference} {verb} worse" if better_if_positive else f"{reference} {verb} better"
     return "no significant difference"
 
 
 def comparisons(study: StudyConfig, results: list[RunResult]) -> list[dict]:
-    """``GAP - X`` per setting, compared pooling and metric, with the paired bootstrap interval."""
+    """``REFERENCE - X`` per setting, compared value X and metric, with the paired bootstrap interval."""
     out = []
-    for setting, by_pooling in by_setting(study, results).items():
-        if "gap" not in by_pooling:
+    reference = value_label(study.reference)
+    for setting, by_value in by_setting(study, results).items():
+        if study.reference not in by_value:
             continue
         for other in study.compare:
-            if other not in by_pooling:
+            if other not in by_value:
                 continue
-            gap = {r.config.seed: r for r in by_pooling["gap"]}
-            rival = {r.config.seed: r for r in by_pooling[other]}
-            seeds = sorted(set(gap) & set(rival))
+            base = {r.config.seed: r for r in by_value[study.reference]}
+            rival = {r.config.seed: r for r in by_value[other]}
+            seeds = sorted(set(base) & set(rival))
             if not seeds:
                 continue
             for seed in seeds:
-                if gap[seed].image_ids != rival[seed].image_ids:
-                    raise StudyError(f"runs {gap[seed].config.name} and {rival[seed].config.name} were evaluated "
+                if base[seed].image_ids != rival[seed].image_ids:
+                    raise StudyError(f"runs {base[seed].config.name} and {rival[seed].config.name} were evaluated "
                                      "on different images; they cannot be paired")
             for metric in TABLE_METRICS:
-                a = np.stack([gap[s].per_image[metric] for s in seeds])  # (S, N)
+                a = np.stack([base[s].per_image[metric] for s in seeds])  # (S, N)
                 b = np.stack([rival[s].per_image[metric] for s in seeds])
                 mean, low, high = paired_bootstrap(a, b, study.bootstrap, study.confidence)
                 label = setting_label(study, setting, "all runs")
                 out.append({"setting": label, "versus": other, "metric": metric,
                             "seeds": len(seeds), "images": a.shape[1], "difference": mean, "low": low, "high": high,
-                            "verdict": verdict(low, high, metric)})
+                            "verdict": verdict(low, high, metric, reference)})
     return out
 
 
 def comparison_markdown(study: StudyConfig, rows: list[dict], title: str = "") -> str:
     """``comparison.md``'s section for one scoring point: the headline verdicts, then every difference."""
     level = f"{100 * study.confidence:g}%"
+    reference = value_label(study.reference)
     lines = [f"## {title}", ""] if title else []
-    lines += [f"Paired differences GAP - X ({level} bootstrap interval over test images and seeds, "
+    lines += [f"Paired differences {reference} - X ({level} bootstrap interval over test images and seeds, "
               f"{study.bootstrap} resamples). Verdicts from the paper's metric ({TABLE_METRICS['top1_loc_error']}) "
               f"and from {TABLE_METRICS['gt_known_loc_acc']}, which leaves classification out.", ""]
     for metric in HEADLINE_METRICS:
         for row in rows:
             if row["metric"] == metric:
-                lines.append(f"- **{row['setting']}, GAP vs {row['versus'].upper()}, {TABLE_METRICS[metric]}: "
-                             f"{row['verdict']}** (GAP - {row['versus'].upper()} = {row['difference']:+.1f} points, "
+                versus = value_label(row["versus"])
+                lines.append(f"- **{row['setting']}, {reference} vs {versus}, {TABLE_METRICS[metric]}: "
+                             f"{row['verdict']}** ({reference} - {versus} = {row['difference']:+.1f} points, "
                              f"{level} CI [{row['low']:+.1f}, {row['high']:+.1f}]; {row['seeds']} seed(s) x "
                              f"{row['images']} images)")
-    lines += ["", "| setting | GAP - X | metric | difference | CI low | CI high |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| setting | {reference} - X | metric | difference | CI low | CI high |",
+              "|---|---|---|---|---|---|"]
     for row in rows:
         digits = 3 if row["metric"] == "mean_iou" else 2
-        lines.append(f"| {row['setting']} | {row['versus'].upper()} | {TABLE_METRICS[row['metric']]} | "
+        lines.append(f"| {row['setting']} | {value_label(row['versus'])} | {TABLE_METRICS[row['metric']]} | "
                      f"{row['difference']:+.{digits}f} | {row['low']:+.{digits}f} | {row['high']:+.{digits}f} |")
     return "\n".join(lines) + "\n"

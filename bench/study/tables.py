@@ -4,13 +4,16 @@ The runs are read into a pandas table with one row per run (grid values, seed,
 each column of :data:`COLUMNS`); grouped by every grid key but ``seed``, it
 gives one row per setting with each column's mean and std (ddof 1) over seeds.
 The fixed-tau cells are recomputed from each run's ``predictions.csv`` rows, so
-they can be audited from the run folders. The CAM paper's ILSVRC numbers follow
-in a block labelled as another dataset.
+they can be audited from the run folders. Rows that are no mean over seeds
+(:class:`FixedRow`: the center baseline, :mod:`bench.study.center_row`) follow,
+a cell they lack shown as "-". The CAM paper's ILSVRC numbers follow in a block
+labelled as another dataset.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -63,6 +66,20 @@ def metric_value(metrics: dict, key: str) -> float | None:
     return float(value)
 
 
+@dataclass(frozen=True)
+class FixedRow:
+    """A row of a study table that is no mean over seeds (the center baseline), appended after the settings' rows.
+
+    ``setting``: its value of each setting key; ``label``: its cell in the compared key's column (or in the
+    seeds column when the compared key is no grid key); ``values``: its value of each column of
+    :data:`COLUMNS` it has. Its other cells, std and seeds are empty ("-"; NaN in ``table.csv``).
+    """
+
+    setting: dict[str, object]
+    label: str
+    values: dict[str, float]
+
+
 def _row_keys(study: StudyConfig) -> list[str]:
     return [key for key, _ in study.grid if key != "seed"]
 
@@ -90,9 +107,32 @@ def table_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
     return table.reset_index(drop=not keys).to_dict("records")
 
 
+def with_fixed_rows(study: StudyConfig, rows: list[dict], fixed: list[FixedRow]) -> list[dict]:
+    """``rows`` (:func:`table_rows`) and then each of ``fixed`` laid out as they are: same keys, same order."""
+    out = list(rows)
+    for row in fixed:
+        label_key = study.compare_key if study.compare_key in rows[0] else "seeds"
+        cells = {}
+        for key in rows[0]:
+            if key == label_key:
+                cells[key] = row.label
+            elif key == "seeds":
+                cells[key] = "-"
+            elif key.endswith("_mean"):
+                cells[key] = row.values.get(key.removesuffix("_mean"), math.nan)
+            elif key.endswith("_std"):
+                cells[key] = math.nan
+            else:
+                cells[key] = row.setting[key]
+        out.append(cells)
+    return out
+
+
 def _format(metric: str, mean: float, std: float, separator: str) -> str:
-    """``mean ± std``; the mean alone where one seed gives no spread (std NaN)."""
+    """``mean ± std``; the mean alone where one seed gives no spread (std NaN); "-" for no value (mean NaN)."""
     digits = 3 if metric == "mean_iou" else 0 if metric == "epoch" else 1
+    if math.isnan(mean):
+        return "-"
     if math.isnan(std):
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f}{separator}{std:.{digits}f}"
@@ -109,14 +149,17 @@ def table_cells(study: StudyConfig, rows: list[dict], separator: str) -> tuple[l
     return header, body
 
 
-def markdown_table(study: StudyConfig, rows: list[dict], protocol: str, title: str = "") -> str:
-    """``table.md``'s table of one scoring point, then the paper's block (by hand: pandas' needs ``tabulate``)."""
+def markdown_table(study: StudyConfig, rows: list[dict], protocol: str, title: str = "", note: str = "") -> str:
+    """``table.md``'s table of one scoring point, then the paper's block (by hand: pandas' needs ``tabulate``).
+
+    ``note``: sentences added to the table's note (what the fixed rows are).
+    """
     header, body = table_cells(study, rows, " ± ")
     lines = [f"## {title}", ""] if title else []
     lines += [f"Study `{study.name}`: mean ± std over seeds. Columns without a tau note: {protocol}. "
               "Oracle columns take the best tau on the test split itself (wsolevaluation's protocol); "
               "'tau from val' picks tau on the val split. 'train acc' is the training accuracy in the scored "
-              "epoch (augmented batches).", "",
+              "epoch (augmented batches)." + (f" {note}" if note else ""), "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     lines += ["", "Reference, **another dataset** (ILSVRC 2014 val, GoogLeNet, the CAM paper's Tables 1-2; "
@@ -147,11 +190,13 @@ def write_csv(path: Path, rows: list[dict]) -> None:
         pd.DataFrame(rows).to_csv(temporary, index=False)
 
 
-def write_tables(study: StudyConfig, results: list[RunResult], stem: Path, title: str = "") -> str:
-    """``<stem>.tex`` and ``<stem>.csv`` of ``results``; returns the markdown table (``table.md`` gathers them)."""
+def write_tables(study: StudyConfig, results: list[RunResult], stem: Path, title: str = "",
+                 fixed: list[FixedRow] = (), note: str = "") -> str:
+    """``<stem>.tex`` and ``<stem>.csv`` of ``results`` and then the ``fixed`` rows; returns the markdown table
+    (``table.md`` gathers them), ``note`` added to its note."""
     protocols = sorted({result.metrics.get("protocol", "") for result in results})
     protocol = "; ".join(protocols)
-    rows = table_rows(study, results)
+    rows = with_fixed_rows(study, table_rows(study, results), list(fixed))
     write_text(stem.parent / f"{stem.name}.tex", latex_table(study, rows, protocol))
     write_csv(stem.parent / f"{stem.name}.csv", rows)
-    return markdown_table(study, rows, protocol, title)
+    return markdown_table(study, rows, protocol, title, note)
