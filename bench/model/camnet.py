@@ -108,7 +108,6 @@ class CamNet(nn.Module):
         self.classifier = nn.Linear(num_features, num_classes) if wsol_head is None else None
         self.wsol_head = wsol_head
         self.pooling = config.pooling
-        # The pooling's parameters, as global_pool takes them (each pooling reads its own).
         self.pooling_parameters = pooling_parameters(config)
         self.mean = mean
         self.std = std
@@ -267,14 +266,15 @@ def build_model(config: ModelConfig, num_classes: int, wsol: WsolConfig = WsolCo
     backbone = build_backbone(config)
     if wsol.method == "adl":
         attach_adl(backbone.body, config.backbone, wsol.adl_drop_rate, wsol.adl_threshold)
+    parameters = pooling_parameters(config)
 
     def pool(maps: torch.Tensor) -> torch.Tensor:
-        return global_pool(maps, config.pooling, **pooling_parameters(config))
+        return global_pool(maps, config.pooling, **parameters)
 
-    head = build_head(wsol.method, backbone.body, _body_channels(backbone), num_classes, wsol, pool, config.backbone)
+    channels = _body_channels(backbone)
+    head = build_head(wsol.method, backbone.body, channels, num_classes, wsol, pool, config.backbone)
     if head is not None:
-        return CamNet(backbone.body, _body_channels(backbone), num_classes, config, backbone.mean, backbone.std,
-                      wsol_head=head)
+        return CamNet(backbone.body, channels, num_classes, config, backbone.mean, backbone.std, wsol_head=head)
     return CamNet(backbone.body, backbone.channels, num_classes, config, backbone.mean, backbone.std,
                   added=backbone.added)
 
