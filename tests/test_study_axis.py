@@ -17,6 +17,7 @@ from bench.study.center_row import (
     CenterBaseline,
     baseline_runs,
     center_baselines,
+    center_scale_rows,
     center_table_rows,
 )
 from bench.study.results import by_setting, ordered_values, setting_keys
@@ -158,6 +159,46 @@ def test_a_baseline_that_cannot_be_scored_is_left_out_with_one_line(tiny_study, 
 # ----------------------------------------------------------------------------- end to end on the tiny study
 
 
+def _csv_rows(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_every_study_table_ends_with_the_center_baseline_scored_on_the_references_seed(tiny_study):
+    from bench.study.methods_table import read_methods_table
+    from bench.study.runner import write_report
+
+    study, runs = tiny_study
+    gap, gmp = runs  # the reference (GAP) run scores it; GMP's run is left alone
+    assert "center" in read_methods_table(gap.run_dir) and not (gmp.run_dir / "methods").exists()
+    center = read_methods_table(gap.run_dir)["center"]
+    for table in ("table.csv", "table_val_selected.csv"):  # the same row at both points: no epoch in it
+        rows = _csv_rows(study.study_dir / table)
+        assert [(row["model.pooling"], row["seeds"]) for row in rows] == [("gap", "1"), ("gmp", "1"),
+                                                                          ("center baseline", "-")]
+        assert float(rows[-1]["gt_known_loc_acc_mean"]) == pytest.approx(center["gt_known_loc_acc"])
+        assert float(rows[-1]["mean_iou_mean"]) == pytest.approx(center["mean_iou"])
+        assert rows[-1]["top1_loc_error_mean"] == rows[-1]["top1_cls_error_mean"] == ""  # the classifier's
+    markdown = (study.study_dir / "table.md").read_text()
+    assert markdown.count("| center baseline | - |") == 2 and TABLE_NOTE in markdown
+    by_scale = (study.study_dir / "by_object_scale.md").read_text()
+    assert by_scale.count("| all runs | center baseline |") == 2 * 2  # GT-known and mean IoU, at both points
+    # Binned, its GT-known loc is the overall one split by scale: the image-weighted mean gives it back.
+    (baseline,) = center_baselines(study, runs, lambda message: None)
+    bins = [row for row in center_scale_rows(study, [baseline]) if row["images"]]
+    images = len(_csv_rows(gap.run_dir / "predictions.csv"))  # the tiny dataset's test split
+    assert sum(row["images"] for row in bins) == images
+    assert sum(row["images"] * row["gt_known_loc_acc"] for row in bins) / images == pytest.approx(
+        center["gt_known_loc_acc"], abs=1e-4)  # methods.csv holds 4 decimals
+    assert all(row["top1_loc_error"] is None for row in bins)
+    # Written again, the report reuses the scored baseline.
+    messages = []
+    write_report(study, runs, log=messages.append)
+    assert not any("map methods" in message for message in messages)
+    assert _csv_rows(study.study_dir / "table.csv")[-1]["gt_known_loc_acc_mean"] == rows[-1]["gt_known_loc_acc_mean"]
+
+
+
 def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study, tmp_path):
     from bench.html.study_page import write_study_page
     from bench.study.runner import run_state, write_report
@@ -178,8 +219,9 @@ def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study
     assert not any("unfinished" in message for message in messages)
     with (folder / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    # One setting per pooling.
-    assert [(row["model.pooling"], row["train.lr"]) for row in rows] == [("gap", "0.05"), ("gmp", "0.05")]
+    # One setting per pooling, each with its center baseline row (labelled in the compared key's column).
+    assert [(row["model.pooling"], row["train.lr"]) for row in rows] == [
+        ("gap", "0.05"), ("gmp", "0.05"), ("gap", "center baseline"), ("gmp", "center baseline")]
     assert (folder / "cams_by_lr.png").stat().st_size > 10_000 and not (folder / "cams_gap_vs_gmp.png").exists()
     assert "| setting | lr |" in (folder / "by_object_scale.md").read_text()
     page = (folder / "index.html").read_text(encoding="utf-8")

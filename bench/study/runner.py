@@ -13,6 +13,8 @@ study folder ``results/<study>/`` then gets:
   each pooling X in ``study.compare``, with a paired bootstrap confidence
   interval over test images and seeds, and one computed verdict per setting
   (:mod:`bench.study.statistics`);
+* a ``center baseline`` row per setting at the end of every table and of ``by_object_scale.md``'s, scored
+  on one finished run per setting (:mod:`bench.study.center_row`);
 * with ``study.methods``: ``methods_table.md`` / ``.csv``, setting x map method, after ``bench methods``
   on each finished run (:mod:`bench.study.methods_table`);
 * figures: ``cams_gap_vs_gmp.png``, ``iou_hist.png``, ``boxacc_vs_tau.png``,
@@ -34,6 +36,7 @@ from bench.config import SAME_EXPERIMENT_KEYS, RunConfig, StudyConfig, config_di
 from bench.run.folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status, running_process
 from bench.run.pipeline import AfterComplete, run
 from bench.study import figures as study_figures
+from bench.study.center_row import TABLE_NOTE, CenterBaseline, center_baselines, center_scale_rows, center_table_rows
 from bench.study.methods_table import ensure_methods, write_methods_tables
 from bench.study.results import FINAL, POINT_TITLES, POINTS, StudyError, by_setting, has_point, read_run
 from bench.study.scale_table import scale_comparisons, scale_markdown, scale_rows
@@ -184,7 +187,8 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
     finished = _finished_runs(study, runs, log)
     folder = study.study_dir
     folder.mkdir(parents=True, exist_ok=True)
-    tables, notes, figures = _write_point_reports(study, finished, folder, log)
+    baselines = center_baselines(study, finished, log)
+    tables, notes, figures = _write_point_reports(study, finished, folder, baselines, log)
     if study.methods:
         tables.append(write_methods_tables(study, finished, folder))
     write_text(folder / "table.md", "\n".join(tables))
@@ -212,19 +216,25 @@ def _finished_runs(study: StudyConfig, runs: list[RunConfig], log: Callable[[str
 
 
 def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: Path,
+                         baselines: list[CenterBaseline] = (),
                          log: Callable[[str], None] = print) -> tuple[list[str], list[str], list[Path]]:
     """Each scoring point's table and comparison files; returns (table markdowns, comparison markdowns, figures).
 
+    ``baselines`` (:func:`bench.study.center_row.center_baselines`) end every table and, per setting, the
+    tables of ``by_object_scale.md``: they do not depend on the epoch, so both points show the same rows.
     The figures are drawn from the final epoch's results.
     """
     points = [point for point in POINTS if all(has_point(config, point) for config in finished)]
     tables, notes, figures, by_scale = [], [], [], []
     binned = all(config.eval.frame == "input" for config in finished)  # scale bins need the input frame
+    fixed = center_table_rows(study, list(baselines))
+    note = TABLE_NOTE if fixed else ""
+    baseline_scale_rows = center_scale_rows(study, list(baselines)) if binned else []
     for point in points:
         results = [read_run(config, point) for config in finished]
         suffix = "" if point == FINAL else f"_{point}"
         title = POINT_TITLES[point] if len(points) > 1 else ""
-        tables.append(write_tables(study, results, folder / f"table{suffix}", title))
+        tables.append(write_tables(study, results, folder / f"table{suffix}", title, fixed, note))
         differences = comparisons(study, results)
         if differences:
             notes.append(comparison_markdown(study, differences, title))
@@ -232,7 +242,7 @@ def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: 
         if binned:
             scale_differences = scale_comparisons(study, results)
             by_scale.append(scale_markdown(study, scale_rows(study, results), scale_differences,
-                                           POINT_TITLES[point]))
+                                           POINT_TITLES[point], baseline_scale_rows))
             if scale_differences:
                 write_csv(folder / f"comparison_by_object_scale{suffix}.csv", scale_differences)
         if point == FINAL:
