@@ -217,6 +217,8 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
 
     with (folder / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
+    center = rows.pop()  # every table ends with the center baseline row (tests/test_study_axis.py)
+    assert (center["model.pooling"], center["seeds"]) == ("center baseline", "-")
     assert [row["model.pooling"] for row in rows] == ["gap", "gmp"] and {row["seeds"] for row in rows} == {"2"}
     for row, pooling in zip(rows, ("gap", "gmp")):
         values = [json.loads((run.run_dir / "metrics.json").read_text())["top1_loc_error"]
@@ -413,7 +415,12 @@ study:
     folder = run_study(study, runs, log=lambda message: None)
     assert (folder / "lse_sweep.png").stat().st_size > 10_000
     with (folder / "table.csv").open() as handle:
-        assert [row["model.lse_r"] for row in csv.DictReader(handle)] == ["0.5", "8.0"]
+        rows = list(csv.DictReader(handle))
+    # The runs' rows, then one center baseline row per setting (the compared key, pooling, is no grid key:
+    # it is labelled in the seeds column), the same map and grid in both.
+    assert [(row["model.lse_r"], row["seeds"]) for row in rows] == [
+        ("0.5", "1"), ("8.0", "1"), ("0.5", "center baseline"), ("8.0", "center baseline")]
+    assert rows[2]["gt_known_loc_acc_mean"] == rows[3]["gt_known_loc_acc_mean"]
 
 
 def test_object_scale_study_pairs_every_scale_with_both_poolings_under_one_recipe():
