@@ -159,9 +159,12 @@ def test_cam_trains_exactly_as_without_a_method():
 @pytest.mark.parametrize("method", ["has", "cutmix", "adl"])
 def test_a_tiny_run_trains_and_scores_with_each_batch_method(tiny_config, method):
     config = tiny_config(f"wsol.method={method}", "train.epochs=1", f"name=tiny-{method}", "threads=1")
-    run(config, log=lambda message: None)
+    messages = []
+    run(config, log=messages.append)
     metrics = json.loads((config.run_dir / "metrics.json").read_text())
     assert 0 <= metrics["gt_known_loc_acc"] <= 100
+    # The training line names the method beside the pooling.
+    assert any(message.startswith(f"training tiny_cnn (GAP, {method.upper()}, ") for message in messages), messages
 
 
 def test_parameters_a_method_does_not_read_are_not_a_difference(tiny_config):

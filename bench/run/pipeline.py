@@ -531,7 +531,8 @@ def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[di
     lap("model")
     processes = f" in {context.world_size} processes" if context.distributed else ""
     frozen = f", first {config.train.frozen_stages} backbone stages frozen" if config.train.frozen_stages else ""
-    job.say(f"training {config.model.backbone} ({config.model.pooling.upper()}, {config.model.input_size}px, "
+    method = f", {config.wsol.method.upper()}" if config.wsol.method != "cam" else ""  # a training-time WSOL method
+    job.say(f"training {config.model.backbone} ({config.model.pooling.upper()}{method}, {config.model.input_size}px, "
             f"stride {config.model.feature_stride}, {config.train.mode} mode{frozen}, {job.precision}) on "
             f"{len(job.train_samples)} images for {config.train.epochs} epochs{processes}")
     after_epoch = _epoch_validator(job, state["history"] if state else []) if config.train.validate else None
