@@ -1,5 +1,6 @@
 """Helpers shared by the tests (imported as ``helpers``; fixtures stay in conftest.py)."""
 
+import csv
 import hashlib
 import subprocess
 from pathlib import Path
@@ -21,6 +22,12 @@ RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "me
 SELECTED_FILES = {"metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png"}
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "lr", "seconds", "val_top1_cls_error", "val_gt_known_loc_acc",
                    "val_top1_loc_error"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of the CSV file ``path`` as dicts (its header's keys, string values)."""
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 class FinishedRun(NamedTuple):

@@ -5,12 +5,12 @@ outside its folder; one filter is applied and the visible count checked.
 Screenshots go to ``$WSOL_SCREENSHOTS`` (default: the test's tmp_path): look at them.
 """
 
-import csv
 import os
 import time
 from pathlib import Path
 
 import pytest
+from helpers import read_rows
 
 from bench.html.browser import Browser, BrowserError, choose, find_browser
 
@@ -28,11 +28,6 @@ def screenshot_dir(tmp_path: Path) -> Path:
 def visible(browser: Browser, selector: str) -> int:
     return browser.evaluate(f"Array.from(document.querySelectorAll({selector!r}))"
                             ".filter((element) => element.offsetParent !== null).length")
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_run_page_loads_cleanly_and_filters_wrong_classes(tiny_run, tmp_path):

@@ -1,6 +1,5 @@
 """The web pages (bench.html): parsed with an HTML parser, checked against the run folders' files."""
 
-import csv
 import dataclasses
 import json
 import shutil
@@ -10,6 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import numpy as np
 import pytest
+from helpers import read_rows
 from PIL import Image
 
 from bench.commands.cli import main
@@ -70,11 +70,6 @@ def check_links(page_path: Path, root: Path) -> list[str]:
         assert target.is_relative_to(root.resolve()), f"{url} points outside {root}"
         assert target.is_file(), f"{page_path.name} links {url}, which does not exist"
     return urls
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 # ----------------------------------------------------------------------------- pieces, by hand

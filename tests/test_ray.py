@@ -5,13 +5,12 @@ to the cluster at ``RAY_ADDRESS`` when it is set. They are skipped where Ray is 
 (``pip install -e '.[ray]'``; ``make test EXECUTOR=ray`` and the CI install it).
 """
 
-import csv
 import importlib.util
 import json
 import os
 
 import pytest
-from helpers import TINY_CONFIG
+from helpers import TINY_CONFIG, read_rows
 
 from bench.commands.cli import main
 from bench.config import ConfigError, load_study
@@ -172,11 +171,6 @@ def sequential_study(tmp_path_factory, tiny_data_dir):
     study, runs = load_study(write_study(folder, tiny_data_dir))
     run_study(study, runs, log=lambda message: None)
     return study
-
-
-def read_rows(path):
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 @needs_ray

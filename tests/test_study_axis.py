@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from helpers import TINY_CONFIG, hand_made_run
+from helpers import TINY_CONFIG, hand_made_run, read_rows
 
 from bench.config import StudyConfig, load_config, load_study
 from bench.study.center_row import (
@@ -159,11 +159,6 @@ def test_a_baseline_that_cannot_be_scored_is_left_out_with_one_line(tiny_study, 
 # ----------------------------------------------------------------------------- end to end on the tiny study
 
 
-def _csv_rows(path):
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
-
-
 def test_every_study_table_ends_with_the_center_baseline_scored_on_the_references_seed(tiny_study):
     from bench.study.methods_table import read_methods_table
     from bench.study.runner import write_report
@@ -173,7 +168,7 @@ def test_every_study_table_ends_with_the_center_baseline_scored_on_the_reference
     assert "center" in read_methods_table(gap.run_dir) and not (gmp.run_dir / "methods").exists()
     center = read_methods_table(gap.run_dir)["center"]
     for table in ("table.csv", "table_val_selected.csv"):  # the same row at both points: no epoch in it
-        rows = _csv_rows(study.study_dir / table)
+        rows = read_rows(study.study_dir / table)
         assert [(row["model.pooling"], row["seeds"]) for row in rows] == [("gap", "1"), ("gmp", "1"),
                                                                           ("center baseline", "-")]
         assert float(rows[-1]["gt_known_loc_acc_mean"]) == pytest.approx(center["gt_known_loc_acc"])
@@ -186,7 +181,7 @@ def test_every_study_table_ends_with_the_center_baseline_scored_on_the_reference
     # Binned, its GT-known loc is the overall one split by scale: the image-weighted mean gives it back.
     (baseline,) = center_baselines(study, runs, lambda message: None)
     bins = [row for row in center_scale_rows(study, [baseline]) if row["images"]]
-    images = len(_csv_rows(gap.run_dir / "predictions.csv"))  # the tiny dataset's test split
+    images = len(read_rows(gap.run_dir / "predictions.csv"))  # the tiny dataset's test split
     assert sum(row["images"] for row in bins) == images
     assert sum(row["images"] * row["gt_known_loc_acc"] for row in bins) / images == pytest.approx(
         center["gt_known_loc_acc"], abs=1e-4)  # methods.csv holds 4 decimals
@@ -195,8 +190,7 @@ def test_every_study_table_ends_with_the_center_baseline_scored_on_the_reference
     messages = []
     write_report(study, runs, log=messages.append)
     assert not any("map methods" in message for message in messages)
-    assert _csv_rows(study.study_dir / "table.csv")[-1]["gt_known_loc_acc_mean"] == rows[-1]["gt_known_loc_acc_mean"]
-
+    assert read_rows(study.study_dir / "table.csv")[-1]["gt_known_loc_acc_mean"] == rows[-1]["gt_known_loc_acc_mean"]
 
 
 def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study, tmp_path):
