@@ -216,7 +216,7 @@ def _finished_runs(study: StudyConfig, runs: list[RunConfig], log: Callable[[str
 
 
 def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: Path,
-                         baselines: list[CenterBaseline] = (),
+                         baselines: list[CenterBaseline] | None = None,
                          log: Callable[[str], None] = print) -> tuple[list[str], list[str], list[Path]]:
     """Each scoring point's table and comparison files; returns (table markdowns, comparison markdowns, figures).
 
@@ -227,9 +227,10 @@ def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: 
     points = [point for point in POINTS if all(has_point(config, point) for config in finished)]
     tables, notes, figures, by_scale = [], [], [], []
     binned = all(config.eval.frame == "input" for config in finished)  # scale bins need the input frame
-    fixed = center_table_rows(study, list(baselines))
+    baselines = baselines or []
+    fixed = center_table_rows(study, baselines)
     note = TABLE_NOTE if fixed else ""
-    baseline_scale_rows = center_scale_rows(study, list(baselines)) if binned else []
+    baseline_scale_rows = center_scale_rows(study, baselines) if binned else []
     for point in points:
         results = [read_run(config, point) for config in finished]
         suffix = "" if point == FINAL else f"_{point}"
