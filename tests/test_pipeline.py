@@ -174,6 +174,19 @@ def test_history_and_val_selected_epoch_are_written_and_consistent(tiny_run):
     for row, logged in zip(rows, manifest["train_history"]):
         assert float(row["val_gt_known_loc_acc"]) == pytest.approx(logged["val_gt_known_loc_acc"], rel=1e-5)
         assert float(row["accuracy"]) == pytest.approx(logged["accuracy"], rel=1e-5)
+    # val_by_epoch.csv: every val image once per epoch; its outcomes average to that epoch's history row.
+    with (folder / "val_by_epoch.csv").open(newline="", encoding="utf-8") as handle:
+        outcomes = list(csv.DictReader(handle))
+    assert tuple(outcomes[0]) == ("epoch", "image_id", "top1_correct", "top1_loc", "gt_known_loc")
+    assert len(outcomes) == 2 * config.dataset.num_val
+    for row in rows:
+        epoch = [outcome for outcome in outcomes if outcome["epoch"] == row["epoch"]]
+        assert len({outcome["image_id"] for outcome in epoch}) == config.dataset.num_val
+        gt_known = 100 * np.mean([int(outcome["gt_known_loc"]) for outcome in epoch])
+        cls_error = 100 * np.mean([1 - int(outcome["top1_correct"]) for outcome in epoch])
+        top1_loc_error = 100 * np.mean([1 - int(outcome["top1_loc"]) for outcome in epoch])
+        assert (gt_known, cls_error, top1_loc_error) == pytest.approx(
+            (float(row["val_gt_known_loc_acc"]), float(row["val_top1_cls_error"]), float(row["val_top1_loc_error"])))
     selected = manifest["val_selected_epoch"]
     assert selected == select_epoch(manifest["train_history"])
     assert {path.name for path in (folder / "val_selected").iterdir()} == SELECTED_FILES

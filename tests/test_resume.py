@@ -84,7 +84,8 @@ def test_a_sigkilled_run_is_recognized_and_resumes_to_the_same_results(tiny_conf
 
     assert main(["run", str(TINY_CONFIG), *_cli_overrides(killed), *overrides, "name=killed", "--resume"]) == 0
     run(whole, log=lambda message: None)
-    for name in ("metrics.json", "predictions.csv", "val_selected/metrics.json", "val_selected/predictions.csv"):
+    for name in ("metrics.json", "predictions.csv", "val_selected/metrics.json", "val_selected/predictions.csv",
+                 "val_by_epoch.csv"):
         assert (killed.run_dir / name).read_text() == (whole.run_dir / name).read_text()
     resumed = json.loads((killed.run_dir / "manifest.json").read_text())
     uninterrupted = json.loads((whole.run_dir / "manifest.json").read_text())

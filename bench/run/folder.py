@@ -27,6 +27,9 @@ CHECKPOINT_FILE = "checkpoint.pt"  # full training state after the last finished
 BEST_EPOCH_FILE = "best_epoch.pt"  # model weights of the epoch best on val localization
 HISTORY_FILE = "history.csv"  # one row per epoch: training loss / accuracy, val metrics
 HISTORY_FIGURE = "history.png"
+# One row per epoch and val image: that image's outcomes after that epoch (paired comparisons along training).
+VAL_BY_EPOCH_FILE = "val_by_epoch.csv"
+VAL_BY_EPOCH_COLUMNS = ("epoch", "image_id", "top1_correct", "top1_loc", "gt_known_loc")
 CAMS_FILE = "cams.npz"  # top-1 and GT-class CAMs at feature resolution (the final epoch's)
 GALLERY_FIGURE = "gallery.png"
 PAGE_FILE = "index.html"  # the run's web page (bench.html); also the study folder's

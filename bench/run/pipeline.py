@@ -13,6 +13,7 @@ The run folder ``results/<name>/`` holds:
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
 * ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
 * ``history.csv``, ``history.png``  per epoch: training loss and accuracy, val top-1 cls error and GT-known loc
+* ``val_by_epoch.csv``  per epoch and val image: top-1 correct, top-1 loc, GT-known loc (0/1)
 * ``best_epoch.pt``    the weights of the epoch best on val GT-known loc (``train.validate``)
 * ``val_selected/``    ``metrics.json``, ``predictions.csv``, ``box_acc_curves.csv`` of that epoch on the
   evaluated split (the final epoch is the paper's protocol; this is the few-shot val selection beside it)
@@ -30,6 +31,7 @@ as a single process would write from the same checkpoint.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import os
@@ -85,10 +87,12 @@ from bench.run.folder import (
     RUNNING,
     SCORED_FILES,
     SELECTED_DIR,
+    VAL_BY_EPOCH_COLUMNS,
+    VAL_BY_EPOCH_FILE,
     run_status,
     running_process,
 )
-from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_metrics
+from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_scores
 from bench.scoring.object_scale import read_metrics_by_scale
 from bench.scoring.protocols import describe_protocol, run_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
@@ -594,20 +598,43 @@ def _epoch_validator(job: _Job, earlier: list[dict]) -> Callable[[int], dict[str
     loader = torch.utils.data.DataLoader(job.dataset(samples), batch_size=job.config.eval.batch_size,
                                          collate_fn=collate, num_workers=job.config.train.num_workers)
     rows: list[dict[str, float]] = [row for row in earlier if "val_gt_known_loc_acc" in row]
+    per_image = _earlier_val_outcomes(job.run_dir / VAL_BY_EPOCH_FILE, {int(row["epoch"]) for row in rows})
 
     def after_epoch(epoch: int) -> dict[str, float]:
         if not job.context.is_main:
             return {}
         with autocast(job.context.device, job.precision):
-            metrics = validation_metrics(job.model, loader, samples, job.config.eval, job.context.device)
+            scores = validation_scores(job.model, loader, samples, job.config.eval, job.context.device)
+        metrics = scores.metrics
         row = {"epoch": epoch, "val_top1_cls_error": metrics["top1_cls_error"],
                "val_gt_known_loc_acc": metrics["gt_known_loc_acc"], "val_top1_loc_error": metrics["top1_loc_error"]}
         rows.append(row)
+        outcome = scores.outcome
+        per_image.extend([epoch, image_id, int(correct), int(top1_loc), int(gt_known)] for image_id, correct, top1_loc,
+                         gt_known in zip(scores.image_ids, outcome.top1_correct, outcome.top1_loc,
+                                         outcome.gt_known_loc))
+        _write_csv(job.run_dir / VAL_BY_EPOCH_FILE, VAL_BY_EPOCH_COLUMNS, per_image)
         if select_epoch(rows) == epoch:
             save_training_state(job.run_dir / BEST_EPOCH_FILE, {"epoch": epoch, "model": job.model.state_dict()})
         return {key: value for key, value in row.items() if key != "epoch"}
 
     return after_epoch
+
+
+def _earlier_val_outcomes(path: Path, epochs: set[int]) -> list[list]:
+    """The rows of ``val_by_epoch.csv`` of ``epochs`` (those a resumed run keeps); none if there are none."""
+    if not epochs or not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as handle:
+        return [[int(row["epoch"]), row["image_id"], *(int(row[key]) for key in VAL_BY_EPOCH_COLUMNS[2:])]
+                for row in csv.DictReader(handle) if int(row["epoch"]) in epochs]
+
+
+def _write_csv(path: Path, header: tuple[str, ...], rows: list[list]) -> None:
+    with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def select_epoch(history: list[dict[str, float]]) -> int | None:

@@ -16,7 +16,7 @@ Every scoring function takes an optional map ``method`` (:data:`bench.scoring.pr
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -285,15 +285,35 @@ def sweep_split(model: CamNet, loader: torch.utils.data.DataLoader, samples: lis
                                config.normalization)  # the GT class's CAMs
 
 
+@dataclass(frozen=True)
+class ValidationScores:
+    """A split scored without files: its metrics and each image's outcome, in split order."""
+
+    metrics: dict[str, float]  # bench.scoring.fixed_tau_metrics.METRIC_KEYS
+    image_ids: list[str]  # (N,)
+    outcome: LocalizationOutcome  # every field (N,)
+
+
 @torch.no_grad()
-def validation_metrics(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample],
-                       config: EvalConfig, device: torch.device) -> dict[str, float]:
-    """The localization metrics (:data:`bench.scoring.fixed_tau_metrics.METRIC_KEYS`) of ``loader``'s images, writing no file.
+def validation_scores(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample],
+                      config: EvalConfig, device: torch.device) -> ValidationScores:
+    """The localization metrics and per-image outcomes of ``loader``'s images, writing no file.
 
     For the per-epoch check on the val split: same forward pass and box rule as
     the final evaluation; the model is left in eval mode.
     """
     meter = LocalizationMeter()
+    image_ids, outcomes = [], []
     for batch in score_batches(model, loader, samples, config, device):
         meter.update(batch.outcome)
-    return meter.compute()
+        image_ids += batch.image_ids
+        outcomes.append(batch.outcome)
+    outcome = LocalizationOutcome(**{name.name: np.concatenate([getattr(part, name.name) for part in outcomes])
+                                     for name in fields(LocalizationOutcome)})
+    return ValidationScores(meter.compute(), image_ids, outcome)
+
+
+def validation_metrics(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample],
+                       config: EvalConfig, device: torch.device) -> dict[str, float]:
+    """The metrics of :func:`validation_scores` alone."""
+    return validation_scores(model, loader, samples, config, device).metrics

@@ -37,8 +37,25 @@ from bench.run.folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING
 from bench.run.pipeline import AfterComplete, run
 from bench.study import figures as study_figures
 from bench.study.center_row import TABLE_NOTE, CenterBaseline, center_baselines, center_scale_rows, center_table_rows
+from bench.study.epoch_trajectory import (
+    BY_EPOCH_FIGURE,
+    BY_EPOCH_FILE,
+    draw_epoch_differences,
+    epoch_differences,
+    study_series,
+    write_epoch_differences,
+)
 from bench.study.methods_table import ensure_methods, write_methods_tables
-from bench.study.results import FINAL, POINT_TITLES, POINTS, StudyError, by_setting, has_point, read_run
+from bench.study.results import (
+    FINAL,
+    POINT_TITLES,
+    POINTS,
+    StudyError,
+    by_setting,
+    has_point,
+    read_run,
+    value_label,
+)
 from bench.study.scale_table import scale_comparisons, scale_markdown, scale_rows
 from bench.study.statistics import comparison_markdown, comparisons
 from bench.study.tables import write_csv, write_tables
@@ -203,6 +220,17 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
     return folder
 
 
+def _write_epoch_differences(study: StudyConfig, results: list, folder: Path) -> list[Path]:
+    """``by_epoch.csv`` and ``by_epoch.png`` (:mod:`bench.study.epoch_trajectory`) where the runs kept their
+    per-epoch val outcomes; nothing otherwise."""
+    rows = epoch_differences(study, results)
+    if not rows:
+        return []
+    write_epoch_differences(rows, folder / BY_EPOCH_FILE)
+    title = f"{study.name}: {value_label(study.reference)} - X at every epoch (val images, paired over seeds)"
+    return [draw_epoch_differences(study_series(rows), folder / BY_EPOCH_FIGURE, title)]
+
+
 def _finished_runs(study: StudyConfig, runs: list[RunConfig], log: Callable[[str], None]) -> list[RunConfig]:
     """The runs of ``runs`` that are complete; the others are named (none complete: :class:`StudyError`)."""
     finished = [config for config in runs if run_state(config) == "complete"]
@@ -248,6 +276,7 @@ def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: 
                 write_csv(folder / f"comparison_by_object_scale{suffix}.csv", scale_differences)
         if point == FINAL:
             figures = study_figures.draw_all(study, results, by_setting(study, results), folder)
+            figures += _write_epoch_differences(study, results, folder)
             if not binned:
                 log(f"study {study.name}: scored in the original frame (eval.frame: original): no figures and no "
                     "table by object scale (both need the input frame)")
