@@ -64,6 +64,13 @@ SyntheticVariant = Literal["parts", "uniform"]
 # The embedded generator's object-scale presets (bench.data.generator): CUB's and ImageNet's measured distributions,
 # the smaller log-uniform one of earlier releases, or dataset.object_scale_range.
 ObjectScale = Literal["cub", "imagenet", "small", "range"]
+# The embedded generator's class structures (bench.data.species): the 12 hue classes of earlier releases, or
+# fine-grained species with CUB-200-2011's images per class (48 of them, all 200, or dataset.num_species).
+SyntheticClasses = Literal["birds12", "cub48", "cub", "custom"]
+# species preset -> (species, train / val / test images per class): CUB-200-2011's 30 train and about 29 test
+# images per class, and the 5 per class of wsolevaluation's CUB val split (CUBV2).
+SPECIES_PRESETS = {"cub48": (48, 30, 5, 29), "cub": (200, 30, 5, 29)}
+MAX_SPECIES = 288  # every combination of the species' part attributes (bench.data.species.MAX_SPECIES)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Map methods of ``bench methods`` (bench.scoring.map_methods): our CAM and pytorch-grad-cam's methods, one name each.
 CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam", "center"]
@@ -124,6 +131,23 @@ class DatasetConfig:
     skip_bad: bool = False
     # dataset.name wsol: how localization.txt writes its boxes (bench.data.wsol_layout.metadata_box_convention)
     box_convention: BoxConventionSetting = "auto"
+    # The synthetic classes (bench.data.species, docs/datasets.md "Class structure"). num_train / num_val / num_test
+    # are read by birds12 only; the species presets fix their images per class, custom reads the keys below.
+    classes: SyntheticClasses = "cub48"
+    num_species: int = setting(48, lambda v: 2 <= v <= MAX_SPECIES, f"an integer in [2, {MAX_SPECIES}]")
+    train_per_class: int = setting(30, lambda v: v >= 1, "an integer >= 1")
+    val_per_class: int = setting(5, lambda v: v >= 1, "an integer >= 1")
+    test_per_class: int = setting(29, lambda v: v >= 1, "an integer >= 1")
+    hue_jitter: float = setting(0.0, lambda v: 0 <= v <= 180, "a number of degrees in [0, 180]")
+
+    @property
+    def species_split(self) -> tuple[int, int, int, int]:
+        """``(species, train, val, test images)`` of the synthetic data; species 0 = ``birds12`` (totals as given)."""
+        if self.classes == "birds12":
+            return 0, self.num_train, self.num_val, self.num_test
+        species, *per_class = SPECIES_PRESETS.get(self.classes) or (
+            self.num_species, self.train_per_class, self.val_per_class, self.test_per_class)
+        return (species, *(species * count for count in per_class))
 
     @property
     def generator_object_scale(self) -> str | tuple[float, float]:
@@ -388,6 +412,37 @@ def _check_dataset(config: RunConfig, where: _Where) -> None:
     if config.dataset.name != "synthetic" and not config.dataset.path:
         raise ConfigError(f"{where('dataset.name')}: dataset '{config.dataset.name}' needs 'dataset.path' "
                           f"(its folder under data_root, or the CSV file for 'csv'); see data/README.md")
+    if config.dataset.name == "synthetic":
+        _check_classes(config.dataset, where)
+
+
+def _check_classes(dataset: DatasetConfig, where: _Where) -> None:
+    """A synthetic class structure reads some keys and not others: a key it would ignore is refused, not ignored."""
+    defaults = DatasetConfig()
+    read = {"birds12": ("num_train", "num_val", "num_test"),
+            "custom": ("num_species", "train_per_class", "val_per_class", "test_per_class", "hue_jitter")}
+    read = read.get(dataset.classes, ("hue_jitter",))
+    ignored = [key for key in ("num_train", "num_val", "num_test", "num_species", "train_per_class", "val_per_class",
+                               "test_per_class", "hue_jitter")
+               if key not in read and getattr(dataset, key) != getattr(defaults, key)]
+    if ignored:
+        key = f"dataset.{ignored[0]}"
+        if dataset.classes == "birds12":
+            how = "it has 12 classes and takes the split sizes dataset.num_train / num_val / num_test"
+        elif dataset.classes == "custom":
+            how = ("its split sizes are images per class (dataset.train_per_class / val_per_class / "
+                   "test_per_class)")
+        else:
+            species, *per_class = SPECIES_PRESETS[dataset.classes]
+            how = (f"the preset has {species} species of {' / '.join(map(str, per_class))} train / val / test "
+                   f"images each; for other numbers use dataset.classes: custom with dataset.num_species and "
+                   f"dataset.train_per_class / val_per_class / test_per_class")
+        raise ConfigError(f"{where(key)}: {key} = {getattr(dataset, ignored[0])!r} is not read by "
+                          f"dataset.classes: {dataset.classes} ({how}); remove it or change dataset.classes")
+    if dataset.classes != "birds12" and dataset.variant != "parts":
+        raise ConfigError(f"{where('dataset.variant')}: dataset.variant: {dataset.variant} exists for "
+                          f"dataset.classes: birds12 only (the species have the 'parts' variant); "
+                          f"set dataset.classes: birds12 or dataset.variant: parts")
 
 
 def file_in_the_way(folder: str | Path) -> Path | None:

@@ -84,6 +84,7 @@ from tqdm import tqdm
 from bench.config import DatasetConfig, ObjectScale, SyntheticVariant, field_check
 from bench.data.boxes import box_area, mask_to_box
 from bench.data.samples import SPLITS, DatasetFormatError, Sample
+from bench.data.species import SPECIES_VERSION, SpeciesDesign, species_colours, species_designs
 from bench.data.wsol_layout import write_class_names, write_split
 from bench.progress import progress_bar
 
@@ -122,6 +123,11 @@ BODY = ((0.0, 0.0), (0.62, 0.36))  # ellipse: centre, semi-axes
 WING = ((-0.1, -0.2), (0.42, 0.2))  # ellipse overlapping the body's upper side
 TAIL = ((-0.45, 0.0), (-1.0, -0.3), (-1.0, 0.3))  # triangle vertices
 HEAD = ((0.68, -0.16), 0.16)  # circle: centre, radius
+# Species only (bench.data.species): the breast patch (ellipse, clipped to the body, under the wing) and the head's
+# patterns, in head-local v (units of the head's radius, negative = the back's side): a cap above, a stripe across.
+BREAST = ((0.2, 0.18), (0.38, 0.22))
+CAP_BELOW = -0.25
+EYE_STRIPE_HALF_WIDTH = 0.2
 
 
 @dataclass(frozen=True)
@@ -147,8 +153,15 @@ def _class_design(label: int) -> ClassDesign:
 CLASS_DESIGNS = tuple(_class_design(label) for label in range(NUM_CLASSES))
 
 
-def class_names() -> list[str]:
-    return [design.name for design in CLASS_DESIGNS]
+def class_names(num_species: int = 0) -> list[str]:
+    """The class names of ``birds12`` (``num_species`` 0) or of the first ``num_species`` species."""
+    designs = species_designs(num_species) if num_species else CLASS_DESIGNS
+    return [design.name for design in designs]
+
+
+def num_classes(num_species: int = 0) -> int:
+    """12 for ``birds12`` (``num_species`` 0), else ``num_species``."""
+    return num_species or NUM_CLASSES
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -496,6 +509,46 @@ def _draw_object(canvas: np.ndarray, raster: _RasterObject, paints: dict[str, _P
         _paint(window, inside, paints["body" if part == "tail" else part], raster.u, raster.v)
 
 
+def _plain_paint(rgb: tuple[float, float, float]) -> _Paint:
+    return _Paint("plain", 1.0, (0.0, 0.0), rgb, rgb)
+
+
+def _species_paints(rng: np.random.Generator, design: SpeciesDesign, hue_jitter: float) -> dict[str, _Paint]:
+    """Paint of each part of a species' bird: ``{"body", "wing", "breast", "head", "head_pattern"}``.
+
+    Body (and tail) texture and colours and the wing's colours are random per image; the wing's pattern, the
+    breast's colour and the head's colour and pattern are the species' (:mod:`bench.data.species`).
+    """
+    body = _random_paint(rng, TEXTURES[rng.integers(len(TEXTURES))], OBJECT_FREQUENCY_RANGE)
+    wing = _random_paint(rng, design.wing_texture, OBJECT_FREQUENCY_RANGE)
+    colours = species_colours(rng, design, hue_jitter)
+    return {"body": body, "wing": wing, "breast": _plain_paint(colours["breast"]),
+            "head": _plain_paint(colours["head"]), "head_pattern": _plain_paint(colours["head_pattern"])}
+
+
+def head_pattern_region(u: np.ndarray, v: np.ndarray, pattern: str) -> np.ndarray:
+    """Bool ``(h, w)``: where a head pattern (``plain``, ``capped``, ``eye-striped``) darkens the head's disc."""
+    head_v = (v - HEAD[0][1]) / HEAD[1]
+    if pattern == "plain":
+        return np.zeros(head_v.shape, dtype=bool)
+    if pattern == "capped":
+        return head_v < CAP_BELOW
+    if pattern == "eye-striped":
+        return np.abs(head_v) < EYE_STRIPE_HALF_WIDTH
+    raise ValueError(f"head pattern {pattern!r} is not one of plain, capped, eye-striped")
+
+
+def _draw_species(canvas: np.ndarray, raster: _RasterObject, paints: dict[str, _Paint], design: SpeciesDesign) -> None:
+    """Draw a species' bird: tail, body, breast (on the body, under the wing), wing, head, head pattern."""
+    window, u, v, parts = canvas[raster.rows, raster.cols], raster.u, raster.v, raster.parts
+    _paint(window, parts["tail"], paints["body"], u, v)
+    _paint(window, parts["body"], paints["body"], u, v)
+    _paint(window, parts["body"] & _in_ellipse(u, v, *BREAST), paints["breast"], u, v)
+    _paint(window, parts["wing"], paints["wing"], u, v)
+    _paint(window, parts["head"], paints["head"], u, v)
+    _paint(window, parts["head"] & head_pattern_region(u, v, design.head_pattern_name), paints["head_pattern"], u, v)
+
+
 # ----------------------------------------------------------------------------- public rendering
 
 
@@ -515,6 +568,17 @@ def _check_parameter(name: str, value) -> None:
         raise ValueError(f"{name}={value!r} is not valid: expected {expected}")
 
 
+def _check_species(num_species, hue_jitter, variant: str) -> None:
+    """ValueError unless ``num_species`` is 0 (``birds12``) or a valid species count, with a valid jitter."""
+    if num_species:
+        _check_parameter("num_species", num_species)
+        holds, expected = field_check(DatasetConfig, "hue_jitter")
+        if isinstance(hue_jitter, bool) or not isinstance(hue_jitter, (int, float)) or not holds(hue_jitter):
+            raise ValueError(f"hue_jitter={hue_jitter!r} is not valid: expected {expected}")
+        if variant != "parts":
+            raise ValueError(f"variant={variant!r}: the species have the 'parts' variant only")
+
+
 def _check_object_scale(object_scale) -> str | tuple[float, float]:
     """``object_scale`` as the generator takes it: a preset name, or a validated ``(low, high)`` tuple."""
     if isinstance(object_scale, str):
@@ -527,20 +591,30 @@ def _check_object_scale(object_scale) -> str | tuple[float, float]:
 
 
 def render_sample(rng: np.random.Generator, label: int, variant: str, image_size: int,
-                  object_scale: str | tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+                  object_scale: str | tuple[float, float], num_species: int = 0,
+                  hue_jitter: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Render one image of class ``label``: ``(image uint8 (S, S, 3), object mask bool (S, S))``.
 
     ``object_scale`` is a preset of :data:`OBJECT_SCALES` other than ``range``, or a ``(low, high)`` range.
+    ``num_species`` 0 draws the ``birds12`` classes (:data:`CLASS_DESIGNS`); otherwise ``label`` is one of the
+    first ``num_species`` species of :mod:`bench.data.species` (``parts`` variant only), its colours jittered by
+    ``hue_jitter`` degrees.
     """
-    if isinstance(label, bool) or not (isinstance(label, (int, np.integer)) and 0 <= label < NUM_CLASSES):
-        raise ValueError(f"label={label!r} is not valid: expected an integer in [0, {NUM_CLASSES - 1}]")
+    _check_species(num_species, hue_jitter, variant)
+    classes = num_classes(num_species)
+    if isinstance(label, bool) or not (isinstance(label, (int, np.integer)) and 0 <= label < classes):
+        raise ValueError(f"label={label!r} is not valid: expected an integer in [0, {classes - 1}]")
     _check_choice("variant", variant, VARIANTS)
     _check_parameter("image_size", image_size)
     canvas = _render_background(rng, image_size)
     for _ in range(rng.integers(NUM_DISTRACTORS_RANGE[0], NUM_DISTRACTORS_RANGE[1] + 1)):
         _draw_distractor(rng, canvas)
     raster = _sample_object(rng, image_size, _check_object_scale(object_scale))
-    _draw_object(canvas, raster, _object_paints(rng, label, variant))
+    if num_species:
+        design = species_designs(num_species)[label]
+        _draw_species(canvas, raster, _species_paints(rng, design, hue_jitter), design)
+    else:
+        _draw_object(canvas, raster, _object_paints(rng, label, variant))
     image = np.clip(np.round(canvas), 0, 255).astype(np.uint8)
     return image, raster.mask(image_size)
 
@@ -549,17 +623,20 @@ def render_sample(rng: np.random.Generator, label: int, variant: str, image_size
 
 
 def _parameters(variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int,
-                object_scale: str | tuple[float, float]) -> dict:
+                object_scale: str | tuple[float, float], num_species: int = 0, hue_jitter: float = 0.0) -> dict:
     """Validated generator parameters (what identifies a dataset).
 
     ``object_scale`` ``small`` adds no key, so that dataset keeps the folder name
     (hash) it had before object scale was a parameter; its images are unchanged too.
+    So does ``num_species`` 0 (the ``birds12`` classes, from before the species).
     """
     _check_choice("variant", variant, VARIANTS)
     object_scale = _check_object_scale(object_scale)
+    _check_species(num_species, hue_jitter, variant)
     for name, value in (("seed", seed), ("num_train", num_train), ("num_val", num_val), ("num_test", num_test),
                         ("image_size", image_size)):
         _check_parameter(name, value)
+    species = {"num_species": int(num_species), "hue_jitter": float(hue_jitter), "species_version": SPECIES_VERSION}
     return {
         "generator_version": GENERATOR_VERSION,
         "variant": variant,
@@ -569,22 +646,26 @@ def _parameters(variant: str, seed: int, num_train: int, num_val: int, num_test:
         "num_test": int(num_test),
         "image_size": int(image_size),
         **({} if object_scale == "small" else {"object_scale": object_scale}),
+        **({"species": species} if num_species else {}),
     }
 
 
 def synthetic_dataset_dir(
     data_dir: Path, variant: str, seed: int, num_train: int, num_val: int, num_test: int, image_size: int,
-    object_scale: str | tuple[float, float],
+    object_scale: str | tuple[float, float], num_species: int = 0, hue_jitter: float = 0.0,
 ) -> Path:
-    """``data_dir / "synthetic-<variant>[-<scale>]-<hash of all parameters and GENERATOR_VERSION>"`` (no I/O).
+    """``data_dir / "synthetic-<variant>[-<scale>][-species<C>]-<hash of all parameters and versions>"`` (no I/O).
 
     ``<scale>`` is the preset's name, or ``range`` (the range is in the hash); none for ``small``.
+    ``species<C>`` names a species dataset; none for ``birds12``.
     """
-    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size, object_scale)
+    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size, object_scale, num_species,
+                             hue_jitter)
     digest = hashlib.sha256(json.dumps(parameters, sort_keys=True).encode()).hexdigest()[:10]
     scale = parameters.get("object_scale")
     label = "" if scale is None else f"-{scale}" if isinstance(scale, str) else "-range"
-    return Path(data_dir) / f"synthetic-{variant}{label}-{digest}"
+    species = f"-species{num_species}" if num_species else ""
+    return Path(data_dir) / f"synthetic-{variant}{label}{species}-{digest}"
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
@@ -593,15 +674,19 @@ def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, SPLITS.index(split), 1, index])
 
 
-def split_labels(seed: int, split: str, count: int) -> np.ndarray:
-    """Balanced labels ``(count,)`` of a split: round-robin over classes, then shuffled."""
+def split_labels(seed: int, split: str, count: int, classes: int = NUM_CLASSES) -> np.ndarray:
+    """Balanced labels ``(count,)`` of a split: round-robin over ``classes`` classes, then shuffled.
+
+    ``count`` a multiple of ``classes`` gives every class exactly ``count / classes`` images.
+    """
     rng = np.random.default_rng([seed, SPLITS.index(split), 0, 0])
-    return rng.permutation(np.arange(count) % NUM_CLASSES)
+    return rng.permutation(np.arange(count) % classes)
 
 
-def _write_sample(root: Path, split: str, index: int, label: int, image: np.ndarray, mask: np.ndarray) -> Sample:
+def _write_sample(root: Path, split: str, index: int, label: int, image: np.ndarray, mask: np.ndarray,
+                  label_digits: int) -> Sample:
     """Save one image (JPEG q95) and its mask (0/255 PNG) under ``root``; returns its metadata."""
-    relative = Path(split) / f"{label:02d}" / f"{index:06d}"
+    relative = Path(split) / f"{label:0{label_digits}d}" / f"{index:06d}"
     image_path = root / "images" / relative.with_suffix(".jpg")
     mask_path = root / "masks" / relative.with_suffix(".png")
     for folder in (image_path.parent, mask_path.parent):
@@ -616,26 +701,31 @@ def _generate_split(root: Path, split: str, parameters: dict, bar: tqdm) -> list
     """Render and write one split's images, masks and metadata; returns the count per label."""
     seed, variant, image_size = parameters["seed"], parameters["variant"], parameters["image_size"]
     object_scale = parameters.get("object_scale", "small")
+    species = parameters.get("species", {"num_species": 0, "hue_jitter": 0.0})
+    classes = num_classes(species["num_species"])
+    label_digits = 2 if classes <= 100 else 3  # birds12's folders (00 ... 11) as before the species
     samples = []
-    for index, label in enumerate(split_labels(seed, split, parameters[f"num_{split}"]).tolist()):
-        image, mask = render_sample(image_rng(seed, split, index), label, variant, image_size, object_scale)
-        samples.append(_write_sample(root, split, index, label, image, mask))
+    for index, label in enumerate(split_labels(seed, split, parameters[f"num_{split}"], classes).tolist()):
+        image, mask = render_sample(image_rng(seed, split, index), label, variant, image_size, object_scale,
+                                    species["num_species"], species["hue_jitter"])
+        samples.append(_write_sample(root, split, index, label, image, mask, label_digits))
         bar.update()
     write_split(root, split, samples)
-    return np.bincount([sample.label for sample in samples], minlength=NUM_CLASSES).tolist()
+    return np.bincount([sample.label for sample in samples], minlength=classes).tolist()
 
 
 def _generate(root: Path, name: str, parameters: dict, progress: bool) -> None:
     """Write the whole dataset into ``root``; ``name`` is the final folder name (for the progress bar)."""
     total = sum(parameters[f"num_{split}"] for split in SPLITS)
+    num_species = parameters.get("species", {}).get("num_species", 0)
     with progress_bar(total=total, desc=f"generating {name}", unit="img", disable=not progress) as bar:
         counts = {split: _generate_split(root, split, parameters, bar) for split in SPLITS}
-    write_class_names(root, class_names())
+    write_class_names(root, class_names(num_species))
     description = {
         "generator": "bench.data.generator",
         "parameters": parameters,
-        "num_classes": NUM_CLASSES,
-        "class_names": class_names(),
+        "num_classes": num_classes(num_species),
+        "class_names": class_names(num_species),
         "images_per_label": counts,
     }
     # Written last: its presence marks a complete dataset.
@@ -664,15 +754,21 @@ def ensure_synthetic_dataset(
     image_size: int,
     object_scale: str | tuple[float, float],
     progress: bool = True,
+    num_species: int = 0,
+    hue_jitter: float = 0.0,
 ) -> Path:
     """Return the dataset folder, generating it first if absent.
 
+    ``num_species`` 0 gives the ``birds12`` classes, else that many species (``hue_jitter`` degrees of colour
+    jitter); the split sizes are totals, balanced over the classes.
     Generation writes into a hidden temporary sibling folder and renames it at
     the end, so an interrupted run never leaves a half dataset under the final
     name. An existing complete folder is reused as is.
     """
-    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size, object_scale)
-    root = synthetic_dataset_dir(data_dir, variant, seed, num_train, num_val, num_test, image_size, object_scale)
+    parameters = _parameters(variant, seed, num_train, num_val, num_test, image_size, object_scale, num_species,
+                             hue_jitter)
+    root = synthetic_dataset_dir(data_dir, variant, seed, num_train, num_val, num_test, image_size, object_scale,
+                                 num_species, hue_jitter)
     if root.exists():
         if not _is_complete(root, parameters):
             raise DatasetFormatError(

@@ -20,13 +20,15 @@ def load_dataset(config: DatasetConfig, data_root: Path, progress: bool = True) 
     """
     data_root = Path(data_root)
     if config.name == "synthetic":
-        root = ensure_synthetic_dataset(data_root, config.variant, config.seed, config.num_train, config.num_val,
-                                        config.num_test, config.image_size, config.generator_object_scale,
-                                        progress=progress)
+        species, num_train, num_val, num_test = config.species_split
+        root = ensure_synthetic_dataset(data_root, config.variant, config.seed, num_train, num_val, num_test,
+                                        config.image_size, config.generator_object_scale, progress=progress,
+                                        num_species=species, hue_jitter=config.hue_jitter)
         splits = read_wsol(root)
         scale = config.object_scale if config.object_scale != "range" else f"range {config.object_scale_range}"
-        return dataclasses.replace(splits, source=f"synthetic ({config.variant}, object scale {scale}) "
-                                                  f"{splits.source}")
+        classes = "12 classes" if not species else f"{species} species, hue jitter {config.hue_jitter:g} deg"
+        return dataclasses.replace(splits, source=f"synthetic ({config.classes}: {classes}, {config.variant}, "
+                                                  f"object scale {scale}) {splits.source}")
     path = data_root / config.path
     if config.name == "cub":
         return read_cub(path, config.val_size, config.seed)
