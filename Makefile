@@ -69,8 +69,12 @@ test-fast: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run the tests not marked slow (
 perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s and each map method's cost
 	$(PY) -m bench.commands.perf
 
-docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,paper_full,lse_sweep,resolution}/ (run the studies first)
+docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,paper_birds12,paper_full,lse_sweep,resolution}/ (run the studies first)
 	@mkdir -p docs/img
+	@if [ -f results/paper/by_epoch.csv ] && [ -f results/paper_birds12/by_epoch.csv ]; then \
+	  $(PY) -m bench.study.epoch_trajectory results/paper=48-species results/paper_birds12=12-hue-classes \
+	    --out docs/img/by_epoch.png --title "GAP - GMP at every epoch against that epoch's cls error (val, synthetic data)"; \
+	else echo "skipped docs/img/by_epoch.png: run configs/paper.yaml and configs/paper_birds12.yaml first"; fi
 	$(PY) -c "from PIL import Image; \
 	cams = Image.open('results/paper/cams_gap_vs_gmp.png').convert('RGB'); \
 	cams.resize((cams.width * 11 // 20, cams.height * 11 // 20), Image.LANCZOS).save('docs/img/cams_gap_vs_gmp.jpg', quality=85)"
