@@ -104,6 +104,22 @@ def test_bad_study_files_name_the_key_and_what_is_expected(tmp_path, body, fragm
     assert fragment in str(error.value) and str(path.parent) in str(error.value)
 
 
+def test_a_study_whose_base_is_missing_names_the_study_file_the_key_and_the_resolved_path(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.read_text())
+    path = tmp_path / "typo.yaml"
+    path.write_text("study:\n  grid: {seed: [0]}\n  base: tinyy.yaml\n")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"config error: {path}, line 3: 'study.base' is 'tinyy.yaml', which resolves to "
+                   f"{tmp_path / 'tinyy.yaml'} (relative to the study file's folder {tmp_path}), and there is no "
+                   f"such file; expected the run config every run starts from. Did you mean 'tiny.yaml'?\n")
+    path.write_text("study:\n  base: ../nowhere/base.yaml\n  grid: {seed: [0]}\n")
+    with pytest.raises(ConfigError, match=r"line 2: 'study.base' is '../nowhere/base.yaml', .* Files there: "
+                                          r"tiny.yaml\.$"):
+        load_study(path)
+    assert not (tmp_path / "results").exists()
+
+
 def test_shipped_study_files_load():
     counts = {"paper.yaml": 6, "paper_full.yaml": 18, "lse_sweep.yaml": 5, "resolution.yaml": 12,
               "pooling_family.yaml": 5, "object_scale.yaml": 12, "wsol_methods.yaml": 12}
