@@ -311,6 +311,39 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
         run_study(study, other_runs, log=lambda message: None)
 
 
+def test_a_study_scored_in_the_original_frame_says_at_load_that_it_gets_no_figures(tmp_path, tiny_data_dir, capsys):
+    from bench.study.runner import RunsFailedError, frame_note
+
+    base = tmp_path / "original.yaml"
+    base.write_text(TINY_CONFIG.read_text() + "  frame: original\n")  # the last section of tiny.yaml is eval
+    path = write_study(tmp_path, tiny_data_dir, write_study(tmp_path, tiny_data_dir).read_text().replace(
+        str(TINY_CONFIG), str(base)))
+    study, runs = load_study(path)
+    assert {run.eval.frame for run in runs} == {"original"}
+    warning = (f"study mystudy: warning: every run is scored in the original frame (eval.frame: original, from "
+               f"{base}): the report will have no figures and no table by object scale (both need the input "
+               f"frame); set eval.frame: input in study.set to get them")
+    assert frame_note(study, runs) == warning
+    # Said when the study is loaded: by show-config, --check, and run_study before any run starts.
+    assert main(["show-config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == warning
+    assert main(["run", str(path), "--check"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == warning
+    messages = []
+    with pytest.raises(RunsFailedError):  # an executor that runs nothing: only what run_study says first counts
+        run_study(study, runs, log=messages.append,
+                  executor=lambda study, pending, log: {item.config.name: "not run" for item in pending})
+    assert messages[0] == warning
+    # Half the runs in the original frame, by the study's grid; none: no line.
+    path.write_text(path.read_text().replace(str(base), str(TINY_CONFIG)).replace(
+        "    seed: [0, 1]\n", "    eval.frame: [input, original]\n"))
+    assert frame_note(*load_study(path)) == (
+        "study mystudy: warning: 2 of its 4 runs are scored in the original frame (eval.frame: original, from "
+        "study.grid): the report will have no figures and no table by object scale (both need the input frame); "
+        "set eval.frame: input in study.set to get them")
+    assert frame_note(*load_study(write_study(tmp_path, tiny_data_dir))) == ""
+
+
 def test_report_without_finished_runs_says_so(tmp_path, tiny_data_dir, capsys):
     path = write_study(tmp_path, tiny_data_dir)
     assert main(["report", str(path)]) == 2

@@ -350,6 +350,10 @@ def _study_command(args: argparse.Namespace) -> int:
         print(f"study {study.name} ({len(runs)} runs from {study.base}; grid {grid}) -> {study.study_dir}/")
         for config in runs:
             print(f"  {config.run_dir}")
+        if any(config.eval.frame != "input" for config in runs):  # the runner (and torch) only then
+            from bench.study.runner import frame_note
+
+            print(frame_note(study, runs))
         return 0
     from bench.html.run_page import write_run_page
     from bench.html.study_page import write_study_page
@@ -373,6 +377,9 @@ def _study_command(args: argparse.Namespace) -> int:
             reused = sum(state == "complete" for state in states.values())
             print(f"study {study.name}: {len(runs)} runs ({reused} finished and reused, {len(runs) - reused} to "
                   f"run {how}) -> {study.study_dir}/; checked, nothing run")
+            note = studies.frame_note(study, runs)
+            if note:
+                print(note)
             return 0
         try:
             studies.run_study(study, runs, overwrite=args.overwrite, executor=executor, run_page=write_run_page,
