@@ -32,6 +32,7 @@ examples:
   torchrun --standalone --nproc-per-node=2 -m bench run configs/gap.yaml   # 2 processes (DDP)
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
+  python -m bench run configs/paper.yaml --executor ray --check   # what would run, how; nothing started
   python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
   python -m bench run configs/paper.yaml --executor ray --run-resources cpu=2   # the runs as Ray tasks
   python -m bench report configs/paper.yaml                 # re-render a study's report without training
