@@ -229,6 +229,10 @@ def test_an_infeasible_request_is_refused_naming_the_nodes():
     check_feasible(RunResources(cpus=8, gpus=1), nodes)
     with pytest.raises(ConfigError, match=r"cpu=4,gpu=2: no node .* 2 CPU / 0 GPU, 8 CPU / 1 GPU"):
         check_feasible(RunResources(cpus=4, gpus=2), nodes)
+    # The default CPUs (one per thread of the driver's machine) on a cluster of smaller nodes: the fix is threads.
+    with pytest.raises(ConfigError, match=r"cpu=16,gpu=0, the CPUs by default \(one per torch thread .* no node "
+                                          r".* \(nodes: 2 CPU / 0 GPU, 8 CPU / 1 GPU\)\. Set threads=N in the study"):
+        check_feasible(RunResources(cpus=16), nodes, given=False)
 
 
 def test_each_driver_has_its_own_marker(tmp_path):
