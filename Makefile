@@ -10,8 +10,9 @@ ARGS   ?=
 OVERWRITE ?=
 RESUME ?=
 NPROC  ?=
-# EXECUTOR=ray runs a study's runs as parallel Ray tasks (installs the ray extra first; docs/ray.md), on a Ray
-# started here or on the cluster at RAY_ADDRESS (auto, host:6379); RUN_RESOURCES=cpu=2,gpu=1 per run.
+# EXECUTOR=ray runs a study's runs as parallel Ray tasks (checks the study, then installs the ray extra; docs/ray.md),
+# on a Ray started here or on the cluster at RAY_ADDRESS (auto, host:6379); RUN_RESOURCES=cpu=2,gpu=1 per run
+# (default: one CPU per torch thread of a run, as a sequential study runs it).
 # With EXECUTOR=ray, NPROC is the processes per run (torchrun inside each task); without, of the one job.
 EXECUTOR ?=
 RAY_ADDRESS ?=
@@ -47,9 +48,14 @@ $(RAY_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[ray]'
 	@touch $(RAY_STAMP)
 
-benchmark: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
-	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) \
+BENCH_RUN = -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) \
 	$(if $(QUICK),--quick) $(EXECUTOR_ARGS)
+
+# With EXECUTOR=ray the study is checked (--check: nothing written or started) before Ray is installed.
+benchmark: $(STAMP) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
+	$(if $(RAY),$(PY) $(BENCH_RUN) --check)
+	$(if $(RAY),@$(MAKE) --no-print-directory $(RAY_STAMP))
+	$(PY) $(LAUNCH) $(BENCH_RUN)
 
 report: $(STAMP) ## Re-render a study's tables, figures and web page (or a run's page) from finished runs (no training)
 	$(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick)

@@ -799,6 +799,8 @@ def load_study(path: str | Path, quick: bool = False,
 
     name = path.stem + ("_quick" if quick else "")
     base = path.parent / section.base
+    if not base.is_file():
+        _missing_base(section.base, base, path, where)
     user = [_parse_override(text) for text in overrides]
     results_dir = _load_run(base, [*fixed, *user]).results_dir  # errors name the base file or the entry
     runs = []
@@ -818,6 +820,16 @@ def load_study(path: str | Path, quick: bool = False,
                          bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir,
                          methods=section.methods)
     return config, runs
+
+
+def _missing_base(written: str, base: Path, study_file: Path, where: _Where) -> typing.NoReturn:
+    """ConfigError for a ``study.base`` that names no file: the study file, its line, the value and where it led."""
+    nearby = sorted(str(p.relative_to(study_file.parent)) for p in study_file.parent.glob("*.y*ml") if p != study_file)
+    close = difflib.get_close_matches(written, nearby, n=1)
+    hint = f"Did you mean '{close[0]}'?" if close else f"Files there: {', '.join(nearby[:8]) or 'none'}."
+    raise ConfigError(f"{where('study.base')}: 'study.base' is {written!r}, which resolves to {base} (relative "
+                      f"to the study file's folder {study_file.parent}), and there is no such file; expected the "
+                      f"run config every run starts from. {hint}")
 
 
 def _study_axis(section: _StudySection, written: dict, where: _Where) -> tuple[Any, tuple]:

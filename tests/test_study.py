@@ -104,9 +104,26 @@ def test_bad_study_files_name_the_key_and_what_is_expected(tmp_path, body, fragm
     assert fragment in str(error.value) and str(path.parent) in str(error.value)
 
 
+def test_a_study_whose_base_is_missing_names_the_study_file_the_key_and_the_resolved_path(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.read_text())
+    path = tmp_path / "typo.yaml"
+    path.write_text("study:\n  grid: {seed: [0]}\n  base: tinyy.yaml\n")
+    assert main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"config error: {path}, line 3: 'study.base' is 'tinyy.yaml', which resolves to "
+                   f"{tmp_path / 'tinyy.yaml'} (relative to the study file's folder {tmp_path}), and there is no "
+                   f"such file; expected the run config every run starts from. Did you mean 'tiny.yaml'?\n")
+    path.write_text("study:\n  base: ../nowhere/base.yaml\n  grid: {seed: [0]}\n")
+    with pytest.raises(ConfigError, match=r"line 2: 'study.base' is '../nowhere/base.yaml', .* Files there: "
+                                          r"tiny.yaml\.$"):
+        load_study(path)
+    assert not (tmp_path / "results").exists()
+
+
 def test_shipped_study_files_load():
     counts = {"paper.yaml": 6, "paper_birds12.yaml": 6, "paper_full.yaml": 18, "lse_sweep.yaml": 5,
-              "resolution.yaml": 12, "pooling_family.yaml": 5, "object_scale.yaml": 12, "wsol_methods.yaml": 12}
+              "resolution.yaml": 12, "pooling_family.yaml": 5, "object_scale.yaml": 12, "wsol_methods.yaml": 12,
+              "tiny_ray.yaml": 4}
     # Every study file shipped in configs/ is listed here, so each one is loaded.
     assert sorted(p.name for p in (REPO / "configs").glob("*.yaml") if is_study_file(p)) == sorted(counts)
     for name, count in counts.items():
@@ -302,6 +319,39 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
         run_study(study, other_runs, log=lambda message: None)
 
 
+def test_a_study_scored_in_the_original_frame_says_at_load_that_it_gets_no_figures(tmp_path, tiny_data_dir, capsys):
+    from bench.study.runner import RunsFailedError, frame_note
+
+    base = tmp_path / "original.yaml"
+    base.write_text(TINY_CONFIG.read_text() + "  frame: original\n")  # the last section of tiny.yaml is eval
+    path = write_study(tmp_path, tiny_data_dir, write_study(tmp_path, tiny_data_dir).read_text().replace(
+        str(TINY_CONFIG), str(base)))
+    study, runs = load_study(path)
+    assert {run.eval.frame for run in runs} == {"original"}
+    warning = (f"study mystudy: warning: every run is scored in the original frame (eval.frame: original, from "
+               f"{base}): the report will have no figures and no table by object scale (both need the input "
+               f"frame); set eval.frame: input in study.set to get them")
+    assert frame_note(study, runs) == warning
+    # Said when the study is loaded: by show-config, --check, and run_study before any run starts.
+    assert main(["show-config", str(path)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == warning
+    assert main(["run", str(path), "--check"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == warning
+    messages = []
+    with pytest.raises(RunsFailedError):  # an executor that runs nothing: only what run_study says first counts
+        run_study(study, runs, log=messages.append,
+                  executor=lambda study, pending, log: {item.config.name: "not run" for item in pending})
+    assert messages[0] == warning
+    # Half the runs in the original frame, by the study's grid; none: no line.
+    path.write_text(path.read_text().replace(str(base), str(TINY_CONFIG)).replace(
+        "    seed: [0, 1]\n", "    eval.frame: [input, original]\n"))
+    assert frame_note(*load_study(path)) == (
+        "study mystudy: warning: 2 of its 4 runs are scored in the original frame (eval.frame: original, from "
+        "study.grid): the report will have no figures and no table by object scale (both need the input frame); "
+        "set eval.frame: input in study.set to get them")
+    assert frame_note(*load_study(write_study(tmp_path, tiny_data_dir))) == ""
+
+
 def test_report_without_finished_runs_says_so(tmp_path, tiny_data_dir, capsys):
     path = write_study(tmp_path, tiny_data_dir)
     assert main(["report", str(path)]) == 2
@@ -424,11 +474,16 @@ study:
     assert (folder / "lse_sweep.png").stat().st_size > 10_000
     with (folder / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    # The runs' rows, then one center baseline row per setting (the compared key, pooling, is no grid key:
-    # it is labelled in the seeds column), the same map and grid in both.
+    # The runs' rows, then one center baseline row for both settings: r changes neither the data nor the map
+    # grid (the compared key, pooling, is no grid key: the row is labelled in the seeds column).
     assert [(row["model.lse_r"], row["seeds"]) for row in rows] == [
-        ("0.5", "1"), ("8.0", "1"), ("0.5", "center baseline"), ("8.0", "center baseline")]
-    assert rows[2]["gt_known_loc_acc_mean"] == rows[3]["gt_known_loc_acc_mean"]
+        ("0.5", "1"), ("8.0", "1"), ("all", "center baseline")]
+    from bench.study.methods_table import read_methods_table
+
+    # Scored once, on the first setting's run.
+    assert not (runs[1].run_dir / "methods").exists()
+    assert float(rows[2]["gt_known_loc_acc_mean"]) == pytest.approx(
+        read_methods_table(runs[0].run_dir)["center"]["gt_known_loc_acc"])
 
 
 def test_object_scale_study_pairs_every_scale_with_both_poolings_under_one_recipe():

@@ -11,10 +11,13 @@ import yaml
 from helpers import TINY_CONFIG, hand_made_run, read_rows
 
 from bench.config import StudyConfig, load_config, load_study
+from bench.study import center_row
 from bench.study.center_row import (
     CENTER_LABEL,
     TABLE_NOTE,
     CenterBaseline,
+    baseline_identity,
+    baseline_label,
     baseline_runs,
     center_baselines,
     center_scale_rows,
@@ -94,7 +97,7 @@ CENTER_CSV_ROW = {"top1_cls_error": 10.0, "top1_loc_error": 60.0, "top5_loc_erro
 def test_the_center_row_takes_the_model_free_cells_of_methods_csv_and_leaves_the_others_empty(tmp_path):
     study = StudyConfig(name="pool", base="tiny.yaml", grid=(("model.pooling", ("gap", "gmp")), ("seed", (0, 1))))
     config = load_config(TINY_CONFIG)
-    fixed = center_table_rows(study, [CenterBaseline(setting=(), run=config, row=CENTER_CSV_ROW)])
+    fixed = center_table_rows(study, [CenterBaseline(settings=((),), run=config, row=CENTER_CSV_ROW)])
     # Only the columns the classifier does not decide; PxAP is NaN as methods.csv has it (no masks).
     assert fixed[0].label == CENTER_LABEL == "center baseline" and fixed[0].setting == {}
     assert {k: v for k, v in fixed[0].values.items() if k != "sweep.pxap.value"} == {
@@ -136,6 +139,42 @@ def test_each_setting_scores_its_baseline_on_the_references_lowest_seed():
     # lr 0.05: GMP's seed 0; lr 0.02 has no GMP run: GAP's seed 0.
     assert {setting: config.name for setting, config in baseline_runs(study, configs).items()} == {
         (0.05,): "0.05-gmp-0", (0.02,): "0.02-gap-0"}
+
+
+def test_settings_with_the_same_data_and_map_grid_share_one_center_row(monkeypatch):
+    # An LSE sweep (r changes neither the data nor the map grid) with input size 32 / 64 (which does); the
+    # scoring itself is stubbed: which run is scored, and how the rows are labelled, is under test.
+    study = StudyConfig(name="sweep", base="tiny.yaml", grid=(("model.lse_r", (0.5, 2.0, 8.0)),
+                                                              ("model.input_size", (32, 64)), ("seed", (0, 1))),
+                        compare=())
+    configs = [load_config(TINY_CONFIG, ["model.pooling=lse", f"model.lse_r={r}", f"model.input_size={size}",
+                                         f"seed={seed}", f"name={r}-{size}-{seed}"])
+               for size in (32, 64) for r in (0.5, 2.0, 8.0) for seed in (1, 0)]
+    scored = []
+    monkeypatch.setattr(center_row, "ensure_methods", lambda config, methods, log: scored.append(config.name))
+    monkeypatch.setattr(center_row, "read_methods_table", lambda folder: {"center": CENTER_CSV_ROW})
+    assert baseline_identity(configs[0]) == baseline_identity(configs[3])  # r 0.5 vs 2.0
+    assert baseline_identity(configs[0]) != baseline_identity(configs[6])  # input size 32 vs 64
+    assert baseline_identity(configs[0]) == baseline_identity(load_config(TINY_CONFIG, [
+        "model.pooling=lse", "model.input_size=32", "eval.batch_size=3", "eval.gallery_size=0", "train.lr=1"]))
+    assert baseline_identity(configs[0]) != baseline_identity(load_config(TINY_CONFIG, [
+        "model.pooling=lse", "model.input_size=32", "eval.tau=0.5"]))
+    baselines = center_baselines(study, configs)
+    assert scored == ["0.5-32-0", "0.5-64-0"]  # once per input size, on the first setting's lowest seed
+    assert [baseline.settings for baseline in baselines] == [((0.5, 32), (2.0, 32), (8.0, 32)),
+                                                             ((0.5, 64), (2.0, 64), (8.0, 64))]
+    assert [row.setting for row in center_table_rows(study, baselines)] == [
+        {"model.lse_r": "all", "model.input_size": 32}, {"model.lse_r": "all", "model.input_size": 64}]
+    assert baseline_label(study, baselines[0].settings) == "lse_r=all, input_size=32"
+    # Runs of r = 8 unfinished: the row names the values it stands for.
+    assert baseline_label(study, ((0.5, 32), (2.0, 32))) == "lse_r=0.5 / 2.0, input_size=32"
+    assert baseline_label(study, ((8.0, 64),)) == "lse_r=8.0, input_size=64"
+    results = [hand_made_run("lse", 0, *GOOD, overrides=[f"model.lse_r={r}", f"model.input_size={size}"])
+               for size in (32, 64) for r in (0.5, 2.0, 8.0)]
+    rows = with_fixed_rows(study, table_rows(study, results), center_table_rows(study, baselines))
+    assert [(row["model.lse_r"], row["model.input_size"], row["seeds"]) for row in rows[-3:]] == [
+        (8.0, 64, 1), ("all", 32, "center baseline"), ("all", 64, "center baseline")]
+    assert "| all | 32 | center baseline | - | - | - | 40.0 |" in markdown_table(study, rows, "hand-made")
 
 
 def test_a_baseline_that_cannot_be_scored_is_left_out_with_one_line(tiny_study, tmp_path):
@@ -213,11 +252,14 @@ def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study
     assert not any("unfinished" in message for message in messages)
     with (folder / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    # One setting per pooling, each with its center baseline row (labelled in the compared key's column).
+    # One setting per pooling; the pooling changes neither the data nor the map grid, so both share one center
+    # baseline row (labelled in the compared key's column, "all" in the pooling's).
     assert [(row["model.pooling"], row["train.lr"]) for row in rows] == [
-        ("gap", "0.05"), ("gmp", "0.05"), ("gap", "center baseline"), ("gmp", "center baseline")]
+        ("gap", "0.05"), ("gmp", "0.05"), ("all", "center baseline")]
     assert (folder / "cams_by_lr.png").stat().st_size > 10_000 and not (folder / "cams_gap_vs_gmp.png").exists()
-    assert "| setting | lr |" in (folder / "by_object_scale.md").read_text()
+    by_scale = (folder / "by_object_scale.md").read_text()
+    assert "| setting | lr |" in by_scale
+    assert by_scale.count("| pooling=all | center baseline |") == 2 * 2  # GT-known and mean IoU, both points
     page = (folder / "index.html").read_text(encoding="utf-8")
     assert "cams_by_lr.png" in page and "under each lr" in page
     assert "No comparison: the study has no 0.05 run paired with another lr." in page  # one value: nothing to pair

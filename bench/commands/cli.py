@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Sequence
 
-from bench.config import ConfigError, config_to_dict, is_study_file, load_config, load_study
+from bench.config import ConfigError, RunConfig, config_to_dict, is_study_file, load_config, load_study
 from bench.errors import InputError, MissingInputError, OutputsExistError
 
 EXIT_BAD_INPUT = 2
@@ -32,6 +32,7 @@ examples:
   torchrun --standalone --nproc-per-node=2 -m bench run configs/gap.yaml   # 2 processes (DDP)
   python -m bench data configs/gap.yaml                     # only generate / check the dataset
   python -m bench show-config configs/gap.yaml model.pooling=gmp
+  python -m bench run configs/paper.yaml --executor ray --check   # what would run, how; nothing started
   python -m bench run configs/paper.yaml [--quick]          # a study: every run, then tables and figures
   python -m bench run configs/paper.yaml --executor ray --run-resources cpu=2   # the runs as Ray tasks
   python -m bench report configs/paper.yaml                 # re-render a study's report without training
@@ -69,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="continue the unfinished run in the run folder from its last checkpoint (same config); "
                           "a study continues its interrupted runs this way without being asked")
     run.add_argument("--quick", action="store_true", help="study files: the study's quick variant (study.quick)")
+    run.add_argument("--check", action="store_true",
+                     help="check the config, the run folder(s) and the options, say what would run, and exit: "
+                          "nothing is written, trained or started (needs no Ray; make does it before installing Ray)")
     _add_executor_arguments(run)
     report = with_config("report", "re-render a study's tables, comparisons, figures and web page from its "
                                    "finished runs, or a finished run's web page (no training)")
@@ -131,8 +135,9 @@ def _add_executor_arguments(run: argparse.ArgumentParser) -> None:
     group = run.add_argument_group("study runs in parallel on a Ray cluster (pip install -e '.[ray]'; docs/ray.md)")
     group.add_argument("--executor", choices=("sequential", "ray"), default="sequential",
                        help="study files: run the runs one after another here (default), or as Ray tasks")
-    group.add_argument("--run-resources", default="cpu=1", metavar="cpu=N[,gpu=N]",
-                       help="what each run's Ray task asks for; its torch threads = its CPUs (default cpu=1)")
+    group.add_argument("--run-resources", default=None, metavar="cpu=N[,gpu=N]",
+                       help="what each run's Ray task asks for (default: one CPU per torch thread the run has in a "
+                            "sequential study: the config's threads, else torch's default here; no GPU)")
     group.add_argument("--ray-address", default=None,
                        help="a running Ray cluster (auto, host:6379); default $RAY_ADDRESS, else a local Ray")
     group.add_argument("--max-retries", type=int, default=2,
@@ -141,19 +146,27 @@ def _add_executor_arguments(run: argparse.ArgumentParser) -> None:
                        help="processes per run inside its Ray task (torchrun --standalone; default 1)")
 
 
-def _executor(args: argparse.Namespace):
-    """The study executor ``run``'s options ask for (None: sequential, here); ConfigError if it cannot be used."""
+def _executor(args: argparse.Namespace, runs: list[RunConfig]) -> tuple[object | None, str]:
+    """The study executor ``run``'s options ask for (None: sequential, here) and how it runs ``runs``, in words.
+
+    ConfigError if it cannot run them (a task too small for a run's threads; Ray not installed, unless
+    ``--check``), before Ray is imported or anything written.
+    """
     if getattr(args, "executor", "sequential") == "sequential":
-        return None
+        return None, "one after another in this process"
     import importlib.util
 
     from bench.study.ray_executor import RayExecutor, parse_resources
 
-    executor = RayExecutor(parse_resources(args.run_resources), args.ray_address, args.max_retries, args.nproc)
-    if importlib.util.find_spec("ray") is None:
+    given = parse_resources(args.run_resources or "")
+    executor = RayExecutor(given, args.ray_address, args.max_retries, args.nproc)
+    resources = executor.plan(runs)
+    if importlib.util.find_spec("ray") is None and not args.check:
         raise ConfigError("--executor ray needs Ray, which is not installed: pip install -e '.[ray]' "
                           "(make benchmark EXECUTOR=ray installs it)")
-    return executor
+    gpus = f", {resources.gpus:g} GPU" if resources.gpus else ""
+    cpus = "" if given.cpus is not None else " (one CPU per torch thread, as a sequential study runs the runs)"
+    return executor, f"as Ray tasks of {resources.cpus:g} CPU{gpus} each{cpus}"
 
 
 def _cam(args: argparse.Namespace) -> int:
@@ -250,6 +263,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         raise ConfigError(f"--executor {args.executor} spreads the runs of a study file; {args.config} is a single "
                           f"run (run it without --executor, or with torchrun for several processes)")
     config = load_config(getattr(args, "config", None) or args.dataset_config, args.overrides)
+    if getattr(args, "check", False):
+        from bench.run.pipeline import check_run_dir_free
+
+        if not args.resume:
+            check_run_dir_free(config.run_dir, args.overwrite)
+        print(f"{args.config}: run {config.name} -> {config.run_dir}/; config checked, nothing run")
+        return 0
     if args.command == "report":
         from bench.html.run_page import rewrite_run_page
 
@@ -331,6 +351,10 @@ def _study_command(args: argparse.Namespace) -> int:
         print(f"study {study.name} ({len(runs)} runs from {study.base}; grid {grid}) -> {study.study_dir}/")
         for config in runs:
             print(f"  {config.run_dir}")
+        if any(config.eval.frame != "input" for config in runs):  # the runner (and torch) only then
+            from bench.study.runner import frame_note
+
+            print(frame_note(study, runs))
         return 0
     from bench.html.run_page import write_run_page
     from bench.html.study_page import write_study_page
@@ -348,7 +372,16 @@ def _study_command(args: argparse.Namespace) -> int:
     else:
         from bench.training import distributed
 
-        executor = _executor(args)
+        executor, how = _executor(args, runs)
+        if args.check:
+            states = studies.study_states(study, runs, args.overwrite)
+            reused = sum(state == "complete" for state in states.values())
+            print(f"study {study.name}: {len(runs)} runs ({reused} finished and reused, {len(runs) - reused} to "
+                  f"run {how}) -> {study.study_dir}/; checked, nothing run")
+            note = studies.frame_note(study, runs)
+            if note:
+                print(note)
+            return 0
         try:
             studies.run_study(study, runs, overwrite=args.overwrite, executor=executor, run_page=write_run_page,
                               study_page=write_study_page)

@@ -6,20 +6,25 @@ same code as every map (``bench methods``' map method ``center``). Its GT-known
 loc, mean IoU, MaxBoxAcc, MaxBoxAccV2, PxAP and tau from val therefore depend
 only on the dataset split and the feature grid (input size / feature stride),
 while its top-1 / top-5 loc error use the run's predicted classes: they are the
-classifier's, not the baseline's. So, per setting (:func:`bench.study.results.setting_keys`),
-one finished run (:func:`baseline_runs`: the reference's lowest seed) gets
-``center`` in its ``methods/`` folder (:func:`bench.study.methods_table.ensure_methods`,
-which keeps the methods it had), and its row of ``methods/methods.csv`` becomes
-a row of the study's tables (:func:`center_table_rows`) labelled
-:data:`CENTER_LABEL`, with the columns of :data:`TABLE_COLUMNS` filled and the
-classifier's and training columns empty. Its per-image rows
-(``methods/predictions_center.csv``) are binned by object scale as the runs'
-are (:func:`center_scale_rows`). A setting whose baseline cannot be scored
-(its dataset or checkpoint gone) is left out with one logged line.
+classifier's, not the baseline's. Settings (:func:`bench.study.results.setting_keys`)
+whose runs share the data, the map grid and the scoring rules (:func:`baseline_identity`)
+share one baseline: in a sweep of ``model.lse_r`` or ``train.lr`` every setting
+would repeat the same row. Per such group, one finished run (:func:`baseline_runs`:
+the reference's lowest seed, of the group's first setting) gets ``center`` in its
+``methods/`` folder (:func:`bench.study.methods_table.ensure_methods`, which keeps
+the methods it had), and its row of ``methods/methods.csv`` becomes one row of
+the study's tables (:func:`center_table_rows`) labelled :data:`CENTER_LABEL`,
+with the columns of :data:`TABLE_COLUMNS` filled and the classifier's and
+training columns empty; its setting cells say which settings it stands for
+(:func:`setting_cells`: ``all`` where it stands for every value of a key). Its
+per-image rows (``methods/predictions_center.csv``) are binned by object scale
+as the runs' are (:func:`center_scale_rows`). A group whose baseline cannot be
+scored (its dataset or checkpoint gone) is left out with one logged line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
@@ -42,6 +47,7 @@ from bench.study.scale_table import SCALE_METRICS, bin_rows
 from bench.study.tables import FixedRow
 
 CENTER_LABEL = "center baseline"  # its cell in the compared key's column
+ALL_VALUES = "all"  # its cell in a setting key's column when it stands for every value of that key
 # The table columns that do not depend on the classifier -> their methods.csv column. The others (cls error,
 # top-1 / top-5 loc error, top-1 loc error at the val tau, train acc, epoch) are empty in its row.
 TABLE_COLUMNS = {
@@ -59,11 +65,29 @@ TABLE_NOTE = ("The center baseline row is one fixed centred Gaussian map for eve
 
 @dataclass(frozen=True)
 class CenterBaseline:
-    """The center baseline of one setting: the run it was scored on and its row of ``methods.csv``."""
+    """The center baseline of the settings that share it: the run it was scored on and its row of ``methods.csv``."""
 
-    setting: tuple  # the values of setting_keys(study)
+    settings: tuple[tuple, ...]  # each the values of setting_keys(study); one baseline_identity for all
     run: RunConfig
     row: dict[str, float]  # methods.csv columns (bench.scoring.metric_names.METHOD_COLUMNS) -> value
+
+
+# The eval keys that do not change a score (how many images per batch, how many in the gallery).
+_UNSCORED_EVAL_KEYS = ("batch_size", "gallery_size")
+
+
+def baseline_identity(config: RunConfig) -> tuple:
+    """What the center baseline's filled cells depend on, for the run ``config``: runs that agree on it score
+    the same baseline.
+
+    The dataset (its config and ``data_root``), the map grid (input size; feature grid: backbone and feature
+    stride) and the scoring rules (every ``eval`` key but batch and gallery sizes). Nothing the training
+    changes: the map is the same fixed Gaussian whatever the network learnt.
+    """
+    scoring = tuple((field.name, getattr(config.eval, field.name)) for field in dataclasses.fields(config.eval)
+                    if field.name not in _UNSCORED_EVAL_KEYS)
+    model = config.model
+    return config.dataset, config.data_root, model.input_size, model.backbone, model.feature_stride, scoring
 
 
 def baseline_runs(study: StudyConfig, finished: list[RunConfig]) -> dict[tuple, RunConfig]:
@@ -85,27 +109,61 @@ def baseline_runs(study: StudyConfig, finished: list[RunConfig]) -> dict[tuple, 
 
 def center_baselines(study: StudyConfig, finished: list[RunConfig],
                      log: Callable[[str], None] = print) -> list[CenterBaseline]:
-    """Each setting's center baseline, scored where missing (:func:`baseline_runs`; one run per setting).
+    """The center baselines of the settings, scored where missing: one per group of settings with the same
+    :func:`baseline_identity`, on the run :func:`baseline_runs` picks for the group's first setting.
 
-    A setting whose run cannot be scored (an :class:`~bench.errors.InputError` or ``OSError``: its dataset
-    or checkpoint is gone) is left out, and one line says so and why.
+    A group whose run cannot be scored (an :class:`~bench.errors.InputError` or ``OSError``: its dataset or
+    checkpoint is gone) is left out, and one line says so and why.
     """
-    out = []
+    groups: dict[tuple, list[tuple[tuple, RunConfig]]] = {}
     for setting, config in baseline_runs(study, finished).items():
+        groups.setdefault(baseline_identity(config), []).append((setting, config))
+    out = []
+    for members in groups.values():
+        settings = tuple(setting for setting, _ in members)
+        config = members[0][1]
         try:
             ensure_methods(config, [CENTER], log)
         except (InputError, OSError) as error:
-            log(f"study {study.name}: center baseline row left out for {setting_label(study, setting, 'all runs')} "
+            log(f"study {study.name}: center baseline row left out for {baseline_label(study, settings)} "
                 f"(scored on {config.name}): {error}")
             continue
-        out.append(CenterBaseline(setting, config, read_methods_table(config.run_dir)[CENTER]))
+        out.append(CenterBaseline(settings, config, read_methods_table(config.run_dir)[CENTER]))
     return out
 
 
+def setting_cells(study: StudyConfig, settings: tuple[tuple, ...]) -> dict[str, object]:
+    """Each setting key's cell in the row of a baseline that stands for ``settings``.
+
+    The value where the settings share it; :data:`ALL_VALUES` where they cover every value of the key's
+    grid entry; else their values, `` / ``-joined (``0.5 / 8.0``: the other values' runs are not finished).
+    """
+    grid = dict(study.grid)
+    cells = {}
+    for index, key in enumerate(setting_keys(study)):
+        values = list(dict.fromkeys(setting[index] for setting in settings))
+        if len(values) == 1:
+            cells[key] = values[0]
+        elif len(values) == len(grid[key]) and all(value in values for value in grid[key]):
+            cells[key] = ALL_VALUES
+        else:
+            cells[key] = " / ".join(map(str, values))
+    return cells
+
+
+def baseline_label(study: StudyConfig, settings: tuple[tuple, ...]) -> str:
+    """``"lse_r=all"``, ``"variant=parts, input_size=224"``: the settings a baseline stands for, as
+    :func:`bench.study.results.setting_label` names one; ``all runs`` when the study has no setting key."""
+    if len(settings) == 1:
+        return setting_label(study, settings[0], "all runs")
+    cells = setting_cells(study, settings)
+    return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in cells.items()) or "all runs"
+
+
 def center_table_rows(study: StudyConfig, baselines: list[CenterBaseline]) -> list[FixedRow]:
-    """The table rows of ``baselines`` (:class:`bench.study.tables.FixedRow`): :data:`TABLE_COLUMNS` filled."""
-    keys = setting_keys(study)
-    return [FixedRow(setting=dict(zip(keys, baseline.setting)), label=CENTER_LABEL,
+    """The table rows of ``baselines`` (:class:`bench.study.tables.FixedRow`): :data:`TABLE_COLUMNS` filled,
+    the setting cells those of :func:`setting_cells`."""
+    return [FixedRow(setting=setting_cells(study, baseline.settings), label=CENTER_LABEL,
                      values={column: baseline.row[source] for column, source in TABLE_COLUMNS.items()})
             for baseline in baselines]
 
@@ -120,8 +178,7 @@ def center_result(baseline: CenterBaseline) -> RunResult:
 
 def center_scale_rows(study: StudyConfig, baselines: list[CenterBaseline]) -> list[dict]:
     """Each baseline's rows by object scale (:func:`bench.study.scale_table.bin_rows`), only
-    :data:`SCALE_COLUMNS` kept (the others None)."""
+    :data:`SCALE_COLUMNS` kept (the others None); ``setting`` is :func:`baseline_label`."""
     dropped = {key: None for key in SCALE_METRICS if key not in SCALE_COLUMNS}
     return [{**row, **dropped} for baseline in baselines
-            for row in bin_rows(setting_label(study, baseline.setting, "all runs"), CENTER_LABEL,
-                                [center_result(baseline)])]
+            for row in bin_rows(baseline_label(study, baseline.settings), CENTER_LABEL, [center_result(baseline)])]

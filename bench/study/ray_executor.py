@@ -2,11 +2,13 @@
 
 Ray (https://docs.ray.io) is an optional dependency: ``pip install -e '.[ray]'``.
 Each pending run of the grid becomes one Ray task that asks for
-:class:`RunResources` (``--run-resources cpu=2,gpu=1``); the run inside it uses
-as many torch threads as it was given CPUs (``threads``, a speed-only key, so a
-finished run is still reused) and the GPUs Ray assigned it (Ray sets
-``CUDA_VISIBLE_DEVICES``). With ``nproc`` > 1 the task starts ``torchrun`` for
-its run, ``nproc`` processes sharing the task's CPUs and GPUs.
+:class:`RunResources` (``--run-resources cpu=2,gpu=1``; by default as many CPUs
+as the run has torch threads, :func:`default_resources`); the run inside it uses
+the torch threads a sequential study of the same file uses (:func:`task_threads`:
+``threads``, a speed-only key, so a finished run is still reused) and the GPUs
+Ray assigned it (Ray sets ``CUDA_VISIBLE_DEVICES``). With ``nproc`` > 1 the task
+starts ``torchrun`` for its run, ``nproc`` processes sharing the task's CPUs and GPUs.
+:meth:`RayExecutor.plan` checks all this before Ray is imported or anything written.
 
 Every task writes the run folder exactly as a sequential study does, so the
 folders and the report are the same; each run's output goes to
@@ -64,18 +66,19 @@ class SharedFolderError(StudyError):
 
 @dataclass(frozen=True)
 class RunResources:
-    """What each run's Ray task asks for: CPUs (= torch threads per run) and GPUs."""
+    """What each run's Ray task asks for (``--run-resources cpu=N,gpu=G``): CPUs and GPUs.
 
-    cpus: float = 1.0
+    ``cpus`` None: one per torch thread of the run's processes, as a sequential study runs them
+    (:func:`default_resources` resolves it).
+    """
+
+    cpus: float | None = None
     gpus: float = 0.0
-
-    @property
-    def threads(self) -> int:
-        return max(1, math.floor(self.cpus))
 
 
 def parse_resources(text: str) -> RunResources:
-    """``"cpu=2,gpu=1"`` -> ``RunResources(2, 1)``; a missing key keeps its default (cpu=1, gpu=0)."""
+    """``"cpu=2,gpu=1"`` -> ``RunResources(2, 1)``; a missing key keeps its default (``gpu=1``: CPUs as
+    :func:`default_resources` says, and one GPU)."""
     values: dict[str, float] = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, _, value = item.partition("=")
@@ -87,8 +90,8 @@ def parse_resources(text: str) -> RunResources:
             raise ConfigError(f"--run-resources: '{item}' in '{text}' is not valid; expected cpu=N and/or gpu=N, "
                               f"each once, N a number >= 0 (e.g. --run-resources cpu=2,gpu=1)")
         values[key] = number
-    resources = RunResources(values.get("cpu", 1.0), values.get("gpu", 0.0))
-    if resources.cpus < 1:
+    resources = RunResources(values.get("cpu"), values.get("gpu", 0.0))
+    if resources.cpus is not None and resources.cpus < 1:
         raise ConfigError(f"--run-resources: cpu={resources.cpus:g} in '{text}'; a run needs at least 1 CPU")
     return resources
 
@@ -105,6 +108,8 @@ class _Task:
 class RayExecutor:
     """``executor(study, pending, log)`` for :func:`bench.study.runner.run_study`: the runs as Ray tasks.
 
+    ``resources``: what each task asks for (``--run-resources``); without CPUs (the default), as many
+    CPUs as the run's processes have threads in a sequential study (:func:`default_resources`).
     ``address``: a running cluster (``auto``, ``host:6379``; default ``RAY_ADDRESS``, else a Ray
     started on this machine for the study). ``nproc``: processes per run (torchrun inside the task).
     """
@@ -117,7 +122,30 @@ class RayExecutor:
         self.resources, self.address = resources, address
         self.max_retries, self.nproc, self.poll_seconds = max_retries, nproc, poll_seconds
 
+    def plan(self, configs: list[RunConfig], default_threads: int | None = None) -> RunResources:
+        """What each task of ``configs`` asks for, its CPUs resolved; :class:`ConfigError` if a run could not
+        keep its thread count.
+
+        ``default_threads``: torch's default thread count of a sequential study here (default: this
+        process's). Needs no Ray and writes nothing: the command line calls it before Ray is installed
+        (``make``) or started.
+        """
+        if default_threads is None:
+            import torch
+
+            default_threads = torch.get_num_threads()
+        resources = default_resources(self.resources, configs, self.nproc, default_threads)
+        for config in configs:
+            task_threads(config.threads, self.nproc, resources, default_threads)
+        return resources
+
     def __call__(self, study: StudyConfig, pending: list[PendingRun], log: Callable[[str], None]) -> dict[str, str]:
+        import torch
+
+        default_threads = torch.get_num_threads()
+        resources = self.plan([item.config for item in pending], default_threads)  # before Ray or any folder
+        pending = [dataclasses.replace(item, config=_for_task(item.config, resources, self.nproc, default_threads))
+                   for item in pending]
         import ray
 
         started_here = not ray.is_initialized()
@@ -127,19 +155,17 @@ class RayExecutor:
         study = dataclasses.replace(study, results_dir=str(Path(study.results_dir).resolve()))  # workers' cwd differs
         token = secrets.token_hex(8)
         marker = marker_path(study.study_dir, token)  # one per driver: a second driver never removes ours
+        created = _missing_folders(study.study_dir)
         try:
-            check_feasible(self.resources, [node["Resources"] for node in ray.nodes() if node["Alive"]])
+            check_feasible(resources, [node["Resources"] for node in ray.nodes() if node["Alive"]],
+                           given=self.resources.cpus is not None)
             _write_marker(marker, token)
-            import torch
-
-            pending = [dataclasses.replace(item, config=_for_task(item.config, self.resources, self.nproc,
-                                                                  torch.get_num_threads()))
-                       for item in pending]
             _prepare_datasets(pending)
             _check_every_node(marker, token, [item.config for item in pending])
-            return _Driver(self, study, marker, token, log).run(pending)
+            return _Driver(self, resources, study, marker, token, log).run(pending)
         finally:
             marker.unlink(missing_ok=True)
+            _remove_if_empty(created)  # a study refused here leaves no empty results/<study>/
             if started_here:
                 ray.shutdown()
 
@@ -152,35 +178,64 @@ def check_gpus_per_process(resources: RunResources, nproc: int) -> None:
                           f"miss one; ask for gpu={nproc} (one per process) or gpu=0 (CPU)")
 
 
-def check_feasible(resources: RunResources, nodes: list[dict]) -> None:
+def check_feasible(resources: RunResources, nodes: list[dict], given: bool = True) -> None:
     """Refuse a request no node of the cluster can meet (``nodes``: each alive node's Ray resources).
 
-    Ray would keep such a task pending for ever without a word.
+    Ray would keep such a task pending for ever without a word. ``given``: the user asked for
+    their CPUs (``--run-resources cpu=N``); else they are :func:`default_resources`, and the message says so.
     """
     if any(node.get("CPU", 0) >= resources.cpus and node.get("GPU", 0) >= resources.gpus for node in nodes):
         return
     largest = ", ".join(f"{node.get('CPU', 0):g} CPU / {node.get('GPU', 0):g} GPU" for node in nodes) or "no node"
-    raise ConfigError(f"--run-resources cpu={resources.cpus:g},gpu={resources.gpus:g}: no node of the Ray cluster "
-                      f"has that much (nodes: {largest}); ask for less, or add a node that has it")
+    asked = f"--run-resources cpu={resources.cpus:g},gpu={resources.gpus:g}"
+    if given:
+        raise ConfigError(f"{asked}: no node of the Ray cluster has that much (nodes: {largest}); ask for less, or "
+                          f"add a node that has it")
+    raise ConfigError(f"{asked}, the CPUs by default (one per torch thread of a run's processes, as a sequential "
+                      f"study here runs them): no node of the Ray cluster has that much (nodes: {largest}). Set "
+                      f"threads=N in the study (N at most a node's CPUs; the same for both executors), or give "
+                      f"--run-resources cpu=N")
+
+
+def sequential_threads(threads: int, nproc: int, default_threads: int) -> int:
+    """The torch threads per process of a run in a sequential study of the same file on this machine.
+
+    ``threads`` > 0 (set in the config) is kept; 0 means torch's default, ``default_threads`` here, and 1
+    per process under torchrun (``nproc`` > 1), which sets OMP_NUM_THREADS=1.
+    """
+    return threads or (1 if nproc > 1 else default_threads)
+
+
+def default_resources(given: RunResources, configs: list[RunConfig], nproc: int,
+                      default_threads: int) -> RunResources:
+    """``given`` with its CPUs filled in where ``--run-resources`` named none: one CPU per torch thread of
+    the run's processes (:func:`sequential_threads` times ``nproc``, the largest over ``configs``).
+
+    So a study's default settings give the sequential study's thread counts, hence its tables.
+    """
+    if given.cpus is not None:
+        return given
+    threads = max((sequential_threads(config.threads, nproc, default_threads) for config in configs), default=1)
+    return dataclasses.replace(given, cpus=float(threads * nproc))
 
 
 def task_threads(threads: int, nproc: int, resources: RunResources, default_threads: int) -> int:
     """The torch threads per process of a run's task: those a sequential study of the same file would use.
 
     ``threads`` > 0 (set in the config) is kept. ``threads`` 0 means torch's default, which a sequential
-    study takes from this machine (``default_threads``; 1 per process under torchrun, which sets
-    OMP_NUM_THREADS=1); the task pins that count, since another one sums in another order and changes the
-    numbers. A task too small for it is refused: a study file gives one table whatever the executor.
+    study takes from this machine (:func:`sequential_threads`); the task pins that count, since another one
+    sums in another order and changes the numbers. A task too small for it is refused: a study file gives
+    one table whatever the executor.
     """
     if threads:
         return threads
-    same = 1 if nproc > 1 else default_threads
+    same = sequential_threads(threads, nproc, default_threads)
     if same * nproc > resources.cpus:
         raise ConfigError(f"'threads' is 0 (torch's default), which is {same} thread(s) per process here, as a "
                           f"sequential study runs it; a Ray task of cpu={resources.cpus:g} with {nproc} process(es) "
                           f"would run fewer, and another thread count gives other numbers. Set threads=N in the "
                           f"study (the same for both executors; e.g. threads=1), or ask for "
-                          f"--run-resources cpu={same * nproc}")
+                          f"--run-resources cpu={same * nproc} (what leaving --run-resources out gives)")
     return same
 
 
@@ -201,6 +256,25 @@ def _for_task(config: RunConfig, resources: RunResources, nproc: int, default_th
     return dataclasses.replace(config, threads=task_threads(config.threads, nproc, resources, default_threads),
                                train=train, results_dir=str(Path(config.results_dir).resolve()),
                                data_root=str(Path(config.data_root).resolve()))
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, deepest first."""
+    missing = []
+    for path in (folder, *folder.parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty: what a refused study created and left bare."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (the study ran), or already gone
+            return
 
 
 def _prepare_datasets(pending: list[PendingRun]) -> None:
@@ -268,9 +342,10 @@ def _cause(error: BaseException) -> BaseException:
 class _Driver:
     """Submits the tasks, prints one line per event, resubmits the ones whose worker died."""
 
-    def __init__(self, executor: RayExecutor, study: StudyConfig, marker: Path, token: str,
+    def __init__(self, executor: RayExecutor, resources: RunResources, study: StudyConfig, marker: Path, token: str,
                  log: Callable[[str], None]) -> None:
-        self.executor, self.study, self.marker, self.token, self.log = executor, study, marker, token, log
+        self.executor, self.resources, self.study, self.log = executor, resources, study, log
+        self.marker, self.token = marker, token
         self.logs = study.study_dir / LOGS_DIR
         self.failed: dict[str, str] = {}
         self.done = 0
@@ -308,7 +383,7 @@ class _Driver:
         self.log(f"study {self.study.name}: {message}")
 
     def _resources(self) -> str:
-        resources = self.executor.resources
+        resources = self.resources
         gpus = f", {resources.gpus:g} GPU" if resources.gpus else ""
         procs = f", {self.executor.nproc} processes" if self.executor.nproc > 1 else ""
         return f"{resources.cpus:g} CPU{gpus}{procs}"
@@ -316,7 +391,7 @@ class _Driver:
     def _submit(self, task: _Task):
         import ray
 
-        resources = self.executor.resources
+        resources = self.resources
         # No bars in the run logs: TQDM_DISABLE in the worker's environment (tqdm reads it on import) covers
         # the torchrun processes of --nproc too, which bench.progress.show_progress could not reach.
         remote = ray.remote(_run_task).options(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0,

@@ -118,6 +118,44 @@ class RunsFailedError(RuntimeError):
     """Some runs of a study failed for good (the executor gave up on them); the report covers the others."""
 
 
+def study_states(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False) -> dict[str, str]:
+    """Each run's :func:`run_state` by name; :class:`StudyError` where the study cannot start.
+
+    Refused: finished runs of another config (unless ``overwrite``), and runs another process is running.
+    Reads the run folders only.
+    """
+    states = {config.name: run_state(config) for config in runs}
+    different = [name for name, state in states.items() if state == "different"]
+    if different and not overwrite:
+        raise StudyError(f"{len(different)} finished run folder(s) under {study.study_dir / 'runs'} hold another "
+                         f"config than this study asks for ({', '.join(different[:3])}); pass --overwrite "
+                         f"(make ... OVERWRITE=1) to retrain them, or rename the study file")
+    running = [config for config in runs if states[config.name] == "running"]
+    if running:
+        raise StudyError(f"{len(running)} run(s) of study {study.name} are being run by another process; wait for "
+                         f"it or stop it first: " + "; ".join(f"{config.name}: {running_process(config.run_dir)}"
+                                                              for config in running[:3]))
+    return states
+
+
+def frame_note(study: StudyConfig, runs: list[RunConfig]) -> str:
+    """A warning line when runs of ``runs`` are scored in the original frame (``eval.frame: original``): their
+    report has no figures and no table by object scale, both of which need the input frame; "" otherwise.
+
+    Said when a study starts (:func:`run_study`, ``bench run --check``, ``bench show-config``), not only when
+    its report finds out, after every run.
+    """
+    original = [config for config in runs if config.eval.frame != "input"]
+    if not original:
+        return ""
+    written = [f"study.{part}" for part, entries in (("grid", study.grid), ("set", study.set))
+               if any(key == "eval.frame" for key, _ in entries)]
+    which = "every run is" if len(original) == len(runs) else f"{len(original)} of its {len(runs)} runs are"
+    return (f"study {study.name}: warning: {which} scored in the original frame (eval.frame: original, from "
+            f"{', '.join(written) or study.base}): the report will have no figures and no table by object scale "
+            f"(both need the input frame); set eval.frame: input in study.set to get them")
+
+
 def run_pending(config: RunConfig, state: str, log: Callable[[str], None],
                 context: distributed.Context | None = None, after_complete: AfterComplete | None = None) -> dict:
     """Run ``config`` as its :func:`run_state` says: from scratch, over an unfinished folder, or resumed.
@@ -143,18 +181,11 @@ def run_study(study: StudyConfig, runs: list[RunConfig], overwrite: bool = False
     if executor is not None and context.distributed:
         raise StudyError("a study with an executor (--executor ray) starts its runs itself; do not launch it under "
                          "torchrun (NPROC=...): give --nproc to run each run in several processes")
-    states = context.on_main(lambda: {config.name: run_state(config) for config in runs})
-    different = [name for name, state in states.items() if state == "different"]
-    if different and not overwrite:
-        raise StudyError(f"{len(different)} finished run folder(s) under {study.study_dir / 'runs'} hold another "
-                         f"config than this study asks for ({', '.join(different[:3])}); pass --overwrite "
-                         f"(make ... OVERWRITE=1) to retrain them, or rename the study file")
-    running = [config for config in runs if states[config.name] == "running"]
-    if running:
-        raise StudyError(f"{len(running)} run(s) of study {study.name} are being run by another process; wait for "
-                         f"it or stop it first: " + "; ".join(f"{config.name}: {running_process(config.run_dir)}"
-                                                              for config in running[:3]))
+    states = context.on_main(lambda: study_states(study, runs, overwrite))
     say = log if context.is_main else (lambda message: None)
+    note = frame_note(study, runs)
+    if note:
+        say(note)
     reused = sum(state == "complete" for state in states.values())
     say(f"study {study.name}: {len(runs)} runs ({reused} finished and reused) -> {study.study_dir}/")
     pending = [PendingRun(config, states[config.name]) for config in runs if states[config.name] != "complete"]

@@ -128,7 +128,8 @@ def scale_markdown(study: StudyConfig, rows: list[dict], comparisons: list[dict]
 
     ``rows``: :func:`scale_rows`; ``baseline_rows``: the center baseline's :func:`bin_rows`
     (:func:`bench.study.center_row.center_scale_rows`), shown after its setting's rows in the table of each
-    metric it has (a value in some bin; the classifier's metrics are None there).
+    metric it has (a value in some bin; the classifier's metrics are None there); one that stands for several
+    settings (``lse_r=all``) after every setting's.
     """
     level = f"{100 * study.confidence:g}%"
     reference = value_label(study.reference)
@@ -139,7 +140,9 @@ def scale_markdown(study: StudyConfig, rows: list[dict], comparisons: list[dict]
     for key, name in SCALE_METRICS.items():
         lines += [f"**{name}**", "", f"| setting | {axis_name(study)} | " + " | ".join(labels) + " |",
                   "|---|---|" + "---|" * len(labels)]
-        for setting in dict.fromkeys(row["setting"] for row in rows):
+        settings = list(dict.fromkeys(row["setting"] for row in rows))
+        shared = [row["setting"] for row in baseline_rows if row["setting"] not in settings]
+        for setting in [*settings, *dict.fromkeys(shared)]:
             baseline = [row for row in baseline_rows if row["setting"] == setting]
             shown = [row for row in rows if row["setting"] == setting]
             shown += baseline if any(row[key] is not None for row in baseline) else []
