@@ -40,7 +40,8 @@ examples:
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
   python -m bench cam photo.jpg photos/ --topk 3 --out cams/    # ImageNet CAMs and boxes for any image
   python -m bench cam bird.jpg --checkpoint results/gap/checkpoint.pt
-  python -m bench methods results/gap --methods cam,gradcam,scorecam   # other CAM methods, the run's protocol
+  python -m bench methods results/gap                       # other CAM methods, the run's protocol (minutes)
+  python -m bench methods results/gap --methods all --images 20        # every method, Score-CAM too, 20 images
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
 """
@@ -109,16 +110,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
+    from bench.config import SLOW_CAM_METHODS as slow
     from bench.config import CamMethod
 
-    names = ",".join(typing.get_args(CamMethod))
+    every = typing.get_args(CamMethod)
+    default = ",".join(name for name in every if name not in slow)
     methods = commands.add_parser(
         "methods", help="score CAM-family methods (Grad-CAM, Score-CAM, ...) on a finished run with its protocol",
-        description="Each method's top-1 and GT-class maps for every image of the split, scored with the run's "
-                    "protocol, timed against the forward pass; writes RUN_DIR/methods/ (methods.csv, methods.md, "
-                    "methods.png, predictions_<method>.csv).")
+        description="Each method's top-1 and GT-class maps for every image of the split (or the first N), scored "
+                    "with the run's protocol, timed against the forward pass; writes RUN_DIR/methods/ "
+                    "(methods.csv, methods.md, methods.png, predictions_<method>.csv). Prints the estimated time "
+                    "first (each method timed on 2 images), and what the slow methods would add.")
     methods.add_argument("run_dir", help="a finished run's folder, e.g. results/gap")
-    methods.add_argument("--methods", default=names, help=f"comma-separated, from: {names} (default: all)")
+    methods.add_argument("--methods", default=default,
+                         help=f"comma-separated, from: {','.join(every)}, or 'all' (default: {default}; "
+                              f"{' and '.join(slow)} take hours on a CPU: name them to run them)")
+    methods.add_argument("--images", type=int, metavar="N",
+                         help="score only the first N images of the split, and the first N val images for the tau "
+                              "from val (default: every image)")
     methods.add_argument("--split", choices=("test", "val"), help="split to score (default: the run's eval.split)")
     methods.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/methods/")
     methods.add_argument("--timing-batches", type=int, default=3, help="batches timed per method (default 3)")
@@ -180,9 +189,9 @@ def _methods(args: argparse.Namespace) -> int:
         raise methods_command.MethodsCommandError(
             f"--timing-batches and --score-batch-size must be >= 1, got {args.timing_batches} and "
             f"{args.score_batch_size}")
-    names = [name.strip() for name in args.methods.split(",") if name.strip()]
-    methods_command.run_methods(Path(args.run_dir), names, args.split, args.overwrite,
-                                timing_batches=args.timing_batches, score_batch_size=args.score_batch_size)
+    methods_command.run_methods(Path(args.run_dir), methods_command.method_names(args.methods), args.split,
+                                args.overwrite, timing_batches=args.timing_batches,
+                                score_batch_size=args.score_batch_size, images=args.images)
     return 0
 
 
