@@ -3,7 +3,7 @@
 Exit codes, the same for every command: 0 success; 2 bad input (config, dataset, existing run folder or outputs,
 nothing to resume: any :class:`bench.errors.InputError`, one message naming the file or key, no traceback);
 1 other failure (a NaN loss, out of disk space or memory: one message, no traceback; a bug keeps its traceback);
-3 (``cam`` only) some images could not be read and were skipped (the others were processed);
+3 (``cam`` only) some files exist but could not be read as images and were skipped (the others were processed);
 130 interrupted (Ctrl-C). :func:`main` is the one place that maps errors to these codes.
 """
 
@@ -39,7 +39,7 @@ examples:
   python -m bench evaluate-maps --maps my_maps/ --dataset-config configs/gap.yaml --out scores.json
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
   python -m bench cam photo.jpg photos/ --topk 3 --out cams/    # ImageNet CAMs and boxes for any image
-  python -m bench cam bird.jpg --checkpoint results/gap/checkpoint.pt
+  python -m bench cam bird.jpg --checkpoint results/gap          # a run's network, classes and box rule
   python -m bench methods results/gap                       # other CAM methods, the run's protocol (minutes)
   python -m bench methods results/gap --methods all --images 20        # every method, Score-CAM too, 20 images
 
@@ -96,11 +96,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     cam = commands.add_parser(
         "cam", help="CAMs, top-k classes and boxes for any images (overlay PNGs + JSON)",
-        description="CAMs of the top-k classes of each image, boxes at tau = 0.2 of the max (largest component), "
-                    "an overlay PNG at the image's resolution and a JSON file per image. Exit code 3 if some "
-                    "files could not be read (they are listed and skipped).")
+        description="CAMs of the top-k classes of each image, boxed by the largest component above a threshold: "
+                    "with --checkpoint, the run's own eval.tau on eval.normalization-normalized CAMs (read from "
+                    "its config.yaml); without one, the CAM paper's tau = 0.2 of the max. The rule used is "
+                    "printed and written in each JSON file. An overlay PNG at the image's resolution and a JSON "
+                    "file per image. Exit code 2 if a path does not exist (nothing is written); exit code 3 if "
+                    "some files exist but could not be read as images (they are listed and skipped).")
     cam.add_argument("images", nargs="+", help="image files and/or folders of images")
-    cam.add_argument("--checkpoint", help="a run's checkpoint.pt (default: ImageNet-pretrained EfficientNet-Lite0)")
+    cam.add_argument("--checkpoint", help="a run's folder (results/<run>: its checkpoint.pt) or a checkpoint file; "
+                                          "its eval.tau and eval.normalization give the boxes (default: "
+                                          "ImageNet-pretrained EfficientNet-Lite0, tau = 0.2 of the max)")
     cam.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     cam.add_argument("--out", default="results/cam", help="output folder (default results/cam)")
     cam.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
