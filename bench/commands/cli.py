@@ -214,6 +214,7 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
         raise OutputsExistError(f"{out} already exists; choose another --out file")
     if out is not None and not out.parent.is_dir():
         raise MissingInputError(f"--out {out}: folder {out.parent} not found; create it first")
+    check_maps_folder(Path(args.maps))  # before the dataset is read, or generated
     dataset = pipeline.prepare_dataset(config)
     samples, _ = pipeline.evaluated_samples(dataset, config)  # the train images are never used here
     maps = load_score_maps(Path(args.maps), samples, args.any_range)
@@ -222,6 +223,29 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
     if out is not None:
         write_text(out, json.dumps(scores, indent=2) + "\n")
     return 0
+
+
+def check_maps_folder(maps: Path) -> None:
+    """``evaluate-maps --maps``: a folder of ``<image_id>.npy`` files, not missing, not a file, not a run folder.
+
+    A run folder (or its ``cams.npz``) is refused with where its CAMs are: the
+    run scored them already, and they are raw CAMs in one archive, not one
+    map per file.
+    """
+    from bench.run.folder import CAMS_FILE
+    from bench.scoring.saved_maps import ScoreMapError
+
+    archive = maps if maps.name == CAMS_FILE else maps / CAMS_FILE
+    if archive.is_file():
+        raise ScoreMapError(
+            f"--maps {maps}: {'this is' if archive == maps else 'a run folder; its CAMs are in'} {archive}, the run's "
+            f"own CAMs (arrays image_ids, top1, gt_class), already scored in its metrics.json; --maps takes a folder "
+            f"of <image_id>.npy files, one map per image (docs/metrics.md, 'Score other tools' maps': how to save "
+            f"a run's CAMs that way)")
+    if not maps.is_dir():
+        found = "is a file, not a folder" if maps.exists() else "not found"
+        raise ScoreMapError(f"--maps {maps}: {found}; give the folder of <image_id>.npy score maps, one per image "
+                            f"of the config's eval.split")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
