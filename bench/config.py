@@ -74,6 +74,10 @@ MAX_SPECIES = 288  # every combination of the species' part attributes (bench.da
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 # Map methods of ``bench methods`` (bench.scoring.map_methods): our CAM and pytorch-grad-cam's methods, one name each.
 CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scorecam", "eigencam", "center"]
+# Far costlier than a forward pass on a real backbone: Score-CAM runs the whole network once per feature channel
+# and map (1,280 times on EfficientNet-Lite0), EigenCAM a full SVD of the (h w) x C features per map (about 5
+# forward passes on Lite0). ``bench methods`` runs them only when named (or with ``--methods all``).
+SLOW_CAM_METHODS: tuple[CamMethod, ...] = ("scorecam", "eigencam")
 BoxConventionSetting = Literal["auto", "half_open", "inclusive"]  # docs/datasets.md, "Box conventions"
 EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
 # Training-time WSOL methods (docs/wsol_methods.md): plain CAM training, or a method that changes it.

@@ -100,6 +100,31 @@ def test_missing_input_and_duplicate_names_are_reported(tmp_path, capsys):
     assert main(["cam", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "none.pt"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "none.pt not found" in capsys.readouterr().err
+    # A folder that is not a run: it holds no checkpoint.pt.
+    assert main(["cam", str(tmp_path / "a"), "--checkpoint", str(tmp_path / "b"), "--out", str(tmp_path / "o")]) == 2
+    assert f"--checkpoint {tmp_path / 'b'}: the folder holds no checkpoint.pt" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_path_that_does_not_exist_is_bad_input_and_nothing_is_written(tmp_path, capsys):
+    Image.new("RGB", (8, 8)).save(tmp_path / "x.png")
+    out = tmp_path / "out"
+    missing = [tmp_path / "typo.png", tmp_path / "no_folder"]
+    assert main(["cam", str(tmp_path / "x.png"), *map(str, missing), "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error == f"error: no such file or folder: {missing[0]}, {missing[1]}; check the path(s) (nothing was written)\n"
+    assert not out.exists()  # not even the output folder
+
+
+def test_help_says_a_checkpoint_brings_the_runs_box_rule(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "1000")  # argparse wraps at the terminal's width, hyphens included
+    with pytest.raises(SystemExit) as stopped:
+        main(["cam", "--help"])
+    assert stopped.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert ("with --checkpoint, the run's own eval.tau on eval.normalization-normalized CAMs (read from its "
+            "config.yaml); without one, the CAM paper's tau = 0.2 of the max") in text
+    assert "--checkpoint CHECKPOINT a run's folder (results/<run>: its checkpoint.pt) or a checkpoint file" in text
 
 
 def test_checkpoint_gives_the_runs_own_predictions(tiny_run, tmp_path):
@@ -112,6 +137,10 @@ def test_checkpoint_gives_the_runs_own_predictions(tiny_run, tmp_path):
     out = tmp_path / "cam"
     assert main(["cam", str(image), "--checkpoint", str(config.run_dir / "checkpoint.pt"), "--out", str(out)]) == 0
     record = json.loads((out / f"{image.name}.json").read_text())
+    # The run folder itself is the same checkpoint: the same record, box rule and its source included.
+    assert main(["cam", str(image), "--checkpoint", str(config.run_dir), "--out", str(tmp_path / "by_folder")]) == 0
+    assert json.loads((tmp_path / "by_folder" / f"{image.name}.json").read_text()) == record
+    assert record["box_rule_from"] == f"{config.run_dir / 'config.yaml'} (eval.tau, eval.normalization)"
     class_names = [line.split(",", 1)[1] for line in (config.run_dir / "classes.txt").read_text().splitlines()]
     assert [p["class_name"] for p in record["predictions"]] == [class_names[int(c)]
                                                               for c in row["top5_classes"].split()]

@@ -4,6 +4,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from helpers import TINY_CONFIG
 from PIL import Image
 
@@ -119,3 +120,51 @@ def test_a_broken_train_image_does_not_stop_scoring_the_test_split(tiny_config, 
     assert code == 0, capsys.readouterr().err  # was 2: "1 of 48 images have problems: ... train ..."
     assert json.loads(out.read_text())["num_images"] == len(samples)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("scores")] == ["scores.json"]  # no .tmp left
+
+
+# ----------------------------------------------------------------------------- --maps checked before the dataset
+
+
+def test_a_missing_maps_folder_is_refused_before_the_dataset_is_generated(tmp_path, capsys):
+    data_root = tmp_path / "data"  # empty: any dataset read would generate the tiny one here
+    for maps, found in [(tmp_path / "nowhere", "not found"), (TINY_CONFIG, "is a file, not a folder")]:
+        code = main(["evaluate-maps", "--maps", str(maps), "--dataset-config", str(TINY_CONFIG),
+                     f"data_root={data_root}"])
+        assert code == 2
+        assert capsys.readouterr().err == (f"error: --maps {maps}: {found}; give the folder of <image_id>.npy score "
+                                           f"maps, one per image of the config's eval.split\n")
+    assert not data_root.exists()
+
+
+def test_a_run_folder_as_maps_says_where_its_cams_are(tiny_run, tmp_path, capsys):
+    run_dir = tiny_run.config.run_dir
+    data_root = tmp_path / "data"
+    for maps, says in [(run_dir, "a run folder; its CAMs are in"), (run_dir / "cams.npz", "this is")]:
+        code = main(["evaluate-maps", "--maps", str(maps), "--dataset-config", str(TINY_CONFIG),
+                     f"data_root={data_root}"])
+        assert code == 2
+        error = capsys.readouterr().err
+        assert f"--maps {maps}: {says} {run_dir / 'cams.npz'}, the run's own CAMs (arrays image_ids, top1, " in error
+        assert "docs/metrics.md" in error
+    assert not data_root.exists()
+
+
+def test_a_runs_cams_saved_as_npy_files_score_as_the_run_did(tiny_run, tmp_path, capsys):
+    # docs/metrics.md's recipe: each gt_class CAM of cams.npz as <image_id>.npy, scored with --any-range.
+    config = tiny_run.config
+    metrics = json.loads((config.run_dir / "metrics.json").read_text())
+    cams = np.load(config.run_dir / "cams.npz")
+    for image_id, cam in zip(cams["image_ids"], cams["gt_class"]):
+        path = tmp_path / "maps" / f"{image_id}.npy"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, cam.astype(np.float32))
+    out = tmp_path / "scores.json"
+    assert main(["evaluate-maps", "--maps", str(tmp_path / "maps"), "--dataset-config",
+                 str(config.run_dir / "config.yaml"), "--any-range", "--out", str(out)]) == 0
+    scores = json.loads(out.read_text())
+    assert scores["num_images"] == metrics["num_images"]
+    # The same boxes at every threshold; PxAP pools pixels, and cams.npz's float16 moves a few across thresholds.
+    assert scores["gt_known_loc_acc"]["value"] == metrics["gt_known_loc_acc"]
+    for key in ("max_box_acc", "max_box_acc_v2"):
+        assert scores["sweep"][key]["value"] == metrics["sweep"][key]["value"], key
+    assert scores["sweep"]["pxap"]["value"] == pytest.approx(metrics["sweep"]["pxap"]["value"], abs=0.01)

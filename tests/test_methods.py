@@ -1,6 +1,8 @@
 """CAM-family methods (bench.scoring.map_methods, ``bench methods``): invariants, hand-made answers, the command's files."""
 
+import contextlib
 import csv
+import io
 import json
 import math
 import shutil
@@ -10,13 +12,16 @@ import pytest
 import torch
 from helpers import TINY_CONFIG
 
-from bench.commands.cli import main
-from bench.config import ConfigError, ModelConfig, load_study
+from bench.commands.cli import _parser, main
+from bench.commands.compare_methods import method_names
+from bench.config import ConfigError, ModelConfig, load_config, load_study
 from bench.model.cam import class_activation_maps
 from bench.model.camnet import CamNet, build_model
+from bench.run.method_comparison import ScoredImages, describe_estimate, images_seen
 from bench.scoring.center_baseline import center_map
-from bench.scoring.map_methods import METHODS, MethodError, check_methods, map_method
+from bench.scoring.map_methods import DEFAULT_METHODS, METHODS, MethodError, check_methods, map_method
 from bench.scoring.prediction import localize_batch, predict
+from bench.study.methods_table import ensure_methods
 from bench.study.runner import run_study
 
 TINY_GAP = ModelConfig(backbone="tiny_cnn", pretrained=False, feature_stride=8, pooling="gap", input_size=64)
@@ -154,10 +159,14 @@ def test_methods_writes_one_row_per_method_and_the_cam_row_is_the_run_itself(met
     for key in ("top1_loc_error", "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2"):
         assert rows["gradcam"][key] == pytest.approx(cam[key], abs=1e-3), key
     assert all(row["ms_per_image"] > 0 and row["overhead"] > 0 for row in rows.values())
+    # Every image of the split (24) and of val (12): the run's own count, all_images 1.
+    assert {(row["images"], row["val_images"], row["all_images"]) for row in rows.values()} == {
+        (metrics["num_images"], 12, 1)}
     assert (folder / "predictions_gradcam.csv").read_text().count("\n") == metrics["num_images"] + 1
     table = (folder / "methods.md").read_text()
     assert "| gradcam | GradCAM |" in table and "| scorecam | ScoreCAM |" in table and "x forward" in table
     assert (folder / "methods.png").stat().st_size > 10_000
+    assert "Images: all 24 test images; tau from val on all 12 val images." in table
 
 
 def test_methods_refuses_to_overwrite_bad_names_and_missing_runs(methods_run, tmp_path, capsys):
@@ -203,3 +212,103 @@ study:
         assert float(row["max_box_acc_v2"]) == pytest.approx(expected["max_box_acc_v2"])
     assert "Map methods: model.pooling x method" in (folder / "table.md").read_text()
     assert (folder / "methods_table.md").is_file()
+
+
+# ----------------------------------------------------------------------------- --images, the estimate, the default
+
+
+def test_the_default_methods_leave_out_the_slow_ones_and_all_names_every_method():
+    assert DEFAULT_METHODS == ("cam", "gradcam", "gradcampp", "xgradcam", "layercam", "center")
+    assert _parser().parse_args(["methods", "results/gap"]).methods == ",".join(DEFAULT_METHODS)
+    assert method_names("all") == list(METHODS) and method_names(" cam, center ,") == ["cam", "center"]
+
+
+def test_images_seen_counts_the_scoring_the_val_sweep_and_the_timing_pass():
+    def scored(count, val_count, limit=None):
+        return ScoredImages("test", list(range(count)), 24, list(range(val_count)), 12, limit)
+
+    # The tiny run (eval.batch_size 16, 3 timing batches): 24 + 12, then a warm-up batch of 16 and 24 timed.
+    assert images_seen(scored(24, 12), timing_batches=3, batch_size=16) == 24 + 12 + 16 + 24
+    assert images_seen(scored(5, 5, 5), timing_batches=3, batch_size=16) == 5 + 5 + 5 + 5
+    assert scored(24, 12).all_images and not scored(5, 5, 5).all_images
+    assert scored(5, 5, 5).describe() == ("the first 5 of the 24 test images; tau from val on the first 5 of the "
+                                          "12 val images (--images 5)")
+
+
+def test_the_estimate_is_the_time_per_image_times_the_images_each_method_sees():
+    per_image = dict.fromkeys(METHODS, 0.5) | {"scorecam": 30.0, "eigencam": 2.0}  # seconds per image
+    limited = ScoredImages("test", list(range(5)), 24, list(range(5)), 12, 5)  # 20 images seen per method
+    every = ScoredImages("test", list(range(24)), 24, list(range(12)), 12)  # 76 per method
+    lines = describe_estimate(per_image, ["cam", "center"], limited, every, 3, 16).splitlines()
+    assert lines[0] == ("estimated time: about 20 s for 2 method(s) on the first 5 of the 24 test images; tau from "
+                        "val on the first 5 of the 12 val images (--images 5): cam 10 s, center 10 s")
+    assert "timed here on the first 2 test image(s), times the 20 images it goes through" in lines[1]
+    # Not asked, on the same 20 images: 4 methods at 10 s, Score-CAM 600 s, EigenCAM 40 s.
+    assert lines[2] == ("  not asked: gradcam (about 10 s), gradcampp (about 10 s), xgradcam (about 10 s), layercam "
+                        "(about 10 s), scorecam (about 10 min 00 s), eigencam (about 40 s); name them in --methods, "
+                        "or --methods all")
+    # Every method on every image: (6 x 0.5 + 30 + 2) s x 76 images = 2660 s.
+    assert lines[3] == ("  every method on every image (--methods all, no --images) would take about 44 min 20 s; "
+                        "--images N scores the first N images only")
+    # The full call says nothing of other calls.
+    assert len(describe_estimate(per_image, METHODS, every, every, 3, 16).splitlines()) == 2
+
+
+@pytest.fixture(scope="module")
+def first_images_run(tiny_run, tmp_path_factory):
+    """A copy of the tiny run (folder named ``tiny``, as its config) with ``bench methods --images 5``: its stdout."""
+    run_dir = tmp_path_factory.mktemp("first_images") / "tiny"
+    shutil.copytree(tiny_run.config.run_dir, run_dir, ignore=shutil.ignore_patterns("methods"))
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = main(["methods", str(run_dir), "--methods", "cam,center", "--images", "5", "--timing-batches", "1"])
+    assert code == 0
+    return run_dir, stdout.getvalue()
+
+
+def test_images_scores_the_first_n_images_of_the_split_and_says_so(first_images_run, tiny_run):
+    run_dir, stdout = first_images_run
+    with (tiny_run.config.run_dir / "predictions.csv").open() as handle:
+        first_five = [row["image_id"] for row in csv.DictReader(handle)][:5]
+    for name in ("cam", "center"):
+        with (run_dir / "methods" / f"predictions_{name}.csv").open() as handle:
+            assert [row["image_id"] for row in csv.DictReader(handle)] == first_five, name
+    rows = read_rows(run_dir)
+    assert {(row["images"], row["val_images"], row["all_images"]) for row in rows.values()} == {(5, 5, 0)}
+    images = "the first 5 of the 24 test images; tau from val on the first 5 of the 12 val images (--images 5)"
+    assert f"Images: {images}." in (run_dir / "methods" / "methods.md").read_text()
+    # The estimate comes first, before any method is scored, for this call and for the full one.
+    estimate = stdout.index("estimated time: about ")
+    assert estimate < stdout.index("cam: scoring 5 test images and sweeping 5 val images")
+    assert f"for 2 method(s) on {images}: cam " in stdout
+    assert "times the 20 images it goes through" in stdout  # 5 + 5 + a warm-up of 5 + 5 timed
+    assert "  not asked: gradcam (about " in stdout and "scorecam (about " in stdout
+    assert "every method on every image (--methods all, no --images) would take about " in stdout
+
+
+def test_a_study_scores_again_a_methods_folder_made_on_the_first_images(first_images_run, tmp_path):
+    run_dir = tmp_path / "tiny"
+    shutil.copytree(first_images_run[0], run_dir)
+    config = load_config(run_dir / "config.yaml", [f"results_dir={tmp_path}"])
+    assert config.run_dir == run_dir
+    ensure_methods(config, ["center"], log=lambda message: None)  # center is there, but on 5 images only
+    rows = read_rows(run_dir)
+    assert list(rows) == ["cam", "center"]  # the methods it had, now on every image
+    assert {(row["images"], row["all_images"]) for row in rows.values()} == {(24, 1)}
+
+
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_images_below_one_is_refused_naming_the_option(methods_run, tmp_path, capsys, value):
+    fresh = tmp_path / "run"
+    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    assert main(["methods", str(fresh), "--images", value]) == 2
+    error = capsys.readouterr().err
+    assert f"--images {value}: expected a whole number of images >= 1" in error
+    assert not (fresh / "methods").exists() and not (fresh / "methods.tmp").exists()
+
+
+def test_images_that_is_not_a_number_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["methods", "results/gap", "--images", "ten"])
+    assert stopped.value.code == 2
+    assert "argument --images: invalid int value: 'ten'" in capsys.readouterr().err

@@ -22,7 +22,7 @@ show it. Existing outputs are never replaced without ``--overwrite``.
 Model: with no checkpoint, the ImageNet-pretrained EfficientNet-Lite0 (its
 1000-class layer, 224 px, stride 32: the network as it was trained) and the
 1,000 ImageNet class names (from torchvision's metadata, offline). With
-``--checkpoint results/<run>/checkpoint.pt``: the network rebuilt from the
+``--checkpoint results/<run>/checkpoint.pt`` (or the run folder ``results/<run>``): the network rebuilt from the
 run folder's ``config.yaml``, the checkpoint's weights, the class names from
 the run folder's ``classes.txt`` (written by every run), or, for runs made
 before that file existed, from the dataset the config names.
@@ -48,6 +48,7 @@ from bench.errors import InputError
 from bench.model.camnet import CamNet, efficientnet_lite0_imagenet
 from bench.progress import progress_bar
 from bench.run.figures import overlay_cam
+from bench.run.folder import CHECKPOINT_FILE
 from bench.run.trained_model import TrainedModelError, load_trained_network
 from bench.scoring.box_rule import normalize_cams
 from bench.scoring.prediction import localize_batch
@@ -100,8 +101,23 @@ def imagenet_cam_model() -> CamModel:
     return CamModel(network.eval(), names, IMAGENET_INPUT_SIZE)
 
 
+def checkpoint_file(checkpoint: Path) -> Path:
+    """``--checkpoint``: a checkpoint file as given, or a run folder's ``checkpoint.pt`` (the final epoch's)."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_dir():
+        return checkpoint
+    if not (checkpoint / CHECKPOINT_FILE).is_file():
+        raise CamCommandError(f"--checkpoint {checkpoint}: the folder holds no {CHECKPOINT_FILE}; give a finished "
+                              f"run's folder (e.g. results/gap) or a checkpoint file")
+    return checkpoint / CHECKPOINT_FILE
+
+
 def checkpoint_cam_model(checkpoint: Path) -> CamModel:
-    """The network of a run folder (``config.yaml`` beside the checkpoint) with the checkpoint's weights."""
+    """The network of a run folder (``config.yaml`` beside the checkpoint) with the checkpoint's weights.
+
+    ``checkpoint``: the file, or the run folder that holds ``checkpoint.pt`` (:func:`checkpoint_file`).
+    """
+    checkpoint = checkpoint_file(checkpoint)
     try:
         network, names, config = load_trained_network(checkpoint)
     except TrainedModelError as error:
@@ -113,9 +129,14 @@ def checkpoint_cam_model(checkpoint: Path) -> CamModel:
 def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
     """The image files named by ``inputs``: files as given, folders' image files (by suffix, sorted, not recursive).
 
-    A path that does not exist is kept: it is reported as unreadable later,
-    like any other file that cannot be decoded.
+    A path that does not exist is bad input (:class:`CamCommandError` naming every
+    such path, before anything is written); a file that exists but cannot be
+    decoded is kept, and reported and skipped later (exit code 3).
     """
+    missing = [str(item) for item in map(Path, inputs) if not item.exists()]
+    if missing:
+        raise CamCommandError(f"no such file or folder: {', '.join(missing)}; check the path(s) (nothing was "
+                              f"written)")
     paths: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():

@@ -3,7 +3,7 @@
 Exit codes, the same for every command: 0 success; 2 bad input (config, dataset, existing run folder or outputs,
 nothing to resume: any :class:`bench.errors.InputError`, one message naming the file or key, no traceback);
 1 other failure (a NaN loss, out of disk space or memory: one message, no traceback; a bug keeps its traceback);
-3 (``cam`` only) some images could not be read and were skipped (the others were processed);
+3 (``cam`` only) some files exist but could not be read as images and were skipped (the others were processed);
 130 interrupted (Ctrl-C). :func:`main` is the one place that maps errors to these codes.
 """
 
@@ -40,8 +40,9 @@ examples:
   python -m bench evaluate-maps --maps my_maps/ --dataset-config configs/gap.yaml --out scores.json
   python -m bench export-wsol configs/cub_gap.yaml metadata/CUB   # the splits as wsolevaluation metadata
   python -m bench cam photo.jpg photos/ --topk 3 --out cams/    # ImageNet CAMs and boxes for any image
-  python -m bench cam bird.jpg --checkpoint results/gap/checkpoint.pt
-  python -m bench methods results/gap --methods cam,gradcam,scorecam   # other CAM methods, the run's protocol
+  python -m bench cam bird.jpg --checkpoint results/gap          # a run's network, classes and box rule
+  python -m bench methods results/gap                       # other CAM methods, the run's protocol (minutes)
+  python -m bench methods results/gap --methods all --images 20        # every method, Score-CAM too, 20 images
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
 """
@@ -99,11 +100,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("overrides", nargs="*", metavar="key=value", help="override config keys")
     cam = commands.add_parser(
         "cam", help="CAMs, top-k classes and boxes for any images (overlay PNGs + JSON)",
-        description="CAMs of the top-k classes of each image, boxes at tau = 0.2 of the max (largest component), "
-                    "an overlay PNG at the image's resolution and a JSON file per image. Exit code 3 if some "
-                    "files could not be read (they are listed and skipped).")
+        description="CAMs of the top-k classes of each image, boxed by the largest component above a threshold: "
+                    "with --checkpoint, the run's own eval.tau on eval.normalization-normalized CAMs (read from "
+                    "its config.yaml); without one, the CAM paper's tau = 0.2 of the max. The rule used is "
+                    "printed and written in each JSON file. An overlay PNG at the image's resolution and a JSON "
+                    "file per image. Exit code 2 if a path does not exist (nothing is written); exit code 3 if "
+                    "some files exist but could not be read as images (they are listed and skipped).")
     cam.add_argument("images", nargs="+", help="image files and/or folders of images")
-    cam.add_argument("--checkpoint", help="a run's checkpoint.pt (default: ImageNet-pretrained EfficientNet-Lite0)")
+    cam.add_argument("--checkpoint", help="a run's folder (results/<run>: its checkpoint.pt) or a checkpoint file; "
+                                          "its eval.tau and eval.normalization give the boxes (default: "
+                                          "ImageNet-pretrained EfficientNet-Lite0, tau = 0.2 of the max)")
     cam.add_argument("--topk", type=int, default=5, help="classes per image (default 5)")
     cam.add_argument("--out", default="results/cam", help="output folder (default results/cam)")
     cam.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
@@ -113,16 +119,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
+    from bench.config import SLOW_CAM_METHODS as slow
     from bench.config import CamMethod
 
-    names = ",".join(typing.get_args(CamMethod))
+    every = typing.get_args(CamMethod)
+    default = ",".join(name for name in every if name not in slow)
     methods = commands.add_parser(
         "methods", help="score CAM-family methods (Grad-CAM, Score-CAM, ...) on a finished run with its protocol",
-        description="Each method's top-1 and GT-class maps for every image of the split, scored with the run's "
-                    "protocol, timed against the forward pass; writes RUN_DIR/methods/ (methods.csv, methods.md, "
-                    "methods.png, predictions_<method>.csv).")
+        description="Each method's top-1 and GT-class maps for every image of the split (or the first N), scored "
+                    "with the run's protocol, timed against the forward pass; writes RUN_DIR/methods/ "
+                    "(methods.csv, methods.md, methods.png, predictions_<method>.csv). Prints the estimated time "
+                    "first (each method timed on 2 images), and what the slow methods would add.")
     methods.add_argument("run_dir", help="a finished run's folder, e.g. results/gap")
-    methods.add_argument("--methods", default=names, help=f"comma-separated, from: {names} (default: all)")
+    methods.add_argument("--methods", default=default,
+                         help=f"comma-separated, from: {','.join(every)}, or 'all' (default: {default}; "
+                              f"{' and '.join(slow)} take hours on a CPU: name them to run them)")
+    methods.add_argument("--images", type=int, metavar="N",
+                         help="score only the first N images of the split, and the first N val images for the tau "
+                              "from val (default: every image)")
     methods.add_argument("--split", choices=("test", "val"), help="split to score (default: the run's eval.split)")
     methods.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/methods/")
     methods.add_argument("--timing-batches", type=int, default=3, help="batches timed per method (default 3)")
@@ -193,9 +207,9 @@ def _methods(args: argparse.Namespace) -> int:
         raise methods_command.MethodsCommandError(
             f"--timing-batches and --score-batch-size must be >= 1, got {args.timing_batches} and "
             f"{args.score_batch_size}")
-    names = [name.strip() for name in args.methods.split(",") if name.strip()]
-    methods_command.run_methods(Path(args.run_dir), names, args.split, args.overwrite,
-                                timing_batches=args.timing_batches, score_batch_size=args.score_batch_size)
+    methods_command.run_methods(Path(args.run_dir), methods_command.method_names(args.methods), args.split,
+                                args.overwrite, timing_batches=args.timing_batches,
+                                score_batch_size=args.score_batch_size, images=args.images)
     return 0
 
 
@@ -213,6 +227,7 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
         raise OutputsExistError(f"{out} already exists; choose another --out file")
     if out is not None and not out.parent.is_dir():
         raise MissingInputError(f"--out {out}: folder {out.parent} not found; create it first")
+    check_maps_folder(Path(args.maps))  # before the dataset is read, or generated
     dataset = pipeline.prepare_dataset(config)
     samples, _ = pipeline.evaluated_samples(dataset, config)  # the train images are never used here
     maps = load_score_maps(Path(args.maps), samples, args.any_range)
@@ -221,6 +236,29 @@ def _evaluate_maps(args: argparse.Namespace, config) -> int:
     if out is not None:
         write_text(out, json.dumps(scores, indent=2) + "\n")
     return 0
+
+
+def check_maps_folder(maps: Path) -> None:
+    """``evaluate-maps --maps``: a folder of ``<image_id>.npy`` files, not missing, not a file, not a run folder.
+
+    A run folder (or its ``cams.npz``) is refused with where its CAMs are: the
+    run scored them already, and they are raw CAMs in one archive, not one
+    map per file.
+    """
+    from bench.run.folder import CAMS_FILE
+    from bench.scoring.saved_maps import ScoreMapError
+
+    archive = maps if maps.name == CAMS_FILE else maps / CAMS_FILE
+    if archive.is_file():
+        raise ScoreMapError(
+            f"--maps {maps}: {'this is' if archive == maps else 'a run folder; its CAMs are in'} {archive}, the run's "
+            f"own CAMs (arrays image_ids, top1, gt_class), already scored in its metrics.json; --maps takes a folder "
+            f"of <image_id>.npy files, one map per image (docs/metrics.md, 'Score other tools' maps': how to save "
+            f"a run's CAMs that way)")
+    if not maps.is_dir():
+        found = "is a file, not a folder" if maps.exists() else "not found"
+        raise ScoreMapError(f"--maps {maps}: {found}; give the folder of <image_id>.npy score maps, one per image "
+                            f"of the config's eval.split")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,16 +13,28 @@ from typing import Callable, Sequence
 
 from bench.run.folder import METHODS_MARKDOWN
 from bench.run.method_comparison import FIGURE_IMAGES, MethodsFolderError, write_methods_folder
-from bench.scoring.map_methods import METHODS
+from bench.scoring.map_methods import DEFAULT_METHODS, METHODS
 
 MethodsCommandError = MethodsFolderError  # bad input to ``bench methods``: the run layer's refusal, as it is
 
 
-def run_methods(run_dir: Path, methods: Sequence[str] = METHODS, split: str | None = None, overwrite: bool = False,
-                figure_images: int = FIGURE_IMAGES, timing_batches: int = 3, score_batch_size: int = 64,
-                log: Callable[[str], None] = print) -> Path:
-    """Score ``methods`` on the run in ``run_dir`` into ``run_dir/methods/``, then print ``methods.md``; returns it."""
+ALL = "all"  # --methods all: every method, the slow ones included
+
+
+def method_names(text: str) -> list[str]:
+    """``--methods``: comma-separated names, or ``all`` (:data:`METHODS`)."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    return list(METHODS) if names == [ALL] else names
+
+
+def run_methods(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS, split: str | None = None,
+                overwrite: bool = False, figure_images: int = FIGURE_IMAGES, timing_batches: int = 3,
+                score_batch_size: int = 64, log: Callable[[str], None] = print, images: int | None = None) -> Path:
+    """Score ``methods`` on the run in ``run_dir`` into ``run_dir/methods/``, then print ``methods.md``; returns it.
+
+    The estimated time is printed first; ``images``: the first N images of the split and of val only.
+    """
     folder = write_methods_folder(run_dir, methods, split, overwrite, figure_images, timing_batches,
-                                  score_batch_size, log)
+                                  score_batch_size, log, images=images, estimate=True)
     log((folder / METHODS_MARKDOWN).read_text())
     return folder

@@ -18,10 +18,16 @@ replaced with ``overwrite``:
   PxAP (with masks); the tau chosen on val and the top-1 loc error at it;
   milliseconds per image and the overhead over the forward pass
   (:func:`bench.scoring.map_methods.time_methods`, measured in the same process on the
-  first batches of the split);
+  first batches of the split); the images scored (``methods.csv``: ``images``,
+  ``val_images``, ``all_images``; ``methods.md``: in its protocol line);
 * ``methods.png``: the first images of the split, one column per method
   (top-1 class map normalized as evaluated, GT boxes green, predicted box red);
 * ``predictions_<method>.csv``: each method's per-image rows.
+
+``images`` scores the first N images of the split and the first N of val
+only (:class:`ScoredImages`), a deterministic subset for a quick look.
+Before scoring, :func:`estimate_seconds` times each method's path on a few
+images and says what the call will cost (:func:`describe_estimate`).
 """
 
 from __future__ import annotations
@@ -61,7 +67,17 @@ from bench.run.folder import (
 from bench.run.pipeline import calibration_samples, prepare_dataset  # noqa: E402
 from bench.run.trained_model import load_trained_network  # noqa: E402
 from bench.scoring.evaluation import GalleryItem, SweepMeters, collect_results, score_batches, sweep_split  # noqa: E402
-from bench.scoring.map_methods import CENTER, LIBRARY_CLASSES, METHODS, check_methods, map_method, time_methods  # noqa: E402
+from bench.scoring.map_methods import (  # noqa: E402
+    CENTER,
+    DEFAULT_METHODS,
+    LIBRARY_CLASSES,
+    METHODS,
+    ON_IMAGES,
+    OUR_CAM,
+    check_methods,
+    map_method,
+    time_methods,
+)
 from bench.scoring.metric_names import METHOD_COLUMNS  # noqa: E402
 from bench.scoring.prediction import MapMethod  # noqa: E402
 from bench.scoring.protocols import describe_protocol, run_protocol  # noqa: E402
@@ -69,7 +85,12 @@ from bench.scoring.threshold_free_metrics import sweep_summary  # noqa: E402
 from bench.training.loop import autocast, resolve_precision  # noqa: E402
 
 COLUMNS = METHOD_COLUMNS  # methods.csv's columns after "method", with their labels in methods.md
+# methods.csv's last columns, the same in every row (methods.md states them in its protocol line): the split's
+# images scored, the val images swept for the tau from val, 1 if those were all of both splits (0: --images).
+IMAGE_COLUMNS = ("images", "val_images", "all_images")
 FIGURE_IMAGES = 6
+PROBE_IMAGES = 2  # the split's first images, on which each method's path is timed for the estimate
+PROBE_ROUNDS = 3  # timed rounds over them after the warm-up, the methods in turn in each (load hits all alike)
 
 
 class MethodsFolderError(InputError, ValueError):
@@ -86,6 +107,49 @@ class MethodsRun:
     class_names: list[str]
     device: torch.device
     precision: str
+
+
+@dataclass(frozen=True)
+class ScoredImages:
+    """The images scored: the first ``limit`` of the split and of val (every image without a limit)."""
+
+    split: str
+    samples: list  # the split's images scored, in split order
+    split_total: int  # the split's usable images
+    val_samples: list  # the val images swept for the tau from val (none when the run does not calibrate)
+    val_total: int
+    limit: int | None = None
+
+    @property
+    def all_images(self) -> bool:
+        return len(self.samples) == self.split_total and len(self.val_samples) == self.val_total
+
+    def describe(self) -> str:
+        """Which images, e.g. 'the first 50 of the 300 test images (--images 50), the first 50 of the 300 val ...'."""
+        def part(count: int, total: int, split: str) -> str:
+            return f"all {total} {split} images" if count == total else f"the first {count} of the {total} {split} images"
+
+        text = part(len(self.samples), self.split_total, self.split)
+        if self.val_total:
+            text += f"; tau from val on {part(len(self.val_samples), self.val_total, 'val')}"
+        return text + ("" if self.limit is None or self.all_images else f" (--images {self.limit})")
+
+
+def check_image_limit(limit: int | None) -> None:
+    """``--images``: None (every image) or an integer >= 1."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise MethodsFolderError(f"--images {limit!r}: expected a whole number of images >= 1 (the first N images "
+                                 f"of the split and of val are scored); leave it out to score every image")
+
+
+def select_images(run: MethodsRun, limit: int | None = None) -> ScoredImages:
+    """The run's split (``eval.split``) and val images after the run's image checks, cut to the first ``limit``."""
+    config = run.config
+    dataset = prepare_dataset(config, progress=False)
+    samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad)
+    val_samples = calibration_samples(dataset, config)[0] if config.eval.calibrate else []
+    return ScoredImages(config.eval.split, samples[:limit], len(samples), val_samples[:limit], len(val_samples),
+                        limit)
 
 
 def check_methods_free(run_dir: Path, overwrite: bool) -> None:
@@ -156,22 +220,31 @@ def _timing_batches(run: MethodsRun, samples: list, count: int) -> list[tuple[to
     return batches
 
 
-def write_methods_folder(run_dir: Path, methods: Sequence[str] = METHODS, split: str | None = None,
+def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS, split: str | None = None,
                          overwrite: bool = False, figure_images: int = FIGURE_IMAGES, timing_batches: int = 3,
-                         score_batch_size: int = 64, log: Callable[[str], None] = print) -> Path:
+                         score_batch_size: int = 64, log: Callable[[str], None] = print,
+                         images: int | None = None, estimate: bool = False) -> Path:
     """Score ``methods`` on the run in ``run_dir``; write ``run_dir/methods/`` (module docstring). Returns it.
 
+    ``images``: score the first N images of the split and of val only (None: all). ``estimate``: first log
+    what the call will cost (:func:`estimate_seconds`, :func:`describe_estimate`).
     The files are made in ``methods.tmp/``, renamed to ``methods/`` once complete and removed on any error.
     """
     methods = check_methods(methods)
+    check_image_limit(images)
     check_methods_free(run_dir, overwrite)
     run = load_run(run_dir, split)
+    scored = select_images(run, images)
+    if estimate:
+        per_image = probe_seconds_per_image(run, scored.samples, score_batch_size)
+        log(describe_estimate(per_image, methods, scored, select_images(run) if images else scored,
+                              timing_batches, run.config.eval.batch_size))
     final_dir = Path(run_dir) / METHODS_DIR
     building = final_dir.with_name(final_dir.name + TEMPORARY_SUFFIX)
     shutil.rmtree(building, ignore_errors=True)  # a build an earlier kill interrupted
     building.mkdir()
     try:
-        _build_methods_folder(run, methods, building, figure_images, timing_batches, score_batch_size, log)
+        _build_methods_folder(run, methods, scored, building, figure_images, timing_batches, score_batch_size, log)
         if final_dir.exists():
             shutil.rmtree(final_dir)  # overwrite was asked for (checked above)
         building.rename(final_dir)
@@ -181,13 +254,79 @@ def write_methods_folder(run_dir: Path, methods: Sequence[str] = METHODS, split:
     return final_dir
 
 
-def _build_methods_folder(run: MethodsRun, methods: Sequence[str], out_dir: Path, figure_images: int,
-                          timing_batches: int, score_batch_size: int, log: Callable[[str], None]) -> None:
+def probe_seconds_per_image(run: MethodsRun, samples: list, score_batch_size: int = 64) -> dict[str, float]:
+    """Seconds per image of every method's path (:data:`METHODS`), timed on the first :data:`PROBE_IMAGES` of ``samples``.
+
+    The path is :func:`bench.scoring.map_methods.time_methods`'s (forward pass, top-k,
+    the top-1 and GT maps, upsampling, boxes): one warm-up, then :data:`PROBE_ROUNDS`
+    rounds, each running every method once in turn; the mean over the rounds.
+    Score-CAM is not run: it runs the whole network on one masked image per
+    feature channel and map, so its path is taken as the CAM's plus C times
+    the forward pass per image (one map per image: a lower bound where the
+    top-1 class is not the GT class).
+    """
+    probe = _timing_batches(run, samples[:PROBE_IMAGES], 1)
+    config = run.config
+    makers = {name: map_method(name, run.network, score_batch_size) for name in METHODS if name not in ON_IMAGES}
+    timings = time_methods(run.network, makers, probe * PROBE_ROUNDS, config.eval.tau, config.eval.normalization,
+                           lambda: autocast(run.device, run.precision))
+    seconds = {name: timing["ms_per_image"] / 1e3 for name, timing in timings.items()}
+    with torch.no_grad(), autocast(run.device, run.precision):
+        channels = run.network.features(probe[0][0][:1]).shape[1]  # C of the (1, C, h, w) feature map
+    for name in ON_IMAGES:
+        seconds[name] = seconds[OUR_CAM] + channels * seconds["forward"]
+    return {name: seconds[name] for name in METHODS}
+
+
+def images_seen(scored: ScoredImages, timing_batches: int, batch_size: int) -> int:
+    """Images each method goes through: the split and val images scored, then the timing pass (warm-up included)."""
+    count = len(scored.samples)
+    return count + len(scored.val_samples) + min(count, batch_size) + min(count, timing_batches * batch_size)
+
+
+def _duration(seconds: float) -> str:
+    """'<1 s', '45 s', '3 min 05 s', '2 h 10 min'."""
+    seconds = round(seconds)
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def describe_estimate(per_image: dict[str, float], methods: Sequence[str], scored: ScoredImages,
+                      every_image: ScoredImages, timing_batches: int, batch_size: int) -> str:
+    """What the call will cost, method by method, how that was estimated, and what the full call would cost.
+
+    ``per_image``: :func:`probe_seconds_per_image`; ``every_image``: the run's images without ``--images``.
+    """
+    seen = images_seen(scored, timing_batches, batch_size)
+    cost = {name: per_image[name] * seen for name in methods}
+    lines = [f"estimated time: about {_duration(sum(cost.values()))} for {len(methods)} method(s) on "
+             f"{scored.describe()}: " + ", ".join(f"{name} {_duration(value)}" for name, value in cost.items()),
+             f"  (each method's path, i.e. forward pass, maps and boxes, timed here on the first "
+             f"{min(PROBE_IMAGES, len(scored.samples))} {scored.split} image(s), times the {seen} images it goes "
+             f"through: scoring, the val sweep, the timing pass; Score-CAM not run: the CAM's path plus one "
+             f"forward pass per feature channel and map, at least one map per image)"]
+    others = [name for name in METHODS if name not in methods]
+    every = sum(per_image[name] * images_seen(every_image, timing_batches, batch_size) for name in METHODS)
+    if others:
+        lines.append("  not asked: " + ", ".join(f"{name} (about {_duration(per_image[name] * seen)})"
+                                                 for name in others) + "; name them in --methods, or --methods all")
+    if others or not scored.all_images:
+        lines.append(f"  every method on every image (--methods all, no --images) would take about "
+                     f"{_duration(every)}; --images N scores the first N images only")
+    return "\n".join(lines)
+
+
+def _build_methods_folder(run: MethodsRun, methods: Sequence[str], scored: ScoredImages, out_dir: Path,
+                          figure_images: int, timing_batches: int, score_batch_size: int,
+                          log: Callable[[str], None]) -> None:
     """Score and time every method; write the table, the figure and the per-image rows into ``out_dir``."""
     config = run.config
-    dataset = prepare_dataset(config, progress=False)
-    samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad)
-    val_samples = calibration_samples(dataset, config)[0] if config.eval.calibrate else []
+    samples, val_samples = scored.samples, scored.val_samples
     makers = {name: map_method(name, run.network, score_batch_size) for name in methods}
     rows, galleries = {}, {}
     for name in methods:
@@ -199,13 +338,14 @@ def _build_methods_folder(run: MethodsRun, methods: Sequence[str], out_dir: Path
     timings = time_methods(run.network, makers, batches, config.eval.tau, config.eval.normalization,
                            lambda: autocast(run.device, run.precision))
     for name in methods:
-        rows[name].update(ms_per_image=timings[name]["ms_per_image"], overhead=timings[name]["overhead"])
+        rows[name].update(ms_per_image=timings[name]["ms_per_image"], overhead=timings[name]["overhead"],
+                          images=len(samples), val_images=len(val_samples), all_images=int(scored.all_images))
     timing_note = (f"ms / image: forward pass, top-5 classes, the top-1 and GT maps, upsampling and boxes, "
                    f"on the first {sum(len(labels) for _, labels in batches)} {config.eval.split} images "
                    f"({run.device.type}, {torch.get_num_threads()} threads, {run.precision}); x forward: that "
                    f"time over the forward pass alone ({timings['forward']['ms_per_image']:.2f} ms / image), "
                    f"timed in turn on the same batches")
-    write_methods_table(out_dir, rows, config, timing_note)
+    write_methods_table(out_dir, rows, config, timing_note, scored.describe())
     save_methods_figure(galleries, out_dir / METHODS_FIGURE,
                         f"{config.name}: top-1 class maps per method ({config.eval.split}), GT green, predicted red")
 
@@ -216,18 +356,23 @@ def _cell(value: float, key: str) -> str:
     return f"{value:.3f}" if key in ("mean_iou", "val_tau", "overhead") else f"{value:.2f}"
 
 
-def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config: RunConfig, timing_note: str) -> None:
-    """``methods.csv`` (full precision) and ``methods.md`` (rounded, with the protocol and the timing rule)."""
+def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config: RunConfig, timing_note: str,
+                        images: str) -> None:
+    """``methods.csv`` (full precision) and ``methods.md`` (rounded, with the protocol, the images and the timing rule).
+
+    ``images``: which images were scored (:meth:`ScoredImages.describe`).
+    """
     with atomic_path(out_dir / METHODS_TABLE) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", *COLUMNS])
+        writer.writerow(["method", *COLUMNS, *IMAGE_COLUMNS])
         for name, row in rows.items():
-            writer.writerow([name, *(f"{row[key]:.6g}" for key in COLUMNS)])
+            writer.writerow([name, *(f"{row[key]:.6g}" for key in (*COLUMNS, *IMAGE_COLUMNS))])
     protocol = describe_protocol(config.eval, config.model.input_size, maps="maps")
     lines = [f"# {config.name}: map methods ({config.model.backbone}, {config.model.pooling.upper()})", "",
              f"Fixed-tau columns: {protocol}. MaxBoxAcc / MaxBoxAccV2: oracle max over "
              f"{config.eval.num_thresholds} thresholds on {config.eval.split}; tau from val: best BoxAcc(tau, 0.5) "
              f"on the val split. Maps: the top-1 and GT class's, at the feature resolution, before any ReLU.", "",
+             f"Images: {images}.", "",
              "| method | library class | " + " | ".join(COLUMNS.values()) + " |",
              "|---|---|" + "---:|" * len(COLUMNS)]
     for name, row in rows.items():

@@ -57,7 +57,7 @@ from pytorch_grad_cam.base_cam import BaseCAM
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch import nn
 
-from bench.config import CamMethod
+from bench.config import SLOW_CAM_METHODS, CamMethod
 from bench.errors import InputError
 from bench.model.camnet import CamNet
 from bench.scoring.center_baseline import center_maps
@@ -74,6 +74,8 @@ LIBRARY_CLASSES: dict[str, type[BaseCAM]] = {
 ON_IMAGES = ("scorecam",)  # methods that need the input images, not only the feature map
 # The center baseline (bench.scoring.center_baseline): one fixed map, the floor a method must beat.
 CENTER = "center"
+SLOW_METHODS: tuple[str, ...] = SLOW_CAM_METHODS  # not run by ``bench methods`` unless named (bench.config)
+DEFAULT_METHODS: tuple[str, ...] = tuple(name for name in METHODS if name not in SLOW_METHODS)
 
 
 class MethodError(InputError, ValueError):

@@ -36,13 +36,15 @@ def read_methods_table(run_dir: Path) -> dict[str, dict[str, float]]:
 def ensure_methods(config: RunConfig, methods: Sequence[str], log: Callable[[str], None] = print) -> None:
     """Give a finished run a ``methods/`` holding at least ``methods``; one that has them all is kept.
 
-    Otherwise it is made again for the methods it had and those asked for.
+    Otherwise it is made again for the methods it had and those asked for; so is one scored on the first
+    images only (``bench methods --images``: ``all_images`` 0), which a study's tables never take.
     """
     from bench.run.method_comparison import write_methods_folder
     from bench.scoring.map_methods import METHODS  # the method library loads only when a study asks for methods
 
     have = read_methods_table(config.run_dir)
-    if all(name in have for name in methods):
+    every_image = all(row.get("all_images", 1.0) == 1.0 for row in have.values())  # files before the column: all
+    if every_image and all(name in have for name in methods):
         return
     wanted = [name for name in METHODS if name in have or name in methods]
     log(f"{config.name}: map methods {', '.join(wanted)}")
