@@ -24,5 +24,5 @@ def run_methods(run_dir: Path, methods: Sequence[str] = METHODS, split: str | No
     """Score ``methods`` on the run in ``run_dir`` into ``run_dir/methods/``, then print ``methods.md``; returns it."""
     folder = write_methods_folder(run_dir, methods, split, overwrite, figure_images, timing_batches,
                                   score_batch_size, log)
-    log((folder / METHODS_MARKDOWN).read_text())
+    log((folder / METHODS_MARKDOWN).read_text(encoding="utf-8"))
     return folder

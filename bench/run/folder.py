@@ -67,7 +67,7 @@ def run_status(run_dir: Path) -> str:
     runs on another host (which cannot be checked from here).
     """
     try:
-        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8"))
         status = manifest["status"]
     except (OSError, ValueError, KeyError, TypeError):
         return UNKNOWN
@@ -79,7 +79,7 @@ def run_status(run_dir: Path) -> str:
 def running_process(run_dir: Path) -> str:
     """Who runs the ``running`` run in ``run_dir``, and what to do if it is gone, for error messages."""
     try:
-        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "a process named in its manifest.json"
     pid, host = manifest.get("pid"), manifest.get("host")

@@ -218,7 +218,7 @@ def _cell(value: float, key: str) -> str:
 
 def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config: RunConfig, timing_note: str) -> None:
     """``methods.csv`` (full precision) and ``methods.md`` (rounded, with the protocol and the timing rule)."""
-    with atomic_path(out_dir / METHODS_TABLE) as temporary, temporary.open("w", newline="") as handle:
+    with atomic_path(out_dir / METHODS_TABLE) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", *COLUMNS])
         for name, row in rows.items():

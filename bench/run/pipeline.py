@@ -371,7 +371,7 @@ def _open_manifest(job: _Job, state: dict | None, overwrite: bool, resume: bool,
     config, run_dir = job.config, job.run_dir
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if resume:
-        manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+        manifest = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
         manifest.setdefault("resumed", []).append({"at": started, "after_epoch": state["epoch"] if state else 0})
         manifest["timings_s"] = timings
     else:

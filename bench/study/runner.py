@@ -211,9 +211,9 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
     write_text(folder / "table.md", "\n".join(tables))
     if notes:
         write_text(folder / "comparison.md", "\n".join(notes))
-    log((folder / "table.md").read_text())
+    log((folder / "table.md").read_text(encoding="utf-8"))
     if notes:
-        log((folder / "comparison.md").read_text())
+        log((folder / "comparison.md").read_text(encoding="utf-8"))
     log(f"study report in {folder}/ ({', '.join(sorted(p.name for p in figures))})")
     if study_page is not None:
         study_page(study, finished, log=log)
