@@ -230,11 +230,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    """How to continue after Ctrl-C: only ``run`` resumes (a run with --resume, a study by running it again)."""
+    """How to continue after Ctrl-C: only ``run`` resumes (a run with --resume, a study by running it again).
+
+    A run in ``train.mode: head`` does not resume (:func:`bench.run.folder.resumable`): it starts again.
+    """
     if args.command != "run":
         return ""
     if is_study_file(args.config):
         return "; run the same command again to continue: the study resumes its interrupted runs"
+    from bench.run.folder import resumable
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except InputError:  # interrupted while the config was read: nothing ran yet
+        return ""
+    if not resumable(config):
+        return ("; train.mode head does not resume: run the same command with --overwrite (make benchmark ... "
+                "OVERWRITE=1) to start it again")
     return "; continue the run with --resume"
 
 

@@ -16,6 +16,7 @@ import os
 import socket
 from pathlib import Path
 
+from bench.config import RunConfig
 from bench.scoring.threshold_free_metrics import CURVE_COLUMN  # re-exported: the run folder's curve column
 
 COMPLETE, RUNNING, INTERRUPTED, FAILED, UNKNOWN = "complete", "running", "interrupted", "failed", "unknown"
@@ -74,6 +75,15 @@ def run_status(run_dir: Path) -> str:
     if status == RUNNING and manifest.get("host") == socket.gethostname() and isinstance(manifest.get("pid"), int):
         return RUNNING if _process_alive(manifest["pid"]) else INTERRUPTED
     return status if status in (COMPLETE, RUNNING, INTERRUPTED, FAILED) else UNKNOWN
+
+
+def resumable(config: RunConfig) -> bool:
+    """Whether an unfinished run of ``config`` can be continued (``--resume``) rather than started again.
+
+    Not in ``train.mode: head``: it caches the backbone's maps in memory and
+    trains the head in minutes, so it keeps no checkpoint to continue from.
+    """
+    return config.train.mode != "head"
 
 
 def running_process(run_dir: Path) -> str:

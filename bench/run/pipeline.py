@@ -89,6 +89,7 @@ from bench.run.folder import (
     SELECTED_DIR,
     VAL_BY_EPOCH_COLUMNS,
     VAL_BY_EPOCH_FILE,
+    resumable,
     run_status,
     running_process,
 )
@@ -222,20 +223,28 @@ def _versions() -> dict:
     return versions
 
 
-def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
-    """Refuse an existing run folder unless overwriting was asked for."""
+def check_run_dir_free(run_dir: Path, overwrite: bool, can_resume: bool = True) -> None:
+    """Refuse an existing run folder unless overwriting was asked for.
+
+    ``can_resume``: an unfinished run there could be continued (:func:`bench.run.folder.resumable`), so the
+    message suggests ``--resume``; else it says the run can only start again.
+    """
     if run_dir.exists() and not overwrite:
         status = run_status(run_dir)
-        unfinished = (f"it holds an unfinished run (status: {status}); pass --resume (make benchmark ... RESUME=1) "
-                      f"to continue it, " if status in (INTERRUPTED, FAILED) else "")
+        unfinished = ""
+        if status in (INTERRUPTED, FAILED):
+            unfinished = (f"it holds an unfinished run (status: {status}); pass --resume (make benchmark ... "
+                          f"RESUME=1) to continue it, " if can_resume else
+                          f"it holds an unfinished run (status: {status}) in train.mode head, which does not "
+                          f"resume but starts again; ")
         raise RunExistsError(
             f"run folder {run_dir} already exists; {unfinished}choose another name (name=... on the command line) "
             f"or pass --overwrite (make benchmark ... OVERWRITE=1) to replace it"
         )
 
 
-def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
-    check_run_dir_free(run_dir, overwrite)
+def _claim_run_dir(run_dir: Path, overwrite: bool, can_resume: bool) -> None:
+    check_run_dir_free(run_dir, overwrite, can_resume)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -354,12 +363,12 @@ def _check_start(config: RunConfig, context: distributed.Context, overwrite: boo
         raise ResumeError("--resume and --overwrite contradict each other; pass one")
     check_runtime(config, context)
     check_weights(config.model)  # missing ImageNet weights stop the run here, before anything is written
-    if config.train.mode == "head" and (context.distributed or resume):
+    if not resumable(config) and (context.distributed or resume):
         raise ConfigError("'train.mode' is 'head', which runs in one process and does not resume (caching the "
                           "features and training the head take minutes); run it without torchrun / --resume")
     # Before any work: refuse an existing folder, or read the checkpoint to continue from.
-    state = context.on_main(lambda: check_resumable(config) if resume else check_run_dir_free(config.run_dir,
-                                                                                                 overwrite))
+    state = context.on_main(lambda: check_resumable(config) if resume else check_run_dir_free(
+        config.run_dir, overwrite, resumable(config)))
     if resume:
         check_world_size(state, context)
     return state
@@ -375,7 +384,7 @@ def _open_manifest(job: _Job, state: dict | None, overwrite: bool, resume: bool,
         manifest.setdefault("resumed", []).append({"at": started, "after_epoch": state["epoch"] if state else 0})
         manifest["timings_s"] = timings
     else:
-        _claim_run_dir(run_dir, overwrite)
+        _claim_run_dir(run_dir, overwrite, resumable(config))
         with atomic_path(run_dir / CONFIG_FILE) as temporary:
             save_config(config, temporary)
         write_class_names(run_dir, job.class_names)  # so the checkpoint is usable alone (python -m bench cam)
