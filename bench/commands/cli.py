@@ -304,11 +304,16 @@ def _export_wsol(args: argparse.Namespace, config) -> int:
 
 
 def _data(config) -> int:
+    from bench.data.samples import check_classes
     from bench.run.pipeline import checked_samples, prepare_dataset
 
     dataset = prepare_dataset(config)
     train, evaluated, skipped = checked_samples(dataset, config)
+    uses_val = (config.eval.calibrate or config.train.validate) and config.eval.split != "val"
+    warnings = check_classes(dataset.class_names, train, dataset.splits["val"] if uses_val else [], dataset.source)
     print(dataset.source)
+    for warning in warnings:
+        print(f"warning: {warning}")
     counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
     print(f"{len(dataset.class_names)} classes; images per split: {counts}; "
           f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"

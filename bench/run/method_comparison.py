@@ -186,7 +186,7 @@ def _build_methods_folder(run: MethodsRun, methods: Sequence[str], out_dir: Path
     """Score and time every method; write the table, the figure and the per-image rows into ``out_dir``."""
     config = run.config
     dataset = prepare_dataset(config, progress=False)
-    samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad)
+    samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad, config.eval.split)
     val_samples = calibration_samples(dataset, config)[0] if config.eval.calibrate else []
     makers = {name: map_method(name, run.network, score_batch_size) for name in methods}
     rows, galleries = {}, {}

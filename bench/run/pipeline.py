@@ -53,7 +53,7 @@ from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_text
 from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, RunConfig, config_differences, load_config, save_config
 from bench.data.images import check_images
 from bench.data.loading import load_dataset
-from bench.data.samples import DatasetFormatError, DatasetSplits
+from bench.data.samples import DatasetFormatError, DatasetSplits, check_classes
 from bench.data.torch_dataset import WsolDataset, collate
 from bench.data.wsol_layout import write_class_names
 from bench.errors import InputError, OutputsExistError
@@ -138,7 +138,7 @@ def _checked_split(dataset: DatasetSplits, split: str, skip_bad: bool) -> tuple[
     manifest), otherwise the first problems stop the run here; a split left
     with no image is an error either way.
     """
-    samples, skipped = check_images(dataset.splits[split], skip_bad)
+    samples, skipped = check_images(dataset.splits[split], skip_bad, split)
     if not samples:
         raise DatasetFormatError(f"{dataset.source}: no usable image left in the {split} split after skipping bad "
                                  "images")
@@ -296,12 +296,19 @@ def check_runtime(config: RunConfig, context: distributed.Context) -> None:
                           f"it must be divisible by the number of processes ({context.world_size})")
 
 
-def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list, list[dict]]:
-    """``(source, class names, train, evaluated and val (calibration) samples, skipped images)``."""
+def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list, list[dict], list[str]]:
+    """``(source, class names, train, evaluated and val (calibration) samples, skipped images, warnings)``.
+
+    Refuses a class without train images and warns of classes with few val
+    images (:func:`bench.data.samples.check_classes`), counted on the images kept.
+    """
     dataset = prepare_dataset(config)
     train_samples, eval_samples, skipped = checked_samples(dataset, config)
     val_samples, skipped_val = calibration_samples(dataset, config)
-    return dataset.source, dataset.class_names, train_samples, eval_samples, val_samples, skipped + skipped_val
+    validated = val_samples or (eval_samples if config.eval.split == "val" and config.train.validate else [])
+    warnings = check_classes(dataset.class_names, train_samples, validated, dataset.source)
+    return (dataset.source, dataset.class_names, train_samples, eval_samples, val_samples, skipped + skipped_val,
+            warnings)
 
 
 # Called on rank 0 once a run's manifest says complete: ``after_complete(config, evaluated samples, log)``
@@ -337,10 +344,13 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     if config.threads:
         torch.set_num_threads(config.threads)
     precision = resolve_precision(config.precision, context.device)
-    source, class_names, train_samples, eval_samples, val_samples, skipped = context.on_main(lambda: _read_data(config))
+    source, class_names, train_samples, eval_samples, val_samples, skipped, warnings = context.on_main(
+        lambda: _read_data(config))
     say(f"dataset: {source}")
     if skipped:
         say(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
+    for warning in warnings:
+        say(f"warning: {warning}")
     lap("data")
     job = _Job(config, context, precision, class_names, train_samples, eval_samples, val_samples, say)
     manifest = _open_manifest(job, state, overwrite, resume, source, skipped, timings) if context.is_main else {}
