@@ -26,6 +26,8 @@ QUICK ?=
 # Where datasets live (overrides the config's data_root), e.g. DATA_ROOT=/datasets
 DATA_ROOT ?=
 RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
+# run's flags from the variables above; $(strip ...) in the recipe echoes one clean line (no continuation, no gaps).
+RUN_FLAGS = $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) $(if $(QUICK),--quick) $(EXECUTOR_ARGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv benchmark report data lint test test-fast perf docs-img clean-venv
@@ -48,14 +50,13 @@ $(RAY_STAMP): $(STAMP)
 	@touch $(RAY_STAMP)
 
 benchmark: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
-	$(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) \
-	$(if $(QUICK),--quick) $(EXECUTOR_ARGS)
+	$(strip $(PY) $(LAUNCH) -m bench run $(CONFIG) $(RUN_ARGS) $(RUN_FLAGS))
 
 report: $(STAMP) ## Re-render a study's tables, figures and web page (or a run's page) from finished runs (no training)
-	$(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick)
+	$(strip $(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick))
 
 data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
-	$(PY) -m bench data $(CONFIG) $(RUN_ARGS)
+	$(strip $(PY) -m bench data $(CONFIG) $(RUN_ARGS))
 
 lint: $(STAMP) ## Check the code with ruff (rules in pyproject.toml)
 	$(VENV)/bin/ruff check bench tests

@@ -557,7 +557,8 @@ def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[di
     method = f", {config.wsol.method.upper()}" if config.wsol.method != "cam" else ""  # a training-time WSOL method
     job.say(f"training {config.model.backbone} ({config.model.pooling.upper()}{method}, {config.model.input_size}px, "
             f"stride {config.model.feature_stride}, {config.train.mode} mode{frozen}, {job.precision}) on "
-            f"{len(job.train_samples)} images for {config.train.epochs} epochs{processes}")
+            f"{len(job.train_samples)} images for {config.train.epochs} epoch{'s' if config.train.epochs != 1 else ''}"
+            f"{processes}")
     after_epoch = _epoch_validator(job, state["history"] if state else []) if config.train.validate else None
     if config.train.mode == "head":
         cache_loader = torch.utils.data.DataLoader(train_set, batch_size=config.eval.batch_size, collate_fn=collate,
