@@ -27,6 +27,8 @@ QUICK ?=
 # Where datasets live (overrides the config's data_root), e.g. DATA_ROOT=/datasets
 DATA_ROOT ?=
 RUN_ARGS = $(if $(DATA_ROOT),data_root=$(DATA_ROOT)) $(ARGS)
+# run's flags from the variables above; $(strip ...) in the recipe echoes one clean line (no continuation, no gaps).
+RUN_FLAGS = $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) $(if $(QUICK),--quick) $(EXECUTOR_ARGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help venv benchmark report data lint test test-fast perf docs-img clean-venv
@@ -48,20 +50,19 @@ $(RAY_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[ray]'
 	@touch $(RAY_STAMP)
 
-BENCH_RUN = -m bench run $(CONFIG) $(RUN_ARGS) $(if $(OVERWRITE),--overwrite) $(if $(RESUME),--resume) \
-	$(if $(QUICK),--quick) $(EXECUTOR_ARGS)
+BENCH_RUN = -m bench run $(CONFIG) $(RUN_ARGS) $(RUN_FLAGS)
 
 # With EXECUTOR=ray the study is checked (--check: nothing written or started) before Ray is installed.
 benchmark: $(STAMP) ## Run CONFIG (a run or a study; default the pooling study) into results/<name>/
-	$(if $(RAY),$(PY) $(BENCH_RUN) --check)
+	$(if $(RAY),$(strip $(PY) $(BENCH_RUN) --check))
 	$(if $(RAY),@$(MAKE) --no-print-directory $(RAY_STAMP))
-	$(PY) $(LAUNCH) $(BENCH_RUN)
+	$(strip $(PY) $(LAUNCH) $(BENCH_RUN))
 
 report: $(STAMP) ## Re-render a study's tables, figures and web page (or a run's page) from finished runs (no training)
-	$(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick)
+	$(strip $(PY) -m bench report $(CONFIG) $(RUN_ARGS) $(if $(QUICK),--quick))
 
 data: $(STAMP) ## Generate (if needed) the dataset CONFIG uses
-	$(PY) -m bench data $(CONFIG) $(RUN_ARGS)
+	$(strip $(PY) -m bench data $(CONFIG) $(RUN_ARGS))
 
 lint: $(STAMP) ## Check the code with ruff (rules in pyproject.toml)
 	$(VENV)/bin/ruff check bench tests

@@ -578,7 +578,7 @@ def config_to_dict(config: Any) -> dict:
 
 
 def save_config(config: RunConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
 
 
 def _parse_override(text: str) -> _Override:

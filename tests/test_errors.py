@@ -212,6 +212,9 @@ def test_export_over_existing_splits_is_an_outputs_exist_error(tmp_path):
 
 @pytest.mark.parametrize("argv, hint", [
     (["run", str(TINY_CONFIG)], "; continue the run with --resume"),
+    (["run", str(TINY_CONFIG), "train.mode=head"], "; train.mode head does not resume: run the same command with "
+                                                   "--overwrite (make benchmark ... OVERWRITE=1) to start it again"),
+    (["run", str(REPO / "configs" / "missing.yaml")], ""),  # Ctrl-C before the config was read: nothing to continue
     (["run", str(REPO / "configs" / "paper.yaml")], "; run the same command again to continue: the study resumes "
                                                      "its interrupted runs"),
     (["data", str(TINY_CONFIG)], ""),

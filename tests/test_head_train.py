@@ -7,7 +7,7 @@ import torch
 
 from bench.config import ConfigError, ModelConfig, TrainConfig
 from bench.model.camnet import CamNet, build_model
-from bench.run.pipeline import run
+from bench.run.pipeline import RunExistsError, run
 from bench.training.head_only import FeatureCache, cache_backbone_features, fit_head, pool_cache
 
 
@@ -97,3 +97,16 @@ def test_head_mode_refuses_resume_before_any_work(tiny_config):
     with pytest.raises(ConfigError, match="'train.mode' is 'head', which runs in one process and does not resume"):
         run(config, resume=True, log=lambda message: None)
     assert not config.run_dir.exists()
+
+
+def test_an_interrupted_head_mode_run_is_started_again_not_resumed(tiny_config):
+    config = tiny_config("train.mode=head")
+    config.run_dir.mkdir(parents=True)
+    (config.run_dir / "manifest.json").write_text(json.dumps({"status": "interrupted"}), encoding="utf-8")
+    with pytest.raises(RunExistsError) as refused:
+        run(config, log=lambda message: None)
+    assert str(refused.value) == (
+        f"run folder {config.run_dir} already exists; it holds an unfinished run (status: interrupted) in "
+        "train.mode head, which does not resume but starts again; choose another name (name=... on the command "
+        "line) or pass --overwrite (make benchmark ... OVERWRITE=1) to replace it")
+    assert sorted(path.name for path in config.run_dir.iterdir()) == ["manifest.json"]  # nothing written

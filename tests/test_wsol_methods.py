@@ -163,8 +163,10 @@ def test_a_tiny_run_trains_and_scores_with_each_batch_method(tiny_config, method
     run(config, log=messages.append)
     metrics = json.loads((config.run_dir / "metrics.json").read_text())
     assert 0 <= metrics["gt_known_loc_acc"] <= 100
-    # The training line names the method beside the pooling.
-    assert any(message.startswith(f"training tiny_cnn (GAP, {method.upper()}, ") for message in messages), messages
+    # The training line names the method beside the pooling, and one epoch in the singular.
+    training = [message for message in messages if message.startswith("training tiny_cnn")]
+    assert len(training) == 1 and training[0].startswith(f"training tiny_cnn (GAP, {method.upper()}, "), messages
+    assert training[0].endswith(" images for 1 epoch")
 
 
 def test_parameters_a_method_does_not_read_are_not_a_difference(tiny_config):

@@ -281,11 +281,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _resume_hint(args: argparse.Namespace) -> str:
-    """How to continue after Ctrl-C: only ``run`` resumes (a run with --resume, a study by running it again)."""
+    """How to continue after Ctrl-C: only ``run`` resumes (a run with --resume, a study by running it again).
+
+    A run in ``train.mode: head`` does not resume (:func:`bench.run.folder.resumable`): it starts again.
+    """
     if args.command != "run":
         return ""
     if is_study_file(args.config):
         return "; run the same command again to continue: the study resumes its interrupted runs"
+    from bench.run.folder import resumable
+
+    try:
+        config = load_config(args.config, args.overrides)
+    except InputError:  # interrupted while the config was read: nothing ran yet
+        return ""
+    if not resumable(config):
+        return ("; train.mode head does not resume: run the same command with --overwrite (make benchmark ... "
+                "OVERWRITE=1) to start it again")
     return "; continue the run with --resume"
 
 
@@ -350,11 +362,16 @@ def _export_wsol(args: argparse.Namespace, config) -> int:
 
 
 def _data(config) -> int:
+    from bench.data.samples import check_classes
     from bench.run.pipeline import checked_samples, prepare_dataset
 
     dataset = prepare_dataset(config)
     train, evaluated, skipped = checked_samples(dataset, config)
+    uses_val = (config.eval.calibrate or config.train.validate) and config.eval.split != "val"
+    warnings = check_classes(dataset.class_names, train, dataset.splits["val"] if uses_val else [], dataset.source)
     print(dataset.source)
+    for warning in warnings:
+        print(f"warning: {warning}")
     counts = ", ".join(f"{split} {count}" for split, count in dataset.counts().items())
     print(f"{len(dataset.class_names)} classes; images per split: {counts}; "
           f"all {len(train) + len(evaluated)} images of train and {config.eval.split} checked"

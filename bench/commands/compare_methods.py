@@ -36,5 +36,5 @@ def run_methods(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS, split: 
     """
     folder = write_methods_folder(run_dir, methods, split, overwrite, figure_images, timing_batches,
                                   score_batch_size, log, images=images, estimate=True)
-    log((folder / METHODS_MARKDOWN).read_text())
+    log((folder / METHODS_MARKDOWN).read_text(encoding="utf-8"))
     return folder

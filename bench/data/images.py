@@ -113,12 +113,13 @@ def _image_problem(sample: Sample) -> tuple[str | None, Sample]:
     boxes = np.asarray(sample.boxes, dtype=np.float64).reshape(-1, 4)
     limits = np.array([width, height, width, height], dtype=np.float64)
     tolerance = BORDER_TOLERANCE
-    for box in boxes:
+    for index, box in enumerate(boxes):
         outside = (box[:2] < -tolerance).any() or (box[2:] > limits[2:] + tolerance).any()
         clipped = np.clip(box, 0, limits)
         if outside or clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
             shown = ", ".join(f"{v:g}" for v in box)
-            return (f"box [{shown}] is outside the {width}x{height} (WxH) image by more than {tolerance:g} px",
+            line = f" ({sample.box_lines[index]})" if index < len(sample.box_lines) else ""
+            return (f"box [{shown}]{line} is outside the {width}x{height} (WxH) image by more than {tolerance:g} px",
                     sample)
     clipped = np.clip(boxes, 0, limits).astype(np.float32)
     if not np.array_equal(clipped, sample.boxes):
@@ -126,7 +127,7 @@ def _image_problem(sample: Sample) -> tuple[str | None, Sample]:
     return None, sample
 
 
-def check_images(samples: list[Sample], skip_bad: bool) -> tuple[list[Sample], list[dict]]:
+def check_images(samples: list[Sample], skip_bad: bool, split: str = "") -> tuple[list[Sample], list[dict]]:
     """Check every sample's image before training; returns ``(kept samples, skipped)``.
 
     Per image: the file exists, PIL opens it, its size equals ``sample.size``,
@@ -137,8 +138,10 @@ def check_images(samples: list[Sample], skip_bad: bool) -> tuple[list[Sample], l
     annotations with ``xmax = W`` and float boxes that touch the border land
     just outside). Boxes within the tolerance are clipped to the image in the
     kept samples. ``skip_bad=False``: any problem raises
-    :class:`DatasetFormatError` listing the first five (path and reason) and the
-    total. ``skip_bad=True``: problem images are dropped and listed as
+    :class:`DatasetFormatError` listing the first five (path and reason; a box
+    outside its image with the file and line it was read from, where the
+    reader kept them: ``Sample.box_lines``) and the total of the ``split``
+    (named in the message). ``skip_bad=True``: problem images are dropped and listed as
     ``{"image": path, "reason": ...}``, for the run's manifest.
     """
     kept, skipped = [], []
@@ -151,7 +154,8 @@ def check_images(samples: list[Sample], skip_bad: bool) -> tuple[list[Sample], l
     if skipped and not skip_bad:
         shown = "\n  ".join(f"{item['image']}: {item['reason']}" for item in skipped[:5])
         more = f"\n  ... and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-        raise DatasetFormatError(f"{len(skipped)} of {len(samples)} images have problems:\n  {shown}{more}\n"
+        raise DatasetFormatError(f"{len(skipped)} of {len(samples)} {split + ' ' if split else ''}images have "
+                                 f"problems:\n  {shown}{more}\n"
                                  "Fix or remove them, or set dataset.skip_bad: true to skip them "
                                  "(they are then listed in the manifest).")
     return kept, skipped

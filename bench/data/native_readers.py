@@ -235,7 +235,7 @@ def read_cub(root: Path, val_size: int, seed: int) -> DatasetSplits:
         if width <= 0 or height <= 0:
             raise box_line.error(f"box width {width} and height {height} must be > 0")
         box = xywh_to_xyxy(np.array([[x, y, width, height]]))
-        sample = Sample(line.fields[1], path, label - 1, _boxes_array(box), size, ())
+        sample = Sample(line.fields[1], path, label - 1, _boxes_array(box), size, (), box_lines=(box_line.where,))
         splits["train" if flag == 1 else "test"].append(sample)
     train, val = carve_val(splits["train"], val_size, seed)
     source = (f"CUB-200-2011 at {folder} (official train/test split: {len(splits['train'])} / "
@@ -395,7 +395,7 @@ def _imagenet_val(root: Path, chosen: list[tuple[str, str]]) -> tuple[list[Sampl
     else:
         raise not_found("ILSVRC 2012 validation boxes", root, IMAGENET_EXPECTED, IMAGENET_OBTAIN)
     label_of = {wnid: label for label, (wnid, _) in enumerate(chosen)}
-    records = []  # (image_id, path, label, half-open boxes, size or None)
+    records = []  # (image_id, path, label, half-open boxes, size or None, where each box was read)
     for stem in sorted(annotations):
         size, objects, where = annotations[stem]
         wnids = {wnid for wnid, _ in objects}
@@ -408,15 +408,15 @@ def _imagenet_val(root: Path, chosen: list[tuple[str, str]]) -> tuple[list[Sampl
         if np.any(boxes[:, 2] <= boxes[:, 0]) or np.any(boxes[:, 3] <= boxes[:, 1]):
             raise DatasetFormatError(f"{where}: a box has xmax < xmin or ymax < ymin: {[b for _, b in objects]}")
         path = val_images / f"{stem}.JPEG"
-        records.append((f"val/{path.name}", path, label_of[wnids.pop()], boxes, size))
+        records.append((f"val/{path.name}", path, label_of[wnids.pop()], boxes, size, (where,) * len(boxes)))
     if not records:
         raise DatasetFormatError(f"{form} has no validation image of the {len(chosen)} chosen classes "
                                  f"({', '.join(w for w, _ in chosen[:5])}{', ...' if len(chosen) > 5 else ''})")
     if records[0][4] is None:  # the CSV form gives no sizes: read them from the image headers
         sizes = read_image_sizes([path for _, path, *_ in records], "ImageNet val: image sizes")
-        records = [(*record[:4], size) for record, size in zip(records, sizes)]
-    samples = [Sample(image_id, path, label, _boxes_array(boxes), size, ())
-               for image_id, path, label, boxes, size in records]
+        records = [(*record[:4], size, record[5]) for record, size in zip(records, sizes)]
+    samples = [Sample(image_id, path, label, _boxes_array(boxes), size, (), box_lines=lines)
+               for image_id, path, label, boxes, size, lines in records]
     return samples, form
 
 
@@ -466,8 +466,11 @@ def _csv_box(line: Line, split: str) -> list[float] | None:
     return parse_box(line, values, CSV_HEADER[3:])
 
 
-def _csv_record(rows: list[Line]) -> tuple[str, str, list[list[float]]]:
-    """One image's rows -> ``(class name, split, boxes)``; every row must give the first row's label and split."""
+def _csv_record(rows: list[Line]) -> tuple[str, str, list[list[float]], tuple[str, ...]]:
+    """One image's rows -> ``(class name, split, boxes, the line of each box)``.
+
+    Every row must give the first row's label and split.
+    """
     first = rows[0]
     for row in rows:
         image, label, split = row.fields[:3]
@@ -479,8 +482,9 @@ def _csv_record(rows: list[Line]) -> tuple[str, str, list[list[float]]]:
             if row.fields[index] != first.fields[index]:
                 raise row.error(f"{column} {row.fields[index]!r} differs from {first.fields[index]!r} given for the "
                                 f"same image on line {first.number}")
-    boxes = [_csv_box(row, first.fields[2]) for row in rows]
-    return first.fields[1], first.fields[2], [box for box in boxes if box is not None]
+    boxes = [(_csv_box(row, first.fields[2]), row.where) for row in rows]
+    return (first.fields[1], first.fields[2], [box for box, _ in boxes if box is not None],
+            tuple(where for box, where in boxes if box is not None))
 
 
 def _csv_lines(path: Path) -> list[Line]:
@@ -523,14 +527,15 @@ def read_csv_dataset(path: Path) -> DatasetSplits:
         raise not_found("the dataset CSV", path, f"a CSV file with the header {','.join(CSV_HEADER)!r}",
                          "Write it for your images, one row per box.")
     rows_of = key_lines(path, _csv_lines(path), "image", repeats=True)  # image -> its rows, one per box
-    records = {image: _csv_record(rows) for image, rows in rows_of.items()}  # image -> (class name, split, boxes)
-    class_names = sorted({name for name, _, _ in records.values()})
+    records = {image: _csv_record(rows) for image, rows in rows_of.items()}  # image -> (name, split, boxes, lines)
+    class_names = sorted({name for name, *_ in records.values()})
     label_of = {name: label for label, name in enumerate(class_names)}
     paths = [path.parent / image for image in records]
     sizes = read_image_sizes(paths, "CSV dataset: image sizes")
     splits: dict[str, list[Sample]] = {split: [] for split in SPLITS}
-    for (image, (name, split, boxes)), image_path, size in zip(records.items(), paths, sizes):
-        splits[split].append(Sample(image, image_path, label_of[name], _boxes_array(boxes), size, ()))
+    for (image, (name, split, boxes, lines)), image_path, size in zip(records.items(), paths, sizes):
+        splits[split].append(Sample(image, image_path, label_of[name], _boxes_array(boxes), size, (),
+                                    box_lines=lines))
     counts = " / ".join(str(len(samples)) for samples in splits.values())
     source = f"CSV {path} ({len(class_names)} classes; train / val / test: {counts} images)"
     return DatasetSplits(class_names, splits, source)

@@ -41,6 +41,10 @@ class Sample:
     ``mask_paths``: the image's object masks (empty: none; one from
     ``masks.txt``, one per instance in the mask layout; the object is their
     union); ``ignore_path``: pixels PxAP leaves out (mask layout only).
+    ``box_lines``: where each box was read, one entry per box
+    (``"<file>, line <n>"``), so that a check of the box against the image
+    can name it; empty where the reader has no line to name (the
+    generated data, boxes derived from masks).
     """
 
     image_id: str
@@ -50,6 +54,7 @@ class Sample:
     size: tuple[int, int]
     mask_paths: tuple[Path, ...]
     ignore_path: Path | None = None
+    box_lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,50 @@ class DatasetSplits:
     def counts(self) -> dict[str, int]:
         """Number of images per split."""
         return {split: len(samples) for split, samples in self.splits.items()}
+
+
+# A class with fewer val images than this gets a warning (check_classes): val chooses tau and the reported epoch.
+MIN_VAL_PER_CLASS = 2
+
+
+def _named(class_names: list[str], labels: list[int], counts: list[int] | None = None) -> str:
+    """The first five classes of ``labels`` as ``'<name>' (label <k>)[: <count>]``, and how many more."""
+    shown = ", ".join(f"{class_names[label]!r} (label {label})" + (f": {counts[label]}" if counts else "")
+                      for label in labels[:5])
+    return shown + (f" and {len(labels) - 5} more" if len(labels) > 5 else "")
+
+
+def check_classes(class_names: list[str], train: list[Sample], val: list[Sample], source: str) -> list[str]:
+    """Refuse a class with no train image; return a warning for classes with few val images.
+
+    ``train`` and ``val``: the samples a run trains and validates on (after
+    any skipped images; ``val`` empty when the run uses no val split). A class
+    with no train image is an error (:class:`DatasetFormatError`): the
+    classifier never sees it, so every image of it is misclassified by
+    construction, which is a broken dataset (a mistyped label, swapped
+    splits), not a result. A class with fewer than
+    :data:`MIN_VAL_PER_CLASS` val images is a warning (one line, returned):
+    val only chooses tau and the reported epoch over all classes pooled, so
+    the run stays valid, but those choices hardly see that class.
+    Classes without test images are fine: they are not scored.
+    """
+    train_counts = np.bincount([sample.label for sample in train], minlength=len(class_names))
+    untrained = [label for label, count in enumerate(train_counts) if count == 0]
+    if untrained:
+        raise DatasetFormatError(
+            f"{source}: {len(untrained)} class(es) have no image in the train split: "
+            f"{_named(class_names, untrained)}; the classifier could never predict them. Add train images of "
+            f"each, or remove the class (its line in the class list and its val / test images)")
+    if not val:
+        return []
+    val_counts = np.bincount([sample.label for sample in val], minlength=len(class_names))
+    few = [label for label, count in enumerate(val_counts) if count < MIN_VAL_PER_CLASS]
+    if not few:
+        return []
+    return [f"{len(few)} of {len(class_names)} classes have fewer than {MIN_VAL_PER_CLASS} images in the val split "
+            f"(images each): {_named(class_names, few, val_counts.tolist())}; val chooses tau and the reported "
+            f"epoch, which then hardly see them. Add val images (dataset.val_size for CUB / ImageNet) for choices "
+            f"that stand for every class"]
 
 
 README_HINT = "See data/README.md, section 'Real datasets'."

@@ -32,9 +32,14 @@ class Line:
     fields: list[str]
     expected: str  # what a line should look like, for error messages
 
+    @property
+    def where(self) -> str:
+        """``"<file>, line <n>"``, as errors name a line."""
+        return f"{self.path}, line {self.number}"
+
     def error(self, problem: str) -> DatasetFormatError:
         return DatasetFormatError(
-            f"{self.path}, line {self.number}: {problem}: {self.text!r} (expected {self.expected!r})"
+            f"{self.where}: {problem}: {self.text!r} (expected {self.expected!r})"
         )
 
 

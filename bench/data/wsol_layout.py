@@ -162,21 +162,22 @@ def _box_line(line: Line, size: tuple[int, int] | None, convention: str) -> list
 
 def _read_boxes(
     path: Path, ids: dict[str, Line], sizes: dict[str, tuple[int, int]] | None, required: bool, convention: str
-) -> dict[str, np.ndarray]:
-    """image id -> ``(G, 4)`` float32 half-open; ``required``: every id needs >= 1 box (else G = 0 is allowed).
+) -> tuple[dict[str, np.ndarray], dict[str, tuple[str, ...]]]:
+    """image id -> ``(G, 4)`` float32 half-open, and image id -> the line of each of its boxes.
 
-    The file's boxes are in ``convention`` (:func:`bench.data.native_readers.to_half_open`).
-
+    ``required``: every id needs >= 1 box (else G = 0 is allowed). The file's
+    boxes are in ``convention`` (:func:`bench.data.native_readers.to_half_open`).
     Boxes are checked against ``sizes`` when given (else ``check_images`` does it).
     """
     keyed = {}
     if path.exists() or required:
         keyed = key_lines(path, _read_lines(path), known=ids, repeats=True, needs="box" if required else None)
-    return {
+    boxes = {
         image_id: np.asarray([_box_line(line, None if sizes is None else sizes[image_id], convention)
                               for line in keyed.get(image_id, [])], dtype=np.float32).reshape(-1, 4)
         for image_id in ids
     }
+    return boxes, {image_id: tuple(line.where for line in keyed.get(image_id, [])) for image_id in ids}
 
 
 def read_metadata(
@@ -214,6 +215,7 @@ def read_metadata(
         sizes = _read_one_per_image(folder / "image_sizes.txt", ids, _parse_size)
     localization = folder / "localization.txt"
     ignore: dict[str, Path] = {}
+    box_lines: dict[str, tuple[str, ...]] = {}
     if _is_mask_layout(localization):
         if masks_root is None:
             raise DatasetFormatError(f"{localization} lists masks (mask layout) but no masks root was given")
@@ -222,8 +224,8 @@ def read_metadata(
                                      "(mask layout); keep one of the two")
         masks, ignore, boxes = _read_instance_masks(localization, ids, Path(masks_root), sizes, required=not train)
     else:
-        boxes = _read_boxes(localization, ids, sizes if strict_boxes else None, required=not train,
-                            convention=box_convention)
+        boxes, box_lines = _read_boxes(localization, ids, sizes if strict_boxes else None, required=not train,
+                                       convention=box_convention)
         masks = {} if masks_root is None else _read_masks(folder / "masks.txt", ids, Path(masks_root))
     return [
         Sample(
@@ -234,6 +236,7 @@ def read_metadata(
             size=sizes[image_id],
             mask_paths=masks.get(image_id, ()),
             ignore_path=ignore.get(image_id),
+            box_lines=box_lines.get(image_id, ()),
         )
         for image_id in ids
     ]

@@ -52,7 +52,7 @@ IMAGE_DIR = "img"  # under PAGE_DIR: the thumbnails
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
     """``predictions.csv`` as one dict of column -> text per image, in split order."""
-    with Path(path).open(newline="") as handle:
+    with Path(path).open(newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -109,7 +109,7 @@ def history_table(run_dir: Path) -> tuple[list[str], list[list[str]]]:
     path = run_dir / HISTORY_FILE
     if not path.is_file():
         return [], []
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     columns = [key for key in HISTORY_COLUMNS if rows and key in rows[0]]
     body = [[row[key] if key == "epoch" else (f"{float(row[key]):.3g}" if key == "loss" else f"{float(row[key]):.1f}")
@@ -210,7 +210,7 @@ def _draw_thumbnails(config: RunConfig, predictions: list[dict[str, str]], shown
 
 
 def _read_json(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def write_run_page(config: RunConfig, samples: list[Sample] | None = None,
@@ -224,7 +224,7 @@ def write_run_page(config: RunConfig, samples: list[Sample] | None = None,
     if note:
         log(f"{run_dir / PAGE_FILE}: {note}")
     copy_assets(run_dir / PAGE_DIR)
-    final = json.loads((run_dir / METRICS_FILE).read_text())
+    final = json.loads((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     selected = _read_json(run_dir / SELECTED_DIR / METRICS_FILE)
     manifest = _read_json(run_dir / MANIFEST_FILE) or {}
     header, body = history_table(run_dir)
@@ -238,7 +238,8 @@ def write_run_page(config: RunConfig, samples: list[Sample] | None = None,
         metrics=metric_rows(final, selected), scale_rows=scale_rows(final, selected),
         final_epoch=final.get("epoch", config.train.epochs),
         selected_epoch=selected.get("epoch") if selected else None, num_images=len(predictions),
-        config_text=(run_dir / CONFIG_FILE).read_text(), history_header=header, history_rows=body, figures=figures,
+        config_text=(run_dir / CONFIG_FILE).read_text(encoding="utf-8"), history_header=header, history_rows=body,
+        figures=figures,
         cards=[] if note else [card(row, predictions[row], class_names) for row in shown.tolist()],
         class_names=class_names, grid_note=note, sampled=len(shown) < len(predictions), cap=MAX_IMAGES,
         assets=PAGE_DIR,

@@ -68,7 +68,7 @@ def study_tables(study: StudyConfig, folder: Path) -> list[dict]:
     for point in POINTS:
         path = folder / f"table{_suffix(point)}.csv"
         if path.is_file():
-            rows = pd.read_csv(path, keep_default_na=False, na_values=[""]).to_dict("records")
+            rows = pd.read_csv(path, keep_default_na=False, na_values=[""], encoding="utf-8").to_dict("records")
             header, body = table_cells(study, rows, " ± ")
             tables.append({"title": POINT_TITLES[point], "header": header, "rows": body})
     return tables
@@ -81,7 +81,7 @@ def study_comparisons(folder: Path) -> list[dict]:
         path = folder / f"comparison{_suffix(point)}.csv"
         if not path.is_file():
             continue
-        rows = pd.read_csv(path, keep_default_na=False).to_dict("records")
+        rows = pd.read_csv(path, keep_default_na=False, encoding="utf-8").to_dict("records")
         for row in rows:
             digits = 3 if row["metric"] == "mean_iou" else 2
             row.update(label=TABLE_METRICS.get(row["metric"], row["metric"]), versus=value_label(row["versus"]),
@@ -155,7 +155,7 @@ def browser_group(study: StudyConfig, folder: Path, key: tuple, runs: list[RunCo
 
 
 def _run_summary(folder: Path, config: RunConfig) -> dict:
-    metrics = json.loads((config.run_dir / METRICS_FILE).read_text())
+    metrics = json.loads((config.run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     return {"name": config.name, "href": _href(folder, config.run_dir / PAGE_FILE),
             "cells": [f"{metrics[key]:.3f}" if key == "mean_iou" else f"{metrics[key]:.1f}" for key in TABLE_METRICS]}
 

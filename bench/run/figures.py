@@ -100,7 +100,7 @@ def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | Non
     if val is not None:
         curves[VAL_CURVE_COLUMN] = val.compute()["curves"][CURVE_COLUMN]
     columns = list(curves)
-    with atomic_path(csv_path) as temporary, temporary.open("w", newline="") as handle:
+    with atomic_path(csv_path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in zip(*(curves[column] for column in columns)):

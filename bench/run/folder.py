@@ -16,6 +16,7 @@ import os
 import socket
 from pathlib import Path
 
+from bench.config import RunConfig
 from bench.scoring.threshold_free_metrics import CURVE_COLUMN  # re-exported: the run folder's curve column
 
 COMPLETE, RUNNING, INTERRUPTED, FAILED, UNKNOWN = "complete", "running", "interrupted", "failed", "unknown"
@@ -67,7 +68,7 @@ def run_status(run_dir: Path) -> str:
     runs on another host (which cannot be checked from here).
     """
     try:
-        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8"))
         status = manifest["status"]
     except (OSError, ValueError, KeyError, TypeError):
         return UNKNOWN
@@ -76,10 +77,19 @@ def run_status(run_dir: Path) -> str:
     return status if status in (COMPLETE, RUNNING, INTERRUPTED, FAILED) else UNKNOWN
 
 
+def resumable(config: RunConfig) -> bool:
+    """Whether an unfinished run of ``config`` can be continued (``--resume``) rather than started again.
+
+    Not in ``train.mode: head``: it caches the backbone's maps in memory and
+    trains the head in minutes, so it keeps no checkpoint to continue from.
+    """
+    return config.train.mode != "head"
+
+
 def running_process(run_dir: Path) -> str:
     """Who runs the ``running`` run in ``run_dir``, and what to do if it is gone, for error messages."""
     try:
-        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text())
+        manifest = json.loads((Path(run_dir) / MANIFEST_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return "a process named in its manifest.json"
     pid, host = manifest.get("pid"), manifest.get("host")

@@ -146,7 +146,7 @@ def select_images(run: MethodsRun, limit: int | None = None) -> ScoredImages:
     """The run's split (``eval.split``) and val images after the run's image checks, cut to the first ``limit``."""
     config = run.config
     dataset = prepare_dataset(config, progress=False)
-    samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad)
+    samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad, config.eval.split)
     val_samples = calibration_samples(dataset, config)[0] if config.eval.calibrate else []
     return ScoredImages(config.eval.split, samples[:limit], len(samples), val_samples[:limit], len(val_samples),
                         limit)
@@ -362,7 +362,7 @@ def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config
 
     ``images``: which images were scored (:meth:`ScoredImages.describe`).
     """
-    with atomic_path(out_dir / METHODS_TABLE) as temporary, temporary.open("w", newline="") as handle:
+    with atomic_path(out_dir / METHODS_TABLE) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["method", *COLUMNS, *IMAGE_COLUMNS])
         for name, row in rows.items():

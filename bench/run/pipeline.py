@@ -53,7 +53,7 @@ from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_text
 from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, RunConfig, config_differences, load_config, save_config
 from bench.data.images import check_images
 from bench.data.loading import load_dataset
-from bench.data.samples import DatasetFormatError, DatasetSplits
+from bench.data.samples import DatasetFormatError, DatasetSplits, check_classes
 from bench.data.torch_dataset import WsolDataset, collate
 from bench.data.wsol_layout import write_class_names
 from bench.errors import InputError, OutputsExistError
@@ -89,6 +89,7 @@ from bench.run.folder import (
     SELECTED_DIR,
     VAL_BY_EPOCH_COLUMNS,
     VAL_BY_EPOCH_FILE,
+    resumable,
     run_status,
     running_process,
 )
@@ -137,7 +138,7 @@ def _checked_split(dataset: DatasetSplits, split: str, skip_bad: bool) -> tuple[
     manifest), otherwise the first problems stop the run here; a split left
     with no image is an error either way.
     """
-    samples, skipped = check_images(dataset.splits[split], skip_bad)
+    samples, skipped = check_images(dataset.splits[split], skip_bad, split)
     if not samples:
         raise DatasetFormatError(f"{dataset.source}: no usable image left in the {split} split after skipping bad "
                                  "images")
@@ -222,20 +223,28 @@ def _versions() -> dict:
     return versions
 
 
-def check_run_dir_free(run_dir: Path, overwrite: bool) -> None:
-    """Refuse an existing run folder unless overwriting was asked for."""
+def check_run_dir_free(run_dir: Path, overwrite: bool, can_resume: bool = True) -> None:
+    """Refuse an existing run folder unless overwriting was asked for.
+
+    ``can_resume``: an unfinished run there could be continued (:func:`bench.run.folder.resumable`), so the
+    message suggests ``--resume``; else it says the run can only start again.
+    """
     if run_dir.exists() and not overwrite:
         status = run_status(run_dir)
-        unfinished = (f"it holds an unfinished run (status: {status}); pass --resume (make benchmark ... RESUME=1) "
-                      f"to continue it, " if status in (INTERRUPTED, FAILED) else "")
+        unfinished = ""
+        if status in (INTERRUPTED, FAILED):
+            unfinished = (f"it holds an unfinished run (status: {status}); pass --resume (make benchmark ... "
+                          f"RESUME=1) to continue it, " if can_resume else
+                          f"it holds an unfinished run (status: {status}) in train.mode head, which does not "
+                          f"resume but starts again; ")
         raise RunExistsError(
             f"run folder {run_dir} already exists; {unfinished}choose another name (name=... on the command line) "
             f"or pass --overwrite (make benchmark ... OVERWRITE=1) to replace it"
         )
 
 
-def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
-    check_run_dir_free(run_dir, overwrite)
+def _claim_run_dir(run_dir: Path, overwrite: bool, can_resume: bool) -> None:
+    check_run_dir_free(run_dir, overwrite, can_resume)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
@@ -287,12 +296,19 @@ def check_runtime(config: RunConfig, context: distributed.Context) -> None:
                           f"it must be divisible by the number of processes ({context.world_size})")
 
 
-def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list, list[dict]]:
-    """``(source, class names, train, evaluated and val (calibration) samples, skipped images)``."""
+def _read_data(config: RunConfig) -> tuple[str, list[str], list, list, list, list[dict], list[str]]:
+    """``(source, class names, train, evaluated and val (calibration) samples, skipped images, warnings)``.
+
+    Refuses a class without train images and warns of classes with few val
+    images (:func:`bench.data.samples.check_classes`), counted on the images kept.
+    """
     dataset = prepare_dataset(config)
     train_samples, eval_samples, skipped = checked_samples(dataset, config)
     val_samples, skipped_val = calibration_samples(dataset, config)
-    return dataset.source, dataset.class_names, train_samples, eval_samples, val_samples, skipped + skipped_val
+    validated = val_samples or (eval_samples if config.eval.split == "val" and config.train.validate else [])
+    warnings = check_classes(dataset.class_names, train_samples, validated, dataset.source)
+    return (dataset.source, dataset.class_names, train_samples, eval_samples, val_samples, skipped + skipped_val,
+            warnings)
 
 
 # Called on rank 0 once a run's manifest says complete: ``after_complete(config, evaluated samples, log)``
@@ -328,10 +344,13 @@ def run(config: RunConfig, overwrite: bool = False, log: Callable[[str], None] =
     if config.threads:
         torch.set_num_threads(config.threads)
     precision = resolve_precision(config.precision, context.device)
-    source, class_names, train_samples, eval_samples, val_samples, skipped = context.on_main(lambda: _read_data(config))
+    source, class_names, train_samples, eval_samples, val_samples, skipped, warnings = context.on_main(
+        lambda: _read_data(config))
     say(f"dataset: {source}")
     if skipped:
         say(f"skipped {len(skipped)} bad image(s) (dataset.skip_bad); listed in manifest.json")
+    for warning in warnings:
+        say(f"warning: {warning}")
     lap("data")
     job = _Job(config, context, precision, class_names, train_samples, eval_samples, val_samples, say)
     manifest = _open_manifest(job, state, overwrite, resume, source, skipped, timings) if context.is_main else {}
@@ -354,12 +373,12 @@ def _check_start(config: RunConfig, context: distributed.Context, overwrite: boo
         raise ResumeError("--resume and --overwrite contradict each other; pass one")
     check_runtime(config, context)
     check_weights(config.model)  # missing ImageNet weights stop the run here, before anything is written
-    if config.train.mode == "head" and (context.distributed or resume):
+    if not resumable(config) and (context.distributed or resume):
         raise ConfigError("'train.mode' is 'head', which runs in one process and does not resume (caching the "
                           "features and training the head take minutes); run it without torchrun / --resume")
     # Before any work: refuse an existing folder, or read the checkpoint to continue from.
-    state = context.on_main(lambda: check_resumable(config) if resume else check_run_dir_free(config.run_dir,
-                                                                                                 overwrite))
+    state = context.on_main(lambda: check_resumable(config) if resume else check_run_dir_free(
+        config.run_dir, overwrite, resumable(config)))
     if resume:
         check_world_size(state, context)
     return state
@@ -371,11 +390,11 @@ def _open_manifest(job: _Job, state: dict | None, overwrite: bool, resume: bool,
     config, run_dir = job.config, job.run_dir
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     if resume:
-        manifest = json.loads((run_dir / MANIFEST_FILE).read_text())
+        manifest = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
         manifest.setdefault("resumed", []).append({"at": started, "after_epoch": state["epoch"] if state else 0})
         manifest["timings_s"] = timings
     else:
-        _claim_run_dir(run_dir, overwrite)
+        _claim_run_dir(run_dir, overwrite, resumable(config))
         with atomic_path(run_dir / CONFIG_FILE) as temporary:
             save_config(config, temporary)
         write_class_names(run_dir, job.class_names)  # so the checkpoint is usable alone (python -m bench cam)
@@ -538,7 +557,8 @@ def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[di
     method = f", {config.wsol.method.upper()}" if config.wsol.method != "cam" else ""  # a training-time WSOL method
     job.say(f"training {config.model.backbone} ({config.model.pooling.upper()}{method}, {config.model.input_size}px, "
             f"stride {config.model.feature_stride}, {config.train.mode} mode{frozen}, {job.precision}) on "
-            f"{len(job.train_samples)} images for {config.train.epochs} epochs{processes}")
+            f"{len(job.train_samples)} images for {config.train.epochs} epoch{'s' if config.train.epochs != 1 else ''}"
+            f"{processes}")
     after_epoch = _epoch_validator(job, state["history"] if state else []) if config.train.validate else None
     if config.train.mode == "head":
         cache_loader = torch.utils.data.DataLoader(train_set, batch_size=config.eval.batch_size, collate_fn=collate,

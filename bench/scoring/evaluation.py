@@ -235,7 +235,7 @@ def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> Ev
     """Stream scored batches (in split order) into ``predictions_path`` (written atomically) and the metrics."""
     meter = LocalizationMeter()
     result = EvaluationResult(metrics={})
-    with atomic_path(predictions_path) as temporary, temporary.open("w", newline="") as handle:
+    with atomic_path(predictions_path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(PREDICTION_COLUMNS)
         for batch in scored:

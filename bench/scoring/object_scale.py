@@ -268,7 +268,7 @@ def read_metrics_by_scale(predictions_path: Path, samples: Sequence[Sample]) -> 
     """
     predictions_path = Path(predictions_path)
     by_id = {sample.image_id: sample for sample in samples}
-    with predictions_path.open(newline="") as handle:
+    with predictions_path.open(newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)
         missing = [column for column in NEEDED_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:

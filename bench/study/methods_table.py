@@ -29,7 +29,7 @@ def read_methods_table(run_dir: Path) -> dict[str, dict[str, float]]:
     path = Path(run_dir) / METHODS_DIR / METHODS_TABLE
     if not path.is_file():
         return {}
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         return {row.pop("method"): {key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)}
 
 
@@ -69,7 +69,7 @@ def write_methods_tables(study: StudyConfig, finished: list[RunConfig], folder: 
     table.insert(0, "seeds", grouped.size())
     table = table.reset_index()
     with atomic_path(folder / f"{TABLE_STEM}.csv") as temporary:
-        table.to_csv(temporary, index=False, float_format="%.6g")
+        table.to_csv(temporary, index=False, float_format="%.6g", encoding="utf-8")
     header = [*keys, "method", "seeds", *METHOD_COLUMNS.values()]
     lines = [f"## Map methods: {' x '.join([*keys, 'method'])} (mean over seeds)", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---|---:|" + "---:|" * len(METHOD_COLUMNS)]

@@ -297,7 +297,7 @@ def _write_marker(marker: Path, token: str) -> None:
 def check_marker(marker: Path, token: str) -> None:
     """Raise :class:`SharedFolderError` unless this process reads ``token`` from ``marker``."""
     try:
-        seen = marker.read_text().strip()
+        seen = marker.read_text(encoding="utf-8").strip()
     except OSError:
         seen = None
     if seen != token:
@@ -461,7 +461,7 @@ def _attempt_line(attempt: int) -> str:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text(errors="replace")
+        return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
 
@@ -490,7 +490,7 @@ def _run_task(item: PendingRun, attempt: int, marker: str, token: str, log_path:
     check_marker(Path(marker), token)
     config = item.config
     state = item.state if attempt == 1 else _state_after_death(config)
-    with open(log_path, "a", buffering=1) as log_file, contextlib.redirect_stdout(log_file), \
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log_file, contextlib.redirect_stdout(log_file), \
             contextlib.redirect_stderr(log_file):
         gpus = os.environ.get("CUDA_VISIBLE_DEVICES", "")
         print(f"{_attempt_line(attempt)}{socket.gethostname()} (pid {os.getpid()}, {config.threads} threads per "
@@ -521,7 +521,7 @@ def _state_after_death(config: RunConfig, wait_seconds: float = 30.0) -> str:
         raise StudyError(f"{config.name}: the previous attempt's {running_process(config.run_dir)} is still alive "
                          f"{wait_seconds:g} s after its Ray worker died; stop it, then run the study again")
     path = config.run_dir / MANIFEST_FILE
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(path.read_text(encoding="utf-8"))
     manifest.update(status=INTERRUPTED, pid=None)
     write_text(path, json.dumps(manifest, indent=2) + "\n")
     return "interrupted"
@@ -529,7 +529,8 @@ def _state_after_death(config: RunConfig, wait_seconds: float = 30.0) -> str:
 
 def _runs_here(config: RunConfig) -> bool:
     try:
-        return json.loads((config.run_dir / MANIFEST_FILE).read_text()).get("host") == socket.gethostname()
+        manifest = json.loads((config.run_dir / MANIFEST_FILE).read_text(encoding="utf-8"))
+        return manifest.get("host") == socket.gethostname()
     except (OSError, ValueError, AttributeError):
         return False
 

@@ -94,14 +94,14 @@ def read_history(path) -> list[dict[str, float]]:
     """``history.csv`` as rows of floats (empty cells left out); [] if the file is missing."""
     if not path.is_file():
         return []
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8") as handle:
         return [{key: float(value) for key, value in row.items() if value != ""} for row in csv.DictReader(handle)]
 
 
 def read_predictions(path: Path) -> dict:
     """The per-image fields of :class:`RunResult` from a ``predictions.csv`` (or a map method's
     ``predictions_<method>.csv``): ``image_ids``, ``per_image``, ``gt_boxes``, ``gt_class_boxes``, ``gt_class_iou``."""
-    with Path(path).open(newline="") as handle:
+    with Path(path).open(newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     return {
         "image_ids": [row["image_id"] for row in rows],
@@ -118,9 +118,9 @@ def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
     if point not in POINTS:
         raise ValueError(f"point {point!r}: expected one of {', '.join(POINTS)}")
     folder = config.run_dir if point == FINAL else config.run_dir / SELECTED_DIR
-    metrics = json.loads((folder / METRICS_FILE).read_text())
+    metrics = json.loads((folder / METRICS_FILE).read_text(encoding="utf-8"))
     cams = np.load(config.run_dir / CAMS_FILE)["gt_class"].astype(np.float32) if point == FINAL else None
-    with (folder / CURVES_FILE).open(newline="") as handle:
+    with (folder / CURVES_FILE).open(newline="", encoding="utf-8") as handle:
         curve_rows = list(csv.DictReader(handle))
     curve = (np.array([float(row["tau"]) for row in curve_rows]),
              np.array([float(row[CURVE_COLUMN]) for row in curve_rows]))

@@ -33,7 +33,16 @@ from typing import Callable
 
 from bench.atomic_files import write_text
 from bench.config import SAME_EXPERIMENT_KEYS, RunConfig, StudyConfig, config_differences, load_config
-from bench.run.folder import COMPLETE, CONFIG_FILE, FAILED, INTERRUPTED, RUNNING, run_status, running_process
+from bench.run.folder import (
+    COMPLETE,
+    CONFIG_FILE,
+    FAILED,
+    INTERRUPTED,
+    RUNNING,
+    resumable,
+    run_status,
+    running_process,
+)
 from bench.run.pipeline import AfterComplete, run
 from bench.study import figures as study_figures
 from bench.study.center_row import TABLE_NOTE, CenterBaseline, center_baselines, center_scale_rows, center_table_rows
@@ -96,9 +105,8 @@ def run_state(config: RunConfig) -> str:
     if status == COMPLETE:
         return "different" if config_differences(saved, config, REUSE_IGNORED_KEYS) else "complete"
     same = not config_differences(saved, config, SAME_EXPERIMENT_KEYS)
-    # train.mode head does not resume (bench.run.pipeline): its unfinished run starts again from scratch.
-    resumable = config.train.mode != "head"
-    return "interrupted" if same and resumable and status in (INTERRUPTED, FAILED) else "partial"
+    # An unfinished run that does not resume (train.mode head) starts again from scratch.
+    return "interrupted" if same and resumable(config) and status in (INTERRUPTED, FAILED) else "partial"
 
 
 @dataclass(frozen=True)
@@ -242,9 +250,9 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
     write_text(folder / "table.md", "\n".join(tables))
     if notes:
         write_text(folder / "comparison.md", "\n".join(notes))
-    log((folder / "table.md").read_text())
+    log((folder / "table.md").read_text(encoding="utf-8"))
     if notes:
-        log((folder / "comparison.md").read_text())
+        log((folder / "comparison.md").read_text(encoding="utf-8"))
     log(f"study report in {folder}/ ({', '.join(sorted(p.name for p in figures))})")
     if study_page is not None:
         study_page(study, finished, log=log)

@@ -187,7 +187,7 @@ def latex_table(study: StudyConfig, rows: list[dict], protocol: str) -> str:
 def write_csv(path: Path, rows: list[dict]) -> None:
     """``rows`` (dicts with the same keys) as a CSV file with a header line, written atomically."""
     with atomic_path(path) as temporary:
-        pd.DataFrame(rows).to_csv(temporary, index=False)
+        pd.DataFrame(rows).to_csv(temporary, index=False, encoding="utf-8")
 
 
 def write_tables(study: StudyConfig, results: list[RunResult], stem: Path, title: str = "",

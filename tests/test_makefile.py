@@ -1,0 +1,34 @@
+"""The Makefile echoes each command it runs as one clean line: what a user can copy and run without make."""
+
+import shutil
+import subprocess
+
+import pytest
+from helpers import REPO
+
+pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
+
+
+def echoed(tmp_path, *arguments: str) -> str:
+    """The ``python -m bench`` line ``make -n`` prints for ``arguments`` (VENV in ``tmp_path``: nothing runs)."""
+    venv = tmp_path / "venv"
+    result = subprocess.run(["make", "-n", "--no-print-directory", f"VENV={venv}", *arguments], cwd=REPO,
+                            capture_output=True, text=True, encoding="utf-8", timeout=60, check=True)
+    (line,) = [line for line in result.stdout.splitlines() if " -m bench " in line]
+    return line.replace(str(venv), "VENV")
+
+
+@pytest.mark.parametrize("arguments, command", [
+    (["benchmark", "CONFIG=configs/tiny.yaml", "ARGS=train.epochs=1"],
+     "VENV/bin/python -m bench run configs/tiny.yaml train.epochs=1"),
+    (["benchmark", "OVERWRITE=1", "QUICK=1", "DATA_ROOT=/datasets", "EXECUTOR=ray", "RUN_RESOURCES=cpu=2"],
+     "VENV/bin/python -m bench run configs/paper.yaml data_root=/datasets --overwrite --quick --executor ray "
+     "--run-resources cpu=2"),
+    (["benchmark", "NPROC=2", "RESUME=1", "CONFIG=configs/gap.yaml"],
+     "VENV/bin/python -m torch.distributed.run --standalone --nproc-per-node=2 -m bench run configs/gap.yaml "
+     "--resume"),
+    (["report", "CONFIG=configs/tiny.yaml"], "VENV/bin/python -m bench report configs/tiny.yaml"),
+    (["data", "CONFIG=configs/tiny.yaml"], "VENV/bin/python -m bench data configs/tiny.yaml"),
+])
+def test_make_echoes_one_clean_command_line(tmp_path, arguments, command):
+    assert echoed(tmp_path, *arguments) == command  # no dangling "\", no runs of blanks
