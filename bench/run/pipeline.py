@@ -7,7 +7,7 @@ The run folder ``results/<name>/`` holds:
 * ``manifest.json``    status (running / complete), versions, seed, git commit, device, wall time per stage
 * ``checkpoint.pt``    full training state after the last finished epoch (:mod:`bench.training.checkpoint`)
 * ``metrics.json``     the metrics, with the protocol that produced them
-* ``predictions.csv``  one row per evaluated image (see :data:`bench.scoring.evaluation.PREDICTION_COLUMNS`)
+* ``predictions.csv``  one row per evaluated image (see :data:`bench.scoring.image_rows.PREDICTION_COLUMNS`)
 * ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution + image ids
   (float16; float32 if a value is beyond its range)
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
@@ -93,7 +93,6 @@ from bench.run.folder import (
     running_process,
 )
 from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_scores
-from bench.scoring.object_scale import read_metrics_by_scale
 from bench.scoring.protocols import describe_protocol, run_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 from bench.training import distributed
@@ -686,9 +685,7 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
                             config.eval.split, config.eval.normalization, sweep.protocol)
     write_json(out_dir / METRICS_FILE, {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
-                                          "epoch": epoch, "sweep": summary,
-                                          "by_object_scale": read_metrics_by_scale(out_dir / PREDICTIONS_FILE,
-                                                                                   job.eval_samples)})
+                                          "epoch": epoch, "sweep": summary, "by_object_scale": result.by_object_scale})
     write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, out_dir / CURVES_FILE,
                        out_dir / CURVES_FIGURE, f"{config.name}: BoxAcc vs tau ({config.eval.split})")
     if figures:

@@ -31,7 +31,7 @@ from bench.run.folder import (
     PREDICTIONS_FILE,
     SELECTED_DIR,
 )
-from bench.scoring.evaluation import parse_boxes
+from bench.scoring.image_rows import parse_boxes
 from bench.scoring.object_scale import box_to_object_areas
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
