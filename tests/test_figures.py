@@ -5,11 +5,15 @@ checks that the pipeline hands them the epoch and taus its own files record.
 """
 
 import json
+from dataclasses import replace
 
 import matplotlib.pyplot as plt
 import numpy as np
+from helpers import hand_made_run
 
 import bench.run.figures as run_figures
+import bench.study.figures as study_figures
+from bench.config import StudyConfig
 from bench.run.figures import (
     CURVE_STYLES,
     HIT_COLOUR,
@@ -23,7 +27,7 @@ from bench.run.figures import (
 from bench.run.folder import CURVE_COLUMN, VAL_CURVE_COLUMN
 from bench.run.pipeline import SELECTION_RULE, run, select_epoch
 from bench.scoring.evaluation import GalleryItem
-from bench.study.results import read_history
+from bench.study.results import by_setting, read_history
 
 
 def vertical_lines(figure: plt.Figure) -> list[tuple[int, str, float]]:
@@ -168,3 +172,66 @@ def test_a_run_marks_the_epoch_and_taus_its_files_record(tiny_config, monkeypatc
         if where == "val_selected" and selected == config.train.epochs:
             continue  # the final epoch's files are copied, not drawn again
         assert [x for _, _, x in drawn[f"{where}/boxacc_vs_tau.png"]] == expected, where
+
+
+# ----------------------------------------------------------------------------- the study's figures
+
+
+def _study_runs():
+    study = StudyConfig(name="marks", base="tiny.yaml", grid=(("model.pooling", ("gap", "gmp")), ("seed", (0, 1))),
+                        compare=("gmp",))
+    runs = []
+    for pooling, seed, epoch, tau, iou in (("gap", 1, 3, 0.15, 0.6), ("gap", 0, 2, 0.1, 0.4),
+                                           ("gmp", 0, 1, 0.3, 0.5), ("gmp", 1, 1, 0.35, 0.2)):
+        result = hand_made_run(pooling, seed, [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 0],
+                               [0.8, 0.6, 0.4, 0.2], [50.0, 75.0])
+        history = [{**row, "val_gt_known_loc_acc": row["val_gt_known_loc_acc"] + 10 * seed} for row in HISTORY]
+        runs.append(replace(result, history=history, selected_epoch=epoch, gt_class_iou=np.full(4, iou),
+                            metrics={**result.metrics, "sweep": {"calibrated": {"tau": tau}}}))
+    return study, runs
+
+
+def _captured(monkeypatch) -> list[plt.Figure]:
+    figures = []
+    monkeypatch.setattr(study_figures, "save_figure", lambda figure, path, dpi: figures.append(figure) or path)
+    return figures
+
+
+def test_study_learning_curves_star_each_runs_val_selected_epoch(monkeypatch, tmp_path):
+    study, runs = _study_runs()
+    assert study_figures.selected_epochs(runs[:2]) == [2, 3]  # in seed order
+    figures = _captured(monkeypatch)
+    study_figures.learning_curves(study, by_setting(study, runs), tmp_path / "learning_curves.png")
+    # GAP's mean val GT-known loc: 45, 60, 50 (seeds 0 and 1 are 10 apart); GMP's the same.
+    assert markers(figures[0], "*") == [("GAP selected on val: epoch 2, 3", [2.0, 3.0], [60.0, 50.0]),
+                                        ("GMP selected on val: epoch 1, 1", [1.0, 1.0], [45.0, 45.0])]
+    assert "star: each run's epoch selected on val (best val GT-known loc)" in " ".join(figures[0].get_suptitle().split())
+    plt.close("all")
+
+
+def test_study_boxacc_marks_the_fixed_the_oracle_and_the_val_chosen_taus(monkeypatch, tmp_path):
+    study, runs = _study_runs()
+    assert study_figures.val_taus(runs[:2]) == [0.1, 0.15]  # in seed order
+    figures = _captured(monkeypatch)
+    study_figures.boxacc_vs_tau(study, by_setting(study, runs), tmp_path / "boxacc_vs_tau.png")
+    # Every hand-made run's curve is (tau 0: 50 %, tau 0.5: 75 %): the oracle is tau 0.5.
+    assert markers(figures[0], "*") == [("GAP oracle tau 0.50: best 75.0%", [0.5], [75.0]),
+                                        ("GMP oracle tau 0.50: best 75.0%", [0.5], [75.0])]
+    assert markers(figures[0], "v") == [("GAP tau chosen on val: 0.1, 0.15", [0.1, 0.15], [55.0, 57.5]),
+                                        ("GMP tau chosen on val: 0.3, 0.35", [0.3, 0.35], [65.0, 67.5])]
+    assert [(label, x) for _, label, x in vertical_lines(figures[0])] == [("tau = 0.2, fixed (eval.tau)", 0.2)]
+    plt.close("all")
+
+
+def test_study_gallery_marks_each_box_hit_or_miss(monkeypatch, tmp_path):
+    study, runs = _study_runs()
+    monkeypatch.setattr(study_figures, "_input_images", lambda result, ids: [np.zeros((64, 64, 3), np.uint8)] * len(ids))
+    monkeypatch.setattr(study_figures, "upsampled_cams", lambda result, count: np.ones((count, 64, 64), np.float32))
+    figures = _captured(monkeypatch)
+    study_figures.cams_side_by_side(study, by_setting(study, runs), tmp_path / "cams.png")
+    first_row = figures[0].axes[:3]  # the image, then GAP's and GMP's first seed (seed 0: IoU 0.4 and 0.5)
+    assert [[(text.get_text(), text.get_color()) for text in axis.texts] for axis in first_row] == [
+        [], [("\u2717 miss: IoU 0.40 < 0.5", MISS_COLOUR)], [("\u2713 hit: IoU 0.50 \u2265 0.5", HIT_COLOUR)]]
+    assert [axis.get_title() for axis in first_row[1:]] == ["GAP (seed 0)", "GMP (seed 0)"]
+    plt.close("all")
+
