@@ -79,8 +79,8 @@ def test_two_processes_train_and_shard_evaluation_identically_to_one(tiny_config
     # The threshold sweep (test counts and val calibration) summed over the 2 ranks equals one process's.
     assert val_sweep.boxes.num_images == 12 and sweep.pixels.num_images == 24
     assert saved["sweep"] == sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes, "test",
-                                           config.eval.normalization)
-    write_sweep_curves(sweep.boxes, val_sweep.boxes, tmp_path / "curves.csv", tmp_path / "curves.png", "single")
+                                           config.eval.normalization, sweep.protocol)
+    write_sweep_curves(sweep.boxes, val_sweep.boxes, tmp_path / "curves.csv", tmp_path / "curves.png", "single", [])
     assert (tmp_path / "curves.csv").read_text() == (folder / "box_acc_curves.csv").read_text()
     cams = np.load(folder / "cams.npz")
     assert list(cams["image_ids"]) == result.image_ids

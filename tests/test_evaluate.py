@@ -20,7 +20,8 @@ from bench.config import EvalConfig, ModelConfig, RunConfig
 from bench.data.samples import Sample
 from bench.data.torch_dataset import WsolDataset, collate, image_to_tensor
 from bench.model.camnet import CamNet, build_model
-from bench.scoring.evaluation import PREDICTION_COLUMNS, evaluate, to_pixels
+from bench.scoring.evaluation import evaluate, to_pixels
+from bench.scoring.image_rows import PREDICTION_COLUMNS
 from bench.scoring.prediction import localize_batch, upsample_to_frames
 from bench.scoring.protocols import describe_protocol, frame_of
 

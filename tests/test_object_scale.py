@@ -1,6 +1,7 @@
 """Localization by object scale: hand-computed scales, bins and per-bin metrics, and the predictions.csv reader."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,14 +10,16 @@ import pytest
 from bench.data.boxes import resize_boxes
 from bench.data.loading import load_dataset
 from bench.data.samples import DatasetFormatError, Sample
-from bench.scoring.evaluation import PREDICTION_COLUMNS, ScoredBatch, collect_results
-from bench.scoring.fixed_tau_metrics import METRIC_KEYS, LocalizationMeter, localization_outcomes
+from bench.scoring.evaluation import ScoredBatch, collect_results
+from bench.scoring.fixed_tau_metrics import METRIC_KEYS, LocalizationMeter, localization_outcomes, per_image_metrics
+from bench.scoring.image_rows import PREDICTION_COLUMNS
 from bench.scoring.object_scale import (
     NEEDED_COLUMNS,
     SCALE_BIN_EDGES,
     ObjectScaleMeter,
     PredictionsFileError,
     box_to_object_areas,
+    metrics_by_bin,
     metrics_by_scale,
     object_scales,
     read_metrics_by_scale,
@@ -187,6 +190,52 @@ def test_streaming_meter_equals_one_call():
         meter.update(outcome, scales)
 
 
+def test_streaming_meter_is_bit_identical_to_one_call_for_any_batches():
+    # 300 images with irregular IoUs in uneven batches: summing per batch would round differently.
+    generator = np.random.default_rng(0)
+    count = 300
+    flags = {name: generator.random(count) < 0.6 for name in ("top1_correct", "top5_correct", "top1_loc",
+                                                                "top5_loc", "gt_known_loc")}
+    outcome = type(Example.outcome())(**flags, top1_iou=generator.random(count), gt_known_iou=generator.random(count))
+    scales, ratios = generator.random(count), generator.random(count) * 3
+    meter = ObjectScaleMeter()
+    edges = [0, 1, 17, 64, 65, 190, count]
+    for start, stop in zip(edges[:-1], edges[1:]):
+        part = slice(start, stop)
+        meter.update(type(outcome)(**{name: value[part] for name, value in vars(outcome).items()}), scales[part],
+                     ratios[part])
+    assert meter.compute() == metrics_by_scale(outcome, scales, ratios)
+    assert ObjectScaleMeter().compute() == [{"bin": label, "low": low, "high": high, "num_images": 0}
+                                            for label, low, high in zip(scale_bin_labels(), SCALE_BIN_EDGES[:-1],
+                                                                        SCALE_BIN_EDGES[1:])]
+
+
+def test_per_image_means_equal_the_meter_bit_for_bit():
+    # The per-bin aggregation takes means of per-image values; the split's meter counts. They must agree exactly.
+    generator = np.random.default_rng(1)
+    for count in (1, 3, 7, 8, 9, 127, 128, 129, 300, 1001):
+        flags = {name: generator.random(count) < 0.37 for name in ("top1_correct", "top5_correct", "top1_loc",
+                                                                    "top5_loc", "gt_known_loc")}
+        outcome = type(Example.outcome())(**flags, top1_iou=generator.random(count),
+                                          gt_known_iou=generator.random(count))
+        meter = LocalizationMeter()
+        meter.update(outcome)
+        expected = meter.compute()
+        means = {key: float(np.mean(values)) for key, values in per_image_metrics(outcome).items()}
+        assert means == {key: value for key, value in expected.items() if key != "num_images"}, count
+
+
+def test_metrics_by_bin_hand_computed():
+    bins = np.array([1, 1, 4, 1])
+    rows = metrics_by_bin({"loc": np.array([100.0, 0.0, 100.0, 100.0])}, bins, {"ratio": np.array([1, 4, 2, 3.0])})
+    assert [row["num_images"] for row in rows] == [0, 3, 0, 0, 1]
+    assert rows[1] == {"bin": "[0.1, 0.2)", "low": 0.1, "high": 0.2, "num_images": 3, "loc": 200 / 3, "ratio": 3.0}
+    assert rows[4] == {"bin": "[0.5, 1]", "low": 0.5, "high": 1.0, "num_images": 1, "loc": 100.0, "ratio": 2.0}
+    assert rows[0] == {"bin": "[0, 0.1)", "low": 0.0, "high": 0.1, "num_images": 0}
+    with pytest.raises(ValueError, match=r"per-image values 'ratio' must have the shape of bins \(4,\); got \(3,\)"):
+        metrics_by_bin({}, bins, {"ratio": np.ones(3)})
+
+
 def test_all_bins_empty_but_one():
     outcome = Example.outcome()
     bins = metrics_by_scale(outcome, np.full(5, 0.35))
@@ -210,8 +259,9 @@ def _samples(size=FRAME) -> list[Sample]:
                                                                                   Example.gt_boxes)]
 
 
-def _write_predictions(path: Path) -> None:
-    """The example's predictions.csv, through evaluation's own writer (rows as score_batch formats them)."""
+def _write_predictions(path: Path):
+    """The example's predictions.csv, through evaluation's own writer (rows as score_batch formats them); returns
+    the writer's :class:`EvaluationResult`."""
     outcome = Example.outcome()
 
     def box(values):
@@ -222,8 +272,9 @@ def _write_predictions(path: Path) -> None:
              box(Example.gt_class_boxes[i]), f"{outcome.gt_known_iou[i]:.4f}", int(outcome.top1_correct[i]),
              int(outcome.top5_correct[i]), int(outcome.top1_loc[i]), int(outcome.top5_loc[i]),
              int(outcome.gt_known_loc[i])] for i, image_id in enumerate(Example.ids)]
-    batch = ScoredBatch(rows=rows, outcome=outcome, image_ids=list(Example.ids), top1_cams=[], gt_cams=[], gallery=[])
-    collect_results([batch], path)
+    batch = ScoredBatch(rows=rows, outcome=outcome, object_scales=Example.scales(), box_to_object=Example.ratios(),
+                        image_ids=list(Example.ids), top1_cams=[], gt_cams=[], gallery=[])
+    return collect_results([batch], path)
 
 
 def test_reader_needs_only_columns_that_evaluation_writes():
@@ -232,11 +283,26 @@ def test_reader_needs_only_columns_that_evaluation_writes():
 
 def test_reader_reproduces_the_in_memory_bins(tmp_path):
     path = tmp_path / "predictions.csv"
-    _write_predictions(path)
+    written = _write_predictions(path)
     # Scales from the dataset (a 200 x 200 original frame), box ratios from the file's 100 x 100 frame.
     bins = read_metrics_by_scale(path, _samples(size=(200, 200)))
     _check_bins(bins)
     assert bins == metrics_by_scale(Example.outcome(), Example.scales(), Example.ratios())
+    assert written.by_object_scale == bins  # the writer's own pass gives what the file gives back
+
+
+def test_the_writer_bins_the_iou_the_file_records(tmp_path):
+    # An IoU of 1/3 is written as 0.3333: the bins in memory hold that value, as a reader of the file gets it.
+    third = np.array([[0.0, 0, 30, 100]])  # a 30 x 100 box inside a 90 x 100 GT box: IoU 1/3
+    outcome = localization_outcomes(np.array([[0, 1]]), np.array([0]), third, third, [np.array([[0.0, 0, 90, 100]])])
+    assert outcome.top1_iou[0] == 1 / 3
+    row = ["a.png", 0, "0 1", "0.6000 0.4000", "0 0 90 100", "0 0 30 100", "0.3333", "0 0 30 100", "0.3333",
+           1, 1, 0, 0, 0]
+    batch = ScoredBatch(rows=[row], outcome=outcome, object_scales=np.array([0.9]), box_to_object=np.array([1 / 3]),
+                        image_ids=["a.png"], top1_cams=[], gt_cams=[], gallery=[])
+    result = collect_results([batch], tmp_path / "predictions.csv")
+    assert result.metrics["mean_iou"] == 1 / 3  # the split's metric keeps the exact IoU
+    assert result.by_object_scale[4]["mean_iou"] == 0.3333 == result.by_object_scale[4]["mean_gt_known_iou"]
 
 
 def test_reader_accepts_a_larger_split(tmp_path):
@@ -293,6 +359,8 @@ def test_reader_on_a_finished_tiny_run(tiny_run):
     config, metrics = tiny_run.config, tiny_run.metrics
     samples = load_dataset(config.dataset, Path(config.data_root), progress=False).splits[config.eval.split]
     bins = read_metrics_by_scale(config.run_dir / "predictions.csv", samples)
+    # The run binned its images while scoring; its predictions.csv gives the same numbers back, bit for bit.
+    assert json.loads((config.run_dir / "metrics.json").read_text())["by_object_scale"] == bins
     filled = [row for row in bins if row["num_images"]]
     assert sum(row["num_images"] for row in bins) == metrics["num_images"] == len(samples)
     for key in ("top1_loc_error", "gt_known_loc_acc", "top1_cls_error"):  # from exact 0/1 columns

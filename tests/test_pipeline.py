@@ -18,8 +18,9 @@ from bench.config import load_config
 from bench.data.torch_dataset import WsolDataset, collate
 from bench.model.camnet import build_model
 from bench.run.pipeline import RunExistsError, prepare_dataset, run, select_epoch
-from bench.scoring.evaluation import PREDICTION_COLUMNS, validation_metrics
+from bench.scoring.evaluation import validation_metrics
 from bench.scoring.fixed_tau_metrics import METRIC_KEYS
+from bench.scoring.image_rows import PREDICTION_COLUMNS
 from bench.training.checkpoint import load_training_state
 
 

@@ -25,8 +25,9 @@ from bench.config import EvalConfig, ModelConfig
 from bench.data.samples import Sample
 from bench.model.camnet import CamNet
 from bench.scoring.box_rule import boxes_from_cams, normalize_cams
-from bench.scoring.evaluation import PREDICTION_COLUMNS, score_batch
+from bench.scoring.evaluation import score_batch
 from bench.scoring.fixed_tau_metrics import LocalizationMeter, localization_outcomes
+from bench.scoring.image_rows import PREDICTION_COLUMNS
 from bench.scoring.threshold_free_metrics import ThresholdSweepMeter
 from bench.scoring.threshold_sweep import reference_sweep, sweep_boxes, threshold_list
 

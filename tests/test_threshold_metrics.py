@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from bench.scoring.box_rule import normalize_cams
+from bench.scoring.protocols import BenchProtocol
 from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, ThresholdSweepMeter, calibrated_tau, sweep_summary
 from bench.scoring.threshold_sweep import threshold_list
 
@@ -58,14 +59,15 @@ def test_calibrated_tau_is_the_val_best_and_test_numbers_are_read_there():
     # val BoxAcc: [0, 33.3, 33.3, 66.7] -> index 3 (tau 0.75).
     assert calibrated_tau(val) == 3
     test = _meter([RIGHT_BLOB, LEFT_BLOB], top1=[True, True], top5=[True, True])
-    summary = sweep_summary(test, PixelPrecisionMeter(test.thresholds), val, "test", "max")
+    summary = sweep_summary(test, PixelPrecisionMeter(test.thresholds), val, "test", "max", BenchProtocol())
     calibrated = summary["calibrated"]
     assert calibrated["tau"] == 0.75
     assert calibrated["protocol"].startswith("tau from val = 0.75 ")
     assert calibrated["top1_loc_error"] == 50.0 and calibrated["gt_known_loc_acc"] == 50.0  # only B is right at 0.75
     assert summary["max_box_acc"]["protocol"].startswith("oracle max over tau on test")
     assert "pxap" not in summary  # no image had a mask
-    assert "calibrated" not in sweep_summary(test, PixelPrecisionMeter(test.thresholds), None, "test", "max")
+    assert "calibrated" not in sweep_summary(test, PixelPrecisionMeter(test.thresholds), None, "test", "max",
+                                         BenchProtocol())
 
 
 def test_pxap_hand_computed():

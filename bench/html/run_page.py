@@ -44,7 +44,7 @@ from bench.run.folder import (
     SELECTED_DIR,
     run_status,
 )
-from bench.scoring.evaluation import parse_boxes
+from bench.scoring.image_rows import parse_boxes
 from bench.scoring.metric_names import CALIBRATED_ROWS, HISTORY_COLUMNS, RUN_METRICS, SWEEP_ROWS
 
 IMAGE_DIR = "img"  # under PAGE_DIR: the thumbnails

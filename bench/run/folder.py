@@ -48,7 +48,7 @@ METHODS_DIR = "methods"
 METHODS_TABLE = "methods.csv"  # one row per map method: metrics, ms per image, overhead over the forward pass
 METHODS_MARKDOWN = "methods.md"
 METHODS_FIGURE = "methods.png"  # the same images, one column per method
-METHOD_PREDICTIONS = "predictions_{method}.csv"  # each method's per-image rows (bench.scoring.evaluation.PREDICTION_COLUMNS)
+METHOD_PREDICTIONS = "predictions_{method}.csv"  # each method's per-image rows (bench.scoring.image_rows.PREDICTION_COLUMNS)
 
 
 def _process_alive(pid: int) -> bool:

@@ -7,7 +7,7 @@ The run folder ``results/<name>/`` holds:
 * ``manifest.json``    status (running / complete), versions, seed, git commit, device, wall time per stage
 * ``checkpoint.pt``    full training state after the last finished epoch (:mod:`bench.training.checkpoint`)
 * ``metrics.json``     the metrics, with the protocol that produced them
-* ``predictions.csv``  one row per evaluated image (see :data:`bench.scoring.evaluation.PREDICTION_COLUMNS`)
+* ``predictions.csv``  one row per evaluated image (see :data:`bench.scoring.image_rows.PREDICTION_COLUMNS`)
 * ``cams.npz``         each image's top-1 and GT-class CAM at feature resolution + image ids
   (float16; float32 if a value is beyond its range)
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
@@ -66,6 +66,7 @@ from bench.run.figures import (
     format_sweep,
     save_gallery,
     save_history_figure,
+    tau_marks,
     write_sweep_curves,
 )
 from bench.run.folder import (
@@ -94,7 +95,6 @@ from bench.run.folder import (
     running_process,
 )
 from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_scores
-from bench.scoring.object_scale import read_metrics_by_scale
 from bench.scoring.protocols import describe_protocol, run_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 from bench.training import distributed
@@ -474,7 +474,7 @@ def _train_and_evaluate(job: _Job, state: dict | None, manifest: dict, lap: Call
     final, chosen = _evaluate_epochs(job, selected, lap)
     if not context.is_main:
         return None
-    _write_history(job.run_dir, history, f"{config.name}: learning curves")
+    _write_history(job.run_dir, history, f"{config.name}: learning curves", selected)
     _complete_manifest(job, manifest, history, selected, lap)
     return _Outcome(final, selected, chosen)
 
@@ -512,7 +512,7 @@ def _report(job: _Job, outcome: _Outcome) -> None:
         job.say(format_metrics(final["metrics"], final["protocol"]))
         job.say(format_sweep(final["sweep"]))
         if outcome.selected is not None:
-            job.say(f"epoch {outcome.selected} (best val GT-known loc): "
+            job.say(f"epoch {outcome.selected} ({SELECTION_RULE}): "
                     + format_selected(final, outcome.chosen, config.eval.split))
         job.say(f"results in {job.run_dir}/")
     except Exception as error:  # noqa: BLE001 - the run is complete on disk; a message must not undo that
@@ -657,6 +657,9 @@ def _write_csv(path: Path, header: tuple[str, ...], rows: list[list]) -> None:
         writer.writerows(rows)
 
 
+SELECTION_RULE = "best val GT-known loc"  # how select_epoch chooses, as the log and the learning curves say it
+
+
 def select_epoch(history: list[dict[str, float]]) -> int | None:
     """The epoch with the best val GT-known loc (ties: lower val cls error, then the later epoch); None without val.
 
@@ -706,11 +709,10 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
                             config.eval.split, config.eval.normalization, sweep.protocol)
     write_json(out_dir / METRICS_FILE, {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
-                                          "epoch": epoch, "sweep": summary,
-                                          "by_object_scale": read_metrics_by_scale(out_dir / PREDICTIONS_FILE,
-                                                                                   job.eval_samples)})
+                                          "epoch": epoch, "sweep": summary, "by_object_scale": result.by_object_scale})
     write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, out_dir / CURVES_FILE,
-                       out_dir / CURVES_FIGURE, f"{config.name}: BoxAcc vs tau ({config.eval.split})")
+                       out_dir / CURVES_FIGURE, f"{config.name}: BoxAcc vs tau ({config.eval.split}, epoch {epoch})",
+                       tau_marks(summary, config.eval.tau, config.eval.split))
     if figures:
         _write_maps_and_gallery(job, result)
     return {"metrics": result.metrics, "protocol": protocol, "sweep": summary}
@@ -742,14 +744,14 @@ def _evaluate_selected(job: _Job, selected: int, final: dict) -> dict:
     if job.context.is_main:
         job.model.load_state_dict(load_training_state(job.run_dir / BEST_EPOCH_FILE)["model"])
     job.context.sync_module(job.model)
-    job.say(f"evaluating epoch {selected} (best val GT-known loc)")
+    job.say(f"evaluating epoch {selected} ({SELECTION_RULE})")
     return _evaluate_model(job, out_dir, selected, figures=False)
 
 
-def _write_history(run_dir: Path, history: list[dict[str, float]], title: str) -> None:
-    """``history.csv`` (one row per epoch) and ``history.png`` (the learning curves)."""
+def _write_history(run_dir: Path, history: list[dict[str, float]], title: str, selected: int | None) -> None:
+    """``history.csv`` (one row per epoch) and ``history.png`` (the learning curves, ``selected`` marked)."""
     columns = list(dict.fromkeys(key for row in history for key in row))
     lines = [",".join(columns)] + [",".join(f"{row[key]:.6g}" if key in row else "" for key in columns)
                                    for row in history]
     write_text(run_dir / HISTORY_FILE, "\n".join(lines) + "\n")
-    save_history_figure(history, run_dir / HISTORY_FIGURE, title)
+    save_history_figure(history, run_dir / HISTORY_FIGURE, title, selected, SELECTION_RULE)

@@ -6,8 +6,9 @@ class's maps are upsampled bilinearly to the evaluated frame and boxed by the
 paper's rule (the path :mod:`bench.scoring.prediction` shares with ``bench cam``). The
 frame is the network input by default, or the original image with
 ``eval.frame: original`` (:mod:`bench.scoring.protocols`). Per-image rows go straight
-to ``predictions.csv``; only counters, the feature-resolution CAMs (for
-``cams.npz``) and a few gallery images stay in memory.
+to ``predictions.csv`` (:mod:`bench.scoring.image_rows`); only counters, a few numbers
+per image for the metrics by object scale (:mod:`bench.scoring.object_scale`), the
+feature-resolution CAMs (for ``cams.npz``) and a few gallery images stay in memory.
 
 Every scoring function takes an optional map ``method`` (:data:`bench.scoring.prediction.MapMethod`,
 ``bench methods``): it replaces the CAM as the maker of the top-1 and GT-class maps, and nothing else.
@@ -37,14 +38,19 @@ from bench.scoring.fixed_tau_metrics import (
     classification_hits,
     localization_outcomes,
 )
+from bench.scoring.image_rows import (
+    PREDICTION_COLUMNS,
+    format_box,
+    format_boxes,
+    format_iou,
+    recorded_boxes,
+    recorded_outcome,
+)
+from bench.scoring.object_scale import ObjectScaleMeter, box_to_object_areas, object_scales
 from bench.scoring.prediction import MapMethod, localize_batch, predict
 from bench.scoring.protocols import BenchProtocol, ScoringProtocol, frame_of, mask_in_frame  # noqa: F401 (mask_in_frame: re-exported)
 from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, ThresholdSweepMeter
 
-PREDICTION_COLUMNS = (
-    "image_id", "label", "top5_classes", "top5_probs", "gt_boxes", "top1_box", "top1_iou",
-    "gt_class_box", "gt_class_iou", "top1_correct", "top5_correct", "top1_loc", "top5_loc", "gt_known_loc",
-)
 # The maps evaluation boxes, among the top-5 CAMs and the true class's: every metric needs the top-1
 # class's box (top-1 loc, mean IoU) and the true class's box (top-5 loc, GT-known loc: the top-5 rule
 # boxes *the true* class's CAM), never the boxes of predictions 2..5, so those are not made.
@@ -67,6 +73,7 @@ class GalleryItem:
 @dataclass
 class EvaluationResult:
     metrics: dict[str, float]
+    by_object_scale: list[dict] = field(default_factory=list)  # bench.scoring.object_scale.metrics_by_scale's rows
     image_ids: list[str] = field(default_factory=list)
     top1_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
     gt_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
@@ -79,6 +86,8 @@ class ScoredBatch:
 
     rows: list[list]  # one predictions.csv row per image, columns PREDICTION_COLUMNS
     outcome: LocalizationOutcome
+    object_scales: np.ndarray  # (B,) largest GT box / image, from the dataset's boxes (bench.scoring.object_scale)
+    box_to_object: np.ndarray  # (B,) GT-class box area / its best GT box's, both boxes as the rows record them
     image_ids: list[str]
     top1_cams: list[np.ndarray]  # each (h, w) float32
     gt_cams: list[np.ndarray]  # each (h, w) float32
@@ -160,15 +169,6 @@ def _gallery_image(image: torch.Tensor, size: tuple[int, int], mean: tuple, std:
     return pixels
 
 
-def _format_box(box: np.ndarray) -> str:
-    return " ".join(f"{value:.6g}" for value in box)
-
-
-def parse_boxes(text: str) -> np.ndarray:
-    """A box cell of ``predictions.csv`` (``"x0 y0 x1 y1;x0 y0 x1 y1"``, as written here) -> ``(G, 4)`` float64."""
-    return np.array([[float(v) for v in box.split()] for box in text.split(";") if box.strip()]).reshape(-1, 4)
-
-
 def to_pixels(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
     """``(3, S, S)`` tensor normalized with ``mean`` / ``std`` -> ``(S, S, 3)`` uint8.
 
@@ -198,14 +198,19 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
                                outcome.top1_correct, outcome.top5_correct, config.normalization)
     topk_probs = prediction.topk_probs.float().cpu().numpy()
     cams = prediction.cams.float().cpu()
-    scored = ScoredBatch(rows=[], outcome=outcome, image_ids=[], top1_cams=[], gt_cams=[], gallery=[])
+    # Object scale from the dataset's own boxes and frame (the scale does not depend on the frame); the box
+    # ratio from the boxes as predictions.csv records them, so that a reader of the file gets the same numbers.
+    scales = object_scales([sample.boxes for sample in batch_samples], [tuple(sample.size) for sample in batch_samples])
+    ratios = box_to_object_areas(recorded_boxes(boxes[:, -1]), [recorded_boxes(b) for b in gt_boxes])
+    scored = ScoredBatch(rows=[], outcome=outcome, object_scales=scales, box_to_object=ratios, image_ids=[],
+                         top1_cams=[], gt_cams=[], gallery=[])
     for row, (index, sample) in enumerate(zip(indices, batch_samples)):
         scored.rows.append([
             sample.image_id, int(label_array[row]),
             " ".join(map(str, topk_classes[row])), " ".join(f"{p:.4f}" for p in topk_probs[row]),
-            ";".join(_format_box(b) for b in gt_boxes[row]),
-            _format_box(boxes[row, 0]), f"{outcome.top1_iou[row]:.4f}",
-            _format_box(boxes[row, -1]), f"{outcome.gt_known_iou[row]:.4f}",
+            format_boxes(gt_boxes[row]),
+            format_box(boxes[row, 0]), format_iou(outcome.top1_iou[row]),
+            format_box(boxes[row, -1]), format_iou(outcome.gt_known_iou[row]),
             int(outcome.top1_correct[row]), int(outcome.top5_correct[row]),
             int(outcome.top1_loc[row]), int(outcome.top5_loc[row]), int(outcome.gt_known_loc[row]),
         ])
@@ -232,8 +237,14 @@ def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: l
 
 
 def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> EvaluationResult:
-    """Stream scored batches (in split order) into ``predictions_path`` (written atomically) and the metrics."""
+    """Stream scored batches (in split order) into ``predictions_path`` (written atomically) and the metrics.
+
+    The metrics by object scale are fed the outcomes as the rows record them (IoUs to 4 decimals,
+    :func:`bench.scoring.image_rows.recorded_outcome`): the file alone gives them back, bit for bit
+    (:func:`bench.scoring.object_scale.read_metrics_by_scale`).
+    """
     meter = LocalizationMeter()
+    by_scale = ObjectScaleMeter()
     result = EvaluationResult(metrics={})
     with atomic_path(predictions_path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -241,11 +252,13 @@ def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> Ev
         for batch in scored:
             writer.writerows(batch.rows)
             meter.update(batch.outcome)
+            by_scale.update(recorded_outcome(batch.outcome), batch.object_scales, batch.box_to_object)
             result.image_ids += batch.image_ids
             result.top1_cams += batch.top1_cams
             result.gt_cams += batch.gt_cams
             result.gallery += batch.gallery
     result.metrics = meter.compute()
+    result.by_object_scale = by_scale.compute()
     return result
 
 

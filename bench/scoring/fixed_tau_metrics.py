@@ -133,6 +133,27 @@ def localization_outcomes(
     )
 
 
+def per_image_metrics(outcome: LocalizationOutcome) -> dict[str, np.ndarray]:
+    """Each image's value of every metric of :data:`METRIC_KEYS` but ``num_images``: ``{key: (B,) float64}``.
+
+    An error is 100 where the image misses and 0 where it hits, an accuracy the reverse, ``mean_iou`` the
+    image's top-1 IoU: the mean over images is the metric. For any images, ``np.mean`` of each array equals
+    :class:`LocalizationMeter`'s value for them fed in one update, bit for bit (a sum of hundreds is exact,
+    then one division; the IoUs are summed by the same NumPy reduction).
+    """
+    def error(hit: np.ndarray) -> np.ndarray:
+        return 100.0 * (1.0 - np.asarray(hit, dtype=np.float64))
+
+    return {
+        "top1_cls_error": error(outcome.top1_correct),
+        "top5_cls_error": error(outcome.top5_correct),
+        "top1_loc_error": error(outcome.top1_loc),
+        "top5_loc_error": error(outcome.top5_loc),
+        "gt_known_loc_acc": 100.0 * np.asarray(outcome.gt_known_loc, dtype=np.float64),
+        "mean_iou": np.asarray(outcome.top1_iou, dtype=np.float64),
+    }
+
+
 class LocalizationMeter:
     """Streaming accumulator of :class:`LocalizationOutcome` batches.
 

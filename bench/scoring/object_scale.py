@@ -24,10 +24,12 @@ at 1. So a scale of exactly 0.1 is in the second bin, ``[0.1, 0.2)``, and a
 scale of 1 (the whole frame) in the last.
 
 **Metrics per bin** (:func:`metrics_by_scale`, :class:`ObjectScaleMeter`):
-each bin's images are scored by :class:`bench.scoring.fixed_tau_metrics.LocalizationMeter`,
-so every key means exactly what it means in ``metrics.json`` (top-1 / top-5
-cls and loc error, GT-known loc acc as percentages; ``mean_iou`` is the mean
-best IoU of the *top-1* class's box, a fraction), plus:
+each bin's value of a metric is the mean over its images of their per-image
+values (:func:`bench.scoring.fixed_tau_metrics.per_image_metrics`), which is
+what :class:`bench.scoring.fixed_tau_metrics.LocalizationMeter` gives for those
+images, so every key means exactly what it means in ``metrics.json`` (top-1 /
+top-5 cls and loc error, GT-known loc acc as percentages; ``mean_iou`` is the
+mean best IoU of the *top-1* class's box, a fraction), plus:
 
 * ``mean_gt_known_iou``: the mean best IoU of the *ground-truth* class's box
   (the box GT-known loc thresholds), a fraction;
@@ -41,9 +43,13 @@ up. An **empty bin** has ``num_images: 0`` and no metric keys at all: an
 empty bin has no accuracy (0 would read as "every image failed"), and
 leaving the keys out keeps ``metrics.json`` valid JSON (no NaN).
 
-:func:`read_metrics_by_scale` computes the same from a finished run's
-``predictions.csv`` and the split's samples (see there for which column
-gives what).
+:func:`metrics_by_bin` is the one per-bin aggregation: a run's
+``by_object_scale`` (:class:`ObjectScaleMeter`, fed while scoring) and a
+study's ``by_object_scale.md`` (:mod:`bench.study.scale_table`) both go
+through it. :func:`read_metrics_by_scale` computes the same from a finished
+run's ``predictions.csv`` and the split's samples (see there for which column
+gives what); a run feeds its meter the values as that file records them
+(:mod:`bench.scoring.image_rows`), so the two agree bit for bit.
 """
 
 from __future__ import annotations
@@ -56,13 +62,13 @@ import numpy as np
 
 from bench.data.boxes import box_area, pairwise_iou
 from bench.data.samples import DatasetFormatError, Sample
-from bench.scoring.evaluation import PREDICTION_COLUMNS, parse_boxes
-from bench.scoring.fixed_tau_metrics import LocalizationMeter, LocalizationOutcome
+from bench.scoring.fixed_tau_metrics import LocalizationOutcome, per_image_metrics
+from bench.scoring.image_rows import PREDICTION_COLUMNS, parse_boxes
 
 SCALE_BIN_EDGES = (0.0, 0.1, 0.2, 0.3, 0.5, 1.0)
 NUM_SCALE_BINS = len(SCALE_BIN_EDGES) - 1
 
-# The columns of predictions.csv the reader needs (a subset of evaluation.PREDICTION_COLUMNS).
+# The columns of predictions.csv the reader needs (a subset of image_rows.PREDICTION_COLUMNS).
 _FLAG_COLUMNS = ("top1_correct", "top5_correct", "top1_loc", "top5_loc", "gt_known_loc")  # 0 / 1
 _IOU_COLUMNS = ("top1_iou", "gt_class_iou")  # 4 decimals
 NEEDED_COLUMNS = ("image_id", "gt_boxes", "gt_class_box", *_IOU_COLUMNS, *_FLAG_COLUMNS)
@@ -149,23 +155,79 @@ def box_to_object_areas(boxes: np.ndarray, gt_boxes: Sequence[np.ndarray]) -> np
     return ratios
 
 
-def _subset(outcome: LocalizationOutcome, rows: np.ndarray) -> LocalizationOutcome:
-    """The images ``rows`` (bool ``(B,)``) of ``outcome``."""
-    return LocalizationOutcome(**{name: np.asarray(value)[rows] for name, value in vars(outcome).items()})
+def metrics_by_bin(values: dict[str, np.ndarray], bins: np.ndarray,
+                   medians: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """The per-bin aggregation of every by-scale table: the mean (or median) of per-image values over each bin.
+
+    Args:
+        values: ``{key: (N,) per-image values}``; a bin's ``key`` is their mean over its images
+            (:func:`bench.scoring.fixed_tau_metrics.per_image_metrics` gives the fixed-tau metrics' values).
+        bins: ``(N,)`` int, each image's bin (:func:`scale_bins`).
+        medians: ``{key: (N,) per-image values}`` whose median over the bin is its ``key``.
+
+    Returns:
+        One dict per bin of :data:`SCALE_BIN_EDGES`, in edge order: ``bin`` (its label), ``low``, ``high``,
+        ``num_images``, then for a non-empty bin the keys of ``values`` and of ``medians``, in their order.
+        An empty bin has ``num_images`` 0 and no other key (its mean is undefined, not 0).
+    """
+    bins = np.asarray(bins)
+    medians = medians or {}
+    for key, column in {**values, **medians}.items():
+        if np.shape(column) != bins.shape:
+            raise ValueError(f"per-image values {key!r} must have the shape of bins {bins.shape}; "
+                             f"got {np.shape(column)}")
+    rows = []
+    for index, label in enumerate(scale_bin_labels()):
+        chosen = bins == index  # (N,) bool
+        row = {"bin": label, "low": SCALE_BIN_EDGES[index], "high": SCALE_BIN_EDGES[index + 1],
+               "num_images": int(np.count_nonzero(chosen))}
+        if row["num_images"]:
+            row.update({key: float(np.mean(np.asarray(column, dtype=np.float64)[chosen]))
+                        for key, column in values.items()})
+            row.update({key: float(np.median(np.asarray(column, dtype=np.float64)[chosen]))
+                        for key, column in medians.items()})
+        rows.append(row)
+    return rows
+
+
+def metrics_by_scale(outcome: LocalizationOutcome, scales: np.ndarray,
+                     box_to_object: np.ndarray | None = None) -> list[dict]:
+    """Per-bin metrics of N images in one call (:func:`metrics_by_bin`).
+
+    Args:
+        outcome: the N images' outcomes (:func:`bench.scoring.fixed_tau_metrics.localization_outcomes`;
+            its ``top1_loc`` and ``gt_known_loc`` already apply IoU >= ``IOU_THRESHOLD``).
+        scales: ``(N,)`` object scales (:func:`object_scales`).
+        box_to_object: ``(N,)`` optional, :func:`box_to_object_areas` of the GT-class boxes.
+
+    Returns:
+        Five dicts, empty bins with ``num_images`` 0 and no metrics; a filled bin has the keys of
+        :data:`bench.scoring.fixed_tau_metrics.METRIC_KEYS`, ``mean_gt_known_iou`` and (with ratios)
+        ``median_box_to_object_area``.
+    """
+    scales = np.asarray(scales, dtype=np.float64)
+    if scales.shape != (len(outcome),):
+        raise ValueError(f"scales must have shape (B,) = ({len(outcome)},); got {scales.shape}")
+    values = {**per_image_metrics(outcome), "mean_gt_known_iou": np.asarray(outcome.gt_known_iou)}
+    medians = None if box_to_object is None else {"median_box_to_object_area": box_to_object}
+    if medians is not None and np.shape(box_to_object) != scales.shape:
+        raise ValueError(f"box_to_object must have shape (B,) = ({len(outcome)},); got {np.shape(box_to_object)}")
+    return metrics_by_bin(values, scale_bins(scales), medians)
 
 
 class ObjectScaleMeter:
-    """Streaming per-bin metrics: ``update(outcome, scales, ratios)`` per batch, ``compute()`` at the end.
+    """Per-bin metrics of a stream of batches: ``update(outcome, scales, ratios)`` per batch, ``compute()``
+    at the end.
 
-    Each bin keeps a :class:`LocalizationMeter`, the sum of its GT-class IoUs
-    and its box / object area ratios (N floats in all, for the median).
+    It keeps each image's outcome, scale and box / object area ratio (a few numbers per image) and
+    aggregates them once, in :meth:`compute`: the result equals :func:`metrics_by_scale` of all the
+    images in one call, bit for bit, however they were split into batches.
     """
 
     def __init__(self) -> None:
-        self._meters = [LocalizationMeter() for _ in range(NUM_SCALE_BINS)]
-        self._counts = np.zeros(NUM_SCALE_BINS, dtype=np.int64)
-        self._gt_iou_sums = np.zeros(NUM_SCALE_BINS)
-        self._ratios: list[list[np.ndarray]] = [[] for _ in range(NUM_SCALE_BINS)]
+        self._outcomes: list[LocalizationOutcome] = []
+        self._scales: list[np.ndarray] = []
+        self._ratios: list[np.ndarray] = []
         self._with_ratios: bool | None = None  # set by the first update; every update must agree
 
     def update(self, outcome: LocalizationOutcome, scales: np.ndarray,
@@ -184,50 +246,19 @@ class ObjectScaleMeter:
             if box_to_object.shape != scales.shape:
                 raise ValueError(f"box_to_object must have shape (B,) = ({len(outcome)},); "
                                  f"got {box_to_object.shape}")
-        bins = scale_bins(scales)
-        for index in np.unique(bins):
-            rows = bins == index
-            self._meters[index].update(_subset(outcome, rows))
-            self._counts[index] += np.count_nonzero(rows)
-            self._gt_iou_sums[index] += float(np.sum(np.asarray(outcome.gt_known_iou)[rows], dtype=np.float64))
-            if with_ratios:
-                self._ratios[index].append(box_to_object[rows])
+            self._ratios.append(box_to_object)
+        scale_bins(scales)  # a bad scale fails here, in the batch that brought it
+        self._outcomes.append(outcome)
+        self._scales.append(scales)
 
     def compute(self) -> list[dict]:
-        """One dict per bin, in edge order: ``bin`` (its label), ``low``, ``high``, ``num_images``, and
-        for a non-empty bin the keys of :data:`bench.scoring.fixed_tau_metrics.METRIC_KEYS`,
-        ``mean_gt_known_iou`` and (with ratios) ``median_box_to_object_area``."""
-        rows = []
-        for index, label in enumerate(scale_bin_labels()):
-            row = {"bin": label, "low": SCALE_BIN_EDGES[index], "high": SCALE_BIN_EDGES[index + 1]}
-            count = int(self._counts[index])
-            if count == 0:
-                rows.append({**row, "num_images": 0})
-                continue
-            row.update(self._meters[index].compute())
-            row["mean_gt_known_iou"] = self._gt_iou_sums[index] / count
-            if self._with_ratios:
-                row["median_box_to_object_area"] = float(np.median(np.concatenate(self._ratios[index])))
-            rows.append(row)
-        return rows
-
-
-def metrics_by_scale(outcome: LocalizationOutcome, scales: np.ndarray,
-                     box_to_object: np.ndarray | None = None) -> list[dict]:
-    """Per-bin metrics of N images in one call (:class:`ObjectScaleMeter`, one update).
-
-    Args:
-        outcome: the N images' outcomes (:func:`bench.scoring.fixed_tau_metrics.localization_outcomes`;
-            its ``top1_loc`` and ``gt_known_loc`` already apply IoU >= ``IOU_THRESHOLD``).
-        scales: ``(N,)`` object scales (:func:`object_scales`).
-        box_to_object: ``(N,)`` optional, :func:`box_to_object_areas` of the GT-class boxes.
-
-    Returns:
-        :meth:`ObjectScaleMeter.compute`'s list: five dicts, empty bins with ``num_images`` 0 and no metrics.
-    """
-    meter = ObjectScaleMeter()
-    meter.update(outcome, scales, box_to_object)
-    return meter.compute()
+        """:func:`metrics_by_scale` of every image added so far (every bin empty before the first update)."""
+        if not self._outcomes:
+            return metrics_by_bin({}, np.zeros(0, dtype=np.int64))
+        outcome = LocalizationOutcome(**{name: np.concatenate([getattr(part, name) for part in self._outcomes])
+                                         for name in vars(self._outcomes[0])})
+        ratios = np.concatenate(self._ratios) if self._with_ratios else None
+        return metrics_by_scale(outcome, np.concatenate(self._scales), ratios)
 
 
 def _flag(text: str) -> bool:

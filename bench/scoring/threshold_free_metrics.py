@@ -202,17 +202,15 @@ class PixelPrecisionMeter:
 
 
 def sweep_summary(test: ThresholdSweepMeter, pixels: PixelPrecisionMeter, val: ThresholdSweepMeter | None,
-                  split: str, normalization: str, protocol=None) -> dict:
+                  split: str, normalization: str, protocol) -> dict:
     """The ``sweep`` section of ``metrics.json``: every number with the protocol that produced it.
 
     ``val`` is the val split's meter (None: no calibration); ``protocol`` is the
-    scoring protocol object (:func:`bench.scoring.protocols.scoring_protocol`;
-    None: ours), which words the rules.
+    scoring protocol object that swept them (:func:`bench.scoring.protocols.scoring_protocol`,
+    e.g. ``SweepMeters.protocol``), which words the rules. It has no default: the
+    protocols are built from this module's box rules, so this module does not
+    import them (no import cycle, tests/test_layers.py).
     """
-    if protocol is None:
-        from bench.scoring.protocols import BenchProtocol  # protocols imports this module
-
-        protocol = BenchProtocol()
     result = test.compute()
     thresholds = test.thresholds
     listing = (f"{len(thresholds)} thresholds {thresholds[0]:g}..{thresholds[-1]:g} "

@@ -5,16 +5,18 @@ Each figure draws one line, box or column per value of the study's compared key 
 
 * ``cams_gap_vs_gmp.png`` (a pooling study; :func:`gallery_name`: ``cams_by_<axis>.png`` for any other axis):
   the same test images, one column per value: the GT-class CAM (normalized as evaluated), its box (red) and
-  the ground truth (green).
+  the ground truth (green), each box's hit or miss (IoU >= 0.5) under it.
 * ``iou_hist.png``: IoU of the GT-class box with the ground truth, per value.
-* ``boxacc_vs_tau.png``: % of images localized (GT-class box, IoU >= 0.5) against tau, per value, tau marked.
+* ``boxacc_vs_tau.png``: % of images localized (GT-class box, IoU >= 0.5) against tau, per value; marked: the
+  fixed tau (``eval.tau``), each value's oracle tau (the best of its mean curve, a star) and the taus its runs
+  chose on val (triangles).
 * ``cam_area.png``: predicted box area / ground-truth box area per value (log scale; 1 = right size).
 * ``lse_sweep.png``: top-1 loc error, GT-known loc, MaxBoxAccV2 and PxAP against the LSE sharpness r
   (only if the grid varies ``model.lse_r``).
 * ``map_resolution.png``: the same metrics against the CAM's side in cells (input size / feature stride),
   per value and stride (only if the grid varies ``model.input_size`` or ``model.feature_stride``).
-* ``learning_curves.png``: val GT-known loc (solid) and val top-1 cls error (dashed) per epoch, per value
-  (only if the runs validated every epoch, ``train.validate``).
+* ``learning_curves.png``: val GT-known loc (solid) and val top-1 cls error (dashed) per epoch, per value,
+  with a star at each run's val-selected epoch (only if the runs validated every epoch, ``train.validate``).
 
 One subplot (or block of rows) per setting: every grid key but seed and the compared key.
 """
@@ -33,9 +35,11 @@ import numpy as np  # noqa: E402
 from bench.config import RunConfig, StudyConfig  # noqa: E402
 from bench.data.loading import load_dataset  # noqa: E402
 from bench.data.torch_dataset import WsolDataset  # noqa: E402
-from bench.run.figures import draw_box, overlay_cam, save_figure  # noqa: E402
+from bench.run.figures import caption_box, draw_box, overlay_cam, save_figure  # noqa: E402
+from bench.run.pipeline import SELECTION_RULE  # noqa: E402
 from bench.scoring.box_rule import normalize_cams  # noqa: E402
 from bench.scoring.evaluation import to_pixels  # noqa: E402
+from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD  # noqa: E402
 from bench.study.results import (  # noqa: E402
     RunResult,
     area_ratios,
@@ -97,7 +101,9 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
         blocks.append((setting, values, results))
     columns = max(len(values) for _, values, _ in blocks) + 1
     rows = GALLERY_IMAGES * len(blocks)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.5 * rows), squeeze=False)
+    # Constrained layout keeps the title, the captions above and the verdicts below each image apart.
+    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.7 * rows + 0.5), squeeze=False,
+                                layout="constrained")
     for axis in axes.flat:
         axis.axis("off")
     for block, (setting, values, results) in enumerate(blocks):
@@ -119,12 +125,10 @@ def cams_side_by_side(study: StudyConfig, settings: Settings, path: Path) -> Pat
                 for box in result.gt_boxes[index]:
                     draw_box(axis, box, "lime")
                 draw_box(axis, result.gt_class_boxes[index], "red")
-                axis.set_title(f"{value_label(value)} (seed {result.config.seed})\n"
-                               f"IoU {result.gt_class_iou[index]:.2f}", fontsize=7)
+                axis.set_title(f"{value_label(value)} (seed {result.config.seed})", fontsize=7)
+                caption_box(axis, result.gt_class_iou[index])
     _title(figure, f"{study.name}: GT-class CAM per {axis_name(study)}, box at tau={reference.config.eval.tau:g} "
-                    "(red), ground truth (green)")
-    figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.9 / figure.get_figheight(), wspace=0.05,
-                           hspace=0.35)
+                    f"(red), ground truth (green); hit: IoU \u2265 {IOU_THRESHOLD:g}")
     return save_figure(figure, path, FIGURE_DPI)
 
 
@@ -164,6 +168,13 @@ def _mean_and_band(axis: plt.Axes, x, curves: np.ndarray, colour: str | None, la
         axis.fill_between(x, curves.min(axis=0), curves.max(axis=0), color=colour, alpha=0.15)
 
 
+def val_taus(runs: list[RunResult]) -> list[float]:
+    """The tau each run chose on val (``metrics.json``'s ``sweep.calibrated.tau``), in seed order; runs that did
+    not calibrate give none."""
+    ordered = sorted(runs, key=lambda r: r.config.seed)
+    return [r.metrics["sweep"]["calibrated"]["tau"] for r in ordered if "calibrated" in r.metrics.get("sweep", {})]
+
+
 def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
     figure, axes = _subplots(len(settings))
     for axis, (setting, by_value) in zip(axes, settings.items()):
@@ -171,13 +182,21 @@ def boxacc_vs_tau(study: StudyConfig, settings: Settings, path: Path) -> Path:
             taus = by_value[value][0].box_acc_curve[0]
             curves = np.stack([r.box_acc_curve[1] for r in by_value[value]])  # (seeds, T)
             mean = curves.mean(axis=0)
-            _mean_and_band(axis, taus, curves, _colour(study, value),
-                           f"{value_label(value)} (best {mean.max():.1f}% at tau={taus[mean.argmax()]:.2f})")
+            colour, label = _colour(study, value), value_label(value)
+            _mean_and_band(axis, taus, curves, colour, f"{label} (mean over seeds)")
+            best = int(mean.argmax())
+            axis.plot([taus[best]], [mean[best]], marker="*", markersize=11, color=colour, markeredgecolor="black",
+                      linestyle="none", zorder=5, label=f"{label} oracle tau {taus[best]:.2f}: best {mean[best]:.1f}%")
+            chosen = val_taus(by_value[value])
+            if chosen:
+                axis.plot(chosen, np.interp(chosen, taus, mean), marker="v", markersize=7, color=colour,
+                          markeredgecolor="black", linestyle="none", zorder=5,
+                          label=f"{label} tau chosen on val: {', '.join(f'{t:g}' for t in chosen)}")
         tau = next(iter(by_value.values()))[0].config.eval.tau
-        axis.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"tau = {tau:g} (the paper's)")
+        axis.axvline(tau, color="grey", linestyle="--", linewidth=1, label=f"tau = {tau:g}, fixed (eval.tau)")
         axis.set(title=setting_label(study, setting, study.name), xlabel="tau (fraction of the normalized CAM)",
-                 ylabel="GT-known BoxAcc (%), IoU >= 0.5", ylim=(0, 100), xlim=(0, 1))
-        axis.legend(fontsize=7)
+                 ylabel="GT-known BoxAcc (%), IoU >= 0.5", ylim=(0, 100), xlim=(-0.02, 1))
+        axis.legend(fontsize=6.5)
     _title(figure, f"{study.name}: localization accuracy against the CAM threshold "
                     "(mean over seeds, band = min..max)")
     figure.tight_layout()
@@ -293,6 +312,11 @@ def map_resolution(study: StudyConfig, results: list[RunResult], path: Path) -> 
                               "grey: input size)", notes=notes)
 
 
+def selected_epochs(runs: list[RunResult]) -> list[int]:
+    """The epoch each run chose on val (``manifest.json``), in seed order; runs that chose none give none."""
+    return [r.selected_epoch for r in sorted(runs, key=lambda r: r.config.seed) if r.selected_epoch is not None]
+
+
 def learning_curves(study: StudyConfig, settings: Settings, path: Path) -> Path:
     """Val GT-known loc and val top-1 cls error against the epoch, mean over seeds (band = min..max of GT-known)."""
     figure, axes = _subplots(len(settings))
@@ -305,12 +329,18 @@ def learning_curves(study: StudyConfig, settings: Settings, path: Path) -> Path:
             colour, label = _colour(study, value), value_label(value)
             _mean_and_band(axis, epochs, located, colour, f"{label} GT-known loc", marker="o")
             axis.plot(epochs, errors.mean(axis=0), color=colour, linestyle="--", label=f"{label} cls error")
+            chosen = selected_epochs(runs)
+            if chosen:
+                axis.plot(chosen, np.interp(chosen, epochs, located.mean(axis=0)), marker="*", markersize=12,
+                          color=colour, markeredgecolor="black", linestyle="none", zorder=5,
+                          label=f"{label} selected on val: epoch {', '.join(map(str, chosen))}")
         axis.set(title=setting_label(study, setting, study.name), xlabel="epoch", ylabel="val split (%)",
                  ylim=(0, 100))
+        axis.xaxis.get_major_locator().set_params(integer=True)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=7)
-    _title(figure, f"{study.name}: localization and classification on the val split along training "
-                    "(mean over seeds)")
+    _title(figure, f"{study.name}: the val split along training, mean over seeds; star: each run's epoch "
+                    f"selected on val ({SELECTION_RULE})")
     figure.tight_layout()
     return save_figure(figure, path, FIGURE_DPI)
 

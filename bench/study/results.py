@@ -1,7 +1,7 @@
 """Finished runs as a study reads them: per-image outcomes, boxes, CAMs, BoxAcc curves and learning curves.
 
 Everything comes from a run folder's files (``metrics.json``, ``predictions.csv``,
-``cams.npz``, ``box_acc_curves.csv``, ``history.csv``), so a study report needs
+``cams.npz``, ``box_acc_curves.csv``, ``history.csv``, ``manifest.json``), so a study report needs
 no model. A run is read at one of two points (:data:`POINTS`): its final epoch
 (the paper's protocol), or the epoch best on val localization (``val_selected/``).
 Results are grouped by setting (:func:`by_setting`) for comparisons and figures,
@@ -27,11 +27,12 @@ from bench.run.folder import (
     CURVE_COLUMN,
     CURVES_FILE,
     HISTORY_FILE,
+    MANIFEST_FILE,
     METRICS_FILE,
     PREDICTIONS_FILE,
     SELECTED_DIR,
 )
-from bench.scoring.evaluation import parse_boxes
+from bench.scoring.image_rows import parse_boxes
 from bench.scoring.object_scale import box_to_object_areas
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
@@ -72,6 +73,7 @@ class RunResult:
     # history.csv rows, one per epoch (empty for runs from before it existed)
     history: list[dict[str, float]] = field(default_factory=list)
     point: str = FINAL
+    selected_epoch: int | None = None  # the epoch the run chose on val (manifest.json); None: it chose none
 
     @property
     def epoch(self) -> int:
@@ -124,9 +126,10 @@ def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
         curve_rows = list(csv.DictReader(handle))
     curve = (np.array([float(row["tau"]) for row in curve_rows]),
              np.array([float(row[CURVE_COLUMN]) for row in curve_rows]))
+    selected = json.loads((config.run_dir / MANIFEST_FILE).read_text(encoding="utf-8")).get("val_selected_epoch")
     return RunResult(config=config, metrics=metrics, **read_predictions(folder / PREDICTIONS_FILE),
                      gt_class_cams=cams, box_acc_curve=curve, history=read_history(config.run_dir / HISTORY_FILE),
-                     point=point)
+                     point=point, selected_epoch=selected)
 
 
 def upsampled_cams(result: RunResult, count: int | None = None) -> np.ndarray:

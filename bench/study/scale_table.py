@@ -7,7 +7,9 @@ come from its ``predictions.csv`` (:mod:`bench.study.results`), so finished runs
 are binned without re-scoring; the per-bin numbers are means of the same
 per-image values the study's tables average (GT-known loc, top-1 loc error,
 mean IoU of the top-1 box) and the median box / object area of the GT-class
-box (:func:`bench.study.results.area_ratios`). The paired intervals are the
+box (:func:`bench.study.results.area_ratios`), taken per run by the run's own
+per-bin aggregation (:func:`bench.scoring.object_scale.metrics_by_bin`), then
+averaged over seeds. The paired intervals are the
 study's paired bootstrap (:func:`bench.study.statistics.paired_bootstrap`)
 restricted to the images of one bin: every run of a setting sees the same
 test images, so a bin holds the same images in every run.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.config import StudyConfig
-from bench.scoring.object_scale import NUM_SCALE_BINS, object_scales, scale_bin_labels, scale_bins
+from bench.scoring.object_scale import metrics_by_bin, object_scales, scale_bin_labels, scale_bins
 from bench.study.results import RunResult, area_ratios, axis_name, by_setting, setting_label, value_label
 from bench.study.statistics import paired_bootstrap, verdict
 
@@ -47,33 +49,23 @@ def result_bins(result: RunResult) -> np.ndarray:
     return scale_bins(object_scales(result.gt_boxes, [(size, size)] * len(result.gt_boxes)))
 
 
-def _bin_values(result: RunResult, bins: np.ndarray) -> dict[str, list[float]]:
-    values = {**result.per_image, "box_to_object": area_ratios(result)}
-    out = {}
-    for key in SCALE_METRICS:
-        column = []
-        for index in range(NUM_SCALE_BINS):
-            chosen = values[key][bins == index]
-            if not len(chosen):
-                column.append(float("nan"))
-            elif key == "box_to_object":
-                column.append(float(np.median(chosen)))
-            else:
-                column.append(float(np.mean(chosen)))
-        out[key] = column
-    return out
+def run_bins(result: RunResult) -> list[dict]:
+    """One run's :data:`SCALE_METRICS` per bin (:func:`bench.scoring.object_scale.metrics_by_bin`, the
+    aggregation of a run's own ``by_object_scale``): the mean of the per-image values, the median ratio."""
+    means = {key: result.per_image[key] for key in SCALE_METRICS if key != "box_to_object"}
+    return metrics_by_bin(means, result_bins(result), {"box_to_object": area_ratios(result)})
 
 
 def bin_rows(setting: str, label: str, runs: list[RunResult]) -> list[dict]:
     """One row per bin of ``runs`` (the seeds of one setting and value; ``label`` names them in the ``value``
     column): images, seeds, and each of :data:`SCALE_METRICS` averaged over the seeds (None for an empty bin)."""
-    per_run = [(_bin_values(run, bins), bins) for run in runs for bins in [result_bins(run)]]
+    per_run = [run_bins(run) for run in runs]
     rows = []
     for index, name in enumerate(scale_bin_labels()):
-        count = int(np.count_nonzero(per_run[0][1] == index))
+        count = per_run[0][index]["num_images"]
         row = {"setting": setting, "value": label, "bin": name, "images": count, "seeds": len(runs)}
         for key in SCALE_METRICS:
-            row[key] = float(np.mean([values[key][index] for values, _ in per_run])) if count else None
+            row[key] = float(np.mean([bins[index].get(key, np.nan) for bins in per_run])) if count else None
         rows.append(row)
     return rows
 
