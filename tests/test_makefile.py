@@ -1,5 +1,6 @@
 """The Makefile echoes each command it runs as one clean line: what a user can copy and run without make."""
 
+import os
 import shutil
 import subprocess
 
@@ -12,8 +13,14 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 def echoed(tmp_path, *arguments: str) -> list[str]:
     """The ``python -m bench`` lines ``make -n`` prints for ``arguments`` (VENV in ``tmp_path``: nothing runs)."""
     venv = tmp_path / "venv"
+    # Not the variables of a make that runs this test (CI's `make test EXECUTOR=ray` passes EXECUTOR on in MAKEFLAGS).
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "EXECUTOR", "NPROC", "QUICK",
+                                  "CONFIG", "ARGS", "OVERWRITE", "RESUME", "DATA_ROOT", "RUN_RESOURCES",
+                                  "RAY_ADDRESS"}}
     result = subprocess.run(["make", "-n", "--no-print-directory", f"VENV={venv}", *arguments], cwd=REPO,
-                            capture_output=True, text=True, encoding="utf-8", timeout=60, check=True)
+                            capture_output=True, text=True, encoding="utf-8", timeout=60, check=True,
+                            env=environment)
     return [line.replace(str(venv), "VENV") for line in result.stdout.splitlines() if " -m bench " in line]
 
 
