@@ -318,7 +318,7 @@ def test_a_ray_study_whose_worker_is_killed_gives_the_sequential_tables(tmp_path
 
     # One line per run as it starts, dies, finishes; an overall count; the run's own output in its log file.
     events = [m for m in messages if m.startswith("study study: ")]
-    assert events[0].startswith("study study: 2 runs (0 finished and reused) -> ")
+    assert events[0] == f"study study: 2 runs (0 finished and reused) -> {folder}/"
     assert events[1].startswith(f"study study: 2 run(s) as Ray tasks of {threads} CPU each on a Ray cluster of ")
     assert any(m.startswith("study study: pooling-gmp: its worker died (") and
                "retrying from its last checkpoint (attempt 2 of 3)" in m for m in events), events
