@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import TINY_CONFIG
+from helpers import TINY_CONFIG, tiny_run_config
 from PIL import Image
 
 from bench.commands.cli import main
@@ -166,3 +166,8 @@ def test_a_class_with_one_val_image_is_logged_by_run_and_data(tmp_path, capsys):
     assert main(["data", str(TINY_CONFIG), *overrides]) == 0
     assert f"\nwarning: 1 of {expected}" in capsys.readouterr().out
 
+
+
+def test_the_tiny_config_has_every_class_in_train_and_two_val_images_each(tiny_data_dir, tmp_path):
+    *_, warnings = pipeline._read_data(tiny_run_config(tiny_data_dir, tmp_path / "results"))
+    assert warnings == []

@@ -3,6 +3,7 @@ the last good checkpoint, partial folders are never reported, writes are atomic.
 
 import errno
 import json
+import math
 import os
 import random
 import signal
@@ -102,19 +103,20 @@ def test_a_sigkilled_run_is_recognized_and_resumes_to_the_same_results(tiny_conf
 
 
 def test_a_nan_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tiny_config, monkeypatch, capsys):
-    config = tiny_config()  # 48 images in batches of 16: 3 steps per epoch
+    config = tiny_config()
+    steps = math.ceil(config.dataset.num_train / config.train.batch_size)  # per epoch
     calls = []
     real_loss = train.F.cross_entropy
 
-    def loss_that_breaks_at_the_fifth_step(logits, labels):
+    def loss_that_breaks_at_the_second_step_of_epoch_two(logits, labels):
         calls.append(1)
         loss = real_loss(logits, labels)
-        return loss * float("nan") if len(calls) == 5 else loss
+        return loss * float("nan") if len(calls) == steps + 2 else loss
 
-    monkeypatch.setattr(train.F, "cross_entropy", loss_that_breaks_at_the_fifth_step)
+    monkeypatch.setattr(train.F, "cross_entropy", loss_that_breaks_at_the_second_step_of_epoch_two)
     assert main(["run", str(TINY_CONFIG), *_cli_overrides(config)]) == 1
     error = capsys.readouterr().err
-    assert "epoch 2/2, step 2/3: the training loss became nan" in error
+    assert f"epoch 2/{config.train.epochs}, step 2/{steps}: the training loss became nan" in error
     assert "the checkpoint of epoch 1 is kept" in error and "Traceback" not in error
     assert load_training_state(config.run_dir / "checkpoint.pt")["epoch"] == 1
     assert run_status(config.run_dir) == "failed" and finished_runs(config.results_dir) == []

@@ -123,8 +123,8 @@ def test_birds12_renders_and_writes_the_dataset_of_earlier_releases_byte_for_byt
         files.update(path.read_bytes())
     assert (root.name, files.hexdigest()[:16]) == ("synthetic-parts-cub-f34ffb19fc", "cabad9ed8a63cfbd")
     # ... and the default dataset of earlier releases keeps its folder (results/ of earlier runs name it).
-    birds12 = load_config(TINY_CONFIG, ["dataset.classes=birds12", "dataset.num_train=1500", "dataset.num_val=300",
-                                        "dataset.num_test=300", "dataset.image_size=224"]).dataset
+    birds12 = load_config(TINY_CONFIG, ["dataset.classes=birds12", "dataset.variant=parts", "dataset.num_train=1500",
+                                        "dataset.num_val=300", "dataset.num_test=300", "dataset.image_size=224"]).dataset
     assert birds12.species_split == (0, 1500, 300, 300)
     name = synthetic.synthetic_dataset_dir(tmp_path, birds12.variant, birds12.seed, 1500, 300, 300, 224, "cub").name
     assert name == "synthetic-parts-cub-6191d758e0"

@@ -239,11 +239,12 @@ def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study
     study, runs = tiny_study
     data_root = runs[0].data_root
     path = tmp_path / "lr_study.yaml"
-    path.write_text(f"study:\n  base: {TINY_CONFIG}\n  grid:\n    model.pooling: [gap, gmp]\n    train.lr: [0.05]\n"
+    lr = runs[0].train.lr  # the tiny runs' own rate: the same experiments
+    path.write_text(f"study:\n  base: {TINY_CONFIG}\n  grid:\n    model.pooling: [gap, gmp]\n    train.lr: [{lr}]\n"
                     f"    seed: [0]\n  set:\n    data_root: {data_root}\n    results_dir: {tmp_path / 'results'}\n"
-                    f"  compare_key: train.lr\n  reference: 0.05\n  bootstrap: 200\n")
+                    f"  compare_key: train.lr\n  reference: {lr}\n  bootstrap: 200\n")
     lr_study, lr_runs = load_study(path)
-    assert [config.name for config in lr_runs] == ["pooling-gap_lr-0.05_seed-0", "pooling-gmp_lr-0.05_seed-0"]
+    assert [config.name for config in lr_runs] == [f"pooling-gap_lr-{lr}_seed-0", f"pooling-gmp_lr-{lr}_seed-0"]
     for config, source in zip(lr_runs, runs):  # the same experiments under other names: copied, then reused
         shutil.copytree(source.run_dir, config.run_dir)
         assert run_state(config) == "complete"
@@ -255,14 +256,14 @@ def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study
     # One setting per pooling; the pooling changes neither the data nor the map grid, so both share one center
     # baseline row (labelled in the compared key's column, "all" in the pooling's).
     assert [(row["model.pooling"], row["train.lr"]) for row in rows] == [
-        ("gap", "0.05"), ("gmp", "0.05"), ("all", "center baseline")]
+        ("gap", str(lr)), ("gmp", str(lr)), ("all", "center baseline")]
     assert (folder / "cams_by_lr.png").stat().st_size > 10_000 and not (folder / "cams_gap_vs_gmp.png").exists()
     by_scale = (folder / "by_object_scale.md").read_text()
     assert "| setting | lr |" in by_scale
     assert by_scale.count("| pooling=all | center baseline |") == 2 * 2  # GT-known and mean IoU, both points
     page = (folder / "index.html").read_text(encoding="utf-8")
     assert "cams_by_lr.png" in page and "under each lr" in page
-    assert "No comparison: the study has no 0.05 run paired with another lr." in page  # one value: nothing to pair
+    assert f"No comparison: the study has no {lr} run paired with another lr." in page  # one value: nothing to pair
 
 
 def test_a_pooling_study_against_gmp_labels_every_report_file_with_it(tiny_study, tmp_path):
