@@ -159,14 +159,15 @@ def test_methods_writes_one_row_per_method_and_the_cam_row_is_the_run_itself(met
     for key in ("top1_loc_error", "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2"):
         assert rows["gradcam"][key] == pytest.approx(cam[key], abs=1e-3), key
     assert all(row["ms_per_image"] > 0 and row["overhead"] > 0 for row in rows.values())
-    # Every image of the split (24) and of val (12): the run's own count, all_images 1.
+    # Every image of the split and of val: the run's own counts (tiny: 24 and 24), all_images 1.
+    num_val = load_config(methods_run / "config.yaml").dataset.num_val
     assert {(row["images"], row["val_images"], row["all_images"]) for row in rows.values()} == {
-        (metrics["num_images"], 12, 1)}
+        (metrics["num_images"], num_val, 1)}
     assert (folder / "predictions_gradcam.csv").read_text().count("\n") == metrics["num_images"] + 1
     table = (folder / "methods.md").read_text()
     assert "| gradcam | GradCAM |" in table and "| scorecam | ScoreCAM |" in table and "x forward" in table
     assert (folder / "methods.png").stat().st_size > 10_000
-    assert "Images: all 24 test images; tau from val on all 12 val images." in table
+    assert f"Images: all {metrics['num_images']} test images; tau from val on all {num_val} val images." in table
 
 
 def test_methods_refuses_to_overwrite_bad_names_and_missing_runs(methods_run, tmp_path, capsys):
@@ -275,7 +276,9 @@ def test_images_scores_the_first_n_images_of_the_split_and_says_so(first_images_
             assert [row["image_id"] for row in csv.DictReader(handle)] == first_five, name
     rows = read_rows(run_dir)
     assert {(row["images"], row["val_images"], row["all_images"]) for row in rows.values()} == {(5, 5, 0)}
-    images = "the first 5 of the 24 test images; tau from val on the first 5 of the 12 val images (--images 5)"
+    dataset = tiny_run.config.dataset
+    images = (f"the first 5 of the {dataset.num_test} test images; tau from val on the first 5 of the "
+              f"{dataset.num_val} val images (--images 5)")
     assert f"Images: {images}." in (run_dir / "methods" / "methods.md").read_text()
     # The estimate comes first, before any method is scored, for this call and for the full one.
     estimate = stdout.index("estimated time: about ")
