@@ -225,25 +225,29 @@ def test_the_default_methods_leave_out_the_slow_ones_and_all_names_every_method(
 
 
 def test_images_seen_counts_the_scoring_the_val_sweep_and_the_timing_pass():
-    def scored(count, val_count, limit=None):
-        return ScoredImages("test", list(range(count)), 24, list(range(val_count)), 12, limit)
-
+    every = ScoredImages("test", list(range(24)), 24, list(range(12)), 12)  # the tiny run's splits
+    first_five = every.first(5)
+    assert first_five.samples == [0, 1, 2, 3, 4] and first_five.val_samples == [0, 1, 2, 3, 4]
     # The tiny run (eval.batch_size 16, 3 timing batches): 24 + 12, then a warm-up batch of 16 and 24 timed.
-    assert images_seen(scored(24, 12), timing_batches=3, batch_size=16) == 24 + 12 + 16 + 24
-    assert images_seen(scored(5, 5, 5), timing_batches=3, batch_size=16) == 5 + 5 + 5 + 5
-    assert scored(24, 12).all_images and not scored(5, 5, 5).all_images
-    assert scored(5, 5, 5).describe() == ("the first 5 of the 24 test images; tau from val on the first 5 of the "
-                                          "12 val images (--images 5)")
+    assert images_seen(every, timing_batches=3, batch_size=16) == 24 + 12 + 16 + 24
+    assert images_seen(first_five, timing_batches=3, batch_size=16) == 5 + 5 + 5 + 5
+    assert every.all_images and not first_five.all_images and every.first(30).all_images
+    assert first_five.describe() == ("the first 5 of the 24 test images; tau from val on the first 5 of the "
+                                     "12 val images (--images 5)")
+    assert every.first(12).describe() == ("the first 12 of the 24 test images; tau from val on all 12 val images "
+                                          "(--images 12)")
+    assert every.first(30).describe() == "all 24 test images; tau from val on all 12 val images"
 
 
 def test_the_estimate_is_the_time_per_image_times_the_images_each_method_sees():
     per_image = dict.fromkeys(METHODS, 0.5) | {"scorecam": 30.0, "eigencam": 2.0}  # seconds per image
-    limited = ScoredImages("test", list(range(5)), 24, list(range(5)), 12, 5)  # 20 images seen per method
-    every = ScoredImages("test", list(range(24)), 24, list(range(12)), 12)  # 76 per method
+    every = ScoredImages("test", list(range(24)), 24, list(range(12)), 12)  # 76 images seen per method
+    limited = every.first(5)  # 20 per method
     lines = describe_estimate(per_image, ["cam", "center"], limited, every, 3, 16).splitlines()
     assert lines[0] == ("estimated time: about 20 s for 2 method(s) on the first 5 of the 24 test images; tau from "
                         "val on the first 5 of the 12 val images (--images 5): cam 10 s, center 10 s")
-    assert "timed here on the first 2 test image(s), times the 20 images it goes through" in lines[1]
+    assert lines[1].startswith("  (each method's path timed here: the forward pass on a batch of 5 test images, "
+                               "the maps and boxes on the first 2; times the 20 images it goes through: ")
     # Not asked, on the same 20 images: 4 methods at 10 s, Score-CAM 600 s, EigenCAM 40 s.
     assert lines[2] == ("  not asked: gradcam (about 10 s), gradcampp (about 10 s), xgradcam (about 10 s), layercam "
                         "(about 10 s), scorecam (about 10 min 00 s), eigencam (about 40 s); name them in --methods, "
@@ -253,6 +257,10 @@ def test_the_estimate_is_the_time_per_image_times_the_images_each_method_sees():
                         "--images N scores the first N images only")
     # The full call says nothing of other calls.
     assert len(describe_estimate(per_image, METHODS, every, every, 3, 16).splitlines()) == 2
+    # Under half a second: said so, not 'about 0 s'.
+    quick = describe_estimate(dict.fromkeys(METHODS, 0.001), ["cam"], limited, every, 3, 16).splitlines()
+    assert quick[0].startswith("estimated time: under 1 s for 1 method(s) on the first 5 ") and quick[0].endswith(
+        "(--images 5): cam <1 s")
 
 
 @pytest.fixture(scope="module")
@@ -281,12 +289,12 @@ def test_images_scores_the_first_n_images_of_the_split_and_says_so(first_images_
               f"{dataset.num_val} val images (--images 5)")
     assert f"Images: {images}." in (run_dir / "methods" / "methods.md").read_text()
     # The estimate comes first, before any method is scored, for this call and for the full one.
-    estimate = stdout.index("estimated time: about ")
+    estimate = stdout.index("estimated time: ")
     assert estimate < stdout.index("cam: scoring 5 test images and sweeping 5 val images")
     assert f"for 2 method(s) on {images}: cam " in stdout
     assert "times the 20 images it goes through" in stdout  # 5 + 5 + a warm-up of 5 + 5 timed
-    assert "  not asked: gradcam (about " in stdout and "scorecam (about " in stdout
-    assert "every method on every image (--methods all, no --images) would take about " in stdout
+    assert "  not asked: gradcam (" in stdout and ", scorecam (" in stdout  # 'about 2 s' or 'under 1 s'
+    assert "every method on every image (--methods all, no --images) would take " in stdout
 
 
 def test_a_study_scores_again_a_methods_folder_made_on_the_first_images(first_images_run, tmp_path):

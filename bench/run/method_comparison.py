@@ -26,8 +26,8 @@ replaced with ``overwrite``:
 
 ``images`` scores the first N images of the split and the first N of val
 only (:class:`ScoredImages`), a deterministic subset for a quick look.
-Before scoring, :func:`estimate_seconds` times each method's path on a few
-images and says what the call will cost (:func:`describe_estimate`).
+Before scoring, :func:`probe_seconds_per_image` times each method's path on
+a few images and :func:`describe_estimate` says what the call will cost.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import csv
 import dataclasses
 import math
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -90,7 +91,7 @@ COLUMNS = METHOD_COLUMNS  # methods.csv's columns after "method", with their lab
 IMAGE_COLUMNS = ("images", "val_images", "all_images")
 FIGURE_IMAGES = 6
 PROBE_IMAGES = 2  # the split's first images, on which each method's path is timed for the estimate
-PROBE_ROUNDS = 3  # timed rounds over them after the warm-up, the methods in turn in each (load hits all alike)
+PROBE_ROUNDS = 3  # timed rounds over them after one warm-up, the methods in turn in each; the fastest counts
 
 
 class MethodsFolderError(InputError, ValueError):
@@ -134,6 +135,11 @@ class ScoredImages:
             text += f"; tau from val on {part(len(self.val_samples), self.val_total, 'val')}"
         return text + ("" if self.limit is None or self.all_images else f" (--images {self.limit})")
 
+    def first(self, limit: int | None) -> ScoredImages:
+        """The first ``limit`` images of the split and of val (all of them for None)."""
+        return dataclasses.replace(self, samples=self.samples[:limit], val_samples=self.val_samples[:limit],
+                                   limit=limit)
+
 
 def check_image_limit(limit: int | None) -> None:
     """``--images``: None (every image) or an integer >= 1."""
@@ -142,14 +148,13 @@ def check_image_limit(limit: int | None) -> None:
                                  f"of the split and of val are scored); leave it out to score every image")
 
 
-def select_images(run: MethodsRun, limit: int | None = None) -> ScoredImages:
-    """The run's split (``eval.split``) and val images after the run's image checks, cut to the first ``limit``."""
+def every_image(run: MethodsRun) -> ScoredImages:
+    """The run's split (``eval.split``) and val images after the run's image checks (:meth:`ScoredImages.first` cuts)."""
     config = run.config
     dataset = prepare_dataset(config, progress=False)
     samples, _ = check_images(dataset.splits[config.eval.split], config.dataset.skip_bad, config.eval.split)
     val_samples = calibration_samples(dataset, config)[0] if config.eval.calibrate else []
-    return ScoredImages(config.eval.split, samples[:limit], len(samples), val_samples[:limit], len(val_samples),
-                        limit)
+    return ScoredImages(config.eval.split, samples, len(samples), val_samples, len(val_samples))
 
 
 def check_methods_free(run_dir: Path, overwrite: bool) -> None:
@@ -227,18 +232,18 @@ def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS
     """Score ``methods`` on the run in ``run_dir``; write ``run_dir/methods/`` (module docstring). Returns it.
 
     ``images``: score the first N images of the split and of val only (None: all). ``estimate``: first log
-    what the call will cost (:func:`estimate_seconds`, :func:`describe_estimate`).
+    what the call will cost (:func:`probe_seconds_per_image`, :func:`describe_estimate`).
     The files are made in ``methods.tmp/``, renamed to ``methods/`` once complete and removed on any error.
     """
     methods = check_methods(methods)
     check_image_limit(images)
     check_methods_free(run_dir, overwrite)
     run = load_run(run_dir, split)
-    scored = select_images(run, images)
+    every = every_image(run)
+    scored = every.first(images)
     if estimate:
         per_image = probe_seconds_per_image(run, scored.samples, score_batch_size)
-        log(describe_estimate(per_image, methods, scored, select_images(run) if images else scored,
-                              timing_batches, run.config.eval.batch_size))
+        log(describe_estimate(per_image, methods, scored, every, timing_batches, run.config.eval.batch_size))
     final_dir = Path(run_dir) / METHODS_DIR
     building = final_dir.with_name(final_dir.name + TEMPORARY_SUFFIX)
     shutil.rmtree(building, ignore_errors=True)  # a build an earlier kill interrupted
@@ -254,27 +259,46 @@ def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS
     return final_dir
 
 
+def _forward_seconds(run: MethodsRun, images: torch.Tensor) -> float:
+    """Seconds of one forward pass (features and logits) over ``images (B, 3, S, S)``."""
+    with torch.no_grad(), autocast(run.device, run.precision):
+        start = time.perf_counter()
+        run.network.head(run.network.features(images))
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        return time.perf_counter() - start
+
+
 def probe_seconds_per_image(run: MethodsRun, samples: list, score_batch_size: int = 64) -> dict[str, float]:
-    """Seconds per image of every method's path (:data:`METHODS`), timed on the first :data:`PROBE_IMAGES` of ``samples``.
+    """Seconds per image of every method's path (:data:`METHODS`): the forward pass plus the method's own work.
 
     The path is :func:`bench.scoring.map_methods.time_methods`'s (forward pass, top-k,
-    the top-1 and GT maps, upsampling, boxes): one warm-up, then :data:`PROBE_ROUNDS`
-    rounds, each running every method once in turn; the mean over the rounds.
+    the top-1 and GT maps, upsampling, boxes). Each method's work beyond the
+    forward pass is timed on the first :data:`PROBE_IMAGES` of ``samples``: one
+    warm-up, then :data:`PROBE_ROUNDS` rounds, each running every method once in
+    turn. The forward pass itself is timed on one batch of ``eval.batch_size``
+    images, as the scoring runs it (per image, a batch of 2 is faster on a CPU,
+    its activations staying in cache), twice. The fastest round counts, as
+    ``timeit`` advises: load from other processes only ever adds time.
     Score-CAM is not run: it runs the whole network on one masked image per
-    feature channel and map, so its path is taken as the CAM's plus C times
-    the forward pass per image (one map per image: a lower bound where the
-    top-1 class is not the GT class).
+    feature channel and map, so its path is taken as the CAM's plus C forward
+    passes per image (one map per image: a lower bound where the top-1 class
+    is not the GT class).
     """
     probe = _timing_batches(run, samples[:PROBE_IMAGES], 1)
     config = run.config
     makers = {name: map_method(name, run.network, score_batch_size) for name in METHODS if name not in ON_IMAGES}
-    timings = time_methods(run.network, makers, probe * PROBE_ROUNDS, config.eval.tau, config.eval.normalization,
-                           lambda: autocast(run.device, run.precision))
-    seconds = {name: timing["ms_per_image"] / 1e3 for name, timing in timings.items()}
+    rounds = [time_methods(run.network, makers, probe, config.eval.tau, config.eval.normalization,
+                           lambda: autocast(run.device, run.precision), warm_up=round_ == 0)
+              for round_ in range(PROBE_ROUNDS)]
+    probed = {name: min(timings[name]["ms_per_image"] for timings in rounds) / 1e3 for name in rounds[0]}
+    batch = _timing_batches(run, samples, 1)[0][0]  # (B, 3, S, S): the split's first batch
+    forward = min(_forward_seconds(run, batch) for _ in range(2)) / len(batch)
+    seconds = {name: forward + max(0.0, probed[name] - probed["forward"]) for name in makers}
     with torch.no_grad(), autocast(run.device, run.precision):
-        channels = run.network.features(probe[0][0][:1]).shape[1]  # C of the (1, C, h, w) feature map
+        channels = run.network.features(batch[:1]).shape[1]  # C of the (1, C, h, w) feature map
     for name in ON_IMAGES:
-        seconds[name] = seconds[OUR_CAM] + channels * seconds["forward"]
+        seconds[name] = seconds[OUR_CAM] + channels * forward
     return {name: seconds[name] for name in METHODS}
 
 
@@ -296,6 +320,11 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
+def _about(seconds: float) -> str:
+    """'under 1 s', 'about 45 s', ..."""
+    return "under 1 s" if round(seconds) < 1 else f"about {_duration(seconds)}"
+
+
 def describe_estimate(per_image: dict[str, float], methods: Sequence[str], scored: ScoredImages,
                       every_image: ScoredImages, timing_batches: int, batch_size: int) -> str:
     """What the call will cost, method by method, how that was estimated, and what the full call would cost.
@@ -304,20 +333,22 @@ def describe_estimate(per_image: dict[str, float], methods: Sequence[str], score
     """
     seen = images_seen(scored, timing_batches, batch_size)
     cost = {name: per_image[name] * seen for name in methods}
-    lines = [f"estimated time: about {_duration(sum(cost.values()))} for {len(methods)} method(s) on "
+    lines = [f"estimated time: {_about(sum(cost.values()))} for {len(methods)} method(s) on "
              f"{scored.describe()}: " + ", ".join(f"{name} {_duration(value)}" for name, value in cost.items()),
-             f"  (each method's path, i.e. forward pass, maps and boxes, timed here on the first "
-             f"{min(PROBE_IMAGES, len(scored.samples))} {scored.split} image(s), times the {seen} images it goes "
-             f"through: scoring, the val sweep, the timing pass; Score-CAM not run: the CAM's path plus one "
-             f"forward pass per feature channel and map, at least one map per image)"]
+             f"  (each method's path timed here: the forward pass on a batch of "
+             f"{min(batch_size, len(scored.samples))} {scored.split} images, the maps and boxes on the first "
+             f"{min(PROBE_IMAGES, len(scored.samples))}; times the {seen} images it goes through: scoring, the val "
+             f"sweep, the timing pass. Score-CAM not run: the CAM's path plus one forward pass per feature channel "
+             f"and map, at least one map per image. Loading the run and the images, the sweep summaries and the "
+             f"figure not counted: seconds)"]
     others = [name for name in METHODS if name not in methods]
     every = sum(per_image[name] * images_seen(every_image, timing_batches, batch_size) for name in METHODS)
     if others:
-        lines.append("  not asked: " + ", ".join(f"{name} (about {_duration(per_image[name] * seen)})"
+        lines.append("  not asked: " + ", ".join(f"{name} ({_about(per_image[name] * seen)})"
                                                  for name in others) + "; name them in --methods, or --methods all")
     if others or not scored.all_images:
-        lines.append(f"  every method on every image (--methods all, no --images) would take about "
-                     f"{_duration(every)}; --images N scores the first N images only")
+        lines.append(f"  every method on every image (--methods all, no --images) would take {_about(every)}; "
+                     f"--images N scores the first N images only")
     return "\n".join(lines)
 
 

@@ -183,14 +183,16 @@ def map_method(name: str, network: CamNet, score_batch_size: int = 64) -> MapMet
 
 def time_methods(network: CamNet, makers: dict[str, MapMethod | None], batches: list[tuple[torch.Tensor, torch.Tensor]],
                  tau: float, normalization: str, precision_context: typing.Callable[[], typing.ContextManager],
-                 boxed: typing.Sequence[int] = SCORED_MAPS, topk: int = TOP_K) -> dict[str, dict[str, float]]:
+                 boxed: typing.Sequence[int] = SCORED_MAPS, topk: int = TOP_K,
+                 warm_up: bool = True) -> dict[str, dict[str, float]]:
     """Milliseconds per image of each method's whole path, and its ratio to the forward pass alone.
 
     A method's path is :func:`bench.scoring.prediction.localize_batch` as evaluation
     calls it: forward pass, top-k classes, the ``boxed`` classes' maps (top-1
     and GT), upsampled to the input frame and boxed. ``batches``: ``(images
     (B, 3, S, S), labels (B,))``; each batch is timed once per method after one
-    warm-up, the methods and the plain forward pass in turn, so that load from
+    warm-up (on the first batch; ``warm_up=False`` when the caller has just
+    run one), the methods and the plain forward pass in turn, so that load from
     other processes hits all alike. Returns ``{name: {"ms_per_image",
     "overhead"}}`` with ``"forward"`` (overhead 1) first.
     """
@@ -209,7 +211,7 @@ def time_methods(network: CamNet, makers: dict[str, MapMethod | None], batches: 
 
     timed = {"forward": forward, **{name: path(method) for name, method in makers.items()}}
     with precision_context():
-        for name, function in timed.items():  # warm-up: first-call allocations, kernel choice
+        for name, function in timed.items() if warm_up else ():  # first-call allocations, kernel choice
             function(*batches[0])
         for images, labels in batches:
             for name, function in timed.items():
