@@ -697,11 +697,16 @@ def _write_sample(root: Path, split: str, index: int, label: int, image: np.ndar
     return Sample(image_id, image_path, label, mask_to_box(mask)[None], mask.shape, (mask_path,))
 
 
+def _species_parameters(parameters: dict) -> dict:
+    """The ``species`` entry of :func:`_parameters`' dict; ``num_species`` 0 (``birds12``) where it has none."""
+    return parameters.get("species", {"num_species": 0, "hue_jitter": 0.0})
+
+
 def _generate_split(root: Path, split: str, parameters: dict, bar: tqdm) -> list[int]:
     """Render and write one split's images, masks and metadata; returns the count per label."""
     seed, variant, image_size = parameters["seed"], parameters["variant"], parameters["image_size"]
     object_scale = parameters.get("object_scale", "small")
-    species = parameters.get("species", {"num_species": 0, "hue_jitter": 0.0})
+    species = _species_parameters(parameters)
     classes = num_classes(species["num_species"])
     label_digits = 2 if classes <= 100 else 3  # birds12's folders (00 ... 11) as before the species
     samples = []
@@ -717,15 +722,16 @@ def _generate_split(root: Path, split: str, parameters: dict, bar: tqdm) -> list
 def _generate(root: Path, name: str, parameters: dict, progress: bool) -> None:
     """Write the whole dataset into ``root``; ``name`` is the final folder name (for the progress bar)."""
     total = sum(parameters[f"num_{split}"] for split in SPLITS)
-    num_species = parameters.get("species", {}).get("num_species", 0)
+    num_species = _species_parameters(parameters)["num_species"]
     with progress_bar(total=total, desc=f"generating {name}", unit="img", disable=not progress) as bar:
         counts = {split: _generate_split(root, split, parameters, bar) for split in SPLITS}
-    write_class_names(root, class_names(num_species))
+    names = class_names(num_species)
+    write_class_names(root, names)
     description = {
         "generator": "bench.data.generator",
         "parameters": parameters,
         "num_classes": num_classes(num_species),
-        "class_names": class_names(num_species),
+        "class_names": names,
         "images_per_label": counts,
     }
     # Written last: its presence marks a complete dataset.
