@@ -9,10 +9,11 @@ whose message names the file and how to continue.
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import shutil
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 TEMPORARY_SUFFIX = ".tmp"
 
@@ -57,3 +58,11 @@ def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
+
+
+def write_csv_rows(path: Path, header: Iterable, rows: Iterable[Iterable]) -> None:
+    """Write a CSV file (UTF-8, a header line, then ``rows`` as given) to ``path`` atomically."""
+    with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)

@@ -14,7 +14,6 @@ read what it draws.
 
 from __future__ import annotations
 
-import csv
 import math
 import textwrap
 from pathlib import Path
@@ -27,7 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from bench.atomic_files import atomic_path  # noqa: E402
+from bench.atomic_files import atomic_path, write_csv_rows  # noqa: E402
 from bench.run.folder import CURVE_COLUMN, VAL_CURVE_COLUMN  # noqa: E402
 from bench.scoring.evaluation import GalleryItem  # noqa: E402
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD  # noqa: E402
@@ -138,11 +137,8 @@ def write_sweep_curves(test: ThresholdSweepMeter, val: ThresholdSweepMeter | Non
     if val is not None:
         curves[VAL_CURVE_COLUMN] = val.compute()["curves"][CURVE_COLUMN]
     columns = list(curves)
-    with atomic_path(csv_path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        for row in zip(*(curves[column] for column in columns)):
-            writer.writerow([f"{value:.6g}" for value in row])
+    write_csv_rows(csv_path, columns, ([f"{value:.6g}" for value in row]
+                                       for row in zip(*(curves[column] for column in columns))))
     save_figure(sweep_figure(curves, title, marks), figure_path)
 
 

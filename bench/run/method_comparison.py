@@ -32,7 +32,6 @@ a few images and :func:`describe_estimate` says what the call will cost.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import shutil
@@ -47,7 +46,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_text  # noqa: E402
+from bench.atomic_files import TEMPORARY_SUFFIX, write_csv_rows, write_text  # noqa: E402
 from bench.config import RunConfig, load_config  # noqa: E402
 from bench.data.images import check_images  # noqa: E402
 from bench.data.torch_dataset import WsolDataset, collate  # noqa: E402
@@ -393,11 +392,8 @@ def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config
 
     ``images``: which images were scored (:meth:`ScoredImages.describe`).
     """
-    with atomic_path(out_dir / METHODS_TABLE) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["method", *COLUMNS, *IMAGE_COLUMNS])
-        for name, row in rows.items():
-            writer.writerow([name, *(f"{row[key]:.6g}" for key in (*COLUMNS, *IMAGE_COLUMNS))])
+    write_csv_rows(out_dir / METHODS_TABLE, ["method", *COLUMNS, *IMAGE_COLUMNS],
+                   ([name, *(f"{row[key]:.6g}" for key in (*COLUMNS, *IMAGE_COLUMNS))] for name, row in rows.items()))
     protocol = describe_protocol(config.eval, config.model.input_size, maps="maps")
     lines = [f"# {config.name}: map methods ({config.model.backbone}, {config.model.pooling.upper()})", "",
              f"Fixed-tau columns: {protocol}. MaxBoxAcc / MaxBoxAccV2: oracle max over "

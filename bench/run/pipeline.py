@@ -49,7 +49,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_text
+from bench.atomic_files import TEMPORARY_SUFFIX, atomic_path, write_csv_rows, write_text
 from bench.config import SAME_EXPERIMENT_KEYS, ConfigError, RunConfig, config_differences, load_config, save_config
 from bench.data.images import check_images
 from bench.data.loading import load_dataset
@@ -633,7 +633,7 @@ def _epoch_validator(job: _Job, earlier: list[dict]) -> Callable[[int], dict[str
         per_image.extend([epoch, image_id, int(correct), int(top1_loc), int(gt_known)] for image_id, correct, top1_loc,
                          gt_known in zip(scores.image_ids, outcome.top1_correct, outcome.top1_loc,
                                          outcome.gt_known_loc))
-        _write_csv(job.run_dir / VAL_BY_EPOCH_FILE, VAL_BY_EPOCH_COLUMNS, per_image)
+        write_csv_rows(job.run_dir / VAL_BY_EPOCH_FILE, VAL_BY_EPOCH_COLUMNS, per_image)
         if select_epoch(rows) == epoch:
             save_training_state(job.run_dir / BEST_EPOCH_FILE, {"epoch": epoch, "model": job.model.state_dict()})
         return {key: value for key, value in row.items() if key != "epoch"}
@@ -648,13 +648,6 @@ def _earlier_val_outcomes(path: Path, epochs: set[int]) -> list[list]:
     with path.open(newline="", encoding="utf-8") as handle:
         return [[int(row["epoch"]), row["image_id"], *(int(row[key]) for key in VAL_BY_EPOCH_COLUMNS[2:])]
                 for row in csv.DictReader(handle) if int(row["epoch"]) in epochs]
-
-
-def _write_csv(path: Path, header: tuple[str, ...], rows: list[list]) -> None:
-    with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
 
 
 SELECTION_RULE = "best val GT-known loc"  # how select_epoch chooses, as the log and the learning curves say it

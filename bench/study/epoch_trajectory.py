@@ -27,7 +27,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.atomic_files import atomic_path  # noqa: E402
+from bench.atomic_files import write_csv_rows  # noqa: E402
 from bench.config import StudyConfig  # noqa: E402
 from bench.run.figures import save_figure  # noqa: E402
 from bench.run.folder import VAL_BY_EPOCH_COLUMNS, VAL_BY_EPOCH_FILE  # noqa: E402
@@ -116,12 +116,8 @@ def epoch_differences(study: StudyConfig, results: list[RunResult]) -> list[dict
 
 def write_epoch_differences(rows: list[dict], path: Path) -> None:
     """``by_epoch.csv``, written atomically (numbers to 4 decimals)."""
-    with atomic_path(path) as temporary, temporary.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(BY_EPOCH_COLUMNS)
-        for row in rows:
-            writer.writerow([f"{row[key]:.4f}" if isinstance(row[key], float) else row[key]
-                             for key in BY_EPOCH_COLUMNS])
+    write_csv_rows(path, BY_EPOCH_COLUMNS, ([f"{row[key]:.4f}" if isinstance(row[key], float) else row[key]
+                                             for key in BY_EPOCH_COLUMNS] for row in rows))
 
 
 def read_epoch_differences(path: Path) -> list[dict]:
