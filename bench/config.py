@@ -26,6 +26,7 @@ import itertools
 import math
 import types
 import typing
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -694,6 +695,78 @@ def _finite_number(value: Any, key: str, where: _Where) -> float:
 # ----------------------------------------------------------------------------- studies
 
 
+DistributionKind = Literal["log_uniform", "uniform", "choice"]
+SearchMetric = Literal["max_box_acc_v2", "top1_loc"]
+SEARCH_SIGNIFICANT_DIGITS = 3  # a drawn number is rounded to 3 significant digits: readable configs and tables
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """How a search draws one run-config key: ``log_uniform`` or ``uniform`` over ``[low, high]``, or a ``choice``.
+
+    ``values`` is ``(low, high)`` for the two continuous kinds, the list of choices for ``choice``.
+    """
+
+    kind: DistributionKind
+    values: tuple
+
+    def draw(self, rng: Any) -> Any:
+        """One value from ``rng`` (a ``numpy.random.Generator``): a number rounded to
+        :data:`SEARCH_SIGNIFICANT_DIGITS` significant digits and kept inside ``[low, high]``, or one of the choices.
+        """
+        if self.kind == "choice":
+            return copy.deepcopy(self.values[int(rng.integers(len(self.values)))])
+        low, high = self.values
+        u = float(rng.random())
+        value = math.exp(math.log(low) + u * (math.log(high) - math.log(low))) if self.kind == "log_uniform" \
+            else low + u * (high - low)
+        return min(max(float(f"{value:.{SEARCH_SIGNIFICANT_DIGITS}g}"), low), high)
+
+    def describe(self) -> str:
+        """The distribution as the docs write it: ``log-uniform [0.001, 0.03]``, ``choice {8, 16}``."""
+        if self.kind == "choice":
+            return "choice {" + ", ".join(str(v) for v in self.values) + "}"
+        return f"{self.kind.replace('_', '-')} [{self.values[0]:g}, {self.values[1]:g}]"
+
+
+Space = tuple[tuple[str, Distribution], ...]  # (dotted run-config key, its distribution), in file order
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """A study's hyperparameter search (``study.search``; :mod:`bench.study.search` runs it).
+
+    Every arm (value of the study's ``compare_key``) gets ``trials`` runs, the reference included: the same budget
+    for each. Trial ``i`` draws ``space`` from a generator seeded by ``(seed, i)``, the same values for every arm
+    (paired trials: no arm is luckier in its draws of the shared keys), and the arm's own ``arms`` entry from one
+    seeded by ``(seed, arm, i)``; no draw depends on the other arms or on how many trials there are, so raising
+    ``trials`` keeps the finished ones. Every trial trains with ``train_seed`` (not a final seed: the test numbers
+    come from seeds that chose nothing) and is scored on the val split only, at the last epoch; ``metric`` there
+    picks each arm's trial, whose parameters the final runs (the grid's seeds) then use.
+    """
+
+    trials: int
+    seed: int = 0
+    train_seed: int = 100
+    metric: SearchMetric = "max_box_acc_v2"
+    space: Space = ()
+    arms: tuple[tuple[Any, Space], ...] = ()
+
+    def space_of(self, arm: Any) -> Space:
+        """The keys searched for ``arm``: the common space, then the arm's own."""
+        return self.space + next((own for value, own in self.arms if value == arm), ())
+
+    def draw(self, arm: Any, trial: int) -> dict[str, Any]:
+        """Trial ``trial``'s values for ``arm``: ``{key: value}``. The common space is drawn from ``(seed, trial)``,
+        so trial ``i`` of every arm tries the same values of it; the arm's own keys from ``(seed, arm, trial)``."""
+        import numpy as np
+
+        common = np.random.default_rng([self.seed, trial])
+        values = {key: distribution.draw(common) for key, distribution in self.space}
+        own = np.random.default_rng([self.seed, zlib.crc32(repr(arm).encode("utf-8")), trial])
+        return values | {key: distribution.draw(own) for key, distribution in self.space_of(arm)[len(self.space):]}
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """A set of runs that differ in a few keys, analysed together (``bench.study.runner``).
@@ -713,7 +786,10 @@ class StudyConfig:
       bootstrap CI; default: every other value of the grid);
     * ``bootstrap``: bootstrap resamples; ``confidence``: the CI level;
     * ``methods``: map methods (:data:`CamMethod`) run on each finished run (``bench methods``), giving
-      ``methods_table.{csv,md}``: setting x method (default: none).
+      ``methods_table.{csv,md}``: setting x method (default: none);
+    * ``search``: a hyperparameter search per value of ``compare_key`` (an *arm*) before the final runs
+      (:class:`SearchConfig`, :mod:`bench.study.search`): the grid then holds the compare key and ``seed`` only,
+      and its seeds are the final runs' seeds.
     """
 
     name: str
@@ -727,10 +803,26 @@ class StudyConfig:
     confidence: float = 0.95
     results_dir: str = "results"
     methods: tuple[str, ...] = ()
+    search: SearchConfig | None = None
+    file: str = ""  # the study file, for error messages about runs built after loading (a search's final runs)
+    overrides: tuple[str, ...] = ()  # the command line's key=value overrides, applied to every run
 
     @property
     def study_dir(self) -> Path:
         return Path(self.results_dir) / self.name
+
+
+@dataclass(frozen=True)
+class _SearchSection:
+    """``study.search`` as written (:class:`SearchConfig` says what each key means)."""
+
+    trials: int = setting(dataclasses.MISSING, lambda v: v >= 1, "an integer >= 1 (trials per arm)")
+    seed: int = setting(0, *_SEED_CHECK)
+    train_seed: int = setting(100, *_SEED_CHECK)
+    metric: SearchMetric = "max_box_acc_v2"
+    split: Literal["val"] = "val"  # selection never reads the test split
+    space: dict[str, Any] = field(default_factory=dict)
+    arms: Any = None  # {arm: {key: distribution}}, checked by _search_config
 
 
 @dataclass(frozen=True)
@@ -755,6 +847,7 @@ class _StudySection:
     bootstrap: int = setting(1000, lambda v: v >= 100, "an integer >= 100")
     confidence: float = setting(0.95, lambda v: 0.5 <= v < 1, "a number in [0.5, 1)")
     methods: tuple[CamMethod, ...] = setting((), lambda v: len(set(v)) == len(v), "a list of distinct method names")
+    search: Any = None  # a mapping (:class:`_SearchSection`), read by _search_config
 
 
 def key_choices(key: str) -> tuple:
@@ -787,6 +880,9 @@ def load_study(path: str | Path, quick: bool = False,
     after its grid values (``pooling-gap_seed-0``) with its folder in
     ``<results_dir>/<study>/runs/``. An error in a grid or set value names its
     line in the study file; one in an override names the override.
+
+    A study with ``search`` returns its *trials* (:func:`search_trials`) instead: its final runs need the
+    trials' outcome first (:func:`search_final_runs`).
     """
     path = Path(path)
     raw, lines = _read_yaml(path, "study file", "configs/paper.yaml")
@@ -807,23 +903,188 @@ def load_study(path: str | Path, quick: bool = False,
         _missing_base(section.base, base, path, where)
     user = [_parse_override(text) for text in overrides]
     results_dir = _load_run(base, [*fixed, *user]).results_dir  # errors name the base file or the entry
-    runs = []
-    for combination in itertools.product(*(values for values, _ in grid.values())):
-        assigned = dict(zip(grid, combination))
-        run_name = "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in assigned.items())
-        chosen = [_Override(key, value, grid[key][1]) for key, value in assigned.items()]
-        placed = [_Override("name", run_name, str(path)),
-                  _Override("results_dir", str(Path(results_dir) / name / "runs"), str(path))]
-        try:
-            runs.append(_load_run(base, [*fixed, *chosen, *user, *placed]))
-        except ConfigError as error:
-            raise ConfigError(f"study run {run_name}: {error}") from None
+    search = None
+    if section.search is not None:
+        search = _search_config(section, grid, fixed, user, base, where)
     config = StudyConfig(name=name, base=str(base), grid=tuple((k, tuple(v)) for k, (v, _) in grid.items()),
                          set=tuple((o.key, o.value) for o in fixed), compare_key=section.compare_key,
                          reference=reference, compare=compare,
                          bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir,
-                         methods=section.methods)
-    return config, runs
+                         methods=section.methods, search=search, file=str(path), overrides=tuple(overrides))
+    if search is not None:
+        return config, _search_trials(config, grid, fixed, user, where)
+    return config, _grid_runs(config, grid, fixed, user, {})
+
+
+def _run_name(assigned: dict[str, Any]) -> str:
+    """A study run's name from its grid values: ``pooling-gap_seed-0``."""
+    return "_".join(f"{key.rsplit('.', 1)[-1]}-{value}" for key, value in assigned.items())
+
+
+def _study_run(study: StudyConfig, entries: list[_Override], run_name: str, folder: str) -> RunConfig:
+    """``study.base`` + ``entries``, named ``run_name``, in ``<results_dir>/<study>/<folder>/``."""
+    placed = [_Override("name", run_name, study.file),
+              _Override("results_dir", str(Path(study.results_dir) / study.name / folder), study.file)]
+    try:
+        return _load_run(Path(study.base), [*entries, *placed])
+    except ConfigError as error:
+        raise ConfigError(f"study run {run_name}: {error}") from None
+
+
+def _grid_runs(study: StudyConfig, grid: dict[str, tuple[list, str]], fixed: list[_Override],
+               user: list[_Override], chosen: dict[Any, list[_Override]]) -> list[RunConfig]:
+    """One run per grid combination, in ``runs/``; ``chosen[arm]`` (a search's choice) is applied to the runs of
+    that value of ``study.compare_key``, after ``set`` and before the command line's overrides."""
+    runs = []
+    for combination in itertools.product(*(values for values, _ in grid.values())):
+        assigned = dict(zip(grid, combination))
+        entries = [_Override(key, value, grid[key][1]) for key, value in assigned.items()]
+        picked = chosen.get(assigned.get(study.compare_key), [])
+        runs.append(_study_run(study, [*fixed, *entries, *picked, *user], _run_name(assigned), "runs"))
+    return runs
+
+
+SEARCH_FIXED_KEYS = ("name", "results_dir", "seed", "eval.split")  # set by the search for every trial
+
+
+def _search_config(section: _StudySection, grid: dict[str, tuple[list, str]], fixed: list[_Override],
+                   user: list[_Override], base: Path, where: _Where) -> SearchConfig:
+    """``study.search`` checked against the study: a grid of the compare key and ``seed`` only, searched keys that
+    are run-config keys no other entry sets, distributions whose every bound or choice makes a valid run, a
+    ``train_seed`` that is not a final seed, and final runs scored on test."""
+    written = _build(_SearchSection, section.search, "study.search.", where)
+    key = section.compare_key
+    if key not in grid:
+        raise ConfigError(f"{where('study.search')}: a search draws parameters per value of study.compare_key "
+                          f"({key}), so study.grid must list {key}")
+    others = [k for k in grid if k not in (key, "seed")]
+    if others:
+        raise ConfigError(f"{where('study.grid')}: a study with study.search has a grid of {key} and seed only "
+                          f"(the arms and the final seeds); found {', '.join(others)}: make one search study per "
+                          "setting, or put the key in study.set")
+    arm_values = grid[key][0]
+    seeds = grid["seed"][0] if "seed" in grid else [_load_run(base, [*fixed, *user]).seed]
+    if written.train_seed in seeds:
+        raise ConfigError(f"{where('study.search.train_seed')}: 'study.search.train_seed' is {written.train_seed}, "
+                          f"one of the final seeds {seeds}; expected another seed, so that the test numbers come "
+                          "from training seeds that chose nothing")
+    final = _load_run(base, [*fixed, *user])
+    if final.eval.split != "test":
+        raise ConfigError(f"{where('study.search')}: a search scores its trials on val and its final runs on test, "
+                          f"but the runs' eval.split is {final.eval.split!r} (from {where('study.set.eval.split')}); "
+                          "leave eval.split at test")
+    space = _space(written.space, "study.search.space", where)
+    arms_raw = {} if written.arms is None else written.arms
+    if not isinstance(arms_raw, dict):
+        raise ConfigError(f"{where('study.search.arms')}: 'study.search.arms' must map values of {key} to their "
+                          f"own search spaces, got {arms_raw!r}")
+    arms = []
+    for arm, own in arms_raw.items():
+        if arm not in arm_values:
+            raise ConfigError(f"{where(f'study.search.arms.{arm}')}: 'study.search.arms' names {arm!r}, which is "
+                              f"not a value of study.grid.{key} ({arm_values})")
+        prefix = f"study.search.arms.{arm}"
+        arm_space = _space(own, prefix, where)
+        twice = [k for k, _ in arm_space if k in dict(space)]
+        if twice:
+            raise ConfigError(f"{where(prefix)}: {', '.join(twice)} is in study.search.space already, which every "
+                              "arm draws; give a key in one place")
+        arms.append((arm, arm_space))
+    taken = {o.key: o.source for o in [*fixed, *user]} | {k: source for k, (_, source) in grid.items()}
+    for name, _ in space + tuple(entry for _, own in arms for entry in own):
+        if name in SEARCH_FIXED_KEYS or name in taken:
+            by = taken.get(name, "the search (every trial's name, folder, train_seed and val split)")
+            raise ConfigError(f"{where('study.search')}: '{name}' is searched, but {by} sets it too; a key is either "
+                              "searched or set, not both")
+    search = SearchConfig(trials=written.trials, seed=written.seed, train_seed=written.train_seed,
+                          metric=written.metric, space=space, arms=tuple(arms))
+    for arm in arm_values:  # every bound and choice must make a valid run: errors before any trial
+        for name, distribution in search.space_of(arm):
+            source = _space_source(search, arm, name, where)
+            for value in distribution.values:
+                _load_run(base, [*fixed, _Override(key, arm, grid[key][1]), _Override(name, value, source), *user])
+    return search
+
+
+def _space_source(search: SearchConfig, arm: Any, name: str, where: _Where) -> str:
+    """The study file line that declares ``name``'s distribution for ``arm``."""
+    common = name in dict(search.space)
+    return where(f"study.search.space.{name}" if common else f"study.search.arms.{arm}.{name}")
+
+
+def _space(raw: Any, prefix: str, where: _Where) -> Space:
+    """``{dotted key: {log_uniform | uniform: [low, high]} | {choice: [values]}}`` as :data:`Space`."""
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise ConfigError(f"{where(prefix)}: '{prefix}' must map dotted run-config keys to distributions, "
+                          f"got {raw!r}")
+    space = []
+    for name, written in raw.items():
+        at = where(f"{prefix}.{name}")
+        if not _is_run_key(name):
+            raise ConfigError(f"{at}: '{prefix}.{name}': {name!r} is not a run-config key (show-config lists them)")
+        if not isinstance(written, dict) or len(written) != 1 or next(iter(written)) not in typing.get_args(
+                DistributionKind):
+            raise ConfigError(f"{at}: '{prefix}.{name}' is {written!r}; expected one of {{log_uniform: [low, high]}}, "
+                              "{uniform: [low, high]}, {choice: [value, ...]}")
+        kind, values = next(iter(written.items()))
+        if kind == "choice":
+            if not isinstance(values, list) or not values or len(set(map(repr, values))) != len(values):
+                raise ConfigError(f"{at}: '{prefix}.{name}.choice' is {values!r}; expected a non-empty list of "
+                                  "distinct values")
+            space.append((name, Distribution(kind, tuple(values))))
+            continue
+        numbers = values if isinstance(values, list) and len(values) == 2 else None
+        low, high = (_finite_number(v, f"{prefix}.{name}.{kind}", where) for v in numbers) if numbers else (0, 0)
+        if numbers is None or not low < high or (kind == "log_uniform" and low <= 0):
+            need = "0 < low < high" if kind == "log_uniform" else "low < high"
+            raise ConfigError(f"{at}: '{prefix}.{name}.{kind}' is {values!r}; expected [low, high] with {need}")
+        space.append((name, Distribution(kind, (low, high))))
+    return tuple(space)
+
+
+def _is_run_key(key: str) -> bool:
+    """Whether ``key`` (dotted) names a field of :class:`RunConfig`, not a section."""
+    hint: Any = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(hint):
+            return False
+        hint = typing.get_type_hints(hint).get(part)
+        if hint is None:
+            return False
+    return not dataclasses.is_dataclass(hint)
+
+
+def _search_trials(study: StudyConfig, grid: dict[str, tuple[list, str]], fixed: list[_Override],
+                   user: list[_Override], where: _Where) -> list[RunConfig]:
+    """Every arm's trials, arm by arm, in ``<results_dir>/<study>/trials/``: ``pooling-gap_trial-0`` is ``base`` +
+    ``set`` + the arm + trial 0's draw, trained with ``train_seed``, scored on val."""
+    search, key = study.search, study.compare_key
+    runs = []
+    for arm in grid[key][0]:
+        for trial in range(search.trials):
+            drawn = [_Override(name, value, _space_source(search, arm, name, where))
+                     for name, value in search.draw(arm, trial).items()]
+            entries = [*fixed, _Override(key, arm, grid[key][1]), *drawn, *user,
+                       _Override("seed", search.train_seed, where("study.search.train_seed")),
+                       _Override("eval.split", "val", f"{where('study.search')} (trials are scored on val)")]
+            runs.append(_study_run(study, entries, _run_name({key: arm, "trial": trial}), "trials"))
+    return runs
+
+
+def search_trial_index(config: RunConfig) -> int:
+    """The trial number of a search trial's run, from its name (``pooling-gap_trial-3`` -> 3)."""
+    return int(config.name.rsplit("_trial-", 1)[1])
+
+
+def search_final_runs(study: StudyConfig, chosen: dict[Any, dict[str, Any]]) -> list[RunConfig]:
+    """A search study's final runs: every arm at ``chosen[arm]`` (``{key: value}``, the search's pick) for each
+    seed of the grid, in ``runs/`` as any study's runs are named (``pooling-gap_seed-0``)."""
+    grid = {key: (list(values), study.file) for key, values in study.grid}
+    fixed = [_Override(key, value, study.file) for key, value in study.set]
+    user = [_parse_override(text) for text in study.overrides]
+    picked = {arm: [_Override(key, value, f"{study.file}: chosen by the search (search.md)")
+                    for key, value in values.items()] for arm, values in chosen.items()}
+    return _grid_runs(study, grid, fixed, user, picked)
 
 
 def _missing_base(written: str, base: Path, study_file: Path, where: _Where) -> typing.NoReturn:

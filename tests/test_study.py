@@ -123,7 +123,7 @@ def test_a_study_whose_base_is_missing_names_the_study_file_the_key_and_the_reso
 def test_shipped_study_files_load():
     counts = {"paper.yaml": 6, "paper_birds12.yaml": 6, "paper_full.yaml": 18, "lse_sweep.yaml": 5,
               "resolution.yaml": 12, "pooling_family.yaml": 5, "object_scale.yaml": 12, "wsol_methods.yaml": 12,
-              "tiny_ray.yaml": 4}
+              "tiny_ray.yaml": 4, "tiny_search.yaml": 4}
     # Every study file shipped in configs/ is listed here, so each one is loaded.
     assert sorted(p.name for p in (REPO / "configs").glob("*.yaml") if is_study_file(p)) == sorted(counts)
     for name, count in counts.items():

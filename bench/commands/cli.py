@@ -398,14 +398,29 @@ def describe_failure(error: BaseException) -> str | None:
     return None
 
 
+def _drawn(study, config: RunConfig) -> dict:
+    """A search trial's drawn values (``train.lr=0.00479``), for show-config."""
+    from bench.config import search_trial_index
+    from bench.study.search import arm_of
+
+    return study.search.draw(arm_of(study, config), search_trial_index(config))
+
+
 def _study_command(args: argparse.Namespace) -> int:
     """``run`` / ``report`` / ``show-config`` on a study file."""
     study, runs = load_study(args.config, quick=getattr(args, "quick", False), overrides=args.overrides)
     if args.command == "show-config":
         grid = "; ".join(f"{key}: {list(values)}" for key, values in study.grid)
-        print(f"study {study.name} ({len(runs)} runs from {study.base}; grid {grid}) -> {study.study_dir}/")
+        if study.search is None:
+            print(f"study {study.name} ({len(runs)} runs from {study.base}; grid {grid}) -> {study.study_dir}/")
+        else:
+            print(f"study {study.name}: a search ({study.search.trials} trial(s) per value of {study.compare_key}, "
+                  f"scored on val), then final runs of each value's chosen trial (grid {grid}) -> "
+                  f"{study.study_dir}/\n  trials (train_seed {study.search.train_seed}; drawn values after each):")
         for config in runs:
-            print(f"  {config.run_dir}")
+            drawn = "" if study.search is None else "  " + ", ".join(
+                f"{key}={value}" for key, value in _drawn(study, config).items())
+            print(f"  {config.run_dir}{drawn}")
         if any(config.eval.frame != "input" for config in runs):  # the runner (and torch) only then
             from bench.study.runner import frame_note
 
@@ -423,7 +438,12 @@ def _study_command(args: argparse.Namespace) -> int:
             print(pipeline.prepare_dataset(config).source)
         return 0
     if args.command == "report":
-        studies.write_report(study, runs, study_page=write_study_page)
+        if study.search is not None:
+            from bench.study.search import report_search
+
+            report_search(study, runs, study_page=write_study_page)
+        else:
+            studies.write_report(study, runs, study_page=write_study_page)
     else:
         from bench.training import distributed
 
@@ -438,8 +458,14 @@ def _study_command(args: argparse.Namespace) -> int:
                 print(note)
             return 0
         try:
-            studies.run_study(study, runs, overwrite=args.overwrite, executor=executor, run_page=write_run_page,
-                              study_page=write_study_page)
+            if study.search is not None:
+                from bench.study.search import run_search
+
+                run_search(study, runs, overwrite=args.overwrite, executor=executor, run_page=write_run_page,
+                           study_page=write_study_page)
+            else:
+                studies.run_study(study, runs, overwrite=args.overwrite, executor=executor,
+                                  run_page=write_run_page, study_page=write_study_page)
         finally:
             distributed.shutdown()
     return 0
