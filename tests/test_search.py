@@ -187,6 +187,7 @@ def test_a_search_runs_trials_chooses_on_val_then_scores_final_runs_on_test_and_
             metrics = json.loads((final.run_dir / "metrics.json").read_text())
             assert metrics["split"] == "test"
     assert {"search.md", "search.png", "table.md", "comparison.csv"} <= {p.name for p in folder.iterdir()}
+    assert 'src="search.png"' in (folder / "index.html").read_text()  # the study page shows the search
     assert "| GAP | train.lr: log-uniform [0.001, 0.01] | 2 / 2 | 0 |" in (folder / "search.md").read_text()
     capsys.readouterr()
     assert main(["run", str(path)]) == 0  # everything is reused: nothing trains again

@@ -55,6 +55,8 @@ def figure_captions(study: StudyConfig) -> dict[str, str]:
         "cam_area.png": "Predicted box area / ground-truth box area (below 1: the box covers a part).",
         "lse_sweep.png": "GT-known loc and mean IoU along the LSE sharpness r.",
         "learning_curves.png": "Val GT-known loc and val top-1 cls error per epoch.",
+        "search.png": f"The search: each trial's val score against each searched parameter, one colour per {axis}; "
+                      "ringed, the trial each chose (search.md, trials.csv).",
     }
 
 
