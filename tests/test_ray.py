@@ -377,3 +377,38 @@ def test_a_worker_that_cannot_see_the_results_folder_stops_the_study_before_any_
     marker = tmp_path / "results" / "study" / MARKER_FILE
     assert f"Ray worker on host {os.uname().nodename}: {marker}-" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()  # the folders the driver made for its marker are gone again
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_search_fans_its_trials_and_final_runs_out_as_ray_tasks(tmp_path, tiny_data_dir, local_ray):
+    from bench.study.search import run_search
+
+    path = tmp_path / "search.yaml"
+    path.write_text(f"""\
+study:
+  base: {TINY_CONFIG}
+  grid:
+    model.pooling: [gap, gmp]
+    seed: [0]
+  set:
+    data_root: {tiny_data_dir}
+    results_dir: {tmp_path / 'results'}
+    train.epochs: 2
+  search:
+    trials: 1
+    space:
+      train.lr: {{log_uniform: [0.001, 0.01]}}
+  bootstrap: 200
+""")
+    study, trials = load_study(path)
+    messages = []
+    folder = run_search(study, trials, log=messages.append, executor=RayExecutor(poll_seconds=0.1))
+    assert [(r["run"], r["state"]) for r in read_rows(folder / "trials.csv")] == [
+        ("pooling-gap_trial-0", "complete"), ("pooling-gmp_trial-0", "complete")]
+    assert sum(" started" in m for m in messages) == 4  # 2 trials, then 2 final runs, each a Ray task
+    for name in ("pooling-gap_seed-0", "pooling-gmp_seed-0"):
+        assert json.loads((folder / "runs" / name / "metrics.json").read_text())["split"] == "test"
+    messages.clear()
+    run_search(study, trials, log=messages.append)  # sequential now: everything is reused
+    assert "(2 of 2 finished and reused)" in messages[0] and not any("training tiny_cnn" in m for m in messages)
