@@ -13,13 +13,17 @@ from torch import nn
 
 from bench.commands.cli import main
 from bench.config import BACKBONES, ModelConfig, WsolConfig
-from bench.model.camnet import build_model, global_pool
+from bench.model.camnet import build_model, calibrate_feature_scale, global_pool
 from bench.model.wsol_heads import (
     BACKGROUND,
     FOREGROUND,
     IGNORED,
     AcolHead,
+    SpgHead,
+    layer_outputs,
+    matching_scale,
     normalize_maps,
+    position_energy,
     spg_loss,
     spg_pseudo_mask,
 )
@@ -216,6 +220,84 @@ def test_spg_taps_the_layers_outputs_for_one_training_pass_only():
     assert head._taps == {}  # a logits-only pass in train mode leaves nothing either
     with pytest.raises(RuntimeError, match="tapped layers did not run"):
         head.training_output(torch.zeros(2, 64, 8, 8), LABELS)
+
+
+# ----------------------------------------------------------------------------- SPG's tap scale
+
+# Two positions (1 x 2 map): C-vectors (3, 4) and (6, 8), squared norms 25 and 100, position energy 62.5.
+TAPS = torch.tensor([[[[3.0, 6.0]], [[4.0, 8.0]]]])  # (1, 2, 1, 2)
+HEAD_INPUT = torch.tensor([[[[1.0, 2.0]]]])  # (1, 1, 1, 2): squared norms 1 and 4, position energy 2.5
+
+
+def test_position_energy_and_the_scale_that_matches_it_on_hand_made_maps():
+    assert float(position_energy(TAPS)) == pytest.approx(62.5)
+    assert float(position_energy(HEAD_INPUT)) == pytest.approx(2.5)
+    assert matching_scale(TAPS, HEAD_INPUT) == pytest.approx(5.0)  # sqrt(62.5 / 2.5)
+    assert float(position_energy(TAPS / 5.0)) == pytest.approx(2.5)
+    assert matching_scale(torch.zeros(1, 2, 1, 2), HEAD_INPUT) == 1.0  # nothing to match: no rescaling
+
+
+def test_spg_tap_scale_divides_each_tap_and_shrinks_the_first_sgd_step_of_its_entry_conv():
+    """A hand-built SPG head whose two taps are the batch itself: tap_scale = 5 for both, so each entry conv reads
+    taps / 5, and the first SGD step of its weight, relative to the weight, is 5 times smaller than on the raw taps
+    (its effect on the conv's output, the 1/||x||^2 rule, 25 times smaller)."""
+    body = nn.Sequential(nn.Identity(), nn.Identity())
+    head = SpgHead(channels=1, tap_channels=(2, 2), num_classes=2, width=1,
+                   thresholds=((0.7, 0.01), (0.5, 0.05), (0.7, 0.1)), pool=gap)
+    head.attach((body[0], body[1]))
+    head.calibrate(body, TAPS, HEAD_INPUT)
+    torch.testing.assert_close(head.tap_scale, torch.tensor([5.0, 5.0]))
+
+    seen = {}
+    head.b1_entry.register_forward_pre_hook(lambda module, inputs: seen.setdefault("b1", inputs[0].clone()))
+    head.b2_entry.register_forward_pre_hook(lambda module, inputs: seen.setdefault("b2", inputs[0].clone()))
+    head.train()
+    body(TAPS)  # the training pass taps both layers
+    head.training_output(HEAD_INPUT, torch.tensor([1]))
+    torch.testing.assert_close(seen["b1"], TAPS / 5.0)
+    torch.testing.assert_close(seen["b2"], TAPS / 5.0)
+
+    # The first step of a 3x3 conv (2 -> 1 channels, all weights 1, ||W|| = sqrt(18)) on loss = sum of its outputs.
+    # On the 1 x 2 map the centre row sees: W[:, 1, 1] both positions, (3, 4) + (6, 8) = (9, 12); W[:, 1, 2] the
+    # right one from the left position, (6, 8); W[:, 1, 0] the left one, (3, 4): ||grad||^2 = 225 + 100 + 25 = 350.
+    # SGD at lr 0.01 steps lr * ||grad|| / s, relative to ||W||: 0.01 * sqrt(350 / 18) / s; the loss moves by
+    # lr * ||grad||^2 / s^2 = 3.5 / s^2.
+    for inputs, scale in ((TAPS, 1.0), (seen["b1"], 5.0)):  # before the fix (raw taps), after it
+        conv = nn.Conv2d(2, 1, 3, padding=1, bias=False)
+        nn.init.ones_(conv.weight)
+        before = conv.weight.detach().clone()
+        loss = conv(inputs).sum()
+        loss.backward()
+        torch.optim.SGD(conv.parameters(), lr=0.01).step()
+        step = (conv.weight.detach() - before).norm() / before.norm()
+        assert float(step) == pytest.approx(0.01 * math.sqrt(350 / 18) / scale, rel=1e-5)
+        assert float(conv(inputs).sum().detach() - loss.detach()) == pytest.approx(-3.5 / scale**2, rel=1e-5)
+
+
+def test_calibration_gives_the_taps_the_energy_per_position_of_the_head_input():
+    torch.manual_seed(0)
+    network = build_model(TINY, 3, WsolConfig(method="spg", head_channels=8))
+    head = network.wsol_head
+    images = torch.randn(4, 3, 64, 64)
+    scale = calibrate_feature_scale(network, images, 100.0)
+    network.eval()
+    with torch.no_grad():
+        features = network.features(images)
+        assert float(global_pool(features / scale, "gap").pow(2).sum(dim=1).mean()) == pytest.approx(100.0, rel=1e-4)
+        target = float(position_energy(features / scale))
+        for tap, tap_scale in zip(layer_outputs(network.backbone, head._layers, images), head.tap_scale):
+            assert abs(float(tap_scale) - 1.0) > 0.5  # a scale that changes something (about 0.05 here)
+            assert float(position_energy(tap / tap_scale)) == pytest.approx(target, rel=1e-4)
+    assert calibrate_feature_scale(build_model(TINY, 3, WsolConfig(method="spg")), images, 0.0) == 1.0
+
+
+def test_a_checkpoint_without_tap_scale_loads_with_scale_one_what_it_trained_with():
+    torch.manual_seed(0)
+    network = build_model(TINY, 3, WsolConfig(method="spg", head_channels=8))
+    network.wsol_head.tap_scale.fill_(3.0)
+    state = {key: value for key, value in network.state_dict().items() if key != "wsol_head.tap_scale"}
+    network.load_state_dict(state)  # strict: the missing buffer is filled, not an error
+    torch.testing.assert_close(network.wsol_head.tap_scale, torch.ones(2))
 
 
 # ----------------------------------------------------------------------------- every backbone

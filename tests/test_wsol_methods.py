@@ -4,8 +4,11 @@ their config checks, and tiny end-to-end runs."""
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from skimage import data as skimage_data
 
 from bench.config import ConfigError, ModelConfig, WsolConfig, config_differences
 from bench.model.camnet import build_model
@@ -126,6 +129,63 @@ def test_adl_network_gives_the_plain_networks_cam_at_evaluation_and_differs_in_t
     assert torch.equal(adl(images), plain(images))
     plain.train(), adl.train()
     assert not torch.equal(adl.features(images), plain.features(images))
+
+
+# Where ADL sits (the modules it is attached to, by name inside the backbone's body): ResNet and VGG16 are
+# wsolevaluation's positions; EfficientNet's are each block's depthwise ReLU6 (bn2) and the head conv's.
+ADL_MODULES = {
+    "efficientnet_lite0": ["model.blocks.5.0.bn2", "model.blocks.6.0.bn2", "model.bn2"],
+    "resnet18": ["6.0", "7.0", "7.1"],
+    "resnet50": ["6.0", "7.0", "7.2"],
+    "vgg16_gap": ["16", "22", "29"],
+    "googlenet_gap": ["9", "11", "12"],
+    "tiny_cnn": ["5", "8"],  # at stride 8: its last two blocks' ReLUs
+}
+
+
+@pytest.mark.parametrize("backbone", sorted(ADL_MODULES))
+def test_adl_is_attached_after_the_named_modules_of_each_backbone(backbone):
+    stride = 8 if backbone == "tiny_cnn" else 16
+    network = build_model(ModelConfig(backbone=backbone, pretrained=False, feature_stride=stride, input_size=64), 3,
+                          WsolConfig(method="adl"))
+    attached = [name.removesuffix(".adl") for name, module in network.backbone.named_modules()
+                if isinstance(module, AttentionDropout)]
+    assert attached == ADL_MODULES[backbone]
+
+
+def _photos(size: int, mean: tuple, std: tuple) -> torch.Tensor:
+    """Four real photos (scikit-image) resized to ``size`` x ``size`` and normalized: ``(4, 3, size, size)``."""
+    photos = [skimage_data.chelsea(), skimage_data.coffee(), skimage_data.astronaut(), skimage_data.rocket()]
+    batch = torch.cat([F.interpolate(torch.from_numpy(np.ascontiguousarray(photo)).permute(2, 0, 1)[None].float()
+                                     / 255.0, size=(size, size), mode="bilinear", antialias=True)
+                       for photo in photos])  # (4, 3, size, size) in [0, 1]
+    return (batch - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+
+
+def test_adl_masks_non_negative_maps_of_the_pretrained_efficientnet_where_block_outputs_are_signed():
+    """On real photos, every map ADL masks in EfficientNet-Lite0 is >= 0 (ReLU6), with BatchNorm in eval and in
+    train mode; the outputs of the same blocks, where ADL sat before, have negative channel means (linear
+    bottlenecks: about half of them)."""
+    network = build_model(ModelConfig(backbone="efficientnet_lite0", feature_stride=16, input_size=160), 3,
+                          WsolConfig(method="adl"))
+    blocks = network.backbone.model.blocks
+    layers = [module.adl for module in network.backbone.modules() if hasattr(module, "adl")]
+    received, block_outputs = {}, {}
+    for index, layer in enumerate(layers):  # what each ADL layer is given: the map it masks
+        layer.register_forward_pre_hook(lambda module, inputs, index=index: received.__setitem__(index, inputs[0]))
+    for index, block in enumerate((blocks[5][0], blocks[6][0])):  # where ADL sat before
+        block.register_forward_hook(lambda module, inputs, output, index=index: block_outputs.__setitem__(index, output))
+    images = _photos(160, network.mean, network.std)
+    for training in (False, True):
+        network.train(training)
+        with torch.no_grad():
+            network.features(images)
+        assert len(received) == 3
+        for maps in received.values():
+            assert float(maps.min()) >= 0.0
+            assert float(maps.mean(dim=1).flatten(1).amax(dim=1).min()) > 0.0  # a positive maximum in every image
+        for output in block_outputs.values():
+            assert float((output.mean(dim=1) < 0).float().mean()) > 0.2  # share of negative channel means
 
 
 # ----------------------------------------------------------------------------- config and the rest of a run

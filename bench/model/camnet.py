@@ -217,17 +217,21 @@ def calibrate_feature_scale(model: CamNet, images: torch.Tensor, target_energy: 
     once (with the backbone in eval mode) and then frozen, puts every head on
     the same footing. A positive constant scales every CAM by the same factor,
     so boxes do not change, and ``cam_weight`` keeps CAMs exact.
-    ``target_energy <= 0`` leaves the scale at 1. Returns the scale.
+    A method's own head then scales its other inputs to match the head input
+    (:meth:`bench.model.wsol_heads.ClassMapHead.calibrate`: SPG's taps).
+    ``target_energy <= 0`` leaves every scale at 1. Returns the scale.
     """
     if target_energy <= 0:
         return float(model.feature_scale)
     was_training = model.training
     model.eval()
-    pooled = model.pool(model.features(images))  # (B, C)
-    energy = pooled.pow(2).sum(dim=1).mean().item()
-    model.train(was_training)
+    features = model.features(images)  # (B, C, h, w)
+    energy = model.pool(features).pow(2).sum(dim=1).mean().item()  # pooled (B, C)
     scale = math.sqrt(energy / target_energy) if energy > 0 else 1.0
     model.feature_scale.fill_(scale)
+    if model.wsol_head is not None:
+        model.wsol_head.calibrate(model.backbone, images, features / scale)
+    model.train(was_training)
     return scale
 
 

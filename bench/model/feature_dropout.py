@@ -17,7 +17,12 @@ Where ADL is attached (:data:`ADL_POSITIONS`): wsolevaluation's positions where
 it defines them (ResNet-50: after block 0 of layer3 and after blocks 0 and 2 of
 layer4; VGG16: after pool3, after conv4_3 and after conv5_3), and the same
 pattern elsewhere (twice in the last stages, once on the final feature map).
-Each layer is attached as a child module ``adl`` of the layer whose output it
+Every position is a map after a ReLU (or ReLU6), so ``a >= 0`` and "below
+``threshold`` times the maximum" keeps the paper's meaning: the most activated
+cells are dropped. EfficientNet's block outputs are linear-bottleneck sums
+(about half of their channel means are negative on our data), so there ADL masks
+each block's last activated map, the depthwise conv's ReLU6 output, which the
+block's linear projection turns into its output. Each layer is attached as a child module ``adl`` of the layer whose output it
 masks, applied by a forward hook: the backbone's parameter names and its
 ImageNet weights do not change, and ``train()`` / ``eval()`` reach it.
 """
@@ -63,7 +68,9 @@ class AttentionDropout(nn.Module):
 
 def _efficientnet_positions(body: nn.Module) -> list[nn.Module]:
     model = body.model  # bench.model.backbones.FeatureExtractor
-    return [model.blocks[5][0], model.blocks[6][0], model.bn2]
+    # bn2 of a block: BN + ReLU6 after its depthwise conv (>= 0; the block's output after it is linear, signed);
+    # the model's bn2: BN + ReLU6 after the head conv, the final feature map.
+    return [model.blocks[5][0].bn2, model.blocks[6][0].bn2, model.bn2]
 
 
 def _resnet_positions(body: nn.Module) -> list[nn.Module]:

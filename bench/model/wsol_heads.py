@@ -17,6 +17,8 @@ do exactly as it does for the CAM network. Their convolutions are new layers
 (trained at ``train.head_lr_mult``), initialized as wsolevaluation initializes
 its SPG models and its VGG / Inception ACoL: Xavier-uniform weights, zero biases
 (its ResNet-50 ACoL uses He's fan-out normal instead; one rule for all here).
+A head whose convolutions read more than the head input (SPG's taps) scales
+those inputs in :meth:`ClassMapHead.calibrate`, once before training.
 The methods, their parameters and where they attach are in docs/wsol_methods.md.
 """
 
@@ -48,6 +50,18 @@ class ClassMapHead(nn.Module):
         """``(logits (B, num_classes), other loss terms (scalar) or None)`` on a training batch with ``labels (B,)``."""
         raise NotImplementedError
 
+    def calibrate(self, body: nn.Module, images: torch.Tensor, head_input: torch.Tensor) -> None:
+        """Fix the scales of the head's inputs other than ``head_input`` (none by default), once before training.
+
+        ``body``: the backbone, in eval mode; ``images (B, 3, H, W)``: the calibration batch;
+        ``head_input (B, C, h, w)``: the features of those images divided by the network's ``feature_scale``
+        (:func:`bench.model.camnet.calibrate_feature_scale`, which calls this).
+        """
+
+    def calibration_note(self) -> str:
+        """What :meth:`calibrate` set, for the run's log ('' when nothing)."""
+        return ""
+
 
 # ----------------------------------------------------------------------------- shared pieces
 
@@ -68,6 +82,25 @@ def maps_of_classes(maps: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     B, M = classes.shape
     h, w = maps.shape[-2:]
     return maps.gather(1, classes.view(B, M, 1, 1).expand(B, M, h, w))
+
+
+def position_energy(maps: torch.Tensor) -> torch.Tensor:
+    """Mean over images and positions of the squared norm of ``maps (B, C, h, w)``'s C-vectors: a scalar.
+
+    A k x k convolution's weight sees k*k such vectors at once, so its first SGD
+    step on an input scales with this number (the 1/||x||^2 step rule of
+    :func:`bench.model.camnet.calibrate_feature_scale`, applied to the patch).
+    """
+    return maps.float().pow(2).sum(dim=1).mean()
+
+
+def matching_scale(maps: torch.Tensor, reference: torch.Tensor) -> float:
+    """The divisor that gives ``maps (B, C, h, w)`` the :func:`position_energy` of ``reference (B, C', h', w')``.
+
+    ``sqrt(position_energy(maps) / position_energy(reference))``; 1 when either energy is 0.
+    """
+    energy, target = float(position_energy(maps)), float(position_energy(reference))
+    return math.sqrt(energy / target) if energy > 0 and target > 0 else 1.0
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int) -> nn.Conv2d:
@@ -264,8 +297,15 @@ class SpgHead(ClassMapHead):
     and every branch is ``W = wsol.head_channels`` wide. wsolevaluation drops
     out (p = 0.5) between Inception-v3's SPG-A layers; there is no dropout here.
     The loss maps are at the largest resolution of the maps they compare, not
-    at 224 x 224 (see :func:`spg_loss`); the tapped maps are not divided by the
-    network's ``feature_scale`` (only the head's input is).
+    at 224 x 224 (see :func:`spg_loss`).
+
+    **Tap scale.** SPG-A reads the features divided by the network's
+    ``feature_scale``; each tap is divided by its own constant ``tap_scale[i]``,
+    fixed by :meth:`calibrate` so that the tap has the head input's
+    :func:`position_energy`. Then the first conv of each SPG-B entry steps as
+    SPG-A's first conv does at the same learning rate (docs/wsol_methods.md has
+    the arithmetic). The raw taps of EfficientNet-Lite0 have 9 to 18 times the
+    head input's energy per position.
     """
 
     def __init__(self, channels: int, tap_channels: tuple[int, int], num_classes: int, width: int,
@@ -279,6 +319,9 @@ class SpgHead(ClassMapHead):
         self.c_branch = nn.Sequential(*_conv_relu(width, width), _conv(width, 1, 1))
         self.thresholds = tuple(tuple(pair) for pair in thresholds)
         self.pool = pool
+        # Divisors of the two taps (calibrate); 1 until calibrated. Part of the state dict, as feature_scale.
+        self.register_buffer("tap_scale", torch.ones(2))
+        self._layers: tuple[nn.Module, ...] = ()  # the tapped backbone layers (a tuple: not the head's modules)
         # The tapped layers' outputs of the current training forward pass, consumed (emptied) by the head's
         # next call; nothing is kept in evaluation, so no graph outlives its pass.
         self._taps: dict[int, torch.Tensor] = {}
@@ -288,7 +331,23 @@ class SpgHead(ClassMapHead):
         """Tap the outputs of two backbone layers (forward hooks; the layers stay the backbone's, not the head's)."""
         for hook in self._hooks:
             hook.remove()
+        self._layers = tuple(layers)
         self._hooks = [layer.register_forward_hook(self._tap(index)) for index, layer in enumerate(layers)]
+
+    @torch.no_grad()
+    def calibrate(self, body: nn.Module, images: torch.Tensor, head_input: torch.Tensor) -> None:
+        """Set ``tap_scale[i]`` so that tap i of ``images`` has ``head_input``'s :func:`position_energy`."""
+        for index, tap in enumerate(layer_outputs(body, self._layers, images)):
+            self.tap_scale[index] = matching_scale(tap, head_input)
+
+    def calibration_note(self) -> str:
+        first, second = (float(value) for value in self.tap_scale)
+        return f"SPG's taps divided by {first:.4g} and {second:.4g} (the head input's energy per position)"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A checkpoint written before the taps were scaled has no tap_scale: it trained on raw taps, i.e. scale 1.
+        state_dict.setdefault(prefix + "tap_scale", torch.ones(2))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _tap(self, index: int):
         def keep(module: nn.Module, inputs, output: torch.Tensor) -> None:
@@ -315,13 +374,13 @@ class SpgHead(ClassMapHead):
             raise RuntimeError("SPG: the backbone's tapped layers did not run in this forward pass; the head needs "
                                "the network in train mode, called on images (CamNet.training_output)")
         maps, hidden = self._class_maps_and_hidden(features)
-        logits_b1 = self.b_shared(self.b1_entry(taps[0]))[:, 0]  # (B, h1, w1)
-        logits_b2 = self.b_shared(self.b2_entry(taps[1]))[:, 0]  # (B, h2, w2)
+        logits_b1 = self.b_shared(self.b1_entry(taps[0] / self.tap_scale[0]))[:, 0]  # (B, h1, w1)
+        logits_b2 = self.b_shared(self.b2_entry(taps[1] / self.tap_scale[1]))[:, 0]  # (B, h2, w2)
         logits_c = self.c_branch(hidden)[:, 0]  # (B, h, w)
         return self.pool(maps), spg_loss(maps, labels, logits_b1, logits_b2, logits_c, self.thresholds)
 
     def extra_repr(self) -> str:
-        return f"thresholds={self.thresholds}"
+        return f"thresholds={self.thresholds}, tap_scale={[round(float(v), 4) for v in self.tap_scale]}"
 
 
 # Where SPG-B taps each backbone (docs/wsol_methods.md): backbone name -> the two layers whose outputs it reads.
@@ -365,25 +424,30 @@ PROBE_SIZE = 64  # side of the blank image whose forward pass reads the tapped l
 
 
 @torch.no_grad()
-def output_channels(body: nn.Module, layers: tuple[nn.Module, ...]) -> tuple[int, ...]:
-    """C of each layer's output, read from one forward pass of ``body`` (eval mode) on a blank image."""
-    seen: dict[int, int] = {}
+def layer_outputs(body: nn.Module, layers: tuple[nn.Module, ...], images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The output of each of ``layers`` (modules inside ``body``) in one forward pass of ``body`` (eval mode)."""
+    seen: dict[int, torch.Tensor] = {}
 
     def reader(index: int):
         def read(module: nn.Module, inputs, output: torch.Tensor) -> None:  # returns None: the output is kept
-            seen[index] = output.shape[1]
+            seen[index] = output.detach().clone()  # a copy: a later in-place layer may overwrite the output
         return read
 
     hooks = [layer.register_forward_hook(reader(index)) for index, layer in enumerate(layers)]
     was_training = body.training
     try:
         body.eval()
-        body(torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE))
+        body(images)
     finally:
         body.train(was_training)
         for hook in hooks:
             hook.remove()
     return tuple(seen[index] for index in range(len(layers)))
+
+
+def output_channels(body: nn.Module, layers: tuple[nn.Module, ...]) -> tuple[int, ...]:
+    """C of each layer's output, read from one forward pass of ``body`` (eval mode) on a blank image."""
+    return tuple(output.shape[1] for output in layer_outputs(body, layers, torch.zeros(1, 3, PROBE_SIZE, PROBE_SIZE)))
 
 
 def build_head(method: str, body: nn.Module, channels: int, num_classes: int, wsol, pool: Pool,

@@ -547,6 +547,8 @@ def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[di
     scale = calibrate_feature_scale(model, first_batch["image"].to(device), config.model.head_input_energy)
     job.say(f"pooled features divided by {scale:.4g} (mean squared norm {config.model.head_input_energy:g} "
             f"on the first {len(first_batch['label'])} training images)")
+    if model.wsol_head is not None and model.wsol_head.calibration_note():
+        job.say(model.wsol_head.calibration_note())
     if config.train.mode == "full" and config.train.frozen_stages:
         model.freeze_stages(config.train.frozen_stages)
     if config.channels_last:

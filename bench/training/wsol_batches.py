@@ -9,10 +9,13 @@ replays them.
   into square patches of ``grid_size`` pixels (the last row and column may be
   smaller), and each patch of each image is hidden with probability
   ``drop_rate``. Hidden pixels are set to 0 in the normalized input, i.e. to
-  the normalization's mean pixel, which the paper uses so that hidden patches
-  do not shift the activations' statistics (it takes the mean over the
-  training set; this is the ImageNet mean the backbone was trained with, as
-  in wsolevaluation). ``grid_size`` is the patch side in pixels as in
+  the mean of the backbone's input normalization (``CamNet.mean``), as in
+  wsolevaluation: the paper fills with the mean pixel so that hidden patches
+  do not shift the activations' statistics (it takes the mean over its
+  training set). For the torchvision ResNet / VGG weights that mean is the
+  ImageNet mean (0.485, 0.456, 0.406); for EfficientNet-Lite and GoogLeNet,
+  whose weights take [-1, 1] input (mean = std = 0.5), it is mid-gray
+  (0.5, 0.5, 0.5). ``grid_size`` is the patch side in pixels as in
   wsolevaluation's ``has_grid_size`` (default 4); the paper hides 16- to
   56-pixel patches of 224-pixel images (``wsol.has_grid_size: 32`` for its
   most used setting).
