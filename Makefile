@@ -73,7 +73,7 @@ test: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run the whole test suite, slow tests
 test-fast: $(STAMP) $(if $(RAY),$(RAY_STAMP)) ## Run the tests not marked slow (no subprocess, torchrun or study runs): for development
 	$(PY) -m pytest -q -m "not slow"
 
-perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s and each map method's cost
+perf: $(STAMP) ## Time the threshold sweep, the CAM overhead, training images/s, each map method's cost and the faithfulness metrics'
 	$(PY) -m bench.commands.perf
 
 docs-img: $(STAMP) ## Refresh the docs' figures in docs/img/ from results/{paper,paper_birds12,paper_full,lse_sweep,resolution}/ (run the studies first)

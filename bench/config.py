@@ -79,6 +79,9 @@ CamMethod = Literal["cam", "gradcam", "gradcampp", "xgradcam", "layercam", "scor
 # and map (1,280 times on EfficientNet-Lite0), EigenCAM a full SVD of the (h w) x C features per map (about 5
 # forward passes on Lite0). ``bench methods`` runs them only when named (or with ``--methods all``).
 SLOW_CAM_METHODS: tuple[CamMethod, ...] = ("scorecam", "eigencam")
+# The faithfulness metrics of ``bench methods`` (bench.scoring.faithfulness) cost about 50 forward passes and 8
+# sparse solves per image and method: by default they score the split's first 8 images (--faithfulness-images).
+DEFAULT_FAITHFULNESS_IMAGES = 8
 BoxConventionSetting = Literal["auto", "half_open", "inclusive"]  # docs/datasets.md, "Box conventions"
 EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
 # Training-time WSOL methods (docs/wsol_methods.md): plain CAM training, or a method that changes it.

@@ -39,10 +39,31 @@ def test_masks_as_maps_score_near_perfectly(tiny_config, tiny_data_dir, tmp_path
         "boxes in the 64x64 input frame")
     assert scores["sweep"]["max_box_acc"]["value"] == 100.0
     assert scores["sweep"]["pxap"]["value"] > 90.0
+    # Each map's maximum lies on its own mask: every point a hit; the mass sits in the box but for the upsampling's
+    # blur at the mask's edge.
+    assert scores["pointing_game"]["value"] == 100.0
+    assert scores["energy_pointing_game"]["value"] > 90.0
+    assert "within 3 % of the 64-px longest side, 1.92 px" in scores["pointing_game"]["protocol"]
+    assert "of the object (masks)" in scores["pointing_game"]["protocol"]
     # --out never overwrites.
     assert main(["evaluate-maps", "--maps", str(tmp_path / "maps"), "--dataset-config", str(TINY_CONFIG),
                  "--out", str(out), f"data_root={tiny_data_dir}"]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+def test_constant_maps_are_refused_by_the_pointing_game_naming_each_image(tiny_config, tiny_data_dir, tmp_path,
+                                                                          capsys):
+    folder = tmp_path / "maps"
+    samples = _write_mask_maps(tiny_config(), folder)
+    for sample in samples[:2]:
+        np.save(folder / f"{sample.image_id}.npy", np.full((4, 4), 0.5, dtype=np.float32))
+    out = tmp_path / "scores.json"
+    assert main(["evaluate-maps", "--maps", str(folder), "--dataset-config", str(TINY_CONFIG), "--out", str(out),
+                 f"data_root={tiny_data_dir}"]) == 2
+    error = capsys.readouterr().err
+    assert f"2 of {len(samples)} maps cannot be scored by the pointing game" in error
+    assert f"image {samples[0].image_id}: constant map (every value 0.5)" in error
+    assert f"image {samples[1].image_id}: constant map" in error and not out.exists()
 
 
 def test_bad_score_map_files_are_reported_with_their_names(tiny_config, tiny_data_dir, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -51,6 +52,22 @@ def test_gradcam_is_the_cam_over_h_times_w_on_a_gap_network(gap_network):
     # XGrad-CAM's weights sum_xy(g A) / sum_xy(A) equal the constant gradient too: the same map.
     xgradcam = map_method("xgradcam", gap_network)(images, features, classes)
     torch.testing.assert_close(xgradcam, ours / 64, rtol=1e-4, atol=1e-6)
+
+
+def test_gradcam_is_the_cam_over_h_times_w_on_a_gmp_network_too():
+    # GMP: dS_c / dA_k is W[c, k] / scale at the channel's maximum and 0 elsewhere, so its mean over the h w
+    # positions (Grad-CAM's channel weight) is W[c, k] / (scale h w), as with GAP. XGrad-CAM's is not.
+    torch.manual_seed(0)
+    network = build_model(dataclasses.replace(TINY_GAP, pooling="gmp"), num_classes=3).eval()
+    network.feature_scale.fill_(2.5)
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        features = network.features(images)  # (2, 64, 8, 8)
+    classes = torch.tensor([[0, 2], [1, 1]])
+    ours = class_activation_maps(features, network.cam_weight, classes)
+    torch.testing.assert_close(map_method("gradcam", network)(images, features, classes), ours / 64, rtol=1e-4,
+                               atol=1e-6)
+    assert not torch.allclose(map_method("xgradcam", network)(images, features, classes), ours / 64, rtol=1e-2)
 
 
 def test_a_method_replaces_only_the_maps_of_the_evaluation_path(gap_network):
@@ -144,7 +161,7 @@ def test_methods_writes_one_row_per_method_and_the_cam_row_is_the_run_itself(met
     folder = methods_run / "methods"
     assert {path.name for path in folder.iterdir()} == {
         "methods.csv", "methods.md", "methods.png", "predictions_cam.csv", "predictions_gradcam.csv",
-        "predictions_scorecam.csv"}
+        "predictions_scorecam.csv", "faithfulness_cam.csv", "faithfulness_gradcam.csv", "faithfulness_scorecam.csv"}
     rows = read_rows(methods_run)
     assert list(rows) == ["cam", "gradcam", "scorecam"]
     metrics = json.loads((methods_run / "metrics.json").read_text())
@@ -156,18 +173,49 @@ def test_methods_writes_one_row_per_method_and_the_cam_row_is_the_run_itself(met
     assert cam["val_tau"] == pytest.approx(metrics["sweep"]["calibrated"]["tau"])
     assert cam["top1_loc_error_val_tau"] == pytest.approx(metrics["sweep"]["calibrated"]["top1_loc_error"], abs=1e-4)
     # The tiny run is GAP: Grad-CAM is the CAM times a positive constant, so every box and number is the same.
-    for key in ("top1_loc_error", "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2"):
+    # The same map order and maximum: the same pointing and faithfulness numbers too.
+    for key in ("top1_loc_error", "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2", "pointing_game",
+                "energy_pointing_game", "deletion_auc", "insertion_auc", "average_drop", "average_increase",
+                "road_morf", "road_lerf"):
         assert rows["gradcam"][key] == pytest.approx(cam[key], abs=1e-3), key
     assert all(row["ms_per_image"] > 0 and row["overhead"] > 0 for row in rows.values())
     # Every image of the split and of val: the run's own counts (tiny: 24 and 24), all_images 1.
     num_val = load_config(methods_run / "config.yaml").dataset.num_val
-    assert {(row["images"], row["val_images"], row["all_images"]) for row in rows.values()} == {
-        (metrics["num_images"], num_val, 1)}
+    assert {(row["images"], row["val_images"], row["all_images"], row["faithfulness_images"])
+            for row in rows.values()} == {(metrics["num_images"], num_val, 1, 8)}
     assert (folder / "predictions_gradcam.csv").read_text().count("\n") == metrics["num_images"] + 1
     table = (folder / "methods.md").read_text()
     assert "| gradcam | GradCAM |" in table and "| scorecam | ScoreCAM |" in table and "x forward" in table
     assert (folder / "methods.png").stat().st_size > 10_000
     assert f"Images: all {metrics['num_images']} test images; tau from val on all {num_val} val images." in table
+    assert "Pointing columns (test images scored" in table and "of the object (masks)" in table
+    assert "Faithfulness columns: the top-1 class's map upsampled to the 64x64 input, raw, on the first 8" in table
+    assert "| pointing game (%) | energy PG (%) | deletion AUC | insertion AUC |" in table
+
+
+def test_the_faithfulness_file_holds_each_images_values_and_the_table_their_means(methods_run):
+    rows = read_rows(methods_run)
+    with (methods_run / "predictions.csv").open() as handle:
+        predictions = list(csv.DictReader(handle))[:8]
+    for name in ("cam", "gradcam", "scorecam"):
+        with (methods_run / "methods" / f"faithfulness_{name}.csv").open() as handle:
+            images = list(csv.DictReader(handle))
+        # The first 8 test images, each explained for its top-1 class, at the probability the run recorded.
+        assert [row["image_id"] for row in images] == [row["image_id"] for row in predictions], name
+        assert [row["top1_class"] for row in images] == [row["top5_classes"].split()[0] for row in predictions]
+        for image, prediction in zip(images, predictions):
+            assert float(image["probability"]) == pytest.approx(float(prediction["top5_probs"].split()[0]),
+                                                                abs=6e-5)
+        column = {key: np.array([float(row[key]) for row in images]) for key in images[0] if key not in (
+            "image_id", "top1_class")}
+        row = rows[name]
+        assert row["deletion_auc"] == pytest.approx(column["deletion_auc"].mean(), abs=1e-5)
+        assert row["insertion_auc"] == pytest.approx(column["insertion_auc"].mean(), abs=1e-5)
+        assert row["average_drop"] == pytest.approx(100 * column["drop"].mean(), abs=1e-3)
+        assert row["average_increase"] == pytest.approx(100 * column["increase"].mean(), abs=1e-3)
+        assert row["road_morf"] == pytest.approx(column["road_morf"].mean(), abs=1e-5)
+        assert row["road_lerf"] == pytest.approx(column["road_lerf"].mean(), abs=1e-5)
+        assert 0 <= row["pointing_game"] <= 100 and 0 < row["energy_pointing_game"] <= 100
 
 
 def test_methods_refuses_to_overwrite_bad_names_and_missing_runs(methods_run, tmp_path, capsys):
@@ -257,6 +305,14 @@ def test_the_estimate_is_the_time_per_image_times_the_images_each_method_sees():
                         "--images N scores the first N images only")
     # The full call says nothing of other calls.
     assert len(describe_estimate(per_image, METHODS, every, every, 3, 16).splitlines()) == 2
+    # The faithfulness metrics: 2 s an image on the first 5 images, each method's map on top (0.5 s): cam and
+    # center 10 + 5 x 2.5 = 22.5 s each.
+    faithful = describe_estimate(per_image, ["cam", "center"], limited, every, 3, 16, 2.0, 5).splitlines()
+    assert faithful[0].startswith("estimated time: about 45 s for 2 method(s) ") and faithful[0].endswith(
+        ": cam 22 s, center 22 s")
+    assert faithful[2].startswith("  of which the faithfulness metrics on the first 5 test images: about 25 s, "
+                                  "2 s per image and method (all of them, timed on one image with its CAM: 52 "
+                                  "forward passes")
     # Under half a second: said so, not 'about 0 s'.
     quick = describe_estimate(dict.fromkeys(METHODS, 0.001), ["cam"], limited, every, 3, 16).splitlines()
     assert quick[0].startswith("estimated time: under 1 s for 1 method(s) on the first 5 ") and quick[0].endswith(
@@ -283,7 +339,8 @@ def test_images_scores_the_first_n_images_of_the_split_and_says_so(first_images_
         with (run_dir / "methods" / f"predictions_{name}.csv").open() as handle:
             assert [row["image_id"] for row in csv.DictReader(handle)] == first_five, name
     rows = read_rows(run_dir)
-    assert {(row["images"], row["val_images"], row["all_images"]) for row in rows.values()} == {(5, 5, 0)}
+    assert {(row["images"], row["val_images"], row["all_images"], row["faithfulness_images"])
+            for row in rows.values()} == {(5, 5, 0, 5)}  # the faithfulness metrics on the first 8 of those 5
     dataset = tiny_run.config.dataset
     images = (f"the first 5 of the {dataset.num_test} test images; tau from val on the first 5 of the "
               f"{dataset.num_val} val images (--images 5)")
@@ -293,6 +350,7 @@ def test_images_scores_the_first_n_images_of_the_split_and_says_so(first_images_
     assert estimate < stdout.index("cam: scoring 5 test images and sweeping 5 val images")
     assert f"for 2 method(s) on {images}: cam " in stdout
     assert "times the 20 images it goes through" in stdout  # 5 + 5 + a warm-up of 5 + 5 timed
+    assert "  of which the faithfulness metrics on the first 5 test images: " in stdout
     assert "  not asked: gradcam (" in stdout and ", scorecam (" in stdout  # 'about 2 s' or 'under 1 s'
     assert "every method on every image (--methods all, no --images) would take " in stdout
 
@@ -306,6 +364,22 @@ def test_a_study_scores_again_a_methods_folder_made_on_the_first_images(first_im
     rows = read_rows(run_dir)
     assert list(rows) == ["cam", "center"]  # the methods it had, now on every image
     assert {(row["images"], row["all_images"]) for row in rows.values()} == {(24, 1)}
+
+
+def test_no_faithfulness_images_leaves_the_columns_empty_and_a_bad_count_is_refused(methods_run, tmp_path,
+                                                                                     capsys):
+    fresh = tmp_path / "run"
+    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    assert main(["methods", str(fresh), "--faithfulness-images", "-1"]) == 2
+    assert "--faithfulness-images -1: expected a whole number of images >= 0" in capsys.readouterr().err
+    assert not (fresh / "methods").exists()
+    assert main(["methods", str(fresh), "--methods", "center", "--images", "3", "--faithfulness-images", "0",
+                 "--timing-batches", "1"]) == 0
+    row = read_rows(fresh)["center"]
+    assert row["faithfulness_images"] == 0 and math.isnan(row["deletion_auc"]) and math.isnan(row["road_lerf"])
+    assert not math.isnan(row["pointing_game"])
+    assert not (fresh / "methods" / "faithfulness_center.csv").exists()
+    assert "Faithfulness columns: not scored (--faithfulness-images 0)." in (fresh / "methods" / "methods.md").read_text()
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])

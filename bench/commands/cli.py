@@ -119,17 +119,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
+    from bench.config import DEFAULT_FAITHFULNESS_IMAGES, CamMethod
     from bench.config import SLOW_CAM_METHODS as slow
-    from bench.config import CamMethod
 
     every = typing.get_args(CamMethod)
     default = ",".join(name for name in every if name not in slow)
     methods = commands.add_parser(
         "methods", help="score CAM-family methods (Grad-CAM, Score-CAM, ...) on a finished run with its protocol",
         description="Each method's top-1 and GT-class maps for every image of the split (or the first N), scored "
-                    "with the run's protocol, timed against the forward pass; writes RUN_DIR/methods/ "
-                    "(methods.csv, methods.md, methods.png, predictions_<method>.csv). Prints the estimated time "
-                    "first (each method timed on 2 images), and what the slow methods would add.")
+                    "with the run's protocol (boxes, MaxBoxAcc, PxAP), the pointing game, and the faithfulness "
+                    "metrics on the first images, timed against the forward pass; writes RUN_DIR/methods/ "
+                    "(methods.csv, methods.md, methods.png, predictions_<method>.csv, faithfulness_<method>.csv). "
+                    "Prints the estimated time first (each method timed on 2 images, the faithfulness metrics on "
+                    "one), and what the slow methods would add.")
     methods.add_argument("run_dir", help="a finished run's folder, e.g. results/gap")
     methods.add_argument("--methods", default=default,
                          help=f"comma-separated, from: {','.join(every)}, or 'all' (default: {default}; "
@@ -137,6 +139,10 @@ def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
     methods.add_argument("--images", type=int, metavar="N",
                          help="score only the first N images of the split, and the first N val images for the tau "
                               "from val (default: every image)")
+    methods.add_argument("--faithfulness-images", type=int, default=DEFAULT_FAITHFULNESS_IMAGES, metavar="N",
+                         help="the faithfulness metrics (deletion / insertion AUC, Average Drop / Increase, ROAD) on "
+                              "the first N images scored: about 50 forward passes and 8 sparse solves an image per "
+                              f"method (default {DEFAULT_FAITHFULNESS_IMAGES}; 0: none)")
     methods.add_argument("--split", choices=("test", "val"), help="split to score (default: the run's eval.split)")
     methods.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/methods/")
     methods.add_argument("--timing-batches", type=int, default=3, help="batches timed per method (default 3)")
@@ -209,7 +215,8 @@ def _methods(args: argparse.Namespace) -> int:
             f"{args.score_batch_size}")
     methods_command.run_methods(Path(args.run_dir), methods_command.method_names(args.methods), args.split,
                                 args.overwrite, timing_batches=args.timing_batches,
-                                score_batch_size=args.score_batch_size, images=args.images)
+                                score_batch_size=args.score_batch_size, images=args.images,
+                                faithfulness_images=args.faithfulness_images)
     return 0
 
 

@@ -31,6 +31,11 @@ Prints, from one process on one machine:
 5. Seconds per SGD step of each training-time WSOL method (``wsol.method``: HaS, ADL, CutMix, ACoL, SPG)
    against plain CAM, on ``--train-config``'s path and one batch of its training images, in alternation
    (:func:`wsol_method_costs`; ``--wsol-args 'wsol.head_channels=256'`` times ACoL / SPG at another width).
+6. The cost of the faithfulness metrics of ``bench methods`` (:mod:`bench.scoring.faithfulness`) on the
+   same network, per image: deletion, insertion, Average Drop / Increase, ROAD MoRF and LeRF, all of them
+   together, and ROAD MoRF at the library's default nine percentiles, each in ms and in forward passes
+   (:func:`faithfulness_costs`; the CAM of the top-1 class as the map, ``--faithfulness-images`` images,
+   each metric timed once after a warm-up of the whole set, in turn).
 
 Timings are the median of a few repeats; a shared machine makes them noisy.
 """
@@ -433,6 +438,47 @@ def wsol_method_costs(config_path: str, repeats: int, threads: int, methods: typ
         print(f"  {name:<8} {value:7.3f} s / step  {value / seconds['cam']:5.2f}x cam")
 
 
+def faithfulness_costs(num_images: int, threads: int) -> dict[str, float]:
+    """Per-image ms of each faithfulness metric and of the forward pass (module docstring, item 6); returns them."""
+    from bench.model.cam import upsample_cams
+    from bench.scoring.faithfulness import FaithfulnessMetrics, Road  # loads pytorch-grad-cam only for this timing
+
+    if threads:
+        torch.set_num_threads(threads)
+    model = build_model(ModelConfig(), num_classes=12).eval()
+    images = torch.randn(num_images, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        features = model.features(images)  # (N, C, h, w)
+        classes = model.head(features).argmax(dim=1)  # the top-1 class, as bench methods explains it
+        maps = upsample_cams(model.class_maps(features, classes[:, None]), (SIZE, SIZE))[:, 0]  # (N, S, S)
+    ids = [f"random_{index}" for index in range(num_images)]
+    metrics = FaithfulnessMetrics()
+    nine = Road(percentiles=tuple(range(10, 100, 10)))
+
+    def with_model(metric: Callable) -> Callable[[], object]:
+        return lambda: metric(model, images, classes, maps, ids)
+
+    @torch.no_grad()
+    def forward() -> None:
+        model(images)
+
+    steps = {"forward pass": forward, "deletion": with_model(metrics.deletion),
+             "insertion": with_model(metrics.insertion), "Average Drop / Increase": with_model(metrics.confidence),
+             "ROAD MoRF": with_model(metrics.road_morf), "ROAD LeRF": with_model(metrics.road_lerf),
+             "all of them (bench methods)": with_model(metrics),
+             "ROAD MoRF, percentiles 10..90": with_model(nine)}
+    forward()
+    metrics(model, images, classes, maps, ids)  # warm-up: first-call allocations, the library's imports
+    seconds = {name: values[0] / num_images for name, values in alternated_seconds(steps, 1).items()}
+    print(f"\nfaithfulness metrics, efficientnet_lite0 stride 16, {SIZE}px, {torch.get_num_threads()} torch threads, "
+          f"{num_images} random images, the top-1 class's CAM; each timed once after a warm-up, in turn "
+          f"({metrics.forward_passes()} forward passes per image in all; ROAD at percentiles "
+          f"{', '.join(map(str, metrics.road_morf.percentiles))})")
+    for name, value in seconds.items():
+        print(f"  {name:<30} {value * 1e3:10.0f} ms/image  {value / seconds['forward pass']:7.1f} x forward")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--maps", type=int, default=20, help="maps timed for the fast sweep")
@@ -456,7 +502,10 @@ def main() -> None:
                         help="training-time WSOL methods timed against cam (comma-separated)")
     parser.add_argument("--wsol-args", default="",
                         help="config overrides for the WSOL timing, e.g. 'wsol.head_channels=256' (space-separated)")
-    parser.add_argument("--only", choices=("sweep", "cam", "train", "methods", "wsol"), help="run one of the timings")
+    parser.add_argument("--faithfulness-images", type=int, default=2,
+                        help="images the faithfulness metrics are timed on (once each)")
+    parser.add_argument("--only", choices=("sweep", "cam", "train", "methods", "wsol", "faithfulness"),
+                        help="run one of the timings")
     args = parser.parse_args()
     if args.only in (None, "sweep"):
         sweep_timings(args.maps, args.reference_maps)
@@ -470,6 +519,8 @@ def main() -> None:
     if args.only in (None, "wsol"):
         wsol_method_costs(args.train_config, args.repeats, args.threads, args.wsol_methods.split(","),
                           args.data_root, args.wsol_args.split())
+    if args.only in (None, "faithfulness"):
+        faithfulness_costs(args.faithfulness_images, args.threads)
 
 
 if __name__ == "__main__":

@@ -13,25 +13,36 @@ Written to ``RUN_DIR/methods/`` (names in :mod:`bench.run.folder`), built in a
 temporary folder and renamed once complete; an existing ``methods/`` is only
 replaced with ``overwrite``:
 
-* ``methods.csv`` / ``methods.md``: one row per method: top-1 / top-5 loc
-  error, GT-known loc, mean IoU at the run's tau; MaxBoxAcc, MaxBoxAccV2,
-  PxAP (with masks); the tau chosen on val and the top-1 loc error at it;
+* ``methods.csv`` / ``methods.md``: one row per method, in one table: top-1 /
+  top-5 loc error, GT-known loc, mean IoU at the run's tau; MaxBoxAcc,
+  MaxBoxAccV2, PxAP (with masks); the tau chosen on val and the top-1 loc
+  error at it; the pointing game and the energy-based pointing game of the
+  GT-class maps on the same images (:mod:`bench.scoring.pointing_game`); the
+  faithfulness metrics of the top-1 class's maps on the first images
+  (:func:`score_faithfulness`, :mod:`bench.scoring.faithfulness`): deletion
+  and insertion AUC, Average Drop and Increase, ROAD MoRF and LeRF;
   milliseconds per image and the overhead over the forward pass
   (:func:`bench.scoring.map_methods.time_methods`, measured in the same process on the
   first batches of the split); the images scored (``methods.csv``: ``images``,
-  ``val_images``, ``all_images``; ``methods.md``: in its protocol line);
+  ``val_images``, ``all_images``, ``faithfulness_images``; ``methods.md``: in
+  its protocol lines);
 * ``methods.png``: the first images of the split, one column per method
   (top-1 class map normalized as evaluated, GT boxes green, predicted box red);
-* ``predictions_<method>.csv``: each method's per-image rows.
+* ``predictions_<method>.csv``: each method's per-image rows;
+* ``faithfulness_<method>.csv``: each method's faithfulness values per image
+  (:data:`bench.scoring.faithfulness.IMAGE_VALUES`), on the first images.
 
 ``images`` scores the first N images of the split and the first N of val
-only (:class:`ScoredImages`), a deterministic subset for a quick look.
+only (:class:`ScoredImages`), a deterministic subset for a quick look;
+``faithfulness_images`` the first N of those get the faithfulness metrics.
 Before scoring, :func:`probe_seconds_per_image` times each method's path on
-a few images and :func:`describe_estimate` says what the call will cost.
+a few images, :func:`probe_faithfulness_seconds` the faithfulness metrics on
+one, and :func:`describe_estimate` says what the call will cost.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -47,16 +58,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bench.atomic_files import TEMPORARY_SUFFIX, write_csv_rows, write_text  # noqa: E402
-from bench.config import RunConfig, load_config  # noqa: E402
+from bench.config import DEFAULT_FAITHFULNESS_IMAGES, RunConfig, load_config  # noqa: E402
 from bench.data.images import check_images  # noqa: E402
 from bench.data.torch_dataset import WsolDataset, collate  # noqa: E402
 from bench.errors import InputError  # noqa: E402
+from bench.model.cam import upsample_cams  # noqa: E402
 from bench.model.camnet import CamNet  # noqa: E402
 from bench.run.figures import draw_box, overlay_cam, save_figure  # noqa: E402
 from bench.run.folder import (
     CHECKPOINT_FILE,
     COMPLETE,
     CONFIG_FILE,
+    METHOD_FAITHFULNESS,
     METHOD_PREDICTIONS,
     METHODS_DIR,
     METHODS_FIGURE,
@@ -67,6 +80,8 @@ from bench.run.folder import (
 from bench.run.pipeline import calibration_samples, prepare_dataset  # noqa: E402
 from bench.run.trained_model import load_trained_network  # noqa: E402
 from bench.scoring.evaluation import GalleryItem, SweepMeters, collect_results, score_batches, sweep_split  # noqa: E402
+from bench.scoring.faithfulness import IMAGE_VALUES, FaithfulnessMetrics, summarize  # noqa: E402
+from bench.scoring.map_checks import UnscorableMapError  # noqa: E402
 from bench.scoring.map_methods import (  # noqa: E402
     CENTER,
     DEFAULT_METHODS,
@@ -78,16 +93,18 @@ from bench.scoring.map_methods import (  # noqa: E402
     map_method,
     time_methods,
 )
-from bench.scoring.metric_names import METHOD_COLUMNS  # noqa: E402
-from bench.scoring.prediction import MapMethod  # noqa: E402
+from bench.scoring.metric_names import METHOD_COLUMNS, METRICS  # noqa: E402
+from bench.scoring.pointing_game import PointingMeter  # noqa: E402
+from bench.scoring.prediction import MapMethod, predict  # noqa: E402
 from bench.scoring.protocols import describe_protocol, run_protocol  # noqa: E402
 from bench.scoring.threshold_free_metrics import sweep_summary  # noqa: E402
 from bench.training.loop import autocast, resolve_precision  # noqa: E402
 
 COLUMNS = METHOD_COLUMNS  # methods.csv's columns after "method", with their labels in methods.md
 # methods.csv's last columns, the same in every row (methods.md states them in its protocol line): the split's
-# images scored, the val images swept for the tau from val, 1 if those were all of both splits (0: --images).
-IMAGE_COLUMNS = ("images", "val_images", "all_images")
+# images scored, the val images swept for the tau from val, 1 if those were all of both splits (0: --images),
+# the split's first images the faithfulness metrics scored (--faithfulness-images).
+IMAGE_COLUMNS = ("images", "val_images", "all_images", "faithfulness_images")
 FIGURE_IMAGES = 6
 PROBE_IMAGES = 2  # the split's first images, on which each method's path is timed for the estimate
 PROBE_ROUNDS = 3  # timed rounds over them after one warm-up, the methods in turn in each; the fastest counts
@@ -147,6 +164,13 @@ def check_image_limit(limit: int | None) -> None:
                                  f"of the split and of val are scored); leave it out to score every image")
 
 
+def check_faithfulness_images(count: int) -> None:
+    """``--faithfulness-images``: an integer >= 0 (0: no faithfulness metrics)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise MethodsFolderError(f"--faithfulness-images {count!r}: expected a whole number of images >= 0 (the "
+                                 f"first N images of the split get the faithfulness metrics; 0: none)")
+
+
 def every_image(run: MethodsRun) -> ScoredImages:
     """The run's split (``eval.split``) and val images after the run's image checks (:meth:`ScoredImages.first` cuts)."""
     config = run.config
@@ -198,8 +222,10 @@ def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: 
     protocol = run_protocol(config)
     sweep = SweepMeters.for_protocol(protocol, config.eval.num_thresholds)
     val_sweep = SweepMeters.for_protocol(protocol, config.eval.num_thresholds)
-    with autocast(run.device, run.precision):
-        scored = score_batches(run.network, _loader(run, samples), samples, eval_config, run.device, sweep, method)
+    pointing = PointingMeter()
+    with autocast(run.device, run.precision), _naming(name):
+        scored = score_batches(run.network, _loader(run, samples), samples, eval_config, run.device, sweep, method,
+                               pointing)
         result = collect_results(scored, out_dir / METHOD_PREDICTIONS.format(method=name))
         if val_samples:
             sweep_split(run.network, _loader(run, val_samples), val_samples, eval_config, run.device, val_sweep,
@@ -211,8 +237,52 @@ def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: 
                                                   "gt_known_loc_acc", "mean_iou")}
     row.update(max_box_acc=summary["max_box_acc"]["value"], max_box_acc_v2=summary["max_box_acc_v2"]["value"],
                pxap=summary.get("pxap", {}).get("value", math.nan), val_tau=calibrated.get("tau", math.nan),
-               top1_loc_error_val_tau=calibrated.get("top1_loc_error", math.nan))
-    return row, result.gallery
+               top1_loc_error_val_tau=calibrated.get("top1_loc_error", math.nan), **pointing.compute())
+    return row, result.gallery, pointing.describe()
+
+
+@contextlib.contextmanager
+def _naming(name: str):
+    """A map that cannot be scored (:class:`UnscorableMapError`) is reported with the method that made it."""
+    try:
+        yield
+    except UnscorableMapError as error:
+        raise UnscorableMapError(f"method {name}, {error}; bench methods cannot score this method's maps (exit "
+                                 f"without writing methods/); leave the method out with --methods") from error
+
+
+def score_faithfulness(run: MethodsRun, name: str, method: MapMethod | None, samples: list, out_dir: Path,
+                       metrics: FaithfulnessMetrics = FaithfulnessMetrics()) -> dict[str, float]:
+    """The faithfulness metrics of method ``name`` on ``samples`` (:mod:`bench.scoring.faithfulness`).
+
+    Each image's map of its top-1 class, made as the scoring makes it (at the run's precision), upsampled
+    bilinearly to the network input ``(S, S)``, raw; the metrics then run in float32. Writes each image's
+    values to ``out_dir / faithfulness_<name>.csv`` (no file without images); returns the summary
+    (:data:`bench.scoring.faithfulness.SUMMARY_KEYS`, NaN without images).
+    """
+    values: dict[str, list] = {key: [] for key in IMAGE_VALUES}
+    if not samples:
+        return summarize(values)  # NaN columns, no file
+    image_ids, classes = [], []
+    network = run.network
+    for batch in _loader(run, samples):
+        images = batch["image"].to(run.device)  # (B, 3, S, S)
+        ids = [samples[index].image_id for index in batch["index"].tolist()]
+        with autocast(run.device, run.precision):
+            prediction = predict(network, images, 1, None, method, mapped=(0,))  # the top-1 class's map
+        top1 = prediction.topk_classes[:, 0]  # (B,)
+        maps = upsample_cams(prediction.cams.float(), tuple(images.shape[-2:]))[:, 0]  # (B, S, S)
+        with _naming(name):
+            scores = metrics(network, images.float(), top1, maps, ids)
+        for key in IMAGE_VALUES:
+            values[key] += scores[key].tolist()
+        image_ids += ids
+        classes += top1.tolist()
+    header = ["image_id", "top1_class", *IMAGE_VALUES]
+    write_csv_rows(out_dir / METHOD_FAITHFULNESS.format(method=name), header,
+                   ([image_id, label, *(f"{values[key][row]:.6g}" for key in IMAGE_VALUES)]
+                    for row, (image_id, label) in enumerate(zip(image_ids, classes))))
+    return summarize({key: values[key] for key in IMAGE_VALUES})
 
 
 def _timing_batches(run: MethodsRun, samples: list, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -227,28 +297,36 @@ def _timing_batches(run: MethodsRun, samples: list, count: int) -> list[tuple[to
 def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS, split: str | None = None,
                          overwrite: bool = False, figure_images: int = FIGURE_IMAGES, timing_batches: int = 3,
                          score_batch_size: int = 64, log: Callable[[str], None] = print,
-                         images: int | None = None, estimate: bool = False) -> Path:
+                         images: int | None = None, estimate: bool = False,
+                         faithfulness_images: int = DEFAULT_FAITHFULNESS_IMAGES) -> Path:
     """Score ``methods`` on the run in ``run_dir``; write ``run_dir/methods/`` (module docstring). Returns it.
 
-    ``images``: score the first N images of the split and of val only (None: all). ``estimate``: first log
-    what the call will cost (:func:`probe_seconds_per_image`, :func:`describe_estimate`).
-    The files are made in ``methods.tmp/``, renamed to ``methods/`` once complete and removed on any error.
+    ``images``: score the first N images of the split and of val only (None: all). ``faithfulness_images``:
+    the faithfulness metrics on the first N of the images scored (0: none). ``estimate``: first log
+    what the call will cost (:func:`probe_seconds_per_image`, :func:`probe_faithfulness_seconds`,
+    :func:`describe_estimate`). The files are made in ``methods.tmp/``, renamed to ``methods/`` once
+    complete and removed on any error.
     """
     methods = check_methods(methods)
     check_image_limit(images)
+    check_faithfulness_images(faithfulness_images)
     check_methods_free(run_dir, overwrite)
     run = load_run(run_dir, split)
     every = every_image(run)
     scored = every.first(images)
+    faithful = scored.samples[:faithfulness_images]
     if estimate:
         per_image = probe_seconds_per_image(run, scored.samples, score_batch_size)
-        log(describe_estimate(per_image, methods, scored, every, timing_batches, run.config.eval.batch_size))
+        faithful_seconds = probe_faithfulness_seconds(run, faithful) if faithful else 0.0
+        log(describe_estimate(per_image, methods, scored, every, timing_batches, run.config.eval.batch_size,
+                              faithful_seconds, len(faithful)))
     final_dir = Path(run_dir) / METHODS_DIR
     building = final_dir.with_name(final_dir.name + TEMPORARY_SUFFIX)
     shutil.rmtree(building, ignore_errors=True)  # a build an earlier kill interrupted
     building.mkdir()
     try:
-        _build_methods_folder(run, methods, scored, building, figure_images, timing_batches, score_batch_size, log)
+        _build_methods_folder(run, methods, scored, building, figure_images, timing_batches, score_batch_size, log,
+                              faithful)
         if final_dir.exists():
             shutil.rmtree(final_dir)  # overwrite was asked for (checked above)
         building.rename(final_dir)
@@ -301,6 +379,25 @@ def probe_seconds_per_image(run: MethodsRun, samples: list, score_batch_size: in
     return {name: seconds[name] for name in METHODS}
 
 
+def probe_faithfulness_seconds(run: MethodsRun, samples: list,
+                               metrics: FaithfulnessMetrics = FaithfulnessMetrics()) -> float:
+    """Seconds of the faithfulness metrics on the first of ``samples``, with its CAM: each method's cost per image.
+
+    One image, timed once, whole: :data:`FaithfulnessMetrics.forward_passes` forward passes and ROAD's sparse
+    solves, whose time depends on the map's shape (a real CAM here). The method's own map comes on top,
+    counted in the estimate from :func:`probe_seconds_per_image`.
+    """
+    batch = next(iter(_loader(run, samples[:1])))
+    images = batch["image"].to(run.device)  # (1, 3, S, S)
+    with autocast(run.device, run.precision):
+        prediction = predict(run.network, images, 1, None, None, mapped=(0,))
+    maps = upsample_cams(prediction.cams.float(), tuple(images.shape[-2:]))[:, 0]  # (1, S, S)
+    start = time.perf_counter()
+    with _naming(OUR_CAM):
+        metrics(run.network, images.float(), prediction.topk_classes[:, 0], maps, [samples[0].image_id])
+    return time.perf_counter() - start
+
+
 def images_seen(scored: ScoredImages, timing_batches: int, batch_size: int) -> int:
     """Images each method goes through: the split and val images scored, then the timing pass (warm-up included)."""
     count = len(scored.samples)
@@ -325,13 +422,20 @@ def _about(seconds: float) -> str:
 
 
 def describe_estimate(per_image: dict[str, float], methods: Sequence[str], scored: ScoredImages,
-                      every_image: ScoredImages, timing_batches: int, batch_size: int) -> str:
+                      every_image: ScoredImages, timing_batches: int, batch_size: int,
+                      faithful_seconds: float = 0.0, faithful_images: int = 0) -> str:
     """What the call will cost, method by method, how that was estimated, and what the full call would cost.
 
-    ``per_image``: :func:`probe_seconds_per_image`; ``every_image``: the run's images without ``--images``.
+    ``per_image``: :func:`probe_seconds_per_image`; ``every_image``: the run's images without ``--images``;
+    ``faithful_seconds``: the faithfulness metrics on one image (:func:`probe_faithfulness_seconds`), which
+    each method runs on ``faithful_images`` images, its own map made again for each.
     """
     seen = images_seen(scored, timing_batches, batch_size)
-    cost = {name: per_image[name] * seen for name in methods}
+
+    def faithfulness(name: str) -> float:
+        return faithful_images * (faithful_seconds + per_image[name])
+
+    cost = {name: per_image[name] * seen + faithfulness(name) for name in methods}
     lines = [f"estimated time: {_about(sum(cost.values()))} for {len(methods)} method(s) on "
              f"{scored.describe()}: " + ", ".join(f"{name} {_duration(value)}" for name, value in cost.items()),
              f"  (each method's path timed here: the forward pass on a batch of "
@@ -340,10 +444,17 @@ def describe_estimate(per_image: dict[str, float], methods: Sequence[str], score
              f"sweep, the timing pass. Score-CAM not run: the CAM's path plus one forward pass per feature channel "
              f"and map, at least one map per image. Loading the run and the images, the sweep summaries and the "
              f"figure not counted: seconds)"]
+    if faithful_images:
+        lines.append(f"  of which the faithfulness metrics on the first {faithful_images} {scored.split} images: "
+                     f"{_about(sum(faithfulness(n) for n in methods))}, "
+                     f"{_duration(faithful_seconds)} per image and method (all of them, timed on one image with "
+                     f"its CAM: {FaithfulnessMetrics().forward_passes()} forward passes and ROAD's imputations) "
+                     f"plus the method's map")
     others = [name for name in METHODS if name not in methods]
-    every = sum(per_image[name] * images_seen(every_image, timing_batches, batch_size) for name in METHODS)
+    every = sum(per_image[name] * images_seen(every_image, timing_batches, batch_size) + faithfulness(name)
+                for name in METHODS)
     if others:
-        lines.append("  not asked: " + ", ".join(f"{name} ({_about(per_image[name] * seen)})"
+        lines.append("  not asked: " + ", ".join(f"{name} ({_about(per_image[name] * seen + faithfulness(name))})"
                                                  for name in others) + "; name them in --methods, or --methods all")
     if others or not scored.all_images:
         lines.append(f"  every method on every image (--methods all, no --images) would take {_about(every)}; "
@@ -353,29 +464,41 @@ def describe_estimate(per_image: dict[str, float], methods: Sequence[str], score
 
 def _build_methods_folder(run: MethodsRun, methods: Sequence[str], scored: ScoredImages, out_dir: Path,
                           figure_images: int, timing_batches: int, score_batch_size: int,
-                          log: Callable[[str], None]) -> None:
-    """Score and time every method; write the table, the figure and the per-image rows into ``out_dir``."""
+                          log: Callable[[str], None], faithful: Sequence = ()) -> None:
+    """Score and time every method; write the table, the figure and the per-image rows into ``out_dir``.
+
+    ``faithful``: the images the faithfulness metrics score (the first of the split's; none: NaN columns).
+    """
     config = run.config
     samples, val_samples = scored.samples, scored.val_samples
     makers = {name: map_method(name, run.network, score_batch_size) for name in methods}
-    rows, galleries = {}, {}
+    metrics = FaithfulnessMetrics()
+    rows, galleries, pointing_rule = {}, {}, ""
     for name in methods:
         log(f"{name}: scoring {len(samples)} {config.eval.split} images"
-            + (f" and sweeping {len(val_samples)} val images" if val_samples else ""))
-        rows[name], galleries[name] = score_method(run, name, makers[name], samples, val_samples, out_dir,
-                                                   figure_images)
+            + (f" and sweeping {len(val_samples)} val images" if val_samples else "")
+            + (f"; faithfulness on the first {len(faithful)}" if faithful else ""))
+        rows[name], galleries[name], pointing_rule = score_method(run, name, makers[name], samples, val_samples,
+                                                                  out_dir, figure_images)
+        rows[name].update(score_faithfulness(run, name, makers[name], list(faithful), out_dir, metrics))
     batches = _timing_batches(run, samples, timing_batches)
     timings = time_methods(run.network, makers, batches, config.eval.tau, config.eval.normalization,
                            lambda: autocast(run.device, run.precision))
     for name in methods:
         rows[name].update(ms_per_image=timings[name]["ms_per_image"], overhead=timings[name]["overhead"],
-                          images=len(samples), val_images=len(val_samples), all_images=int(scored.all_images))
+                          images=len(samples), val_images=len(val_samples), all_images=int(scored.all_images),
+                          faithfulness_images=len(faithful))
     timing_note = (f"ms / image: forward pass, top-5 classes, the top-1 and GT maps, upsampling and boxes, "
                    f"on the first {sum(len(labels) for _, labels in batches)} {config.eval.split} images "
                    f"({run.device.type}, {torch.get_num_threads()} threads, {run.precision}); x forward: that "
                    f"time over the forward pass alone ({timings['forward']['ms_per_image']:.2f} ms / image), "
                    f"timed in turn on the same batches")
-    write_methods_table(out_dir, rows, config, timing_note, scored.describe())
+    faithfulness_rule = (f"the top-1 class's map upsampled to the {config.model.input_size}x{config.model.input_size} "
+                         f"input, raw, on the first {len(faithful)} {config.eval.split} images; class "
+                         f"probability (softmax), float32; "
+                         f"{metrics.describe()}" if faithful else
+                         "not scored (--faithfulness-images 0)")
+    write_methods_table(out_dir, rows, config, timing_note, scored.describe(), pointing_rule, faithfulness_rule)
     save_methods_figure(galleries, out_dir / METHODS_FIGURE,
                         f"{config.name}: top-1 class maps per method ({config.eval.split}), GT green, predicted red")
 
@@ -383,14 +506,15 @@ def _build_methods_folder(run: MethodsRun, methods: Sequence[str], scored: Score
 def _cell(value: float, key: str) -> str:
     if math.isnan(value):
         return "-"
-    return f"{value:.3f}" if key in ("mean_iou", "val_tau", "overhead") else f"{value:.2f}"
+    return f"{value:.{METRICS[key].digits}f}"
 
 
 def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config: RunConfig, timing_note: str,
-                        images: str) -> None:
-    """``methods.csv`` (full precision) and ``methods.md`` (rounded, with the protocol, the images and the timing rule).
+                        images: str, pointing_rule: str = "", faithfulness_rule: str = "") -> None:
+    """``methods.csv`` (full precision) and ``methods.md`` (rounded, with the protocols, the images, the timing rule).
 
-    ``images``: which images were scored (:meth:`ScoredImages.describe`).
+    ``images``: which images were scored (:meth:`ScoredImages.describe`); ``pointing_rule``,
+    ``faithfulness_rule``: the protocols of the pointing and the faithfulness columns, in words.
     """
     write_csv_rows(out_dir / METHODS_TABLE, ["method", *COLUMNS, *IMAGE_COLUMNS],
                    ([name, *(f"{row[key]:.6g}" for key in (*COLUMNS, *IMAGE_COLUMNS))] for name, row in rows.items()))
@@ -399,6 +523,9 @@ def write_methods_table(out_dir: Path, rows: dict[str, dict[str, float]], config
              f"Fixed-tau columns: {protocol}. MaxBoxAcc / MaxBoxAccV2: oracle max over "
              f"{config.eval.num_thresholds} thresholds on {config.eval.split}; tau from val: best BoxAcc(tau, 0.5) "
              f"on the val split. Maps: the top-1 and GT class's, at the feature resolution, before any ReLU.", "",
+             f"Pointing columns ({config.eval.split} images scored, GT-class maps in the evaluated frame): "
+             f"{pointing_rule}.", "",
+             f"Faithfulness columns: {faithfulness_rule}.", "",
              f"Images: {images}.", "",
              "| method | library class | " + " | ".join(COLUMNS.values()) + " |",
              "|---|---|" + "---:|" * len(COLUMNS)]

@@ -47,6 +47,7 @@ from bench.scoring.image_rows import (
     recorded_outcome,
 )
 from bench.scoring.object_scale import ObjectScaleMeter, box_to_object_areas, object_scales
+from bench.scoring.pointing_game import PointingMeter
 from bench.scoring.prediction import MapMethod, localize_batch, predict
 from bench.scoring.protocols import BenchProtocol, ScoringProtocol, frame_of, mask_in_frame  # noqa: F401 (mask_in_frame: re-exported)
 from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, ThresholdSweepMeter
@@ -179,10 +180,12 @@ def to_pixels(image: torch.Tensor, mean: tuple, std: tuple) -> np.ndarray:
 
 
 def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalConfig,
-                device: torch.device, sweep: SweepMeters | None = None, method: MapMethod | None = None) -> ScoredBatch:
+                device: torch.device, sweep: SweepMeters | None = None, method: MapMethod | None = None,
+                pointing: PointingMeter | None = None) -> ScoredBatch:
     """Predictions, boxes, outcomes and CSV rows of one batch (``batch["index"]`` indexes ``samples``).
 
-    ``sweep`` (optional) is fed each image's GT-class map in the evaluated frame.
+    ``sweep`` and ``pointing`` (optional) are fed each image's GT-class map in the evaluated frame
+    (``pointing``: the raw map, with the image's mask where it has one, :func:`update_pointing`).
     """
     batch_samples, sizes, gt_boxes = _frames(batch, samples, config)
     labels = batch["label"].to(device)
@@ -196,6 +199,8 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
     if sweep is not None:
         sweep.update_from_cams(prediction.cams[:, -1], [m[-1] for m in maps], batch_samples, sizes, gt_boxes,
                                outcome.top1_correct, outcome.top5_correct, config.normalization)
+    if pointing is not None:
+        update_pointing(pointing, [m[-1] for m in maps], batch_samples, gt_boxes)
     topk_probs = prediction.topk_probs.float().cpu().numpy()
     cams = prediction.cams.float().cpu()
     # Object scale from the dataset's own boxes and frame (the scale does not depend on the frame); the box
@@ -228,12 +233,24 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
 
 
 def score_batches(model: CamNet, loader: torch.utils.data.DataLoader, samples: list[Sample], config: EvalConfig,
-                  device: torch.device, sweep: SweepMeters | None = None,
-                  method: MapMethod | None = None) -> Iterator[ScoredBatch]:
-    """:func:`score_batch` over ``loader``, lazily (``sweep`` is complete once the iterator is exhausted)."""
+                  device: torch.device, sweep: SweepMeters | None = None, method: MapMethod | None = None,
+                  pointing: PointingMeter | None = None) -> Iterator[ScoredBatch]:
+    """:func:`score_batch` over ``loader``, lazily (``sweep``, ``pointing`` complete once the iterator is exhausted)."""
     model.eval()
     for batch in progress_bar(loader, desc="evaluate", leave=False, dynamic_ncols=True):
-        yield score_batch(model, batch, samples, config, device, sweep, method)
+        yield score_batch(model, batch, samples, config, device, sweep, method, pointing)
+
+
+def update_pointing(pointing: PointingMeter, gt_maps: list[np.ndarray], samples: list[Sample],
+                    gt_boxes: list[np.ndarray]) -> None:
+    """Feed ``pointing`` B raw GT-class maps ``(H_i, W_i)`` in the evaluated frames, their GT boxes ``(G_i, 4)`` there.
+
+    The object is the image's mask resized to the frame (:func:`bench.scoring.protocols.mask_in_frame`, the
+    union of its instance masks) where it has one, else its boxes (:mod:`bench.scoring.pointing_game`).
+    """
+    for gt_map, sample, boxes in zip(gt_maps, samples, gt_boxes):
+        mask = mask_in_frame(sample, gt_map.shape)[0] if sample.mask_paths else None
+        pointing.update(gt_map, sample.label, boxes, mask, sample.image_id)
 
 
 def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> EvaluationResult:

@@ -46,6 +46,15 @@ METRICS: dict[str, MetricName] = {
     "val_top1_cls_error": MetricName("val top-1 cls error", "val top-1 cls err (%)", digits=1),
     "val_gt_known_loc_acc": MetricName("val GT-known loc", "val GT-known loc (%)", digits=1),
     "val_top1_loc_error": MetricName("val top-1 loc error", "val top-1 loc err (%)", digits=1),
+    # bench methods' pointing (bench.scoring.pointing_game) and faithfulness (bench.scoring.faithfulness) columns.
+    "pointing_game": MetricName("pointing game (%)", "pointing game (%)"),
+    "energy_pointing_game": MetricName("energy pointing game (%)", "energy PG (%)"),
+    "deletion_auc": MetricName("deletion AUC (lower is better)", "deletion AUC", digits=3),
+    "insertion_auc": MetricName("insertion AUC (higher is better)", "insertion AUC", digits=3),
+    "average_drop": MetricName("Average Drop (%, lower is better)", "avg drop (%)"),
+    "average_increase": MetricName("Average Increase (%, higher is better)", "avg increase (%)"),
+    "road_morf": MetricName("ROAD MoRF, change in probability (lower is better)", "ROAD MoRF", digits=3),
+    "road_lerf": MetricName("ROAD LeRF, change in probability (nearer 0 is better)", "ROAD LeRF", digits=3),
     # bench methods' timing columns.
     "ms_per_image": MetricName("ms / image", "ms / image"),
     "overhead": MetricName("x forward", "x forward", digits=3),
@@ -81,6 +90,7 @@ STUDY_RUN_COLUMNS = {"train_accuracy": METRICS["accuracy"].column, "epoch": METR
 METHOD_COLUMNS = columns(("top1_cls_error", "top1_loc_error", "top5_loc_error", "gt_known_loc_acc", "mean_iou",
                           "max_box_acc", "max_box_acc_v2", "pxap", "val_tau")) | {
     "top1_loc_error_val_tau": "top-1 loc err at it (%)",  # beside the tau from val column in methods.md
-} | columns(("ms_per_image", "overhead"))  # a run's methods.csv / methods.md
+} | columns(("pointing_game", "energy_pointing_game", "deletion_auc", "insertion_auc", "average_drop",
+             "average_increase", "road_morf", "road_lerf", "ms_per_image", "overhead"))  # methods.csv / methods.md
 STUDY_METHOD_COLUMNS = columns(("top1_loc_error", "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2",
                                 "pxap", "top1_loc_error_val_tau", "ms_per_image", "overhead"))  # methods_table.*

@@ -14,6 +14,11 @@ at the frame's size is used as is. The aspect ratio is not preserved: the map
 is assumed to cover the whole image. It is then normalized with
 ``eval.normalization`` and scored like our CAMs: GT-known loc accuracy at the
 fixed ``eval.tau``, MaxBoxAcc, MaxBoxAccV2 and (where masks exist) PxAP.
+The pointing game and the energy-based pointing game
+(:mod:`bench.scoring.pointing_game`) read the resized map as it is, in the
+same frame, under either protocol; a map they cannot score (constant, or no
+positive value for the energy share) is reported with its image id, all of
+them together, and nothing is written.
 
 **eval.protocol: wsolevaluation.** The threshold-sweep metrics (MaxBoxAcc,
 MaxBoxAccV2, PxAP) follow wsolevaluation's rules instead
@@ -49,8 +54,10 @@ from bench.data.samples import Sample
 from bench.errors import InputError
 from bench.model.cam import upsample_cams
 from bench.scoring.box_rule import boxes_from_cams
-from bench.scoring.evaluation import SweepMeters
+from bench.scoring.evaluation import SweepMeters, update_pointing
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD
+from bench.scoring.map_checks import UnscorableMapError
+from bench.scoring.pointing_game import PointingMeter
 from bench.scoring.protocols import ScoringProtocol, describe_protocol, frame_of, scoring_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
 
@@ -161,7 +168,8 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
                             f"eval.protocol={protocol.name} (its 8-bit rule on maps saved at its frame's size), "
                             f"so save them in [0, 1]:\n  {listed}")
     sweep = SweepMeters.for_protocol(protocol, config.num_thresholds)
-    correct = 0
+    pointing = PointingMeter()
+    correct, unscorable = 0, []
     for score_map, sample in zip(maps, samples):
         size, gt_boxes = frame_of(sample, config.frame, input_size)
         framed = resize_to_frame(score_map, size)
@@ -170,6 +178,16 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
         flags = np.zeros(1, dtype=bool)  # no classifier: top-1/top-5 are not scored
         scoremap = protocol.saved_scoremap(score_map, framed, config.normalization)
         sweep.update_scoremaps([scoremap], [sample], flags, flags, [gt_boxes])
+        try:
+            update_pointing(pointing, [framed], [sample], [gt_boxes])
+        except UnscorableMapError as error:
+            unscorable.append(str(error))
+    if unscorable:
+        listed = "\n  ".join(unscorable[:MAX_LISTED_PROBLEMS])
+        more = f"\n  ... and {len(unscorable) - MAX_LISTED_PROBLEMS} more" if len(unscorable) > MAX_LISTED_PROBLEMS else ""
+        raise ScoreMapError(f"{len(unscorable)} of {len(samples)} maps cannot be scored by the pointing game (a "
+                            f"constant map has no maximum; the energy share needs a positive value):\n  {listed}{more}")
+    pointing_scores = pointing.compute()
     return {
         "num_images": len(samples),
         "gt_known_loc_acc": {
@@ -177,4 +195,6 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
             "protocol": describe_protocol(dataclasses.replace(config, split=split), input_size, maps="maps"),
         },
         "sweep": sweep_summary(sweep.boxes, sweep.pixels, None, split, config.normalization, protocol),
+        "pointing_game": {"value": pointing_scores["pointing_game"], "protocol": pointing.describe()},
+        "energy_pointing_game": {"value": pointing_scores["energy_pointing_game"], "protocol": pointing.describe()},
     }

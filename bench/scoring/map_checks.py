@@ -1,0 +1,67 @@
+"""What makes a map scorable by the pointing game and the faithfulness metrics, and the one error for a map that is not.
+
+The localization metrics score any finite map (a constant one gets a box all
+the same). The pointing game needs a maximum, the energy share and the
+faithfulness metrics an order or a scale: a map that is constant, empty, not
+2-D, not finite, or of the wrong size has none, and scoring it would give an
+arbitrary number (the first pixel as the "maximum", a division by zero). Each
+such map is refused with :class:`UnscorableMapError`, which names the image
+(the callers add the method or the file) and what was expected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bench.errors import InputError
+
+
+class UnscorableMapError(InputError, ValueError):
+    """A map the pointing game or a faithfulness metric cannot score; the message names the image and the problem."""
+
+
+def map_problem(score_map: np.ndarray, shape: tuple[int, int] | None = None) -> str | None:
+    """What makes ``score_map`` unscorable (None if nothing): not 2-D, empty, not ``shape``, not finite, constant."""
+    score_map = np.asarray(score_map)
+    if score_map.ndim != 2:
+        return f"expected a 2-D (H, W) map, got shape {score_map.shape}"
+    if score_map.size == 0:
+        return f"empty map, shape {score_map.shape}"
+    if shape is not None and score_map.shape != tuple(shape):
+        return f"expected a map of shape {tuple(shape)} (the image's), got {score_map.shape}"
+    if not (np.issubdtype(score_map.dtype, np.floating) or np.issubdtype(score_map.dtype, np.integer)):
+        return f"expected real numbers, got dtype {score_map.dtype}"
+    bad = score_map.size - int(np.count_nonzero(np.isfinite(score_map)))
+    if bad:
+        return f"{bad} NaN or inf value(s) out of {score_map.size}"
+    if score_map.max() == score_map.min():
+        return (f"constant map (every value {float(score_map.flat[0]):g}): it has no maximum to point with and no "
+                f"order of pixels")
+    return None
+
+
+def check_map(score_map: np.ndarray, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray:
+    """``score_map`` as float64 if scorable (:func:`map_problem`), else :class:`UnscorableMapError` naming ``image_id``."""
+    problem = map_problem(score_map, shape)
+    if problem:
+        raise UnscorableMapError(f"image {image_id}: {problem}")
+    return np.asarray(score_map, dtype=np.float64)
+
+
+def relu_minmax(score_map: np.ndarray, image_id: str) -> np.ndarray:
+    """``score_map (H, W)`` -> ``(H, W)`` float64 in [0, 1]: ReLU, then min-max scaling.
+
+    The post-processing pytorch-grad-cam's methods apply before returning a map
+    (``BaseCAM``: ``np.maximum(cam, 0)``, then ``scale_cam_image``: minus the
+    min, over the max), and the Score-CAM paper's maps; without the library's
+    ``1e-7`` in the denominator, since a map it would matter for is refused:
+    one with no positive value (all zero after the ReLU) or constant after it.
+    Used where a map must act as a weight in [0, 1] (the energy-based pointing
+    game, Average Drop / Increase).
+    """
+    positive = np.maximum(check_map(score_map, image_id), 0.0)
+    low, high = positive.min(), positive.max()
+    if high == low:
+        raise UnscorableMapError(f"image {image_id}: no positive value (max {float(np.max(score_map)):g}): the map "
+                                 f"is all zero after the ReLU, so it gives no weight to any pixel")
+    return (positive - low) / (high - low)
