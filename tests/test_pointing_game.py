@@ -86,3 +86,16 @@ def test_energy_share_is_the_relu_minmax_maps_mass_in_the_box():
     meter.update(score_map, 0, np.array([[0.0, 0.0, 2.0, 2.0]]), None)  # the whole frame: share 1
     assert meter.compute()["energy_pointing_game"] == pytest.approx(100 * (1.6 / 1.8 + 1.0) / 2)
     assert "3 % of the 2-px longest side, 0.06 px" in meter.describe() and "averaged over 1 class(es)" in meter.describe()
+
+
+def test_a_map_with_no_positive_value_still_points_and_counts_zero_energy():
+    # A GAP CAM can be negative everywhere for the GT class: the pointing game still has its maximum (-1 at the
+    # top left, inside the box), the energy share counts 0 for it instead of stopping the whole comparison.
+    meter = PointingMeter()
+    negative = np.array([[-1.0, -2.0], [-3.0, -4.0]])
+    assert meter.update(negative, 0, np.array([[0.0, 0.0, 1.0, 1.0]]), None, "n") is True
+    meter.update(np.array([[-1.0, 1.0], [3.0, 5.0]]), 1, np.array([[0.0, 1.0, 2.0, 2.0]]), None)
+    scores = meter.compute()
+    assert scores["energy_pointing_game"] == pytest.approx(100 * (0.0 + 1.6 / 1.8) / 2)
+    assert scores["pointing_game"] == pytest.approx(100.0)
+    assert "(1 map(s) with no positive value count 0)" in meter.describe()

@@ -108,6 +108,7 @@ class PointingMeter:
         self.counts: dict[int, int] = defaultdict(int)
         self.shares: list[float] = []
         self.masked = 0  # images whose object was a mask (the others: their boxes)
+        self.no_energy = 0  # images whose map had no positive value: energy share 0
         self.sizes: set[tuple[int, int]] = set()
 
     def update(self, score_map: np.ndarray, label: int, gt_boxes: np.ndarray, object_mask: np.ndarray | None,
@@ -122,7 +123,11 @@ class PointingMeter:
         point = maximum_point(checked, image_id)
         hit = pointing_hit(point, inside if object_mask is None else object_mask,
                            tolerance_pixels(size, self.tolerance_fraction))
-        share = energy_share(checked, inside, image_id)
+        try:
+            share = energy_share(checked, inside, image_id)
+        except UnscorableMapError:  # no positive value: no energy anywhere, so none in the boxes (a CAM may be so)
+            share = 0.0
+            self.no_energy += 1
         self.hits[int(label)] += int(hit)
         self.counts[int(label)] += 1
         self.shares.append(share)
@@ -149,4 +154,5 @@ class PointingMeter:
         return (f"pointing game: the GT-class map's maximum within {100 * self.tolerance_fraction:g} % of the "
                 f"{frame} (TorchRay's 15 px at VOC's 500 px) of the object ({on}), hit rate averaged over "
                 f"{len(self.counts)} class(es); energy pointing game: share of the map's energy (ReLU, min-max) in "
-                f"the GT boxes, mean over {images} images")
+                f"the GT boxes, mean over {images} images"
+                + (f" ({self.no_energy} map(s) with no positive value count 0)" if self.no_energy else ""))
