@@ -713,7 +713,9 @@ class StudyConfig:
       bootstrap CI; default: every other value of the grid);
     * ``bootstrap``: bootstrap resamples; ``confidence``: the CI level;
     * ``methods``: map methods (:data:`CamMethod`) run on each finished run (``bench methods``), giving
-      ``methods_table.{csv,md}``: setting x method (default: none).
+      ``methods_table.{csv,md}``: setting x method (default: none);
+    * ``few_shot``: end every table with the few-shot baseline's row, a foreground map trained on the val
+      split's masks (:mod:`bench.study.few_shot_row`; default: true).
     """
 
     name: str
@@ -727,6 +729,7 @@ class StudyConfig:
     confidence: float = 0.95
     results_dir: str = "results"
     methods: tuple[str, ...] = ()
+    few_shot: bool = True
 
     @property
     def study_dir(self) -> Path:
@@ -755,6 +758,7 @@ class _StudySection:
     bootstrap: int = setting(1000, lambda v: v >= 100, "an integer >= 100")
     confidence: float = setting(0.95, lambda v: 0.5 <= v < 1, "a number in [0.5, 1)")
     methods: tuple[CamMethod, ...] = setting((), lambda v: len(set(v)) == len(v), "a list of distinct method names")
+    few_shot: bool = True
 
 
 def key_choices(key: str) -> tuple:
@@ -822,7 +826,7 @@ def load_study(path: str | Path, quick: bool = False,
                          set=tuple((o.key, o.value) for o in fixed), compare_key=section.compare_key,
                          reference=reference, compare=compare,
                          bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir,
-                         methods=section.methods)
+                         methods=section.methods, few_shot=section.few_shot)
     return config, runs
 
 
