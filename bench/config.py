@@ -792,7 +792,9 @@ class StudyConfig:
       ``methods_table.{csv,md}``: setting x method (default: none);
     * ``search``: a hyperparameter search per value of ``compare_key`` (an *arm*) before the final runs
       (:class:`SearchConfig`, :mod:`bench.study.search`): the grid then holds the compare key and ``seed`` only,
-      and its seeds are the final runs' seeds.
+      and its seeds are the final runs' seeds;
+    * ``few_shot``: end every table with the few-shot baseline's row, a foreground map trained on the val
+      split's masks (:mod:`bench.study.few_shot_row`; default: true).
     """
 
     name: str
@@ -809,6 +811,7 @@ class StudyConfig:
     search: SearchConfig | None = None
     file: str = ""  # the study file, for error messages about runs built after loading (a search's final runs)
     overrides: tuple[str, ...] = ()  # the command line's key=value overrides, applied to every run
+    few_shot: bool = True
 
     @property
     def study_dir(self) -> Path:
@@ -851,6 +854,7 @@ class _StudySection:
     confidence: float = setting(0.95, lambda v: 0.5 <= v < 1, "a number in [0.5, 1)")
     methods: tuple[CamMethod, ...] = setting((), lambda v: len(set(v)) == len(v), "a list of distinct method names")
     search: Any = None  # a mapping (:class:`_SearchSection`), read by _search_config
+    few_shot: bool = True
 
 
 def key_choices(key: str) -> tuple:
@@ -913,7 +917,8 @@ def load_study(path: str | Path, quick: bool = False,
                          set=tuple((o.key, o.value) for o in fixed), compare_key=section.compare_key,
                          reference=reference, compare=compare,
                          bootstrap=section.bootstrap, confidence=section.confidence, results_dir=results_dir,
-                         methods=section.methods, search=search, file=str(path), overrides=tuple(overrides))
+                         methods=section.methods, search=search, file=str(path), overrides=tuple(overrides),
+                         few_shot=section.few_shot)
     if search is not None:
         return config, _search_trials(config, grid, fixed, user, where)
     return config, _grid_runs(config, grid, fixed, user, {})

@@ -10,7 +10,7 @@ from bench.commands.cli import main
 from bench.config import ConfigError, Distribution, SearchConfig, load_config, load_study, search_final_runs
 from bench.run.folder import FAILED, MANIFEST_FILE
 from bench.study.results import StudyError
-from bench.study.search import DIVERGED, TrialOutcome, choose, read_trial, run_search
+from bench.study.search import DIVERGED, TrialOutcome, choose, read_trial
 
 
 class FixedDraws:

@@ -242,8 +242,10 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
 
     with (folder / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    center = rows.pop()  # every table ends with the center baseline row (tests/test_study_axis.py)
-    assert (center["model.pooling"], center["seeds"]) == ("center baseline", "-")
+    # Every table ends with the center and few-shot baselines' rows (tests/test_study_axis.py, test_few_shot.py).
+    few_shot, center = rows.pop(), rows.pop()
+    assert [(row["model.pooling"], row["seeds"]) for row in (center, few_shot)] == [
+        ("center baseline", "-"), ("few-shot (val masks)", "-")]
     assert [row["model.pooling"] for row in rows] == ["gap", "gmp"] and {row["seeds"] for row in rows} == {"2"}
     for row, pooling in zip(rows, ("gap", "gmp")):
         values = [json.loads((run.run_dir / "metrics.json").read_text())["top1_loc_error"]
@@ -474,10 +476,10 @@ study:
     assert (folder / "lse_sweep.png").stat().st_size > 10_000
     with (folder / "table.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    # The runs' rows, then one center baseline row for both settings: r changes neither the data nor the map
-    # grid (the compared key, pooling, is no grid key: the row is labelled in the seeds column).
+    # The runs' rows, then one center and one few-shot baseline row for both settings: r changes neither the data
+    # nor the map grid (the compared key, pooling, is no grid key: the rows are labelled in the seeds column).
     assert [(row["model.lse_r"], row["seeds"]) for row in rows] == [
-        ("0.5", "1"), ("8.0", "1"), ("all", "center baseline")]
+        ("0.5", "1"), ("8.0", "1"), ("all", "center baseline"), ("all", "few-shot (val masks)")]
     from bench.study.methods_table import read_methods_table
 
     # Scored once, on the first setting's run.

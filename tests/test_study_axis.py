@@ -208,11 +208,12 @@ def test_every_study_table_ends_with_the_center_baseline_scored_on_the_reference
     center = read_methods_table(gap.run_dir)["center"]
     for table in ("table.csv", "table_val_selected.csv"):  # the same row at both points: no epoch in it
         rows = read_rows(study.study_dir / table)
-        assert [(row["model.pooling"], row["seeds"]) for row in rows] == [("gap", "1"), ("gmp", "1"),
-                                                                          ("center baseline", "-")]
-        assert float(rows[-1]["gt_known_loc_acc_mean"]) == pytest.approx(center["gt_known_loc_acc"])
-        assert float(rows[-1]["mean_iou_mean"]) == pytest.approx(center["mean_iou"])
-        assert rows[-1]["top1_loc_error_mean"] == rows[-1]["top1_cls_error_mean"] == ""  # the classifier's
+        # Then the few-shot baseline's row (tests/test_few_shot.py).
+        assert [(row["model.pooling"], row["seeds"]) for row in rows] == [
+            ("gap", "1"), ("gmp", "1"), ("center baseline", "-"), ("few-shot (val masks)", "-")]
+        assert float(rows[-2]["gt_known_loc_acc_mean"]) == pytest.approx(center["gt_known_loc_acc"])
+        assert float(rows[-2]["mean_iou_mean"]) == pytest.approx(center["mean_iou"])
+        assert rows[-2]["top1_loc_error_mean"] == rows[-2]["top1_cls_error_mean"] == ""  # the classifier's
     markdown = (study.study_dir / "table.md").read_text()
     assert markdown.count("| center baseline | - |") == 2 and TABLE_NOTE in markdown
     by_scale = (study.study_dir / "by_object_scale.md").read_text()
@@ -225,11 +226,11 @@ def test_every_study_table_ends_with_the_center_baseline_scored_on_the_reference
     assert sum(row["images"] * row["gt_known_loc_acc"] for row in bins) / images == pytest.approx(
         center["gt_known_loc_acc"], abs=1e-4)  # methods.csv holds 4 decimals
     assert all(row["top1_loc_error"] is None for row in bins)
-    # Written again, the report reuses the scored baseline.
+    # Written again, the report reuses the scored baselines: the center's and the cached few-shot one.
     messages = []
     write_report(study, runs, log=messages.append)
-    assert not any("map methods" in message for message in messages)
-    assert read_rows(study.study_dir / "table.csv")[-1]["gt_known_loc_acc_mean"] == rows[-1]["gt_known_loc_acc_mean"]
+    assert not any("map methods" in message or "few-shot baseline" in message for message in messages)
+    assert read_rows(study.study_dir / "table.csv")[-2:] == rows[-2:]
 
 
 def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study, tmp_path):
@@ -256,7 +257,7 @@ def test_a_study_along_another_key_reuses_runs_copied_under_its_names(tiny_study
     # One setting per pooling; the pooling changes neither the data nor the map grid, so both share one center
     # baseline row (labelled in the compared key's column, "all" in the pooling's).
     assert [(row["model.pooling"], row["train.lr"]) for row in rows] == [
-        ("gap", str(lr)), ("gmp", str(lr)), ("all", "center baseline")]
+        ("gap", str(lr)), ("gmp", str(lr)), ("all", "center baseline"), ("all", "few-shot (val masks)")]
     assert (folder / "cams_by_lr.png").stat().st_size > 10_000 and not (folder / "cams_gap_vs_gmp.png").exists()
     by_scale = (folder / "by_object_scale.md").read_text()
     assert "| setting | lr |" in by_scale

@@ -98,3 +98,19 @@ def resize_boxes(boxes: np.ndarray, from_size: tuple[int, int], to_size: tuple[i
     (h_from, w_from), (h_to, w_to) = from_size, to_size
     scale = np.array([w_to / w_from, h_to / h_from, w_to / w_from, h_to / h_from])
     return np.asarray(boxes, dtype=np.float64) * scale
+
+
+def boxes_to_mask(boxes: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """``(H, W)`` bool mask of the pixels of an ``size (H, W)`` frame whose centre lies in one of ``boxes (G, 4)``.
+
+    Pixel ``(i, j)`` has its centre at ``(j + 0.5, i + 0.5)``; it is inside ``[x0, y0, x1, y1)`` when
+    ``x0 <= j + 0.5 < x1`` and ``y0 <= i + 0.5 < y1``. So an integer box fills exactly the pixels it covers
+    (``[1, 0, 3, 2]`` on a 2 x 4 frame: columns 1 and 2 of both rows), and no box gives an empty mask.
+    """
+    height, width = size
+    rows = np.arange(height) + 0.5  # (H,) pixel centres
+    cols = np.arange(width) + 0.5  # (W,)
+    mask = np.zeros((height, width), dtype=bool)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        mask |= ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
+    return mask

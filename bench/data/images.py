@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from bench.data.boxes import boxes_to_mask, resize_boxes
 from bench.data.samples import UNKNOWN_SIZE, DatasetFormatError, Sample
 from bench.progress import progress_bar
 
@@ -81,6 +82,18 @@ def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
     except IMAGE_READ_ERRORS as error:
         raise DatasetFormatError(f"{path}: cannot read this mask image ({type(error).__name__}: {error}); "
                                  "expected a grayscale PNG") from error
+
+
+def object_mask(sample: Sample, size: tuple[int, int]) -> np.ndarray:
+    """``sample``'s object as an ``(H, W)`` bool mask of its image resized to ``size (H, W)`` (aspect not kept).
+
+    The union of its masks (each resized, nearest neighbour, as :func:`read_mask` does); a sample without
+    masks gets its boxes filled instead (:func:`bench.data.boxes.boxes_to_mask` on the boxes resized to
+    ``size``), the full supervision a box-only dataset has.
+    """
+    if sample.mask_paths:
+        return np.any([read_mask(path, size) for path in sample.mask_paths], axis=0)
+    return boxes_to_mask(resize_boxes(sample.boxes, sample.size, size), size)
 
 
 # Boxes may overshoot the image by this many pixels (then they are clipped); see check_images.

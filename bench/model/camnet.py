@@ -275,7 +275,7 @@ def build_model(config: ModelConfig, num_classes: int, wsol: WsolConfig = WsolCo
     def pool(maps: torch.Tensor) -> torch.Tensor:
         return global_pool(maps, config.pooling, **parameters)
 
-    channels = _body_channels(backbone)
+    channels = body_channels(backbone)
     head = build_head(wsol.method, backbone.body, channels, num_classes, wsol, pool, config.backbone)
     if head is not None:
         return CamNet(backbone.body, channels, num_classes, config, backbone.mean, backbone.std, wsol_head=head)
@@ -283,7 +283,7 @@ def build_model(config: ModelConfig, num_classes: int, wsol: WsolConfig = WsolCo
                   added=backbone.added)
 
 
-def _body_channels(backbone) -> int:
+def body_channels(backbone) -> int:
     """C of the body's own output (before the CAM modification's added layers, which a method's head replaces)."""
     added = [m for m in backbone.added.modules() if isinstance(m, nn.Conv2d)]
     return added[0].in_channels if added else backbone.channels

@@ -50,6 +50,10 @@ from bench.scoring.prediction import upsample_to_frames
 from bench.scoring.threshold_free_metrics import BoxIous, half_open_box_ious
 from bench.scoring.threshold_sweep import threshold_list
 
+# The eval keys that change no score (how many images per batch, how many in the gallery): a fixed map scored
+# under configs that differ only in them scores the same (the center and few-shot baselines' identities).
+UNSCORED_EVAL_KEYS = ("batch_size", "gallery_size")
+
 
 def frame_of(sample: Sample, frame: str, input_size: int) -> tuple[tuple[int, int], np.ndarray]:
     """The evaluated frame's size ``(H, W)`` and ``sample``'s ground-truth boxes ``(G, 4)`` float64 in it."""

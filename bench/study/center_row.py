@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -34,6 +35,7 @@ from bench.config import RunConfig, StudyConfig
 from bench.errors import InputError
 from bench.run.folder import METHOD_PREDICTIONS, METHODS_DIR
 from bench.scoring.map_methods import CENTER
+from bench.scoring.protocols import UNSCORED_EVAL_KEYS
 from bench.study.methods_table import ensure_methods, read_methods_table
 from bench.study.results import (
     RunResult,
@@ -72,10 +74,6 @@ class CenterBaseline:
     row: dict[str, float]  # methods.csv columns (bench.scoring.metric_names.METHOD_COLUMNS) -> value
 
 
-# The eval keys that do not change a score (how many images per batch, how many in the gallery).
-_UNSCORED_EVAL_KEYS = ("batch_size", "gallery_size")
-
-
 def baseline_identity(config: RunConfig) -> tuple:
     """What the center baseline's filled cells depend on, for the run ``config``: runs that agree on it score
     the same baseline.
@@ -85,7 +83,7 @@ def baseline_identity(config: RunConfig) -> tuple:
     changes: the map is the same fixed Gaussian whatever the network learnt.
     """
     scoring = tuple((field.name, getattr(config.eval, field.name)) for field in dataclasses.fields(config.eval)
-                    if field.name not in _UNSCORED_EVAL_KEYS)
+                    if field.name not in UNSCORED_EVAL_KEYS)
     model = config.model
     return config.dataset, config.data_root, model.input_size, model.backbone, model.feature_stride, scoring
 
@@ -160,25 +158,38 @@ def baseline_label(study: StudyConfig, settings: tuple[tuple, ...]) -> str:
     return ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in cells.items()) or "all runs"
 
 
+def fixed_row(study: StudyConfig, settings: tuple[tuple, ...], label: str, row: dict[str, float]) -> FixedRow:
+    """A baseline's table row (:class:`bench.study.tables.FixedRow`) from its ``row`` of ``methods.csv``
+    columns: :data:`TABLE_COLUMNS` filled, the setting cells those of :func:`setting_cells`."""
+    return FixedRow(setting=setting_cells(study, settings), label=label,
+                    values={column: row[source] for column, source in TABLE_COLUMNS.items()})
+
+
 def center_table_rows(study: StudyConfig, baselines: list[CenterBaseline]) -> list[FixedRow]:
-    """The table rows of ``baselines`` (:class:`bench.study.tables.FixedRow`): :data:`TABLE_COLUMNS` filled,
-    the setting cells those of :func:`setting_cells`."""
-    return [FixedRow(setting=setting_cells(study, baseline.settings), label=CENTER_LABEL,
-                     values={column: baseline.row[source] for column, source in TABLE_COLUMNS.items()})
-            for baseline in baselines]
+    """The table rows of ``baselines`` (:func:`fixed_row`, labelled :data:`CENTER_LABEL`)."""
+    return [fixed_row(study, baseline.settings, CENTER_LABEL, baseline.row) for baseline in baselines]
 
 
-def center_result(baseline: CenterBaseline) -> RunResult:
-    """The baseline's per-image rows (``methods/predictions_center.csv``) as a :class:`RunResult` of its run
-    (no metrics, CAMs or curves: what binning by object scale reads)."""
-    path = baseline.run.run_dir / METHODS_DIR / METHOD_PREDICTIONS.format(method=CENTER)
-    return RunResult(config=baseline.run, metrics={}, **read_predictions(path), gt_class_cams=None,
+def predictions_result(run: RunConfig, path: Path) -> RunResult:
+    """A baseline's per-image rows (a ``predictions_<method>.csv`` at ``path``) as a :class:`RunResult` of the
+    run it was scored on (no metrics, CAMs or curves: what binning by object scale reads)."""
+    return RunResult(config=run, metrics={}, **read_predictions(path), gt_class_cams=None,
                      box_acc_curve=(np.empty(0), np.empty(0)))
 
 
-def center_scale_rows(study: StudyConfig, baselines: list[CenterBaseline]) -> list[dict]:
-    """Each baseline's rows by object scale (:func:`bench.study.scale_table.bin_rows`), only
+def center_result(baseline: CenterBaseline) -> RunResult:
+    """The baseline's per-image rows (``methods/predictions_center.csv``): :func:`predictions_result`."""
+    return predictions_result(baseline.run, baseline.run.run_dir / METHODS_DIR / METHOD_PREDICTIONS.format(method=CENTER))
+
+
+def binned_rows(study: StudyConfig, settings: tuple[tuple, ...], label: str, result: RunResult) -> list[dict]:
+    """A baseline's rows by object scale (:func:`bench.study.scale_table.bin_rows`), only
     :data:`SCALE_COLUMNS` kept (the others None); ``setting`` is :func:`baseline_label`."""
     dropped = {key: None for key in SCALE_METRICS if key not in SCALE_COLUMNS}
-    return [{**row, **dropped} for baseline in baselines
-            for row in bin_rows(baseline_label(study, baseline.settings), CENTER_LABEL, [center_result(baseline)])]
+    return [{**row, **dropped} for row in bin_rows(baseline_label(study, settings), label, [result])]
+
+
+def center_scale_rows(study: StudyConfig, baselines: list[CenterBaseline]) -> list[dict]:
+    """Each baseline's rows by object scale (:func:`binned_rows`), labelled :data:`CENTER_LABEL`."""
+    return [row for baseline in baselines
+            for row in binned_rows(study, baseline.settings, CENTER_LABEL, center_result(baseline))]

@@ -14,7 +14,9 @@ study folder ``results/<study>/`` then gets:
   interval over test images and seeds, and one computed verdict per setting
   (:mod:`bench.study.statistics`);
 * a ``center baseline`` row per setting at the end of every table and of ``by_object_scale.md``'s, scored
-  on one finished run per setting (:mod:`bench.study.center_row`);
+  on one finished run per setting (:mod:`bench.study.center_row`), then (``study.few_shot``) a
+  ``few-shot (val masks)`` row, a foreground map trained on the val masks and cached in ``few_shot/``
+  (:mod:`bench.study.few_shot_row`);
 * with ``study.methods``: ``methods_table.md`` / ``.csv``, setting x map method, after ``bench methods``
   on each finished run (:mod:`bench.study.methods_table`);
 * figures: ``cams_gap_vs_gmp.png``, ``iou_hist.png``, ``boxacc_vs_tau.png``,
@@ -53,6 +55,13 @@ from bench.study.epoch_trajectory import (
     epoch_differences,
     study_series,
     write_epoch_differences,
+)
+from bench.study.few_shot_row import (
+    FewShotBaseline,
+    few_shot_baselines,
+    few_shot_note,
+    few_shot_scale_rows,
+    few_shot_table_rows,
 )
 from bench.study.methods_table import ensure_methods, write_methods_tables
 from bench.study.results import (
@@ -244,7 +253,8 @@ def write_report(study: StudyConfig, runs: list[RunConfig], log: Callable[[str],
     folder = study.study_dir
     folder.mkdir(parents=True, exist_ok=True)
     baselines = center_baselines(study, finished, log)
-    tables, notes, figures = _write_point_reports(study, finished, folder, baselines, log)
+    few_shot = few_shot_baselines(study, finished, log) if study.few_shot else []
+    tables, notes, figures = _write_point_reports(study, finished, folder, baselines, log, few_shot)
     if study.methods:
         tables.append(write_methods_tables(study, finished, folder))
     write_text(folder / "table.md", "\n".join(tables))
@@ -284,20 +294,23 @@ def _finished_runs(study: StudyConfig, runs: list[RunConfig], log: Callable[[str
 
 def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: Path,
                          baselines: list[CenterBaseline] | None = None,
-                         log: Callable[[str], None] = print) -> tuple[list[str], list[str], list[Path]]:
+                         log: Callable[[str], None] = print,
+                         few_shot: list[FewShotBaseline] = ()) -> tuple[list[str], list[str], list[Path]]:
     """Each scoring point's table and comparison files; returns (table markdowns, comparison markdowns, figures).
 
-    ``baselines`` (:func:`bench.study.center_row.center_baselines`) end every table and, per setting, the
-    tables of ``by_object_scale.md``: they do not depend on the epoch, so both points show the same rows.
+    ``baselines`` (:func:`bench.study.center_row.center_baselines`), then ``few_shot``
+    (:func:`bench.study.few_shot_row.few_shot_baselines`) end every table and, per setting, the tables of
+    ``by_object_scale.md``: they do not depend on the epoch, so both points show the same rows.
     The figures are drawn from the final epoch's results.
     """
     points = [point for point in POINTS if all(has_point(config, point) for config in finished)]
     tables, notes, figures, by_scale = [], [], [], []
     binned = all(config.eval.frame == "input" for config in finished)  # scale bins need the input frame
     baselines = baselines or []
-    fixed = center_table_rows(study, baselines)
-    note = TABLE_NOTE if fixed else ""
-    baseline_scale_rows = center_scale_rows(study, baselines) if binned else []
+    fixed = center_table_rows(study, baselines) + few_shot_table_rows(study, list(few_shot))
+    note = " ".join(text for text in (TABLE_NOTE if baselines else "", few_shot_note(list(few_shot))) if text)
+    baseline_scale_rows = (center_scale_rows(study, baselines) + few_shot_scale_rows(study, list(few_shot))
+                           if binned else [])
     for point in points:
         results = [read_run(config, point) for config in finished]
         suffix = "" if point == FINAL else f"_{point}"
