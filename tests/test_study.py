@@ -67,7 +67,7 @@ def test_grid_gives_every_combination_named_by_its_values(tmp_path, tiny_data_di
 @pytest.mark.parametrize("body, fragment", [
     ("  base: tiny.yaml\n  grid: {model.pooling: [gap]}\n  bootstrapp: 10\n",
      "unknown key 'study.bootstrapp'. Allowed keys in study: base, grid, set, quick, compare_key, reference, "
-     "compare, bootstrap, confidence, methods. Did you mean 'bootstrap'?"),
+     "compare, bootstrap, confidence, methods, search, few_shot. Did you mean 'bootstrap'?"),
     ("  base: tiny.yaml\n  grid: {model.pooling: [gap, gap]}\n", "expected a non-empty list of distinct values"),
     ("  base: tiny.yaml\n  grid: {model.poling: [gap]}\n", "unknown key 'model.poling'"),
     ("  base: tiny.yaml\n  grid: {model.pooling: [gap, avg]}\n", "study run pooling-avg: "),
