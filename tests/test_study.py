@@ -123,7 +123,7 @@ def test_a_study_whose_base_is_missing_names_the_study_file_the_key_and_the_reso
 def test_shipped_study_files_load():
     counts = {"paper.yaml": 6, "paper_birds12.yaml": 6, "paper_full.yaml": 18, "lse_sweep.yaml": 5,
               "resolution.yaml": 12, "pooling_family.yaml": 5, "object_scale.yaml": 12, "wsol_methods.yaml": 12,
-              "tiny_ray.yaml": 4, "tiny_search.yaml": 4}
+              "tiny_ray.yaml": 4, "tiny_search.yaml": 4, "pooling_search.yaml": 10, "wsol_search.yaml": 30}
     # Every study file shipped in configs/ is listed here, so each one is loaded.
     assert sorted(p.name for p in (REPO / "configs").glob("*.yaml") if is_study_file(p)) == sorted(counts)
     for name, count in counts.items():
@@ -136,7 +136,10 @@ def test_shipped_study_files_load():
     _, paper = load_study(REPO / "configs" / "paper.yaml")
     assert {(run.dataset.classes, run.train.epochs) for run in paper} == {("cub48", 16)}
     assert sorted({run.seed for run in paper}) == [0, 1, 2]
-    for name in counts.keys() - {"paper.yaml"}:
+    for name in ("pooling_search.yaml", "wsol_search.yaml"):  # the searches run on the default data too
+        _, trials = load_study(REPO / "configs" / name)
+        assert {(run.dataset.classes, run.train.epochs, run.eval.split) for run in trials} == {("cub48", 16, "val")}
+    for name in counts.keys() - {"paper.yaml", "pooling_search.yaml", "wsol_search.yaml"}:
         _, runs = load_study(REPO / "configs" / name)
         assert {run.dataset.classes for run in runs} == {"birds12"}, name
     study, runs = load_study(REPO / "configs" / "pooling_family.yaml")

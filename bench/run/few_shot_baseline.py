@@ -162,7 +162,7 @@ def _build(config: RunConfig, out_dir: Path, log: Callable[[str], None]) -> dict
     samples, _ = check_images(dataset.splits[split], config.dataset.skip_bad, split)
     log(f"few-shot baseline: scoring {len(samples)} {split} images (classes from {config.name})")
     start = time.perf_counter()
-    row, _ = score_method(run, FEW_SHOT, foreground_maps(network.eval()), samples, [], out_dir, figure_images=0)
+    row, _, _ = score_method(run, FEW_SHOT, foreground_maps(network.eval()), samples, [], out_dir, figure_images=0)
     scores = {"row": {key: float(value) for key, value in row.items()}, "training": {
         "split": "val", "images": training.images, "per_class": per_class, "maps": training.maps,
         "first_loss": training.losses[0], "last_loss": training.losses[-1],

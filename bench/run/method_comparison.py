@@ -211,10 +211,11 @@ def _loader(run: MethodsRun, samples: list) -> torch.utils.data.DataLoader:
 
 
 def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: list, val_samples: list,
-                 out_dir: Path, figure_images: int) -> tuple[dict[str, float], list[GalleryItem]]:
+                 out_dir: Path, figure_images: int) -> tuple[dict[str, float], list[GalleryItem], str]:
     """Method ``name`` (its map maker ``method``, :func:`bench.scoring.map_methods.map_method`) through the run's evaluation.
 
-    Returns its row of ``methods.csv`` (no timing) and its figure items; writes its per-image rows to ``out_dir``.
+    Returns its row of ``methods.csv`` (no timing), its figure items and the pointing game's protocol line;
+    writes its per-image rows to ``out_dir``.
     """
     config = run.config
     eval_config = dataclasses.replace(config.eval, gallery_size=figure_images)
