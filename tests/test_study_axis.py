@@ -229,7 +229,7 @@ def test_every_study_table_ends_with_the_center_baseline_scored_on_the_reference
     # Written again, the report reuses the scored baselines: the center's and the cached few-shot one.
     messages = []
     write_report(study, runs, log=messages.append)
-    assert not any("map methods" in message or "few-shot baseline" in message for message in messages)
+    assert not any("map methods" in message or "training a foreground head" in message for message in messages)
     assert read_rows(study.study_dir / "table.csv")[-2:] == rows[-2:]
 
 

@@ -147,17 +147,22 @@ class FewShotTraining:
     losses: list[float]  # the objective at each L-BFGS evaluation
     images: int  # val images trained on
     maps: int  # feature maps trained on (images, and their mirror images with hflip)
+    # Wall-clock and CPU seconds (this process, every thread: what load from other processes does not inflate)
+    # of caching the features and of training the head.
     feature_seconds: float
     train_seconds: float
+    feature_cpu_seconds: float
+    train_cpu_seconds: float
 
 
 def train_few_shot(network: ForegroundNet, samples: Sequence[Sample], input_size: int, hflip: bool,
                    device: torch.device, recipe: FewShotRecipe = RECIPE) -> FewShotTraining:
     """Cache ``network``'s features of ``samples`` and train its head on their masks (module docstring)."""
     network.to(device)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     cache = cache_features(network, samples, input_size, hflip, device)
-    cached = time.perf_counter()
+    cached, cached_cpu = time.perf_counter(), time.process_time()
     losses = train_head(network.head, cache, recipe)
     network.head.to(device)
-    return FewShotTraining(losses, len(samples), len(cache.targets), cached - start, time.perf_counter() - cached)
+    return FewShotTraining(losses, len(samples), len(cache.targets), cached - start, time.perf_counter() - cached,
+                           cached_cpu - start_cpu, time.process_time() - cached_cpu)
