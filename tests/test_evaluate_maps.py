@@ -80,7 +80,7 @@ def test_bad_score_map_files_are_reported_with_their_names(tiny_config, tiny_dat
     error = capsys.readouterr().err
     assert f"5 of {len(samples)} score maps" in error
     assert f"{samples[0].image_id}.npy: 16 NaN or inf value(s) out of 16" in error
-    assert f"{samples[1].image_id}.npy: expected a 2-D (h, w) map, got shape (1, 4, 4)" in error
+    assert f"{samples[1].image_id}.npy: expected a 2-D (H, W) map, got shape (1, 4, 4)" in error
     assert f"{samples[2].image_id}.npy: values outside [0, 1]: min 3, max 3" in error
     assert f"{samples[3].image_id}.npy: missing" in error
     assert f"{samples[4].image_id}.npy: not a readable .npy array" in error

@@ -20,20 +20,31 @@ class UnscorableMapError(InputError, ValueError):
     """A map the pointing game or a faithfulness metric cannot score; the message names the image and the problem."""
 
 
+def array_problem(array: np.ndarray) -> str | None:
+    """What keeps ``array`` from being a map at all (None if nothing): not 2-D, empty, not real, not finite.
+
+    Every scorer of maps asks this first (``bench evaluate-maps``' loaded maps too).
+    """
+    if array.ndim != 2:
+        return f"expected a 2-D (H, W) map, got shape {array.shape}"
+    if array.size == 0:
+        return f"empty map, shape {array.shape}"
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        return f"expected real numbers, got dtype {array.dtype}"
+    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
+    if bad:
+        return f"{bad} NaN or inf value(s) out of {array.size}"
+    return None
+
+
 def map_problem(score_map: np.ndarray, shape: tuple[int, int] | None = None) -> str | None:
     """What makes ``score_map`` unscorable (None if nothing): not 2-D, empty, not ``shape``, not finite, constant."""
     score_map = np.asarray(score_map)
-    if score_map.ndim != 2:
-        return f"expected a 2-D (H, W) map, got shape {score_map.shape}"
-    if score_map.size == 0:
-        return f"empty map, shape {score_map.shape}"
-    if shape is not None and score_map.shape != tuple(shape):
+    if shape is not None and score_map.ndim == 2 and score_map.size and score_map.shape != tuple(shape):
         return f"expected a map of shape {tuple(shape)} (the image's), got {score_map.shape}"
-    if not (np.issubdtype(score_map.dtype, np.floating) or np.issubdtype(score_map.dtype, np.integer)):
-        return f"expected real numbers, got dtype {score_map.dtype}"
-    bad = score_map.size - int(np.count_nonzero(np.isfinite(score_map)))
-    if bad:
-        return f"{bad} NaN or inf value(s) out of {score_map.size}"
+    problem = array_problem(score_map)
+    if problem:
+        return problem
     if score_map.max() == score_map.min():
         return (f"constant map (every value {float(score_map.flat[0]):g}): it has no maximum to point with and no "
                 f"order of pixels")

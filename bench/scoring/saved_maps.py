@@ -56,7 +56,7 @@ from bench.model.cam import upsample_cams
 from bench.scoring.box_rule import boxes_from_cams
 from bench.scoring.evaluation import SweepMeters, update_pointing
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD
-from bench.scoring.map_checks import UnscorableMapError
+from bench.scoring.map_checks import UnscorableMapError, array_problem
 from bench.scoring.pointing_game import PointingMeter
 from bench.scoring.protocols import ScoringProtocol, describe_protocol, frame_of, scoring_protocol
 from bench.scoring.threshold_free_metrics import sweep_summary
@@ -80,15 +80,9 @@ def map_candidates(maps_dir: Path, image_id: str) -> list[Path]:
 
 def check_score_map(array: np.ndarray, allow_any_range: bool = False) -> str | None:
     """What is wrong with a loaded map (None if nothing)."""
-    if array.ndim != 2:
-        return f"expected a 2-D (h, w) map, got shape {array.shape}"
-    if array.size == 0:
-        return f"empty map, shape {array.shape}"
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-        return f"expected real numbers, got dtype {array.dtype}"
-    bad = array.size - int(np.count_nonzero(np.isfinite(array)))
-    if bad:
-        return f"{bad} NaN or inf value(s) out of {array.size}"
+    problem = array_problem(array)
+    if problem:
+        return problem
     if not allow_any_range and (array.min() < 0 or array.max() > 1):
         return (f"values outside [0, 1]: min {float(array.min()):g}, max {float(array.max()):g} "
                 f"(save maps in [0, 1], or pass --any-range)")
