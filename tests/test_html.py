@@ -220,8 +220,8 @@ def test_study_page_links_tables_and_side_by_side_data_match_the_runs(tiny_study
     points = len(list(folder.glob("table*.csv")))  # the final epoch's, and the val-selected one's
     assert points == 2
     for table in page.tables[:points]:
-        assert [row[0] for row in table] == ["gap", "gmp", "center baseline"]
-        assert [row[1] for row in table] == ["1", "1", "-"]
+        assert [row[0] for row in table] == ["gap", "gmp", "center baseline", "few-shot (val masks)"]
+        assert [row[1] for row in table] == ["1", "1", "-", "-"]
     comparison = page.tables[points]
     csv_rows = read_rows(folder / "comparison.csv")
     assert len(comparison) == len(csv_rows) == 5

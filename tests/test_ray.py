@@ -358,7 +358,7 @@ def test_a_run_whose_worker_always_dies_fails_for_good_and_the_report_covers_the
     assert "retrying from its last checkpoint (attempt 2 of 2)" in out
     assert "1 run(s) unfinished, left out of the report: pooling-gmp" in out
     rows = read_rows(tmp_path / "results" / "study" / "table.csv")
-    assert [row["model.pooling"] for row in rows] == ["gap", "center baseline"]  # the run that finished
+    assert [row["model.pooling"] for row in rows] == ["gap", "center baseline", "few-shot (val masks)"]  # the run that finished
     manifest = json.loads((tmp_path / "results" / "study" / "runs" / "pooling-gmp" / "manifest.json").read_text())
     assert manifest["resumed"][0]["after_epoch"] == 1  # the second attempt did continue from the checkpoint
 
