@@ -105,6 +105,16 @@ def baseline_runs(study: StudyConfig, finished: list[RunConfig]) -> dict[tuple, 
     return chosen
 
 
+def baseline_groups(study: StudyConfig, finished: list[RunConfig],
+                    identity: Callable[[RunConfig], tuple]) -> list[tuple[tuple[tuple, ...], RunConfig]]:
+    """``[(settings, run)]``: the settings whose :func:`baseline_runs` share an ``identity``, grouped in order,
+    each group with the run of its first setting (the one a baseline row is made on)."""
+    groups: dict[tuple, list[tuple[tuple, RunConfig]]] = {}
+    for setting, config in baseline_runs(study, finished).items():
+        groups.setdefault(identity(config), []).append((setting, config))
+    return [(tuple(setting for setting, _ in members), members[0][1]) for members in groups.values()]
+
+
 def center_baselines(study: StudyConfig, finished: list[RunConfig],
                      log: Callable[[str], None] = print) -> list[CenterBaseline]:
     """The center baselines of the settings, scored where missing: one per group of settings with the same
@@ -113,13 +123,8 @@ def center_baselines(study: StudyConfig, finished: list[RunConfig],
     A group whose run cannot be scored (an :class:`~bench.errors.InputError` or ``OSError``: its dataset or
     checkpoint is gone) is left out, and one line says so and why.
     """
-    groups: dict[tuple, list[tuple[tuple, RunConfig]]] = {}
-    for setting, config in baseline_runs(study, finished).items():
-        groups.setdefault(baseline_identity(config), []).append((setting, config))
     out = []
-    for members in groups.values():
-        settings = tuple(setting for setting, _ in members)
-        config = members[0][1]
+    for settings, config in baseline_groups(study, finished, baseline_identity):
         try:
             ensure_methods(config, [CENTER], log)
         except (InputError, OSError) as error:

@@ -28,9 +28,9 @@ from bench.config import RunConfig, StudyConfig
 from bench.errors import InputError
 from bench.run.few_shot_baseline import PREDICTIONS, ensure_few_shot
 from bench.study.center_row import (
+    baseline_groups,
     baseline_identity,
     baseline_label,
-    baseline_runs,
     binned_rows,
     fixed_row,
     predictions_result,
@@ -67,13 +67,8 @@ def few_shot_baselines(study: StudyConfig, finished: list[RunConfig],
 
     A group that cannot be done (an :class:`~bench.errors.InputError` or ``OSError``) is left out, said in one line.
     """
-    groups: dict[tuple, list[tuple[tuple, RunConfig]]] = {}
-    for setting, config in baseline_runs(study, finished).items():
-        groups.setdefault(few_shot_identity(config), []).append((setting, config))
     out = []
-    for members in groups.values():
-        settings = tuple(setting for setting, _ in members)
-        config = members[0][1]
+    for settings, config in baseline_groups(study, finished, few_shot_identity):
         try:
             folder, scores = ensure_few_shot(config, study.study_dir / CACHE_DIR, log)
         except (InputError, OSError) as error:
