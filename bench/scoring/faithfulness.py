@@ -61,7 +61,7 @@ written here, once, as the RISE paper defines them.
   fraction removed; the library's mean change is its one-number summary. The
   percentiles are 20, 40, 60, 80 (the library's ARCC set) rather than its
   default 10, ..., 90: imputing 90 % of the pixels is the dearest solve,
-  and the four kept cost about a quarter of the nine (measured in ``make perf``).
+  and the four kept cost about a third of the nine (measured in ``make perf``).
 """
 
 from __future__ import annotations
