@@ -93,6 +93,10 @@ def test_average_drop_and_increase_by_hand():
     # x[P] = -1: the weighted image is less negative, the probability rises: an increase, no drop.
     drop, increase = ConfidenceChange()(OnePixel(2.0), one_hot_image(-1.0), CLASS_0, RAMP)
     assert drop == [0.0] and increase[0]
+    # No positive value: every weight 0 after the ReLU (the library's convention), the image becomes the mean colour:
+    # O = sigmoid(0) = 0.5.
+    drop, increase = ConfidenceChange()(OnePixel(2.0), one_hot_image(), CLASS_0, -1.0 - RAMP)
+    assert drop == pytest.approx([(y - 0.5) / y], rel=1e-5) and not increase[0]
     assert summarize({"drop": np.array([0.1, 0.3]), "increase": np.array([1.0, 0.0])})["average_drop"] == (
         pytest.approx(20.0))
 
@@ -119,7 +123,5 @@ def test_every_metric_refuses_a_map_it_cannot_order_naming_the_image():
         Deletion(steps=4)(model, image, CLASS_0, nan, ["x"])
     with pytest.raises(UnscorableMapError, match=r"expected a map of shape \(4, 4\) \(the image's\), got \(2, 8\)"):
         Road()(model, image, CLASS_0, RAMP.reshape(1, 2, 8), ["x"])
-    with pytest.raises(UnscorableMapError, match=r"image x: no positive value \(max -1\)"):
-        metrics(model, image, CLASS_0, -1.0 - RAMP, ["x"])  # orders pixels, but gives Average Drop no weights
     with pytest.raises(ValueError, match="steps 0: expected a whole number >= 1"):
         Deletion(steps=0)

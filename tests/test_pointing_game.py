@@ -79,13 +79,17 @@ def test_energy_share_is_the_relu_minmax_maps_mass_in_the_box():
     assert energy_share(score_map, inside) == pytest.approx(1.6 / 1.8)
     # All positive: the min-max moves the lowest to 0. Values 1, 2, 3, 5 -> 0, 0.25, 0.5, 1: (0.5 + 1) / 1.75.
     assert energy_share(np.array([[1.0, 2.0], [3.0, 5.0]]), inside) == pytest.approx(1.5 / 1.75)
-    with pytest.raises(UnscorableMapError, match=r"image z: no positive value \(max -1\)"):
-        energy_share(np.array([[-1.0, -2.0], [-3.0, -4.0]]), inside, "z")
+    # No positive value: no energy after the ReLU, its share counts 0, and the meter says how many.
+    assert energy_share(np.array([[-1.0, -2.0], [-3.0, -4.0]]), inside, "z") == 0.0
     meter = PointingMeter()
     meter.update(score_map, 0, np.array([[0.0, 1.0, 2.0, 2.0]]), None)
     meter.update(score_map, 0, np.array([[0.0, 0.0, 2.0, 2.0]]), None)  # the whole frame: share 1
     assert meter.compute()["energy_pointing_game"] == pytest.approx(100 * (1.6 / 1.8 + 1.0) / 2)
     assert "3 % of the 2-px longest side, 0.06 px" in meter.describe() and "averaged over 1 class(es)" in meter.describe()
+    assert "share 0" not in meter.describe()
+    meter.update(-score_map - 10, 0, np.array([[0.0, 0.0, 2.0, 2.0]]), None)
+    assert meter.compute()["energy_pointing_game"] == pytest.approx(100 * (1.6 / 1.8 + 1.0) / 3)
+    assert meter.describe().endswith("mean over 3 images; 1 map(s) with no positive value, share 0")
 
 
 def test_a_map_with_no_positive_value_still_points_and_counts_zero_energy():
@@ -98,4 +102,4 @@ def test_a_map_with_no_positive_value_still_points_and_counts_zero_energy():
     scores = meter.compute()
     assert scores["energy_pointing_game"] == pytest.approx(100 * (0.0 + 1.6 / 1.8) / 2)
     assert scores["pointing_game"] == pytest.approx(100.0)
-    assert "(1 map(s) with no positive value count 0)" in meter.describe()
+    assert meter.describe().endswith("; 1 map(s) with no positive value, share 0")

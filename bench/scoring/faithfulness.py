@@ -41,7 +41,8 @@ written here, once, as the RISE paper defines them.
 * :class:`ConfidenceChange` (Chattopadhay et al., WACV 2018, *Grad-CAM++*):
   the image times the map ``L`` (ReLU, then min-max to [0, 1]:
   :func:`bench.scoring.map_checks.relu_minmax`, the library's own
-  post-processing), ``O`` the class probability on it, ``Y`` on the image.
+  post-processing; a map with no positive value weighs every pixel 0, as the
+  library's would), ``O`` the class probability on it, ``Y`` on the image.
   **Average Drop** = ``100 mean(max(0, Y - O) / Y)`` (lower is better),
   **Average Increase** = ``100 mean(O > Y)`` (the paper's "increase in
   confidence", higher is better). ``O`` is the library's
@@ -61,7 +62,7 @@ written here, once, as the RISE paper defines them.
   fraction removed; the library's mean change is its one-number summary. The
   percentiles are 20, 40, 60, 80 (the library's ARCC set) rather than its
   default 10, ..., 90: imputing 90 % of the pixels is the dearest solve,
-  and the four kept cost about a quarter of the nine (measured in ``make perf``).
+  and the four kept cost about a third of the nine (measured in ``make perf``).
 """
 
 from __future__ import annotations
@@ -280,8 +281,6 @@ class FaithfulnessMetrics:
                  image_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """``{value: (B,)}`` for the :data:`IMAGE_VALUES`; every map is checked before any is scored."""
         check_maps(maps, images, image_ids)
-        for array, image_id in zip(maps.detach().float().cpu().numpy(), image_ids):
-            relu_minmax(array, image_id)  # Average Drop's weights need a positive value
         probabilities = class_probabilities(model, images, classes)
         drop, increase = self.confidence(model, images, classes, maps, image_ids, probabilities)
         return {"probability": probabilities.double().numpy(),

@@ -64,15 +64,15 @@ def relu_minmax(score_map: np.ndarray, image_id: str) -> np.ndarray:
 
     The post-processing pytorch-grad-cam's methods apply before returning a map
     (``BaseCAM``: ``np.maximum(cam, 0)``, then ``scale_cam_image``: minus the
-    min, over the max), and the Score-CAM paper's maps; without the library's
-    ``1e-7`` in the denominator, since a map it would matter for is refused:
-    one with no positive value (all zero after the ReLU) or constant after it.
-    Used where a map must act as a weight in [0, 1] (the energy-based pointing
-    game, Average Drop / Increase).
+    min, over the max plus ``1e-7``), and the Score-CAM paper's maps; without
+    the ``1e-7``, so a map's largest value is exactly 1. A map with no
+    positive value is all zero after the ReLU, and stays all zero, as the
+    library leaves it: it gives no weight to any pixel. Used where a map must
+    act as a weight in [0, 1] (the energy-based pointing game, Average Drop /
+    Increase). Refuses what :func:`check_map` refuses (a constant map, ...).
     """
     positive = np.maximum(check_map(score_map, image_id), 0.0)
     low, high = positive.min(), positive.max()
-    if high == low:
-        raise UnscorableMapError(f"image {image_id}: no positive value (max {float(np.max(score_map)):g}): the map "
-                                 f"is all zero after the ReLU, so it gives no weight to any pixel")
+    if high == low:  # max <= 0: every value was cut by the ReLU (a constant map was refused above)
+        return np.zeros_like(positive)
     return (positive - low) / (high - low)

@@ -30,8 +30,10 @@ masks exist). The score is the mean share over images.
 Both read the raw map of the class (a CAM or a method's map) upsampled to the
 frame, whatever ``eval.normalization`` says: the pointing game is the same for
 any positive rescaling, and the energy share fixes its own. A map with no
-maximum (constant, NaN, ...) or no positive value is refused
-(:class:`bench.scoring.map_checks.UnscorableMapError`).
+maximum (constant, NaN, ...) is refused
+(:class:`bench.scoring.map_checks.UnscorableMapError`); one with no positive
+value has no energy after the ReLU, and its share counts 0 (said in
+:meth:`PointingMeter.describe`).
 """
 
 from __future__ import annotations
@@ -89,9 +91,14 @@ def pointing_hit(point: tuple[int, int], object_mask: np.ndarray, tolerance: flo
 
 
 def energy_share(score_map: np.ndarray, inside: np.ndarray, image_id: str = "?") -> float:
-    """Share of ``score_map``'s energy (after ReLU and min-max) on the pixels ``inside (H, W)``, in [0, 1]."""
+    """Share of ``score_map``'s energy (after ReLU and min-max) on the pixels ``inside (H, W)``, in [0, 1].
+
+    A map with no positive value has no energy after the ReLU: its share is 0 (none of it in the box), by
+    convention (:class:`PointingMeter` counts such maps and says so).
+    """
     energy = relu_minmax(score_map, image_id)
-    return float(energy[inside].sum() / energy.sum())
+    total = energy.sum()
+    return float(energy[inside].sum() / total) if total > 0 else 0.0
 
 
 class PointingMeter:
@@ -108,7 +115,7 @@ class PointingMeter:
         self.counts: dict[int, int] = defaultdict(int)
         self.shares: list[float] = []
         self.masked = 0  # images whose object was a mask (the others: their boxes)
-        self.no_energy = 0  # images whose map had no positive value: energy share 0
+        self.no_energy = 0  # maps with no positive value: energy share 0
         self.sizes: set[tuple[int, int]] = set()
 
     def update(self, score_map: np.ndarray, label: int, gt_boxes: np.ndarray, object_mask: np.ndarray | None,
@@ -123,11 +130,8 @@ class PointingMeter:
         point = maximum_point(checked, image_id)
         hit = pointing_hit(point, inside if object_mask is None else object_mask,
                            tolerance_pixels(size, self.tolerance_fraction))
-        try:
-            share = energy_share(checked, inside, image_id)
-        except UnscorableMapError:  # no positive value: no energy anywhere, so none in the boxes (a CAM may be so)
-            share = 0.0
-            self.no_energy += 1
+        share = energy_share(checked, inside, image_id)
+        self.no_energy += bool(checked.max() <= 0)
         self.hits[int(label)] += int(hit)
         self.counts[int(label)] += 1
         self.shares.append(share)
@@ -151,8 +155,8 @@ class PointingMeter:
         images = sum(self.counts.values())
         on = ("masks" if self.masked == images else "boxes" if self.masked == 0
               else f"masks ({self.masked} images), else boxes")
+        none = (f"; {self.no_energy} map(s) with no positive value, share 0" if self.no_energy else "")
         return (f"pointing game: the GT-class map's maximum within {100 * self.tolerance_fraction:g} % of the "
                 f"{frame} (TorchRay's 15 px at VOC's 500 px) of the object ({on}), hit rate averaged over "
                 f"{len(self.counts)} class(es); energy pointing game: share of the map's energy (ReLU, min-max) in "
-                f"the GT boxes, mean over {images} images"
-                + (f" ({self.no_energy} map(s) with no positive value count 0)" if self.no_energy else ""))
+                f"the GT boxes, mean over {images} images{none}")

@@ -16,9 +16,9 @@ is assumed to cover the whole image. It is then normalized with
 fixed ``eval.tau``, MaxBoxAcc, MaxBoxAccV2 and (where masks exist) PxAP.
 The pointing game and the energy-based pointing game
 (:mod:`bench.scoring.pointing_game`) read the resized map as it is, in the
-same frame, under either protocol; a map they cannot score (constant, or no
-positive value for the energy share) is reported with its image id, all of
-them together, and nothing is written.
+same frame, under either protocol; a map they cannot score (constant: no
+maximum) is reported with its image id, all of them together, and nothing is
+written.
 
 **eval.protocol: wsolevaluation.** The threshold-sweep metrics (MaxBoxAcc,
 MaxBoxAccV2, PxAP) follow wsolevaluation's rules instead
@@ -180,7 +180,7 @@ def score_maps(maps: list[np.ndarray], samples: list[Sample], config: EvalConfig
         listed = "\n  ".join(unscorable[:MAX_LISTED_PROBLEMS])
         more = f"\n  ... and {len(unscorable) - MAX_LISTED_PROBLEMS} more" if len(unscorable) > MAX_LISTED_PROBLEMS else ""
         raise ScoreMapError(f"{len(unscorable)} of {len(samples)} maps cannot be scored by the pointing game (a "
-                            f"constant map has no maximum; the energy share needs a positive value):\n  {listed}{more}")
+                            f"constant map has no maximum to point with):\n  {listed}{more}")
     pointing_scores = pointing.compute()
     return {
         "num_images": len(samples),
