@@ -82,6 +82,8 @@ SLOW_CAM_METHODS: tuple[CamMethod, ...] = ("scorecam", "eigencam")
 # The faithfulness metrics of ``bench methods`` (bench.scoring.faithfulness) cost about 50 forward passes and 8
 # sparse solves per image and method: by default they score the split's first 8 images (--faithfulness-images).
 DEFAULT_FAITHFULNESS_IMAGES = 8
+# Deletion and insertion replace 1/N of the pixels a step, N = 16 (17 forward passes a curve; --deletion-steps).
+DEFAULT_DELETION_STEPS = 16
 BoxConventionSetting = Literal["auto", "half_open", "inclusive"]  # docs/datasets.md, "Box conventions"
 EvalProtocol = Literal["bench", "wsolevaluation"]  # threshold-sweep pixel rules (bench.scoring.wsolevaluation_rules)
 # Training-time WSOL methods (docs/wsol_methods.md): plain CAM training, or a method that changes it.

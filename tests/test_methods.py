@@ -259,8 +259,14 @@ study:
         expected = read_rows(run_dir)[row["method"]]
         assert float(row["gt_known_loc_acc"]) == pytest.approx(expected["gt_known_loc_acc"])
         assert float(row["max_box_acc_v2"]) == pytest.approx(expected["max_box_acc_v2"])
+        # the pointing and faithfulness columns beside localization, as the run's methods.csv has them
+        assert float(row["pointing_game"]) == pytest.approx(expected["pointing_game"])
+        assert float(row["deletion_auc"]) == pytest.approx(expected["deletion_auc"])
+        assert 0.0 <= float(row["deletion_auc"]) <= 1.0 and float(row["road_morf"]) == pytest.approx(expected["road_morf"])
     assert "Map methods: model.pooling x method" in (folder / "table.md").read_text()
-    assert (folder / "methods_table.md").is_file()
+    markdown = (folder / "methods_table.md").read_text()
+    assert "| deletion AUC |" in markdown and "| pointing game (%) |" in markdown
+    assert "Faithfulness columns (deletion ... ROAD LeRF): the first 8 images of each run's split" in markdown
 
 
 # ----------------------------------------------------------------------------- --images, the estimate, the default
@@ -380,6 +386,21 @@ def test_no_faithfulness_images_leaves_the_columns_empty_and_a_bad_count_is_refu
     assert not math.isnan(row["pointing_game"])
     assert not (fresh / "methods" / "faithfulness_center.csv").exists()
     assert "Faithfulness columns: not scored (--faithfulness-images 0)." in (fresh / "methods" / "methods.md").read_text()
+
+
+def test_deletion_steps_sets_both_curves_the_estimate_and_the_protocol_line(methods_run, tmp_path, capsys):
+    fresh = tmp_path / "run"
+    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    assert main(["methods", str(fresh), "--deletion-steps", "0"]) == 2
+    assert "--deletion-steps 0: expected a whole number of steps >= 1" in capsys.readouterr().err
+    assert not (fresh / "methods").exists()
+    assert main(["methods", str(fresh), "--methods", "center", "--images", "3", "--faithfulness-images", "2",
+                 "--deletion-steps", "4", "--timing-batches", "1"]) == 0
+    # 1 probability + deletion and insertion at 4 + 1 images each + the masked image + ROAD: 2 orders x 4 percentiles x 2
+    assert "its CAM: 28 forward passes" in capsys.readouterr().out
+    protocol = (fresh / "methods" / "methods.md").read_text()
+    assert "mean colour (0 of the normalized input) in 4 equal steps" in protocol
+    assert "sigma 5) in 4 equal steps" in protocol and "in 16 equal steps" not in protocol
 
 
 @pytest.mark.parametrize("value", ["0", "-3"])

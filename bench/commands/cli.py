@@ -119,7 +119,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
-    from bench.config import DEFAULT_FAITHFULNESS_IMAGES, CamMethod
+    from bench.config import DEFAULT_DELETION_STEPS, DEFAULT_FAITHFULNESS_IMAGES, CamMethod
     from bench.config import SLOW_CAM_METHODS as slow
 
     every = typing.get_args(CamMethod)
@@ -143,6 +143,10 @@ def _add_methods_parser(commands: argparse._SubParsersAction) -> None:
                          help="the faithfulness metrics (deletion / insertion AUC, Average Drop / Increase, ROAD) on "
                               "the first N images scored: about 50 forward passes and 8 sparse solves an image per "
                               f"method (default {DEFAULT_FAITHFULNESS_IMAGES}; 0: none)")
+    methods.add_argument("--deletion-steps", type=int, default=DEFAULT_DELETION_STEPS, metavar="N",
+                         help="the deletion and insertion curves replace 1/N of the pixels a step, N + 1 forward "
+                              f"passes a curve (default {DEFAULT_DELETION_STEPS}; more steps resolve a class "
+                              "probability that falls within the first step, at their cost)")
     methods.add_argument("--split", choices=("test", "val"), help="split to score (default: the run's eval.split)")
     methods.add_argument("--overwrite", action="store_true", help="replace an existing RUN_DIR/methods/")
     methods.add_argument("--timing-batches", type=int, default=3, help="batches timed per method (default 3)")
@@ -216,7 +220,7 @@ def _methods(args: argparse.Namespace) -> int:
     methods_command.run_methods(Path(args.run_dir), methods_command.method_names(args.methods), args.split,
                                 args.overwrite, timing_batches=args.timing_batches,
                                 score_batch_size=args.score_batch_size, images=args.images,
-                                faithfulness_images=args.faithfulness_images)
+                                faithfulness_images=args.faithfulness_images, deletion_steps=args.deletion_steps)
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bench.config import DEFAULT_FAITHFULNESS_IMAGES
+from bench.config import DEFAULT_DELETION_STEPS, DEFAULT_FAITHFULNESS_IMAGES
 from bench.run.folder import METHODS_MARKDOWN
 from bench.run.method_comparison import FIGURE_IMAGES, MethodsFolderError, write_methods_folder
 from bench.scoring.map_methods import DEFAULT_METHODS, METHODS
@@ -31,14 +31,16 @@ def method_names(text: str) -> list[str]:
 def run_methods(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS, split: str | None = None,
                 overwrite: bool = False, figure_images: int = FIGURE_IMAGES, timing_batches: int = 3,
                 score_batch_size: int = 64, log: Callable[[str], None] = print, images: int | None = None,
-                faithfulness_images: int = DEFAULT_FAITHFULNESS_IMAGES) -> Path:
+                faithfulness_images: int = DEFAULT_FAITHFULNESS_IMAGES,
+                deletion_steps: int = DEFAULT_DELETION_STEPS) -> Path:
     """Score ``methods`` on the run in ``run_dir`` into ``run_dir/methods/``, then print ``methods.md``; returns it.
 
     The estimated time is printed first; ``images``: the first N images of the split and of val only;
-    ``faithfulness_images``: the faithfulness metrics on the first N of those (0: none).
+    ``faithfulness_images``: the faithfulness metrics on the first N of those (0: none), deletion and insertion
+    in ``deletion_steps`` equal steps.
     """
     folder = write_methods_folder(run_dir, methods, split, overwrite, figure_images, timing_batches,
                                   score_batch_size, log, images=images, estimate=True,
-                                  faithfulness_images=faithfulness_images)
+                                  faithfulness_images=faithfulness_images, deletion_steps=deletion_steps)
     log((folder / METHODS_MARKDOWN).read_text(encoding="utf-8"))
     return folder

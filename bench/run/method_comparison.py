@@ -58,7 +58,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bench.atomic_files import TEMPORARY_SUFFIX, write_csv_rows, write_text  # noqa: E402
-from bench.config import DEFAULT_FAITHFULNESS_IMAGES, RunConfig, load_config  # noqa: E402
+from bench.config import DEFAULT_DELETION_STEPS, DEFAULT_FAITHFULNESS_IMAGES, RunConfig, load_config  # noqa: E402
 from bench.data.images import check_images  # noqa: E402
 from bench.data.torch_dataset import WsolDataset, collate  # noqa: E402
 from bench.errors import InputError  # noqa: E402
@@ -162,6 +162,13 @@ def check_image_limit(limit: int | None) -> None:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise MethodsFolderError(f"--images {limit!r}: expected a whole number of images >= 1 (the first N images "
                                  f"of the split and of val are scored); leave it out to score every image")
+
+
+def check_deletion_steps(steps: int) -> None:
+    """``--deletion-steps``: an integer >= 1, the equal steps of the deletion and insertion curves."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise MethodsFolderError(f"--deletion-steps {steps!r}: expected a whole number of steps >= 1 (the deletion "
+                                 f"and insertion curves replace 1/N of the pixels a step; default {DEFAULT_DELETION_STEPS})")
 
 
 def check_faithfulness_images(count: int) -> None:
@@ -299,11 +306,13 @@ def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS
                          overwrite: bool = False, figure_images: int = FIGURE_IMAGES, timing_batches: int = 3,
                          score_batch_size: int = 64, log: Callable[[str], None] = print,
                          images: int | None = None, estimate: bool = False,
-                         faithfulness_images: int = DEFAULT_FAITHFULNESS_IMAGES) -> Path:
+                         faithfulness_images: int = DEFAULT_FAITHFULNESS_IMAGES,
+                         deletion_steps: int = DEFAULT_DELETION_STEPS) -> Path:
     """Score ``methods`` on the run in ``run_dir``; write ``run_dir/methods/`` (module docstring). Returns it.
 
     ``images``: score the first N images of the split and of val only (None: all). ``faithfulness_images``:
-    the faithfulness metrics on the first N of the images scored (0: none). ``estimate``: first log
+    the faithfulness metrics on the first N of the images scored (0: none), deletion and insertion in
+    ``deletion_steps`` equal steps. ``estimate``: first log
     what the call will cost (:func:`probe_seconds_per_image`, :func:`probe_faithfulness_seconds`,
     :func:`describe_estimate`). The files are made in ``methods.tmp/``, renamed to ``methods/`` once
     complete and removed on any error.
@@ -311,6 +320,8 @@ def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS
     methods = check_methods(methods)
     check_image_limit(images)
     check_faithfulness_images(faithfulness_images)
+    check_deletion_steps(deletion_steps)
+    metrics = FaithfulnessMetrics.with_steps(deletion_steps)
     check_methods_free(run_dir, overwrite)
     run = load_run(run_dir, split)
     every = every_image(run)
@@ -318,16 +329,16 @@ def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS
     faithful = scored.samples[:faithfulness_images]
     if estimate:
         per_image = probe_seconds_per_image(run, scored.samples, score_batch_size)
-        faithful_seconds = probe_faithfulness_seconds(run, faithful) if faithful else 0.0
+        faithful_seconds = probe_faithfulness_seconds(run, faithful, metrics) if faithful else 0.0
         log(describe_estimate(per_image, methods, scored, every, timing_batches, run.config.eval.batch_size,
-                              faithful_seconds, len(faithful)))
+                              faithful_seconds, len(faithful), metrics))
     final_dir = Path(run_dir) / METHODS_DIR
     building = final_dir.with_name(final_dir.name + TEMPORARY_SUFFIX)
     shutil.rmtree(building, ignore_errors=True)  # a build an earlier kill interrupted
     building.mkdir()
     try:
         _build_methods_folder(run, methods, scored, building, figure_images, timing_batches, score_batch_size, log,
-                              faithful)
+                              faithful, metrics)
         if final_dir.exists():
             shutil.rmtree(final_dir)  # overwrite was asked for (checked above)
         building.rename(final_dir)
@@ -424,7 +435,8 @@ def _about(seconds: float) -> str:
 
 def describe_estimate(per_image: dict[str, float], methods: Sequence[str], scored: ScoredImages,
                       every_image: ScoredImages, timing_batches: int, batch_size: int,
-                      faithful_seconds: float = 0.0, faithful_images: int = 0) -> str:
+                      faithful_seconds: float = 0.0, faithful_images: int = 0,
+                      metrics: FaithfulnessMetrics = FaithfulnessMetrics()) -> str:
     """What the call will cost, method by method, how that was estimated, and what the full call would cost.
 
     ``per_image``: :func:`probe_seconds_per_image`; ``every_image``: the run's images without ``--images``;
@@ -449,7 +461,7 @@ def describe_estimate(per_image: dict[str, float], methods: Sequence[str], score
         lines.append(f"  of which the faithfulness metrics on the first {faithful_images} {scored.split} images: "
                      f"{_about(sum(faithfulness(n) for n in methods))}, "
                      f"{_duration(faithful_seconds)} per image and method (all of them, timed on one image with "
-                     f"its CAM: {FaithfulnessMetrics().forward_passes()} forward passes and ROAD's imputations) "
+                     f"its CAM: {metrics.forward_passes()} forward passes and ROAD's imputations) "
                      f"plus the method's map")
     others = [name for name in METHODS if name not in methods]
     every = sum(per_image[name] * images_seen(every_image, timing_batches, batch_size) + faithfulness(name)
@@ -465,15 +477,16 @@ def describe_estimate(per_image: dict[str, float], methods: Sequence[str], score
 
 def _build_methods_folder(run: MethodsRun, methods: Sequence[str], scored: ScoredImages, out_dir: Path,
                           figure_images: int, timing_batches: int, score_batch_size: int,
-                          log: Callable[[str], None], faithful: Sequence = ()) -> None:
+                          log: Callable[[str], None], faithful: Sequence = (),
+                          metrics: FaithfulnessMetrics = FaithfulnessMetrics()) -> None:
     """Score and time every method; write the table, the figure and the per-image rows into ``out_dir``.
 
-    ``faithful``: the images the faithfulness metrics score (the first of the split's; none: NaN columns).
+    ``faithful``: the images the faithfulness metrics score (the first of the split's; none: NaN columns),
+    with ``metrics``.
     """
     config = run.config
     samples, val_samples = scored.samples, scored.val_samples
     makers = {name: map_method(name, run.network, score_batch_size) for name in methods}
-    metrics = FaithfulnessMetrics()
     rows, galleries, pointing_rule = {}, {}, ""
     for name in methods:
         log(f"{name}: scoring {len(samples)} {config.eval.split} images"

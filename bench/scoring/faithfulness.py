@@ -79,6 +79,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget
 from torch import nn
 from torchvision.transforms.functional import gaussian_blur
 
+from bench.config import DEFAULT_DELETION_STEPS
 from bench.scoring.map_checks import check_map, relu_minmax
 
 # The per-image values every metric gives (faithfulness_<method>.csv) and the summary of each (methods.csv).
@@ -149,7 +150,7 @@ def curve_auc(probabilities: np.ndarray, fractions: np.ndarray) -> np.ndarray:
 class _CausalMetric:
     """Deletion or insertion (module docstring): ``steps`` equal steps, the area under the probability curve."""
 
-    steps: int = 16
+    steps: int = DEFAULT_DELETION_STEPS
     batch_size: int = 64  # images per forward pass
 
     def __post_init__(self) -> None:
@@ -293,6 +294,11 @@ class FaithfulnessMetrics:
     def describe(self) -> str:
         return "; ".join(metric.describe() for metric in (self.deletion, self.insertion, self.confidence,
                                                            self.road_morf, self.road_lerf))
+
+    @classmethod
+    def with_steps(cls, steps: int) -> "FaithfulnessMetrics":
+        """The metrics with deletion and insertion in ``steps`` equal steps (``bench methods --deletion-steps``)."""
+        return cls(deletion=Deletion(steps), insertion=Insertion(steps))
 
     def forward_passes(self) -> int:
         """Forward passes per image: the probability, deletion and insertion, the masked image, ROAD's two orders."""

@@ -93,4 +93,6 @@ METHOD_COLUMNS = columns(("top1_cls_error", "top1_loc_error", "top5_loc_error", 
 } | columns(("pointing_game", "energy_pointing_game", "deletion_auc", "insertion_auc", "average_drop",
              "average_increase", "road_morf", "road_lerf", "ms_per_image", "overhead"))  # methods.csv / methods.md
 STUDY_METHOD_COLUMNS = columns(("top1_loc_error", "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2",
-                                "pxap", "top1_loc_error_val_tau", "ms_per_image", "overhead"))  # methods_table.*
+                                "pxap", "top1_loc_error_val_tau", "pointing_game", "energy_pointing_game",
+                                "deletion_auc", "insertion_auc", "average_drop", "average_increase", "road_morf",
+                                "road_lerf", "ms_per_image", "overhead"))  # methods_table.*: methods.csv's, but tau

@@ -3,7 +3,10 @@
 ``methods_table.csv`` / ``methods_table.md`` hold one row per setting (every
 grid key but ``seed``, e.g. the pooling) and method, each column of
 :data:`METHOD_COLUMNS` as its mean over seeds, read from each run's
-``methods/methods.csv`` (:mod:`bench.run.method_comparison`).
+``methods/methods.csv`` (:mod:`bench.run.method_comparison`): localization,
+the pointing game and the faithfulness metrics side by side, as ``bench
+methods`` writes them, the faithfulness columns over the first
+``faithfulness_images`` images of each run (said under the table).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pandas as pd
 from bench.atomic_files import atomic_path, write_text
 from bench.config import RunConfig, StudyConfig
 from bench.run.folder import METHODS_DIR, METHODS_TABLE
-from bench.scoring.metric_names import STUDY_METHOD_COLUMNS
+from bench.scoring.metric_names import METRICS, STUDY_METHOD_COLUMNS
 from bench.study.results import config_value
 
 METHOD_COLUMNS = STUDY_METHOD_COLUMNS
@@ -54,12 +57,13 @@ def ensure_methods(config: RunConfig, methods: Sequence[str], log: Callable[[str
 def write_methods_tables(study: StudyConfig, finished: list[RunConfig], folder: Path) -> str:
     """``methods_table.csv`` and ``.md`` from the runs' ``methods.csv`` (runs without one are left out); the md."""
     keys = [key for key, _ in study.grid if key != "seed"]
-    records = []
+    records, faithful = [], set()
     for config in finished:
         for method, row in read_methods_table(config.run_dir).items():
             if method in study.methods:
                 records.append({**{key: config_value(config, key) for key in keys}, "method": method,
                                 **{column: row.get(column, float("nan")) for column in METHOD_COLUMNS}})
+                faithful.add(int(row.get("faithfulness_images", 0)))
     if not records:
         return ""
     frame = pd.DataFrame.from_records(records)
@@ -75,9 +79,12 @@ def write_methods_tables(study: StudyConfig, finished: list[RunConfig], folder: 
              "| " + " | ".join(header) + " |", "|" + "---|" * len(keys) + "---|---:|" + "---:|" * len(METHOD_COLUMNS)]
     for record in table.to_dict("records"):
         cells = [str(record[key]) for key in [*keys, "method", "seeds"]]
-        cells += ["-" if pd.isna(record[c]) else f"{record[c]:.3f}" if c in ("mean_iou", "overhead")
-                  else f"{record[c]:.2f}" for c in METHOD_COLUMNS]
+        cells += ["-" if pd.isna(record[c]) else f"{record[c]:.{METRICS[c].digits}f}" for c in METHOD_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
+    counts = " or ".join(str(count) for count in sorted(faithful))
+    lines += ["", f"Pointing game: every scored image. Faithfulness columns (deletion ... ROAD LeRF): the first "
+              f"{counts} images of each run's split (`bench methods --faithfulness-images`; 0: not scored, -). "
+              f"Each column is defined in docs/methods.md."]
     markdown = "\n".join(lines) + "\n"
     write_text(folder / f"{TABLE_STEM}.md", markdown)
     return markdown
