@@ -152,6 +152,13 @@ def methods_run(tiny_run, tmp_path_factory):
     return run_dir
 
 
+def copy_without_methods(run_dir, tmp_path):
+    """A copy of the finished run ``run_dir`` in ``tmp_path / "run"`` without its ``methods/``: a run not scored yet."""
+    fresh = tmp_path / "run"
+    shutil.copytree(run_dir, fresh, ignore=shutil.ignore_patterns("methods"))
+    return fresh
+
+
 def read_rows(run_dir):
     with (run_dir / "methods" / "methods.csv").open() as handle:
         return {row.pop("method"): {key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)}
@@ -224,8 +231,7 @@ def test_methods_refuses_to_overwrite_bad_names_and_missing_runs(methods_run, tm
     assert "--overwrite" in capsys.readouterr().err
     assert (methods_run / "methods" / "methods.csv").read_text() == before
 
-    fresh = tmp_path / "run"
-    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    fresh = copy_without_methods(methods_run, tmp_path)
     assert main(["methods", str(fresh), "--methods", "cam,gradcamm"]) == 2
     assert "'gradcamm'" in capsys.readouterr().err and not (fresh / "methods").exists()
     assert main(["methods", str(tmp_path / "nowhere")]) == 2
@@ -374,8 +380,7 @@ def test_a_study_scores_again_a_methods_folder_made_on_the_first_images(first_im
 
 def test_no_faithfulness_images_leaves_the_columns_empty_and_a_bad_count_is_refused(methods_run, tmp_path,
                                                                                      capsys):
-    fresh = tmp_path / "run"
-    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    fresh = copy_without_methods(methods_run, tmp_path)
     assert main(["methods", str(fresh), "--faithfulness-images", "-1"]) == 2
     assert "--faithfulness-images -1: expected a whole number of images >= 0" in capsys.readouterr().err
     assert not (fresh / "methods").exists()
@@ -389,8 +394,7 @@ def test_no_faithfulness_images_leaves_the_columns_empty_and_a_bad_count_is_refu
 
 
 def test_deletion_steps_sets_both_curves_the_estimate_and_the_protocol_line(methods_run, tmp_path, capsys):
-    fresh = tmp_path / "run"
-    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    fresh = copy_without_methods(methods_run, tmp_path)
     assert main(["methods", str(fresh), "--deletion-steps", "0"]) == 2
     assert "--deletion-steps 0: expected a whole number of steps >= 1" in capsys.readouterr().err
     assert not (fresh / "methods").exists()
@@ -405,8 +409,7 @@ def test_deletion_steps_sets_both_curves_the_estimate_and_the_protocol_line(meth
 
 @pytest.mark.parametrize("value", ["0", "-3"])
 def test_images_below_one_is_refused_naming_the_option(methods_run, tmp_path, capsys, value):
-    fresh = tmp_path / "run"
-    shutil.copytree(methods_run, fresh, ignore=shutil.ignore_patterns("methods"))
+    fresh = copy_without_methods(methods_run, tmp_path)
     assert main(["methods", str(fresh), "--images", value]) == 2
     error = capsys.readouterr().err
     assert f"--images {value}: expected a whole number of images >= 1" in error

@@ -24,6 +24,7 @@ from bench.study.ray_executor import (
     KILL_HOOK,
     MARKER_FILE,
     RayExecutor,
+    RayStartError,
     RunResources,
     SharedFolderError,
     check_feasible,
@@ -32,6 +33,7 @@ from bench.study.ray_executor import (
     default_resources,
     marker_path,
     parse_resources,
+    start_ray,
     task_num_workers,
     task_threads,
     torchrun_was_killed,
@@ -412,3 +414,30 @@ study:
     messages.clear()
     run_search(study, trials, log=messages.append)  # sequential now: everything is reused
     assert "(2 of 2 finished and reused)" in messages[0] and not any("training tiny_cnn" in m for m in messages)
+
+
+@needs_ray
+def test_a_ray_that_cannot_start_is_one_line_with_the_way_out(monkeypatch, capsys):
+    import ray
+
+    from bench.commands.cli import describe_failure
+
+    def timed_out(**options):
+        assert options == {"address": None, "include_dashboard": False}  # local: no dashboard
+        raise Exception("The current node timed out during startup.")  # what Ray said on a loaded machine
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "init", timed_out)
+    with pytest.raises(RayStartError) as caught:
+        start_ray(None)
+    line = describe_failure(caught.value)
+    assert line.startswith("could not start a local Ray on this machine (Exception: The current node timed out")
+    assert "nothing of the study ran" in line and "ray start --head" in line and "RAY_ADDRESS=auto" in line
+
+    def unreachable(**options):
+        assert options == {"address": "10.0.0.9:6379"}  # a cluster: its own dashboard
+        raise ConnectionError("no Ray at 10.0.0.9:6379")
+
+    monkeypatch.setattr(ray, "init", unreachable)
+    with pytest.raises(RayStartError, match=r"could not reach the Ray cluster at 10.0.0.9:6379 \(ConnectionError"):
+        start_ray("10.0.0.9:6379")

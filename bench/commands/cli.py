@@ -393,10 +393,11 @@ def _data(config) -> int:
 def describe_failure(error: BaseException) -> str | None:
     """One clear line for the failures a user can act on (NaN loss, disk, memory); None for a real bug."""
     from bench.atomic_files import DiskFullError
+    from bench.study.ray_executor import RayStartError
     from bench.study.runner import RunsFailedError
     from bench.training.loop import NonFiniteLossError
 
-    if isinstance(error, (NonFiniteLossError, DiskFullError, RunsFailedError)):
+    if isinstance(error, (NonFiniteLossError, DiskFullError, RunsFailedError, RayStartError)):
         return str(error)
     import torch
 

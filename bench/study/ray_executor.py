@@ -64,6 +64,30 @@ class SharedFolderError(StudyError):
     """A Ray worker cannot see the study folder the driver wrote (no shared filesystem)."""
 
 
+class RayStartError(RuntimeError):
+    """``ray.init`` failed (a local Ray that timed out starting, a cluster not reachable): nothing of the study ran."""
+
+
+def start_ray(address: str | None) -> None:
+    """``ray.init`` for a study: a local Ray without its dashboard, or the cluster at ``address`` / $RAY_ADDRESS.
+
+    Its failure becomes one :class:`RayStartError` line that says what to do (exit code 1): a local Ray can time out
+    starting on a loaded machine ("node timed out during startup"), which retrying or a Ray started by hand fixes.
+    """
+    import ray
+
+    where = address or os.environ.get("RAY_ADDRESS")
+    try:
+        ray.init(address=address, **({} if where else {"include_dashboard": False}))
+    except Exception as error:  # noqa: BLE001 - whatever Ray raised, said in one line with the way out
+        what = f"reach the Ray cluster at {where}" if where else "start a local Ray on this machine"
+        hint = ("check that the cluster is up (ray status) and the address" if where else
+                "a loaded machine can make it time out: run again when the load falls, or start Ray yourself "
+                "(ray start --head) and pass RAY_ADDRESS=auto")
+        raise RayStartError(f"could not {what} ({type(error).__name__}: {error}); nothing of the study ran; "
+                            f"{hint}") from error
+
+
 @dataclass(frozen=True)
 class RunResources:
     """What each run's Ray task asks for (``--run-resources cpu=N,gpu=G``): CPUs and GPUs.
@@ -150,8 +174,7 @@ class RayExecutor:
 
         started_here = not ray.is_initialized()
         if started_here:
-            options = {} if self.address or os.environ.get("RAY_ADDRESS") else {"include_dashboard": False}
-            ray.init(address=self.address, **options)
+            start_ray(self.address)
         study = dataclasses.replace(study, results_dir=str(Path(study.results_dir).resolve()))  # workers' cwd differs
         token = secrets.token_hex(8)
         marker = marker_path(study.study_dir, token)  # one per driver: a second driver never removes ours
