@@ -10,8 +10,9 @@ before one is raised (or what was written is removed).
 The command line maps every :class:`InputError` to exit code 2 with that one
 message and no traceback, for every command, in one place
 (:func:`bench.commands.cli.main`). Failures that are not the input's fault
-but that the user can act on (a NaN loss, a full disk, out of memory) exit 1
-with one line; anything else is a bug and keeps its traceback.
+but that the user can act on (a NaN loss, a full disk, out of memory, a Ray that
+does not start) exit 1 with one line; anything else is a bug and keeps its
+traceback.
 
 Each subclass also keeps the built-in type it has always been
 (``class ConfigError(InputError, ValueError)``), so ``except ValueError`` or

@@ -118,7 +118,8 @@ def test_a_real_process_exits_2_with_one_line_and_no_traceback(tmp_path):
 
 
 # The exceptions of the package that are not the input's fault: exit 1 with one line, or a bug's traceback.
-NOT_INPUT_ERRORS = {"NonFiniteLossError", "DiskFullError", "RunsFailedError", "BrowserError", "RankDiedError"}
+NOT_INPUT_ERRORS = {"NonFiniteLossError", "DiskFullError", "RunsFailedError", "BrowserError", "RankDiedError",
+                    "RayStartError"}
 
 
 def package_exceptions() -> dict[str, type]:
