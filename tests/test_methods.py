@@ -9,6 +9,7 @@ import math
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from helpers import TINY_CONFIG
@@ -168,8 +169,17 @@ def test_methods_writes_one_row_per_method_and_the_cam_row_is_the_run_itself(met
     folder = methods_run / "methods"
     assert {path.name for path in folder.iterdir()} == {
         "methods.csv", "methods.md", "methods.png", "predictions_cam.csv", "predictions_gradcam.csv",
-        "predictions_scorecam.csv", "faithfulness_cam.csv", "faithfulness_gradcam.csv", "faithfulness_scorecam.csv"}
+        "predictions_scorecam.csv", "faithfulness_cam.csv", "faithfulness_gradcam.csv", "faithfulness_scorecam.csv",
+        "pointing_cam.csv", "pointing_gradcam.csv", "pointing_scorecam.csv"}
     rows = read_rows(methods_run)
+    # The pointing rows per image give the table's numbers: hit rate per class, averaged; the mean energy share.
+    for name in ("cam", "scorecam"):
+        pointing = pd.read_csv(folder / f"pointing_{name}.csv")
+        with (folder / f"predictions_{name}.csv").open() as handle:
+            assert list(pointing["image_id"]) == [row["image_id"] for row in csv.DictReader(handle)]
+        assert set(pointing["hit"]) <= {0, 1}
+        assert rows[name]["pointing_game"] == pytest.approx(100 * pointing.groupby("gt_class")["hit"].mean().mean())
+        assert rows[name]["energy_pointing_game"] == pytest.approx(100 * pointing["energy_share"].mean(), abs=1e-3)
     assert list(rows) == ["cam", "gradcam", "scorecam"]
     metrics = json.loads((methods_run / "metrics.json").read_text())
     cam = rows["cam"]

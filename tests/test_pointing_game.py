@@ -103,3 +103,4 @@ def test_a_map_with_no_positive_value_still_points_and_counts_zero_energy():
     assert scores["energy_pointing_game"] == pytest.approx(100 * (0.0 + 1.6 / 1.8) / 2)
     assert scores["pointing_game"] == pytest.approx(100.0)
     assert meter.describe().endswith("; 1 map(s) with no positive value, share 0")
+    assert meter.images == [("n", 0, True, 0.0), ("?", 1, True, pytest.approx(1.6 / 1.8))]  # per image, in order

@@ -51,6 +51,8 @@ METHODS_FIGURE = "methods.png"  # the same images, one column per method
 METHOD_PREDICTIONS = "predictions_{method}.csv"  # each method's per-image rows (bench.scoring.image_rows.PREDICTION_COLUMNS)
 # Each method's per-image faithfulness values (bench.scoring.faithfulness.IMAGE_VALUES) on the first images.
 METHOD_FAITHFULNESS = "faithfulness_{method}.csv"
+# Each method's pointing game per image (bench.scoring.pointing_game.PointingMeter.images), every scored image.
+METHOD_POINTING = "pointing_{method}.csv"
 
 
 def _process_alive(pid: int) -> bool:

@@ -29,6 +29,9 @@ replaced with ``overwrite``:
 * ``methods.png``: the first images of the split, one column per method
   (top-1 class map normalized as evaluated, GT boxes green, predicted box red);
 * ``predictions_<method>.csv``: each method's per-image rows;
+* ``pointing_<method>.csv``: each method's pointing game per image (GT
+  class, hit 0/1, energy share), every scored image: paired differences
+  between methods come from these;
 * ``faithfulness_<method>.csv``: each method's faithfulness values per image
   (:data:`bench.scoring.faithfulness.IMAGE_VALUES`), on the first images.
 
@@ -70,6 +73,7 @@ from bench.run.folder import (
     COMPLETE,
     CONFIG_FILE,
     METHOD_FAITHFULNESS,
+    METHOD_POINTING,
     METHOD_PREDICTIONS,
     METHODS_DIR,
     METHODS_FIGURE,
@@ -222,7 +226,7 @@ def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: 
     """Method ``name`` (its map maker ``method``, :func:`bench.scoring.map_methods.map_method`) through the run's evaluation.
 
     Returns its row of ``methods.csv`` (no timing), its figure items and the pointing game's protocol line;
-    writes its per-image rows to ``out_dir``.
+    writes its per-image rows (predictions, pointing) to ``out_dir``.
     """
     config = run.config
     eval_config = dataclasses.replace(config.eval, gallery_size=figure_images)
@@ -238,6 +242,8 @@ def score_method(run: MethodsRun, name: str, method: MapMethod | None, samples: 
         if val_samples:
             sweep_split(run.network, _loader(run, val_samples), val_samples, eval_config, run.device, val_sweep,
                         method)
+    write_csv_rows(out_dir / METHOD_POINTING.format(method=name), ["image_id", "gt_class", "hit", "energy_share"],
+                   ([image_id, label, int(hit), f"{share:.6g}"] for image_id, label, hit, share in pointing.images))
     summary = sweep_summary(sweep.boxes, sweep.pixels, val_sweep.boxes if val_samples else None,
                             config.eval.split, config.eval.normalization, protocol)
     calibrated = summary.get("calibrated", {})

@@ -106,7 +106,8 @@ class PointingMeter:
 
     ``update`` takes one image's raw map in the evaluated frame, its class, its
     ground-truth boxes in that frame and its object mask (None: the boxes are
-    the object), as the module docstring defines them.
+    the object), as the module docstring defines them. ``images`` keeps each
+    image's ``(image_id, class, hit, energy share)``, in the order scored.
     """
 
     def __init__(self, tolerance_fraction: float = TOLERANCE_FRACTION) -> None:
@@ -117,6 +118,7 @@ class PointingMeter:
         self.masked = 0  # images whose object was a mask (the others: their boxes)
         self.no_energy = 0  # maps with no positive value: energy share 0
         self.sizes: set[tuple[int, int]] = set()
+        self.images: list[tuple[str, int, bool, float]] = []  # per image: (image_id, class, hit, energy share)
 
     def update(self, score_map: np.ndarray, label: int, gt_boxes: np.ndarray, object_mask: np.ndarray | None,
                image_id: str = "?") -> bool:
@@ -137,6 +139,7 @@ class PointingMeter:
         self.shares.append(share)
         self.masked += object_mask is not None
         self.sizes.add(size)
+        self.images.append((image_id, int(label), bool(hit), share))
         return hit
 
     def compute(self) -> dict[str, float]:
