@@ -1,5 +1,6 @@
 """Searches (study.search): draws, strict study files, the trial / choice / final-run phases, diverged trials."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,7 @@ from bench.commands.cli import main
 from bench.config import ConfigError, Distribution, SearchConfig, load_config, load_study, search_final_runs
 from bench.run.folder import FAILED, MANIFEST_FILE
 from bench.study.results import StudyError
-from bench.study.search import DIVERGED, TrialOutcome, choose, read_trial
+from bench.study.search import DIVERGED, TrialOutcome, choose, other_choice, read_trial, search_markdown
 
 
 class FixedDraws:
@@ -145,6 +146,22 @@ def test_choice_is_the_best_scored_trial_ties_to_the_lower_number_diverged_ranke
     assert (chosen["gap"].trial, chosen["gmp"].trial) == (1, 1)
     with pytest.raises(StudyError, match="no trial of model.pooling=gmp has a val score"):
         choose(study, outcomes[:3] + [outcome("gmp", 0, None, DIVERGED)])
+
+
+def test_the_search_page_says_which_trial_the_other_metric_would_choose(tmp_path, tiny_data_dir):
+    # MaxBoxAccV2 picks trial 2 (the weak classifier), top-1 loc trial 0; a tie on top-1 loc goes to the lower trial.
+    study, _ = load_study(write_search(tmp_path, tiny_data_dir))
+    outcomes = [dataclasses.replace(outcome("gap", t, v2), max_box_acc_v2=v2, top1_loc=loc)
+                for t, v2, loc in ((0, 56.7, 39.6), (1, 53.5, 34.2), (2, 59.0, 22.5))]
+    outcomes += [dataclasses.replace(outcome("gmp", t, v2), max_box_acc_v2=v2, top1_loc=loc)
+                 for t, v2, loc in ((0, 53.6, 34.6), (1, 55.6, 34.6))]
+    chosen = choose(study, outcomes)
+    assert other_choice(study, outcomes, "gap").trial == 0 and other_choice(study, outcomes, "gmp").trial == 0
+    page = search_markdown(study, outcomes, chosen)
+    assert "| chosen values | val top-1 loc (%) would choose |" in page
+    assert "| 2 | 59.00 | train.lr=2 | trial 0 |" in page and "| 1 | 55.60 | train.lr=1 | trial 0 |" in page
+    same = [dataclasses.replace(o, top1_loc=50.0 if o.trial == 2 else 1.0) for o in outcomes if o.arm == "gap"]
+    assert "| 2 | 59.00 | train.lr=2 | trial 2 (the same) |" in search_markdown(study, same, choose(study, same + outcomes[3:]))
 
 
 def test_a_trial_stopped_by_a_non_finite_loss_is_read_as_diverged(tmp_path, tiny_data_dir):

@@ -213,10 +213,19 @@ def _value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def other_choice(study: StudyConfig, outcomes: list[TrialOutcome], arm: Any) -> TrialOutcome | None:
+    """The trial of ``arm`` the *other* selection metric would choose (same rule: best, ties to the lower
+    trial number), None without a scored trial: how much the choice depends on the metric, said beside it."""
+    other = "top1_loc" if study.search.metric == "max_box_acc_v2" else "max_box_acc_v2"
+    scored = [o for o in outcomes if o.arm == arm and getattr(o, other) is not None]
+    return max(scored, key=lambda o: (getattr(o, other), -o.trial)) if scored else None
+
+
 def search_markdown(study: StudyConfig, outcomes: list[TrialOutcome], chosen: dict[Any, TrialOutcome]) -> str:
-    """The search in words and tables: budget, spaces, each arm's trials and its choice."""
+    """The search in words and tables: budget, spaces, each arm's trials, its choice and the other metric's."""
     search = study.search
     metric = METRIC_LABELS[search.metric]
+    other = next(label for key, label in METRIC_LABELS.items() if key != search.metric)
     finished = sum(o.finished for o in outcomes)
     lines = [f"# Search: {study.name}", "",
              f"{search.trials} trial(s) for every value of {study.compare_key} (the reference "
@@ -225,16 +234,20 @@ def search_markdown(study: StudyConfig, outcomes: list[TrialOutcome], chosen: di
              f"(ties: the lower trial number). {finished} of {len(outcomes)} trials finished. The final runs "
              f"(seeds {', '.join(str(s) for s in dict(study.grid).get('seed', ()))}) use each arm's choice and are "
              "the only runs scored on test.", "",
-             "| arm | searched | trials scored | diverged | chosen trial | " + metric + " | chosen values |",
-             "|---|---|---|---|---|---|---|"]
+             "| arm | searched | trials scored | diverged | chosen trial | " + metric + " | chosen values | "
+             f"{other} would choose |",
+             "|---|---|---|---|---|---|---|---|"]
     for arm in dict(study.grid)[study.compare_key]:
         own = [o for o in outcomes if o.arm == arm]
         spaces = "; ".join(f"{key}: {d.describe()}" for key, d in search.space_of(arm)) or "nothing"
         pick = chosen.get(arm)
         values = ", ".join(f"{k}={_value(v)}" for k, v in pick.values.items()) if pick else "(pending)"
+        alternative = other_choice(study, outcomes, arm) if pick else None
+        instead = "" if alternative is None else f"trial {alternative.trial}" + (" (the same)" if alternative is pick
+                                                                                  else "")
         lines.append(f"| {value_label(arm)} | {spaces} | {sum(o.metric is not None for o in own)} / {len(own)} | "
                      f"{sum(o.state == DIVERGED for o in own)} | {pick.trial if pick else ''} | "
-                     f"{_number(pick.metric) if pick else ''} | {values} |")
+                     f"{_number(pick.metric) if pick else ''} | {values} | {instead} |")
     keys = list(dict.fromkeys(key for o in outcomes for key in o.values))
     lines += ["", "## Trials", "", "| " + " | ".join(trial_columns(keys)) + " |",
               "|" + "---|" * len(trial_columns(keys))]
