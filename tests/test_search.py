@@ -10,7 +10,7 @@ from helpers import REPO, TINY_CONFIG, read_rows
 from bench.commands.cli import main
 from bench.config import ConfigError, Distribution, SearchConfig, load_config, load_study, search_final_runs
 from bench.run.folder import FAILED, MANIFEST_FILE
-from bench.study.results import StudyError
+from bench.study.results import StudyError, value_label
 from bench.study.search import DIVERGED, TrialOutcome, choose, other_choice, read_trial, search_markdown
 
 
@@ -146,6 +146,8 @@ def test_choice_is_the_best_scored_trial_ties_to_the_lower_number_diverged_ranke
     assert (chosen["gap"].trial, chosen["gmp"].trial) == (1, 1)
     with pytest.raises(StudyError, match="no trial of model.pooling=gmp has a val score"):
         choose(study, outcomes[:3] + [outcome("gmp", 0, None, DIVERGED)])
+    # A report while GMP's trials still train chooses for GAP only (it stopped on GMP's missing score before).
+    assert list(choose(study, outcomes[:3] + [outcome("gmp", 0, None, "missing")], {"gap"})) == ["gap"]
 
 
 def test_the_search_page_says_which_trial_the_other_metric_would_choose(tmp_path, tiny_data_dir):
@@ -212,3 +214,8 @@ def test_a_search_runs_trials_chooses_on_val_then_scores_final_runs_on_test_and_
     assert "(4 of 4 finished and reused)" in out and "4 runs (4 finished and reused)" in out
     assert "training tiny_cnn" not in out
     assert main(["report", str(path)]) == 0
+
+
+def test_arms_are_labelled_as_their_papers_write_them():
+    assert [value_label(v) for v in ("gap", "cam", "has", "adl", "cutmix", "acol", "spg", 0.05)] == [
+        "GAP", "CAM", "HaS", "ADL", "CutMix", "ACoL", "SPG", "0.05"]

@@ -161,9 +161,13 @@ def axis_name(study: StudyConfig) -> str:
     return study.compare_key.rsplit(".", 1)[-1]
 
 
+# The WSOL methods as their papers write them; every other value is shown upper-cased (gap -> GAP, adl -> ADL).
+WRITTEN_AS = {"has": "HaS", "cutmix": "CutMix", "acol": "ACoL"}
+
+
 def value_label(value) -> str:
-    """A value of the compared key as labels show it (``GAP``, ``CAM``, ``0.05``); ``GAP - X`` uses it too."""
-    return str(value).upper()
+    """A value of the compared key as labels show it (``GAP``, ``CAM``, ``CutMix``, ``0.05``); ``GAP - X`` too."""
+    return WRITTEN_AS.get(str(value), str(value).upper())
 
 
 def ordered_values(study: StudyConfig, values) -> list:

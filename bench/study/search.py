@@ -21,7 +21,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import matplotlib
 
@@ -105,13 +105,17 @@ def arm_of(study: StudyConfig, config: RunConfig) -> Any:
     return next(arm for arm in arms if str(arm) == written)
 
 
-def choose(study: StudyConfig, outcomes: list[TrialOutcome]) -> dict[Any, TrialOutcome]:
+def choose(study: StudyConfig, outcomes: list[TrialOutcome], arms: Collection[Any] | None = None
+           ) -> dict[Any, TrialOutcome]:
     """Each arm's chosen trial: the best ``search.metric`` among its scored trials, ties to the lower trial number.
 
-    :class:`StudyError` when an arm has no scored trial (all diverged, or none finished).
+    ``arms``: only these (default: every arm of the grid). :class:`StudyError` when an arm has no scored trial
+    (all diverged, or none finished).
     """
     chosen = {}
     for arm in dict(study.grid)[study.compare_key]:
+        if arms is not None and arm not in arms:
+            continue
         scored = [o for o in outcomes if o.arm == arm and o.metric is not None]
         if not scored:
             states = ", ".join(f"{o.name}: {o.state}" for o in outcomes if o.arm == arm)
@@ -178,7 +182,7 @@ def write_search_report(study: StudyConfig, trials: list[RunConfig],
     finished_arms = {o.arm for o in outcomes} - {o.arm for o in outcomes if not o.finished}
     chosen = {}
     if all(any(o.metric is not None for o in outcomes if o.arm == arm) for arm in finished_arms):
-        chosen = {arm: o for arm, o in choose(study, outcomes).items() if arm in finished_arms}
+        chosen = choose(study, outcomes, finished_arms)  # an arm still training has no choice yet
     write_csv_rows(folder / CHOSEN_FILE, ["arm", "trial", "run", study.search.metric, *keys],
                    [[value_label(arm), o.trial, o.name, _number(o.metric), *(_value(o.values.get(k)) for k in keys)]
                     for arm, o in chosen.items()])
