@@ -168,11 +168,14 @@ def check_image_limit(limit: int | None) -> None:
                                  f"of the split and of val are scored); leave it out to score every image")
 
 
-def check_deletion_steps(steps: int) -> None:
-    """``--deletion-steps``: an integer >= 1, the equal steps of the deletion and insertion curves."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise MethodsFolderError(f"--deletion-steps {steps!r}: expected a whole number of steps >= 1 (the deletion "
-                                 f"and insertion curves replace 1/N of the pixels a step; default {DEFAULT_DELETION_STEPS})")
+def faithfulness_metrics(deletion_steps: int) -> FaithfulnessMetrics:
+    """The metrics for ``--deletion-steps``; the metrics' own check of the steps, named as the option."""
+    try:
+        return FaithfulnessMetrics.with_steps(deletion_steps)
+    except ValueError as error:
+        raise MethodsFolderError(f"--deletion-steps {deletion_steps!r}: expected a whole number of steps >= 1 (the "
+                                 f"deletion and insertion curves replace 1/N of the pixels a step; default "
+                                 f"{DEFAULT_DELETION_STEPS})") from error
 
 
 def check_faithfulness_images(count: int) -> None:
@@ -326,8 +329,7 @@ def write_methods_folder(run_dir: Path, methods: Sequence[str] = DEFAULT_METHODS
     methods = check_methods(methods)
     check_image_limit(images)
     check_faithfulness_images(faithfulness_images)
-    check_deletion_steps(deletion_steps)
-    metrics = FaithfulnessMetrics.with_steps(deletion_steps)
+    metrics = faithfulness_metrics(deletion_steps)
     check_methods_free(run_dir, overwrite)
     run = load_run(run_dir, split)
     every = every_image(run)

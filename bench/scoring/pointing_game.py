@@ -112,9 +112,6 @@ class PointingMeter:
 
     def __init__(self, tolerance_fraction: float = TOLERANCE_FRACTION) -> None:
         self.tolerance_fraction = tolerance_fraction
-        self.hits: dict[int, int] = defaultdict(int)  # per class
-        self.counts: dict[int, int] = defaultdict(int)
-        self.shares: list[float] = []
         self.masked = 0  # images whose object was a mask (the others: their boxes)
         self.no_energy = 0  # maps with no positive value: energy share 0
         self.sizes: set[tuple[int, int]] = set()
@@ -134,9 +131,6 @@ class PointingMeter:
                            tolerance_pixels(size, self.tolerance_fraction))
         share = energy_share(checked, inside, image_id)
         self.no_energy += bool(checked.max() <= 0)
-        self.hits[int(label)] += int(hit)
-        self.counts[int(label)] += 1
-        self.shares.append(share)
         self.masked += object_mask is not None
         self.sizes.add(size)
         self.images.append((image_id, int(label), bool(hit), share))
@@ -144,22 +138,24 @@ class PointingMeter:
 
     def compute(self) -> dict[str, float]:
         """``pointing_game``: mean over classes of the hit rate (%); ``energy_pointing_game``: mean share (%)."""
-        if not self.counts:
+        if not self.images:
             return {"pointing_game": float("nan"), "energy_pointing_game": float("nan")}
-        rates = [self.hits[label] / count for label, count in self.counts.items()]
-        return {"pointing_game": 100.0 * float(np.mean(rates)),
-                "energy_pointing_game": 100.0 * float(np.mean(self.shares))}
+        hits = defaultdict(list)  # per class
+        for _, label, hit, _ in self.images:
+            hits[label].append(hit)
+        return {"pointing_game": 100.0 * float(np.mean([np.mean(rows) for rows in hits.values()])),
+                "energy_pointing_game": 100.0 * float(np.mean([share for *_, share in self.images]))}
 
     def describe(self) -> str:
         """The protocol beside the numbers, e.g. '... tolerance 4.8 px (3 % of the 160-px longest side) ...'."""
         sides = sorted({max(size) for size in self.sizes})
         frame = (f"{sides[0]}-px longest side, {tolerance_pixels((sides[0], sides[0]), self.tolerance_fraction):g} px"
                  if len(sides) == 1 else "each frame's longest side")
-        images = sum(self.counts.values())
+        images, classes = len(self.images), len({label for _, label, _, _ in self.images})
         on = ("masks" if self.masked == images else "boxes" if self.masked == 0
               else f"masks ({self.masked} images), else boxes")
         none = (f"; {self.no_energy} map(s) with no positive value, share 0" if self.no_energy else "")
         return (f"pointing game: the GT-class map's maximum within {100 * self.tolerance_fraction:g} % of the "
                 f"{frame} (TorchRay's 15 px at VOC's 500 px) of the object ({on}), hit rate averaged over "
-                f"{len(self.counts)} class(es); energy pointing game: share of the map's energy (ReLU, min-max) in "
+                f"{classes} class(es); energy pointing game: share of the map's energy (ReLU, min-max) in "
                 f"the GT boxes, mean over {images} images{none}")

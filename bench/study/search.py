@@ -121,8 +121,13 @@ def choose(study: StudyConfig, outcomes: list[TrialOutcome], arms: Collection[An
             states = ", ".join(f"{o.name}: {o.state}" for o in outcomes if o.arm == arm)
             raise StudyError(f"study {study.name}: no trial of {study.compare_key}={arm} has a val score ({states}); "
                              "widen or lower its search space, or add trials")
-        chosen[arm] = max(scored, key=lambda o: (o.metric, -o.trial))
+        chosen[arm] = best_trial(scored, lambda o: o.metric)
     return chosen
+
+
+def best_trial(scored: list[TrialOutcome], score: Callable[[TrialOutcome], float]) -> TrialOutcome:
+    """The trial of ``scored`` with the highest ``score``, ties to the lower trial number: the search's one rule."""
+    return max(scored, key=lambda o: (score(o), -o.trial))
 
 
 def run_search(study: StudyConfig, trials: list[RunConfig], overwrite: bool = False,
@@ -222,7 +227,7 @@ def other_choice(study: StudyConfig, outcomes: list[TrialOutcome], arm: Any) -> 
     trial number), None without a scored trial: how much the choice depends on the metric, said beside it."""
     other = "top1_loc" if study.search.metric == "max_box_acc_v2" else "max_box_acc_v2"
     scored = [o for o in outcomes if o.arm == arm and getattr(o, other) is not None]
-    return max(scored, key=lambda o: (getattr(o, other), -o.trial)) if scored else None
+    return best_trial(scored, lambda o: getattr(o, other)) if scored else None
 
 
 def search_markdown(study: StudyConfig, outcomes: list[TrialOutcome], chosen: dict[Any, TrialOutcome]) -> str:
