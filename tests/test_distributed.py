@@ -138,3 +138,7 @@ def test_two_processes_train_a_training_time_method(tiny_config, method):
     manifest = json.loads((config.run_dir / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["world_size"] == 2
     assert load_config(config.run_dir / "config.yaml").wsol.method == method
+    # The loss's terms, each in the history and the epoch's log line (rank 0's batches).
+    header = (config.run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert header[:6] == ["epoch", "loss", "accuracy", "loss_ce", "loss_spg_b2", "loss_spg_b1"], header
+    assert "epoch 1/1: loss " in done.stdout and " (ce " in done.stdout and ", spg_c " in done.stdout

@@ -109,6 +109,21 @@ def test_learning_curves_mark_the_val_selected_epoch_on_both_panels():
     plt.close(figure)
 
 
+def test_learning_curves_draw_each_loss_term_under_the_total():
+    history = [{**row, "loss_ce": row["loss"] - 0.25, "loss_acol_b": 0.25} for row in HISTORY]
+    figure = history_figure(history, "acol: learning curves", 2, SELECTION_RULE)
+    lines = {line.get_label(): list(line.get_ydata()) for line in figure.axes[0].get_lines()
+             if not line.get_label().startswith("epoch ")}  # the selected epoch's vertical line aside
+    assert lines == {"total": [2.0, 1.0, 0.5], "cross-entropy": [1.75, 0.75, 0.25],
+                     "ACoL: cross-entropy of branch B (erased features)": [0.25, 0.25, 0.25]}
+    # The legend names the curves (the selected epoch's line is named in the other panel's legend).
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()] == list(lines)
+    plt.close(figure)
+    figure = history_figure(HISTORY, "cam", None, SELECTION_RULE)
+    assert figure.axes[0].get_legend() is None  # one curve: no legend
+    plt.close(figure)
+
+
 # ----------------------------------------------------------------------------- BoxAcc against tau
 
 

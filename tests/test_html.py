@@ -14,7 +14,7 @@ from PIL import Image
 
 from bench.commands.cli import main
 from bench.data.loading import load_dataset
-from bench.html.run_page import metric_rows, write_run_page
+from bench.html.run_page import history_table, metric_rows, write_run_page
 from bench.html.thumbnails import GT_COLOUR, PREDICTED_COLOUR, _draw_boxes, page_sample, thumbnail_name
 from bench.scoring.metric_names import RUN_METRICS as METRIC_LABELS
 
@@ -258,3 +258,13 @@ def test_study_page_links_run_names_with_url_characters(tiny_study, tmp_path):
     urls = check_links(copied.study_dir / "index.html", copied.study_dir)
     assert "runs/gap%20%231%3Fa%3Db/index.html" in urls and "runs/gmp%20100%25/index.html" in urls
     assert any(url.startswith("runs/gmp%20100%25/page/img/") for url in urls)  # the side-by-side thumbnails
+
+
+def test_the_history_table_puts_a_losss_terms_after_the_loss_and_names_them(tmp_path):
+    (tmp_path / "history.csv").write_text(
+        "epoch,loss,accuracy,loss_ce,loss_spg_b2,lr,seconds,val_top1_cls_error\n"
+        "1,2.5,40.25,2.25,0.25,0.01,3.5,61.25\n")
+    header, body = history_table(tmp_path)
+    assert header == ["epoch", "training loss", "cross-entropy", "SPG: B2 against SPG-A's mask", "train acc (%)",
+                      "val top-1 cls err (%)"]
+    assert body == [["1", "2.5", "2.25", "0.25", "40.2", "61.2"]]

@@ -84,9 +84,10 @@ def test_acol_erases_where_a_normalized_label_map_reaches_the_threshold_and_b_se
     torch.testing.assert_close(seen[0], erased)
     # Logits A = GAP of the features = (5.5, 3); logits B = GAP of the swapped erased maps = (1, 1).
     torch.testing.assert_close(logits, torch.tensor([[5.5, 3.0]]))
-    torch.testing.assert_close(extra, torch.tensor(math.log(2.0)))
+    assert list(extra) == ["acol_b"]
+    torch.testing.assert_close(extra["acol_b"], torch.tensor(math.log(2.0)))
     # The loop's loss: CE(A) + extra = CE(A) + CE(B), by hand.
-    total = (F.cross_entropy(logits, torch.tensor([0])) + extra).detach()
+    total = (F.cross_entropy(logits, torch.tensor([0])) + extra["acol_b"]).detach()
     assert total.item() == pytest.approx(softplus(3.0 - 5.5) + math.log(2.0), rel=1e-6)
     torch.testing.assert_close(acol.logits(FEATURES), logits)  # A classifies at evaluation too
 
@@ -129,12 +130,13 @@ def test_spg_loss_supervises_b2_by_a_b1_by_b2_and_c_by_both_fused_at_the_largest
     b1 = torch.tensor([[[2.0]]])  # (1, 1, 1): resized to (1, 2), it is [2, 2]
     b2 = torch.tensor([[[0.0, 0.0]]])
     c = torch.tensor([[[0.5, 3.0]]])
-    loss = spg_loss(class_maps, torch.tensor([0]), b1, b2, c, ((0.7, 0.01), (0.5, 0.05), (0.7, 0.1)))
+    terms = spg_loss(class_maps, torch.tensor([0]), b1, b2, c, ((0.7, 0.01), (0.5, 0.05), (0.7, 0.1)))
     # B2 against A's mask [background, foreground]: -log(1 - .5) and -log(.5), i.e. log 2.
     # B1 against sigmoid(B2) = [.5, .5]: nothing above 0.5, so "> 0.35": both foreground: softplus(-2) each.
     # C against (sigmoid(2) + .5) / 2 = 0.69 on both cells: nothing above 0.7, so "> 0.48": both foreground.
-    expected = math.log(2.0) + softplus(-2.0) + (softplus(-0.5) + softplus(-3.0)) / 2
-    assert float(loss) == pytest.approx(expected, rel=1e-6)
+    expected = {"spg_b2": math.log(2.0), "spg_b1": softplus(-2.0), "spg_c": (softplus(-0.5) + softplus(-3.0)) / 2}
+    assert {name: float(term) for name, term in terms.items()} == pytest.approx(expected, rel=1e-6)
+    assert list(terms) == list(expected)  # in the order the history logs them
 
 
 # ----------------------------------------------------------------------------- the networks at evaluation
@@ -195,8 +197,9 @@ def test_training_output_is_the_plain_forward_plus_the_methods_term(method):
     # In train mode BatchNorm uses the batch's statistics, so both passes see the same features.
     logits, extra = network(IMAGES, LABELS)
     torch.testing.assert_close(logits, network(IMAGES))
-    assert extra.ndim == 0 and float(extra) > 0
-    (F.cross_entropy(logits, LABELS) + extra).backward()
+    assert list(extra) == {"acol": ["acol_b"], "spg": ["spg_b2", "spg_b1", "spg_c"]}[method]
+    assert all(term.ndim == 0 and term.item() > 0 for term in extra.values())
+    (F.cross_entropy(logits, LABELS) + sum(extra.values())).backward()
     head_parameters = list(network.wsol_head.named_parameters())
     assert all(parameter.grad is not None and parameter.grad.abs().sum() > 0 for _, parameter in head_parameters), \
         [name for name, parameter in head_parameters if parameter.grad is None]  # DDP needs every one used
@@ -334,7 +337,7 @@ def test_every_backbone_gives_logits_and_feature_resolution_maps_with_acol_and_s
             network.features(images)
             assert [tuple(tap.shape[-2:]) for tap in head._taps.values()] == [(side, side) for side in tap_sides]
             logits, extra = network(images, torch.tensor([0, 3]))
-            assert logits.shape == (2, 4) and torch.isfinite(extra)
+            assert logits.shape == (2, 4) and all(torch.isfinite(term) for term in extra.values())
         network.eval()
         with torch.no_grad():
             features = network.features(images)

@@ -58,7 +58,7 @@ class _Recorder(torch.nn.Module):
     def forward(self, images, labels=None):
         self.seen = images
         logits = torch.zeros(len(images), 2, requires_grad=True)
-        return (logits, None) if labels is not None else logits
+        return (logits, {}) if labels is not None else logits
 
 
 def test_has_acts_on_training_batches_only_through_the_method_loss():
@@ -66,8 +66,9 @@ def test_has_acts_on_training_batches_only_through_the_method_loss():
     torch.manual_seed(0)
     method_loss(network, images, labels, WsolConfig(method="has", has_grid_size=2, has_drop_rate=0.5))
     assert torch.count_nonzero(network.seen == 0) > 0 and torch.count_nonzero(images == 0) == 0  # a copy is hidden
-    logits, loss = method_loss(network, images, labels, WsolConfig(method="adl"))  # ADL leaves the images alone
+    logits, loss, terms = method_loss(network, images, labels, WsolConfig(method="adl"))  # ADL: images left alone
     assert network.seen is images and loss.item() == pytest.approx(math.log(2))
+    assert terms == {}  # the cross-entropy alone: no terms to log
 
 
 # ----------------------------------------------------------------------------- CutMix
@@ -214,6 +215,34 @@ def test_cam_trains_exactly_as_without_a_method():
         train_one_epoch(model, batches, optimizer, scheduler, torch.device("cpu"), wsol=wsol)
         weights.append(model.state_dict())
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_an_epoch_of_a_head_method_logs_each_loss_term_and_they_sum_to_the_loss():
+    """ACoL / SPG: the epoch's row holds each term's batch-weighted mean (``loss_ce`` first), summing to ``loss``."""
+    batches = [{"image": torch.randn(size, 3, 32, 32, generator=torch.Generator().manual_seed(size)),
+                "label": torch.arange(size) % 3} for size in (4, 2)]  # unequal batches: the means are weighted
+    for method, names in (("acol", ["ce", "acol_b"]), ("spg", ["ce", "spg_b2", "spg_b1", "spg_c"])):
+        torch.manual_seed(0)
+        model = build_model(TINY, 3, WsolConfig(method=method, head_channels=8))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # no step: every batch sees the same weights
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+        row = train_one_epoch(model, batches, optimizer, scheduler, torch.device("cpu"), wsol=WsolConfig(
+            method=method, head_channels=8))
+        assert [key for key in row if key.startswith("loss_")] == [f"loss_{name}" for name in names]
+        assert sum(row[f"loss_{name}"] for name in names) == pytest.approx(row["loss"], rel=1e-6)
+        # The batch's loss is CE + (the head's terms summed in order), bit for bit as before they were logged.
+        _, loss, terms = method_loss(model, batches[0]["image"], batches[0]["label"], WsolConfig(method=method))
+        others = [terms[name] for name in names[1:]]
+        assert torch.equal(loss, terms["ce"] + (others[0] if len(others) == 1 else others[0] + others[1] + others[2]))
+        # Each term by hand: the same network in train mode on each batch, weighted by its size.
+        model.train()
+        expected = {name: 0.0 for name in names}
+        with torch.no_grad():
+            for batch in batches:
+                logits, extra = model(batch["image"], batch["label"])
+                for name, term in {"ce": F.cross_entropy(logits, batch["label"]), **extra}.items():
+                    expected[name] += float(term) * len(batch["label"]) / 6
+        assert {name: row[f"loss_{name}"] for name in names} == pytest.approx(expected, rel=1e-5)
 
 
 @pytest.mark.parametrize("method", ["has", "cutmix", "adl"])

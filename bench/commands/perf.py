@@ -335,7 +335,7 @@ def _training_steps(config: RunConfig, path: TrainingPath, batches: list[list],
 
         def step() -> None:
             with autocast(device, path.precision):
-                _, loss = batch_loss(network, images, labels, config.wsol)
+                _, loss, _ = batch_loss(network, images, labels, config.wsol)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

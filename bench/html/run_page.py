@@ -46,6 +46,7 @@ from bench.run.folder import (
 )
 from bench.scoring.image_rows import parse_boxes
 from bench.scoring.metric_names import CALIBRATED_ROWS, HISTORY_COLUMNS, RUN_METRICS, SWEEP_ROWS
+from bench.training.loop import loss_term_columns, loss_term_label
 
 IMAGE_DIR = "img"  # under PAGE_DIR: the thumbnails
 
@@ -105,16 +106,23 @@ def _merge_protocols(rows: list[dict]) -> list[dict]:
 
 
 def history_table(run_dir: Path) -> tuple[list[str], list[list[str]]]:
-    """``history.csv`` as (header, rows of text) with the columns of :data:`HISTORY_COLUMNS` it has; empty if none."""
+    """``history.csv`` as (header, rows of text) with the columns of :data:`HISTORY_COLUMNS` it has, the loss's
+    terms after the loss (ACoL, SPG); empty if none."""
     path = run_dir / HISTORY_FILE
     if not path.is_file():
         return [], []
     with path.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    columns = [key for key in HISTORY_COLUMNS if rows and key in rows[0]]
-    body = [[row[key] if key == "epoch" else (f"{float(row[key]):.3g}" if key == "loss" else f"{float(row[key]):.1f}")
+        reader = csv.DictReader(handle)
+        rows, fields = list(reader), reader.fieldnames or []
+    if not rows:
+        return [], []
+    keys, terms = [key for key in HISTORY_COLUMNS if key in fields], loss_term_columns(fields)
+    at = keys.index("loss") + 1 if "loss" in keys else len(keys)
+    columns = keys[:at] + terms + keys[at:]
+    losses = {"loss", *terms}
+    body = [[row[key] if key == "epoch" else (f"{float(row[key]):.3g}" if key in losses else f"{float(row[key]):.1f}")
              if row[key] else "" for key in columns] for row in rows]
-    return [HISTORY_COLUMNS[key] for key in columns], body
+    return [HISTORY_COLUMNS[key] if key in HISTORY_COLUMNS else loss_term_label(key) for key in columns], body
 
 
 def card(row: int, prediction: dict[str, str], class_names: list[str]) -> dict:

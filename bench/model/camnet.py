@@ -26,7 +26,7 @@ from bench.model.backbones import (
 )
 from bench.model.cam import class_activation_maps
 from bench.model.feature_dropout import attach_adl
-from bench.model.wsol_heads import ClassMapHead, build_head
+from bench.model.wsol_heads import ClassMapHead, LossTerms, build_head
 
 
 def topk_count(fraction: float, positions: int) -> int:
@@ -140,17 +140,17 @@ class CamNet(nn.Module):
             return self.wsol_head.class_maps(features / self.feature_scale, classes)
         return class_activation_maps(features, self.cam_weight, classes)
 
-    def training_output(self, images: torch.Tensor,
-                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """A training batch -> ``(logits (B, num_classes), the method's other loss terms or None)``.
+    def training_output(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
+        """A training batch -> ``(logits (B, num_classes), the method's other loss terms by name)``.
 
         Plain CAM (and HaS, CutMix, ADL, which change the input or the backbone's features, not the head):
-        the logits of :meth:`forward` and no other term. ACoL / SPG: their head's (``labels`` guide it).
+        the logits of :meth:`forward` and no other term (``{}``). ACoL / SPG: their head's (``labels`` guide it;
+        :data:`bench.model.wsol_heads.LOSS_TERMS` names the terms).
         """
         features = self.features(images)
         if self.wsol_head is not None:
             return self.wsol_head.training_output(features / self.feature_scale, labels)
-        return self.head(features), None
+        return self.head(features), {}
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
         """``features (B, C, h, w)`` -> ``(B, C)`` with the model's pooling and its parameters (:func:`global_pool`)."""

@@ -7,7 +7,7 @@ network (:class:`bench.model.camnet.CamNet`) asks it for:
 * :meth:`ClassMapHead.logits` ``(B, num_classes)``: classification at evaluation;
 * :meth:`ClassMapHead.class_maps` ``(B, M, h, w)``: the map its method localizes with, for the classes asked;
 * :meth:`ClassMapHead.training_output`: the logits the cross-entropy is taken on, and the method's
-  other loss terms (a scalar tensor, or None), given the training labels.
+  other loss terms by name (scalar tensors; :data:`LOSS_TERMS` says what each is), given the training labels.
 
 Both heads end in a 1x1 convolution to ``num_classes`` class maps, and their
 logits are the run's pooling (``model.pooling``) of those maps, where
@@ -32,6 +32,15 @@ import torch.nn.functional as F
 from torch import nn
 
 Pool = Callable[[torch.Tensor], torch.Tensor]  # (B, K, h, w) class maps -> (B, K) logits: the run's pooling
+LossTerms = dict[str, torch.Tensor]  # a head's loss terms besides the cross-entropy of its logits: name -> scalar
+
+# The heads' loss terms by name, as the training history logs them (one column each), and what each is.
+LOSS_TERMS = {
+    "acol_b": "ACoL: cross-entropy of branch B (erased features)",
+    "spg_b2": "SPG: B2 against SPG-A's mask",
+    "spg_b1": "SPG: B1 against B2's mask",
+    "spg_c": "SPG: C against B1 and B2 fused",
+}
 
 
 class ClassMapHead(nn.Module):
@@ -45,9 +54,11 @@ class ClassMapHead(nn.Module):
         """``features (B, C, h, w)``, ``classes (B, M)`` int64 -> the method's maps ``(B, M, h, w)`` of those classes."""
         raise NotImplementedError
 
-    def training_output(self, features: torch.Tensor,
-                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(logits (B, num_classes), other loss terms (scalar) or None)`` on a training batch with ``labels (B,)``."""
+    def training_output(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
+        """``(logits (B, num_classes), other loss terms by name)`` on a training batch with ``labels (B,)``.
+
+        The training loss is the cross-entropy of the logits plus the sum of the terms (names in :data:`LOSS_TERMS`).
+        """
         raise NotImplementedError
 
     def calibrate(self, body: nn.Module, images: torch.Tensor, head_input: torch.Tensor) -> None:
@@ -181,12 +192,11 @@ class AcolHead(ClassMapHead):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         return self.pool(self.branch_a(features))
 
-    def training_output(self, features: torch.Tensor,
-                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_output(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         maps_a = self.branch_a(features)  # (B, K, h, w)
         attention = normalize_maps(maps_of_classes(maps_a.detach(), labels[:, None]))  # (B, 1, h, w)
         maps_b = self.branch_b(erase_features(features, attention, self.threshold))  # (B, K, h, w)
-        return self.pool(maps_a), F.cross_entropy(self.pool(maps_b).float(), labels)
+        return self.pool(maps_a), {"acol_b": F.cross_entropy(self.pool(maps_b).float(), labels)}
 
     def class_maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         B, M = classes.shape
@@ -246,8 +256,9 @@ def _resized(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def spg_loss(class_maps: torch.Tensor, labels: torch.Tensor, logits_b1: torch.Tensor, logits_b2: torch.Tensor,
-             logits_c: torch.Tensor, thresholds: tuple[tuple[float, float], ...]) -> torch.Tensor:
-    """SPG's guidance terms (wsolevaluation's ``get_loss`` less its cross-entropy): a scalar.
+             logits_c: torch.Tensor, thresholds: tuple[tuple[float, float], ...]) -> LossTerms:
+    """SPG's guidance terms (wsolevaluation's ``get_loss`` less its cross-entropy): ``spg_b2``, ``spg_b1``,
+    ``spg_c``, scalars whose sum is wsolevaluation's.
 
     ``class_maps (B, K, h, w)`` (SPG-A), ``labels (B,)``, the 1-channel maps
     ``logits_b1``, ``logits_b2`` (SPG-B on the two taps) and ``logits_c``
@@ -269,9 +280,9 @@ def spg_loss(class_maps: torch.Tensor, labels: torch.Tensor, logits_b1: torch.Te
     b1, b2, c = (_resized(m.float(), size) for m in (logits_b1, logits_b2, logits_c))
     fused = (torch.sigmoid(b1.detach()) + torch.sigmoid(b2.detach())) / 2
     (high_1, low_1), (high_2, low_2), (high_3, low_3) = thresholds
-    return (masked_binary_cross_entropy(b2, spg_pseudo_mask(attention, high_1, low_1))
-            + masked_binary_cross_entropy(b1, spg_pseudo_mask(torch.sigmoid(b2.detach()), high_2, low_2))
-            + masked_binary_cross_entropy(c, spg_pseudo_mask(fused, high_3, low_3)))
+    return {"spg_b2": masked_binary_cross_entropy(b2, spg_pseudo_mask(attention, high_1, low_1)),
+            "spg_b1": masked_binary_cross_entropy(b1, spg_pseudo_mask(torch.sigmoid(b2.detach()), high_2, low_2)),
+            "spg_c": masked_binary_cross_entropy(c, spg_pseudo_mask(fused, high_3, low_3))}
 
 
 class SpgHead(ClassMapHead):
@@ -366,8 +377,7 @@ class SpgHead(ClassMapHead):
     def class_maps(self, features: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         return maps_of_classes(self._class_maps_and_hidden(features)[0], classes)
 
-    def training_output(self, features: torch.Tensor,
-                        labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_output(self, features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, LossTerms]:
         taps = [self._taps.pop(index, None) for index in range(2)]
         self._taps.clear()
         if any(tap is None for tap in taps):

@@ -32,6 +32,7 @@ from bench.scoring.evaluation import GalleryItem  # noqa: E402
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD  # noqa: E402
 from bench.scoring.metric_names import RUN_METRICS  # noqa: E402
 from bench.scoring.threshold_free_metrics import IOU_DELTAS, ThresholdSweepMeter  # noqa: E402
+from bench.training.loop import loss_term_columns, loss_term_label  # noqa: E402
 
 CAM_COLORMAP = "jet"
 CAM_ALPHA = 0.45  # the CAM's share of each overlay pixel: enough to read the heat, the image still shows
@@ -231,12 +232,17 @@ def history_figure(history: list[dict[str, float]], title: str, selected: int | 
                    selected_by: str) -> plt.Figure:
     """Learning curves: training loss (left); train accuracy, val top-1 cls error and val GT-known loc (right).
 
+    A loss of several terms (ACoL, SPG: ``loss_<term>`` columns) draws each term dashed under the total.
+
     ``selected``: the epoch chosen on val (None: none), marked on both panels by a vertical line whose legend
     entry names ``selected_by``, the selection rule, and by a star on the val curve it was chosen on.
     """
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, percent_axis) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
-    loss_axis.plot(epochs, [row["loss"] for row in history], marker="o", color="tab:gray")
+    loss_lines = loss_axis.plot(epochs, [row["loss"] for row in history], marker="o", color="tab:gray", label="total")
+    for column in loss_term_columns(dict.fromkeys(key for row in history for key in row)):
+        loss_lines += loss_axis.plot(epochs, [row.get(column, float("nan")) for row in history], marker=".",
+                                     linestyle="--", linewidth=1, label=loss_term_label(column))
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss")
     curves = (("accuracy", "train accuracy", "tab:gray"), ("val_top1_cls_error", "val top-1 cls error", "tab:red"),
@@ -257,6 +263,8 @@ def history_figure(history: list[dict[str, float]], title: str, selected: int | 
     percent_axis.set_ylabel("%")
     percent_axis.set_ylim(0, 100)
     percent_axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    if len(loss_lines) > 1:  # the terms' legend (the selected epoch is named in the other panel's)
+        loss_axis.legend(handles=loss_lines, fontsize=6, loc="best")
     for axis in (loss_axis, percent_axis):
         axis.grid(alpha=0.3)
         axis.xaxis.get_major_locator().set_params(integer=True)

@@ -19,11 +19,28 @@ import torch.nn.functional as F
 
 from bench.config import TrainConfig, WsolConfig
 from bench.model.camnet import CamNet
+from bench.model.wsol_heads import LOSS_TERMS, LossTerms
 from bench.progress import progress_bar
 from bench.training.checkpoint import capture_rng_state, restore_rng_state
 from bench.training.wsol_batches import Mixing, cutmix, hide_patches, mixed_cross_entropy
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+# A method with loss terms besides the cross-entropy (ACoL, SPG) logs each one per epoch in its history row, under
+# LOSS_TERM_PREFIX + name; the cross-entropy of the logits is the term "ce" (CutMix's mixed one for CutMix).
+LOSS_TERM_PREFIX = "loss_"
+CROSS_ENTROPY_TERM = "ce"
+LOSS_TERM_LABELS = {CROSS_ENTROPY_TERM: "cross-entropy", **LOSS_TERMS}
+
+
+def loss_term_columns(columns) -> list[str]:
+    """The history columns among ``columns`` that hold one loss term each (``loss_ce``, ``loss_spg_b2``, ...)."""
+    return [column for column in columns if column.startswith(LOSS_TERM_PREFIX)]
+
+
+def loss_term_label(column: str) -> str:
+    """What a :func:`loss_term_columns` column holds, in words (its term's name if unknown)."""
+    term = column.removeprefix(LOSS_TERM_PREFIX)
+    return LOSS_TERM_LABELS.get(term, term)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -92,12 +109,14 @@ def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int,
 
 
 def method_loss(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                wsol: WsolConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One training batch under a training-time WSOL method other than ``cam``: ``(logits, loss)``.
+                wsol: WsolConfig) -> tuple[torch.Tensor, torch.Tensor, LossTerms]:
+    """One training batch under a training-time WSOL method other than ``cam``: ``(logits, loss, terms)``.
 
     HaS / CutMix change the images first (:mod:`bench.training.wsol_batches`); the network's training pass
     (``network(images, labels)``, :meth:`bench.model.camnet.CamNet.training_output`) gives the logits and the
     method's other loss terms (ACoL's second branch, SPG's masks), added to the (CutMix-mixed) cross-entropy.
+    ``terms``: the loss's terms by name, the cross-entropy (``ce``) first, for a method that has other terms;
+    ``{}`` when the loss is the cross-entropy alone.
     """
     mixing: Mixing | None = None
     if wsol.method == "has":
@@ -105,17 +124,22 @@ def method_loss(network: torch.nn.Module, images: torch.Tensor, labels: torch.Te
     elif wsol.method == "cutmix":
         images, mixing = cutmix(images, labels, wsol.cutmix_beta, wsol.cutmix_prob)
     logits, extra = network(images, labels)
-    loss = mixed_cross_entropy(logits.float(), labels, mixing)
-    return logits, loss if extra is None else loss + extra.float()
+    cross_entropy = mixed_cross_entropy(logits.float(), labels, mixing)
+    if not extra:
+        return logits, cross_entropy, {}
+    others = {name: term.float() for name, term in extra.items()}
+    # The cross-entropy plus the sum of the others, in this order: the loss the terms were summed to before they
+    # were logged one by one, bit for bit.
+    return logits, cross_entropy + sum(others.values()), {CROSS_ENTROPY_TERM: cross_entropy, **others}
 
 
 def batch_loss(network: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
-               wsol: WsolConfig | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, loss)`` of one training batch: cross-entropy on ``network(images)`` for ``cam`` (or None),
-    :func:`method_loss` for the other training-time methods."""
+               wsol: WsolConfig | None) -> tuple[torch.Tensor, torch.Tensor, LossTerms]:
+    """``(logits, loss, terms)`` of one training batch: cross-entropy on ``network(images)`` for ``cam`` (or None;
+    no terms), :func:`method_loss` for the other training-time methods."""
     if wsol is None or wsol.method == "cam":
         logits = network(images)
-        return logits, F.cross_entropy(logits.float(), labels)
+        return logits, F.cross_entropy(logits.float(), labels), {}
     return method_loss(network, images, labels, wsol)
 
 
@@ -135,6 +159,9 @@ def train_one_epoch(
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the mean loss and the accuracy (%) on this process's training batches.
 
+    A method whose loss has several terms (:func:`batch_loss`) adds each term's mean, ``loss_<name>``
+    (:data:`LOSS_TERM_PREFIX`); their sum is the mean loss.
+
     ``wsol``: the training-time WSOL method (:func:`batch_loss`). ``grad_clip > 0`` rescales the gradient to at
     most that global L2 norm before each step. A non-finite loss on any rank (``any_rank`` agrees across
     processes) raises :class:`NonFiniteLossError` naming the 1-based step, before
@@ -142,6 +169,7 @@ def train_one_epoch(
     """
     network.train()
     loss_sum, correct, seen = 0.0, 0, 0
+    term_sums: dict[str, float] = {}
     progress = progress_bar(loader, desc=description, leave=False, dynamic_ncols=True)
     for step, batch in enumerate(progress, start=1):
         images = batch["image"].to(device, non_blocking=True)
@@ -149,7 +177,7 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         labels = batch["label"].to(device, non_blocking=True)
         with autocast(device, precision):
-            logits, loss = batch_loss(network, images, labels, wsol)
+            logits, loss, terms = batch_loss(network, images, labels, wsol)
         if any_rank(not bool(torch.isfinite(loss))):
             raise NonFiniteLossError(f"{description}, step {step}/{len(loader)}: the training loss became "
                                      f"{loss.item()} (on this or another rank)")
@@ -168,10 +196,13 @@ def train_one_epoch(
             optimizer.step()
         scheduler.step()
         loss_sum += loss.item() * len(labels)
+        for name, term in terms.items():
+            term_sums[name] = term_sums.get(name, 0.0) + term.item() * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum().item()
         seen += len(labels)
         progress.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100.0 * correct / seen:.1f}%")
-    return {"loss": loss_sum / seen, "accuracy": 100.0 * correct / seen}
+    return {"loss": loss_sum / seen, "accuracy": 100.0 * correct / seen,
+            **{LOSS_TERM_PREFIX + name: total / seen for name, total in term_sums.items()}}
 
 
 def _set_epoch(loader, epoch: int) -> None:
@@ -225,8 +256,9 @@ def run_epochs(
     (None: this process writes nothing). ``history`` holds the rows of epochs
     already done (a resumed run); training continues after the last of them.
     Returns every epoch's row: ``epoch``, ``loss``, ``accuracy`` (%, on the
-    training batches as augmented), ``lr`` (the backbone's rate at the epoch's
-    end), ``seconds``, then ``after_epoch``'s values.
+    training batches as augmented), the loss's terms if it has several
+    (``loss_ce``, ``loss_spg_b2``, ...: :func:`train_one_epoch`), ``lr`` (the
+    backbone's rate at the epoch's end), ``seconds``, then ``after_epoch``'s values.
 
     Raises:
         NonFiniteLossError: the loss became NaN / inf; the message names epoch
@@ -261,8 +293,11 @@ def run_epochs(
 
 
 def format_epoch(row: dict[str, float]) -> str:
-    """One history row as a log line: training loss and accuracy, then the val split's numbers if any."""
-    text = f"loss {row['loss']:.4f}, train accuracy {row['accuracy']:.1f}%"
+    """One history row as a log line: training loss (its terms in brackets, if several) and accuracy, then the
+    val split's numbers if any."""
+    terms = ", ".join(f"{column.removeprefix(LOSS_TERM_PREFIX)} {row[column]:.4f}"
+                      for column in loss_term_columns(row))
+    text = f"loss {row['loss']:.4f}" + (f" ({terms})" if terms else "") + f", train accuracy {row['accuracy']:.1f}%"
     if "val_top1_cls_error" in row:
         text += (f", val top-1 cls error {row['val_top1_cls_error']:.1f}%, "
                  f"val GT-known loc {row['val_gt_known_loc_acc']:.1f}%")
