@@ -133,9 +133,10 @@ def test_shipped_search_studies_load_with_one_budget_for_every_arm():
     assert study.search.trials == 2 and len(trials) == 4
 
 
-def outcome(arm, trial, metric, state="complete"):
+def outcome(arm, trial, v2, state="complete"):
+    """A trial with val MaxBoxAccV2 ``v2`` (the selection metric of :func:`write_search`'s study)."""
     return TrialOutcome(arm=arm, trial=trial, name=f"pooling-{arm}_trial-{trial}", values={"train.lr": trial},
-                        state=state, metric=metric)
+                        state=state, max_box_acc_v2=v2)
 
 
 def test_choice_is_the_best_scored_trial_ties_to_the_lower_number_diverged_ranked_last(tmp_path, tiny_data_dir):
@@ -153,9 +154,9 @@ def test_choice_is_the_best_scored_trial_ties_to_the_lower_number_diverged_ranke
 def test_the_search_page_says_which_trial_the_other_metric_would_choose(tmp_path, tiny_data_dir):
     # MaxBoxAccV2 picks trial 2 (the weak classifier), top-1 loc trial 0; a tie on top-1 loc goes to the lower trial.
     study, _ = load_study(write_search(tmp_path, tiny_data_dir))
-    outcomes = [dataclasses.replace(outcome("gap", t, v2), max_box_acc_v2=v2, top1_loc=loc)
+    outcomes = [dataclasses.replace(outcome("gap", t, v2), top1_loc=loc)
                 for t, v2, loc in ((0, 56.7, 39.6), (1, 53.5, 34.2), (2, 59.0, 22.5))]
-    outcomes += [dataclasses.replace(outcome("gmp", t, v2), max_box_acc_v2=v2, top1_loc=loc)
+    outcomes += [dataclasses.replace(outcome("gmp", t, v2), top1_loc=loc)
                  for t, v2, loc in ((0, 53.6, 34.6), (1, 55.6, 34.6))]
     chosen = choose(study, outcomes)
     assert other_choice(study, outcomes, "gap").trial == 0 and other_choice(study, outcomes, "gmp").trial == 0
@@ -164,6 +165,21 @@ def test_the_search_page_says_which_trial_the_other_metric_would_choose(tmp_path
     assert "| 2 | 59.00 | train.lr=2 | trial 0 |" in page and "| 1 | 55.60 | train.lr=1 | trial 0 |" in page
     same = [dataclasses.replace(o, top1_loc=50.0 if o.trial == 2 else 1.0) for o in outcomes if o.arm == "gap"]
     assert "| 2 | 59.00 | train.lr=2 | trial 2 (the same) |" in search_markdown(study, same, choose(study, same + outcomes[3:]))
+
+
+def test_a_search_on_top1_loc_chooses_on_it_and_names_maxboxaccv2s_choice_as_the_other(tmp_path, tiny_data_dir):
+    study, _ = load_study(write_search(tmp_path, tiny_data_dir, search="""
+    trials: 3
+    metric: top1_loc
+    space:
+      train.lr: {log_uniform: [0.001, 0.01]}"""))
+    outcomes = [dataclasses.replace(outcome(arm, t, v2), top1_loc=loc) for arm in ("gap", "gmp")
+                for t, v2, loc in ((0, 56.7, 39.6), (1, 53.5, 34.2), (2, 59.0, 22.5))]
+    assert {arm: o.trial for arm, o in choose(study, outcomes).items()} == {"gap": 0, "gmp": 0}
+    assert other_choice(study, outcomes, "gap").trial == 2  # MaxBoxAccV2's pick, named beside it
+    page = search_markdown(study, outcomes, choose(study, outcomes))
+    assert "| val top-1 loc (%) | chosen values | val MaxBoxAccV2 (%) would choose |" in page
+    assert "| 0 | 39.60 | train.lr=0 | trial 2 |" in page
 
 
 def test_a_trial_stopped_by_a_non_finite_loss_is_read_as_diverged(tmp_path, tiny_data_dir):

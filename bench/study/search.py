@@ -59,14 +59,17 @@ class TrialOutcome:
     name: str
     values: dict[str, Any]
     state: str  # complete, diverged, or a runner state (missing, interrupted, partial, running, different)
-    metric: float | None = None  # the search's selection metric on val, in %
-    top1_cls_error: float | None = None
+    top1_cls_error: float | None = None  # val scores, in %; the selection metrics by their search.metric names
     top1_loc: float | None = None
     max_box_acc_v2: float | None = None
 
     @property
     def finished(self) -> bool:
         return self.state in (COMPLETE, DIVERGED)
+
+    def score(self, metric: str) -> float | None:
+        """The val score of selection metric ``metric`` (``search.metric``: ``max_box_acc_v2`` or ``top1_loc``)."""
+        return getattr(self, metric)
 
 
 def diverged(config: RunConfig) -> bool:
@@ -92,10 +95,8 @@ def read_trial(study: StudyConfig, config: RunConfig) -> TrialOutcome:
         return TrialOutcome(**base, state=state)
     metrics = json.loads((config.run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     v2 = metrics["sweep"]["max_box_acc_v2"]["value"]
-    top1_loc = 100.0 - metrics["top1_loc_error"]
-    metric = v2 if study.search.metric == "max_box_acc_v2" else top1_loc
-    return TrialOutcome(**base, state=COMPLETE, metric=metric, top1_cls_error=metrics["top1_cls_error"],
-                        top1_loc=top1_loc, max_box_acc_v2=v2)
+    return TrialOutcome(**base, state=COMPLETE, top1_cls_error=metrics["top1_cls_error"],
+                        top1_loc=100.0 - metrics["top1_loc_error"], max_box_acc_v2=v2)
 
 
 def arm_of(study: StudyConfig, config: RunConfig) -> Any:
@@ -112,16 +113,16 @@ def choose(study: StudyConfig, outcomes: list[TrialOutcome], arms: Collection[An
     ``arms``: only these (default: every arm of the grid). :class:`StudyError` when an arm has no scored trial
     (all diverged, or none finished).
     """
-    chosen = {}
+    chosen, metric = {}, study.search.metric
     for arm in dict(study.grid)[study.compare_key]:
         if arms is not None and arm not in arms:
             continue
-        scored = [o for o in outcomes if o.arm == arm and o.metric is not None]
+        scored = [o for o in outcomes if o.arm == arm and o.score(metric) is not None]
         if not scored:
             states = ", ".join(f"{o.name}: {o.state}" for o in outcomes if o.arm == arm)
             raise StudyError(f"study {study.name}: no trial of {study.compare_key}={arm} has a val score ({states}); "
                              "widen or lower its search space, or add trials")
-        chosen[arm] = best_trial(scored, lambda o: o.metric)
+        chosen[arm] = best_trial(scored, lambda o: o.score(metric))
     return chosen
 
 
@@ -180,20 +181,20 @@ def write_search_report(study: StudyConfig, trials: list[RunConfig],
                         log: Callable[[str], None] = print) -> list[TrialOutcome]:
     """``trials.csv``, ``search.md``, ``chosen.csv`` and ``search.png`` from the trials as they are now."""
     outcomes = [read_trial(study, config) for config in trials]
-    folder = study.study_dir
+    folder, metric = study.study_dir, study.search.metric
     folder.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(key for o in outcomes for key in o.values))
-    write_csv_rows(folder / TRIALS_FILE, trial_columns(keys), [trial_row(o, keys) for o in outcomes])
+    write_csv_rows(folder / TRIALS_FILE, trial_columns(keys), [trial_row(o, keys, metric) for o in outcomes])
     finished_arms = {o.arm for o in outcomes} - {o.arm for o in outcomes if not o.finished}
     chosen = {}
-    if all(any(o.metric is not None for o in outcomes if o.arm == arm) for arm in finished_arms):
+    if all(any(o.score(metric) is not None for o in outcomes if o.arm == arm) for arm in finished_arms):
         chosen = choose(study, outcomes, finished_arms)  # an arm still training has no choice yet
-    write_csv_rows(folder / CHOSEN_FILE, ["arm", "trial", "run", study.search.metric, *keys],
-                   [[value_label(arm), o.trial, o.name, _number(o.metric), *(_value(o.values.get(k)) for k in keys)]
+    write_csv_rows(folder / CHOSEN_FILE, ["arm", "trial", "run", metric, *keys],
+                   [[value_label(arm), o.trial, o.name, _number(o.score(metric)), *(_value(o.values.get(k)) for k in keys)]
                     for arm, o in chosen.items()])
     markdown = search_markdown(study, outcomes, chosen)
     write_text(folder / SEARCH_REPORT, markdown)
-    if any(o.metric is not None for o in outcomes) and keys:
+    if any(o.score(metric) is not None for o in outcomes) and keys:
         draw_search(study, outcomes, chosen, folder / SEARCH_FIGURE)
     log(markdown)
     return outcomes
@@ -204,9 +205,10 @@ def trial_columns(keys: list[str]) -> list[str]:
             "val_top1_cls_error"]
 
 
-def trial_row(outcome: TrialOutcome, keys: list[str]) -> list:
+def trial_row(outcome: TrialOutcome, keys: list[str], metric: str) -> list:
+    """One row of ``trials.csv`` (:func:`trial_columns`): ``val_metric`` is the selection metric ``metric``'s."""
     return [value_label(outcome.arm), outcome.trial, outcome.name, outcome.state,
-            *(_value(outcome.values.get(key)) for key in keys), _number(outcome.metric),
+            *(_value(outcome.values.get(key)) for key in keys), _number(outcome.score(metric)),
             _number(outcome.max_box_acc_v2), _number(outcome.top1_loc), _number(outcome.top1_cls_error)]
 
 
@@ -225,9 +227,9 @@ def _value(value: Any) -> str:
 def other_choice(study: StudyConfig, outcomes: list[TrialOutcome], arm: Any) -> TrialOutcome | None:
     """The trial of ``arm`` the *other* selection metric would choose (same rule: best, ties to the lower
     trial number), None without a scored trial: how much the choice depends on the metric, said beside it."""
-    other = "top1_loc" if study.search.metric == "max_box_acc_v2" else "max_box_acc_v2"
-    scored = [o for o in outcomes if o.arm == arm and getattr(o, other) is not None]
-    return best_trial(scored, lambda o: getattr(o, other)) if scored else None
+    other = next(key for key in METRIC_LABELS if key != study.search.metric)
+    scored = [o for o in outcomes if o.arm == arm and o.score(other) is not None]
+    return best_trial(scored, lambda o: o.score(other)) if scored else None
 
 
 def search_markdown(study: StudyConfig, outcomes: list[TrialOutcome], chosen: dict[Any, TrialOutcome]) -> str:
@@ -254,13 +256,13 @@ def search_markdown(study: StudyConfig, outcomes: list[TrialOutcome], chosen: di
         alternative = other_choice(study, outcomes, arm) if pick else None
         instead = "" if alternative is None else f"trial {alternative.trial}" + (" (the same)" if alternative is pick
                                                                                   else "")
-        lines.append(f"| {value_label(arm)} | {spaces} | {sum(o.metric is not None for o in own)} / {len(own)} | "
-                     f"{sum(o.state == DIVERGED for o in own)} | {pick.trial if pick else ''} | "
-                     f"{_number(pick.metric) if pick else ''} | {values} | {instead} |")
+        lines.append(f"| {value_label(arm)} | {spaces} | {sum(o.score(search.metric) is not None for o in own)} / "
+                     f"{len(own)} | {sum(o.state == DIVERGED for o in own)} | {pick.trial if pick else ''} | "
+                     f"{_number(pick.score(search.metric)) if pick else ''} | {values} | {instead} |")
     keys = list(dict.fromkeys(key for o in outcomes for key in o.values))
     lines += ["", "## Trials", "", "| " + " | ".join(trial_columns(keys)) + " |",
               "|" + "---|" * len(trial_columns(keys))]
-    lines += ["| " + " | ".join(str(cell) for cell in trial_row(o, keys)) + " |" for o in outcomes]
+    lines += ["| " + " | ".join(str(cell) for cell in trial_row(o, keys, search.metric)) + " |" for o in outcomes]
     return "\n".join(lines) + "\n"
 
 
@@ -274,23 +276,23 @@ def draw_search(study: StudyConfig, outcomes: list[TrialOutcome], chosen: dict[A
     rows = math.ceil(len(keys) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.4 * columns, 3.4 * rows), squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    arms = list(dict(study.grid)[study.compare_key])
+    arms, metric = list(dict(study.grid)[study.compare_key]), study.search.metric
     for axis, key in zip(axes.flat, keys):
         for index, arm in enumerate(arms):
-            scored = [o for o in outcomes if o.arm == arm and o.metric is not None and key in o.values]
+            scored = [o for o in outcomes if o.arm == arm and o.score(metric) is not None and key in o.values]
             if not scored:
                 continue
             xs = [_plotted(o.values[key]) for o in scored]
-            axis.scatter(xs, [o.metric for o in scored], color=colours[index % len(colours)], s=28,
+            axis.scatter(xs, [o.score(metric) for o in scored], color=colours[index % len(colours)], s=28,
                          label=value_label(arm))
             pick = chosen.get(arm)
             if pick is not None and key in pick.values:
-                axis.scatter([_plotted(pick.values[key])], [pick.metric], s=140, facecolors="none",
+                axis.scatter([_plotted(pick.values[key])], [pick.score(metric)], s=140, facecolors="none",
                              edgecolors=colours[index % len(colours)], linewidths=1.6)
         if kinds.get(key) == "log_uniform":
             axis.set_xscale("log")
         axis.set_xlabel(key)
-        axis.set_ylabel(METRIC_LABELS[study.search.metric])
+        axis.set_ylabel(METRIC_LABELS[metric])
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8, title="ringed: chosen", title_fontsize=7)
     for axis in list(axes.flat)[len(keys):]:
