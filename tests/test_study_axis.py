@@ -172,9 +172,33 @@ def test_settings_with_the_same_data_and_map_grid_share_one_center_row(monkeypat
     results = [hand_made_run("lse", 0, *GOOD, overrides=[f"model.lse_r={r}", f"model.input_size={size}"])
                for size in (32, 64) for r in (0.5, 2.0, 8.0)]
     rows = with_fixed_rows(study, table_rows(study, results), center_table_rows(study, baselines))
-    assert [(row["model.lse_r"], row["model.input_size"], row["seeds"]) for row in rows[-3:]] == [
-        (8.0, 64, 1), ("all", 32, "center baseline"), ("all", 64, "center baseline")]
+    # Each input size's row after its own settings' rows, not both at the end.
+    assert [(row["model.lse_r"], row["model.input_size"], row["seeds"]) for row in rows] == [
+        (0.5, 32, 1), (2.0, 32, 1), (8.0, 32, 1), ("all", 32, "center baseline"),
+        (0.5, 64, 1), (2.0, 64, 1), (8.0, 64, 1), ("all", 64, "center baseline")]
     assert "| all | 32 | center baseline | - | - | - | 40.0 |" in markdown_table(study, rows, "hand-made")
+
+
+def test_baseline_rows_follow_the_settings_they_stand_for_in_order_else_the_tables_end():
+    # Outer key data.object_scale, compare key pooling: each scale's center then few-shot row after its own rows.
+    study = StudyConfig(name="scale", base="tiny.yaml", grid=(("data.object_scale", ("small", "cub")),
+                                                              ("model.pooling", ("gap", "gmp")), ("seed", (0,))))
+    rows = [{"data.object_scale": scale, "model.pooling": pooling, "seeds": 1, "gt_known_loc_acc_mean": 50.0}
+            for scale in ("small", "cub") for pooling in ("gap", "gmp")]
+    fixed = [FixedRow({"data.object_scale": scale}, f"{label} {scale}", {}) for label in ("center", "few-shot")
+             for scale in ("small", "cub")]
+    fixed += [FixedRow({"data.object_scale": "small / cub"}, "both", {}),  # covers every row: the last
+              FixedRow({"data.object_scale": "imagenet"}, "none", {})]  # covers none: the end too
+    laid_out = [row["model.pooling"] for row in with_fixed_rows(study, rows, fixed)]
+    assert laid_out == ["gap", "gmp", "center small", "few-shot small", "gap", "gmp", "center cub", "few-shot cub",
+                        "both", "none"]
+    # An inner key's "all" where the outer key varies: its rows are not contiguous, so it goes to the end.
+    inner = StudyConfig(name="i", base="tiny.yaml", grid=(("model.pooling", ("gap", "gmp")),
+                                                          ("data.object_scale", ("small", "cub")), ("seed", (0,))))
+    rows = [{"model.pooling": pooling, "data.object_scale": scale, "seeds": 1} for pooling in ("gap", "gmp")
+            for scale in ("small", "cub")]
+    laid_out = with_fixed_rows(inner, rows, [FixedRow({"data.object_scale": "small"}, "center small", {})])
+    assert [row["model.pooling"] for row in laid_out] == ["gap", "gap", "gmp", "gmp", "center small"]
 
 
 def test_a_baseline_that_cannot_be_scored_is_left_out_with_one_line(tiny_study, tmp_path):

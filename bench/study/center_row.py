@@ -46,10 +46,9 @@ from bench.study.results import (
     setting_label,
 )
 from bench.study.scale_table import SCALE_METRICS, bin_rows
-from bench.study.tables import FixedRow
+from bench.study.tables import ALL_VALUES, FixedRow
 
 CENTER_LABEL = "center baseline"  # its cell in the compared key's column
-ALL_VALUES = "all"  # its cell in a setting key's column when it stands for every value of that key
 # The table columns that do not depend on the classifier -> their methods.csv column. The others (cls error,
 # top-1 / top-5 loc error, top-1 loc error at the val tau, train acc, epoch) are empty in its row.
 TABLE_COLUMNS = {

@@ -5,8 +5,8 @@ each column of :data:`COLUMNS`); grouped by every grid key but ``seed``, it
 gives one row per setting with each column's mean and std (ddof 1) over seeds.
 The fixed-tau cells are recomputed from each run's ``predictions.csv`` rows, so
 they can be audited from the run folders. Rows that are no mean over seeds
-(:class:`FixedRow`: the center baseline, :mod:`bench.study.center_row`) follow,
-a cell they lack shown as "-". The CAM paper's ILSVRC numbers follow in a block
+(:class:`FixedRow`: the center and few-shot baselines, :mod:`bench.study.center_row`)
+follow the last row of the settings they stand for, a cell they lack shown as "-". The CAM paper's ILSVRC numbers follow in a block
 labelled as another dataset.
 """
 
@@ -66,11 +66,16 @@ def metric_value(metrics: dict, key: str) -> float | None:
     return float(value)
 
 
+ALL_VALUES = "all"  # a FixedRow's cell in a setting key's column when it stands for every value of that key
+JOINED = " / "  # between the values of a FixedRow's cell that stands for some of its key's values
+
+
 @dataclass(frozen=True)
 class FixedRow:
-    """A row of a study table that is no mean over seeds (the center baseline), appended after the settings' rows.
+    """A row of a study table that is no mean over seeds (a baseline), placed after the rows it stands for.
 
-    ``setting``: its value of each setting key; ``label``: its cell in the compared key's column (or in the
+    ``setting``: its cell in each setting key's column: a value, :data:`ALL_VALUES`, or values
+    :data:`JOINED`; ``label``: its cell in the compared key's column (or in the
     seeds column when the compared key is no grid key); ``values``: its value of each column of
     :data:`COLUMNS` it has. Its other cells, std and seeds are empty ("-"; NaN in ``table.csv``).
     """
@@ -107,25 +112,41 @@ def table_rows(study: StudyConfig, results: list[RunResult]) -> list[dict]:
     return table.reset_index(drop=not keys).to_dict("records")
 
 
+def stands_for(row: FixedRow, setting: dict) -> bool:
+    """Whether ``row``'s setting cells cover the setting row ``setting`` (a :func:`table_rows` row)."""
+    def covers(cell, value) -> bool:
+        return cell == value or cell == ALL_VALUES or (isinstance(cell, str) and str(value) in cell.split(JOINED))
+    return all(covers(cell, setting.get(key)) for key, cell in row.setting.items())
+
+
 def with_fixed_rows(study: StudyConfig, rows: list[dict], fixed: list[FixedRow]) -> list[dict]:
-    """``rows`` (:func:`table_rows`) and then each of ``fixed`` laid out as they are: same keys, same order."""
-    out = list(rows)
+    """``rows`` (:func:`table_rows`) with each of ``fixed`` laid out as they are (same keys, same order) after the
+    last row it :func:`stands_for`, in ``fixed``'s order; at the end where that row is not the last of the
+    settings it stands for (a row standing for ``all`` of a key that varies in the outer loop)."""
+    after: dict[int, list[dict]] = {}
     for row in fixed:
-        label_key = study.compare_key if study.compare_key in rows[0] else "seeds"
-        cells = {}
-        for key in rows[0]:
-            if key == label_key:
-                cells[key] = row.label
-            elif key == "seeds":
-                cells[key] = "-"
-            elif key.endswith("_mean"):
-                cells[key] = row.values.get(key.removesuffix("_mean"), math.nan)
-            elif key.endswith("_std"):
-                cells[key] = math.nan
-            else:
-                cells[key] = row.setting[key]
-        out.append(cells)
-    return out
+        covered = [index for index, setting in enumerate(rows) if stands_for(row, setting)]
+        spans = covered and covered == list(range(covered[0], covered[-1] + 1))
+        after.setdefault(covered[-1] if spans else len(rows) - 1, []).append(fixed_cells(study, rows, row))
+    return [cells for index, setting in enumerate(rows) for cells in (setting, *after.get(index, ()))]
+
+
+def fixed_cells(study: StudyConfig, rows: list[dict], row: FixedRow) -> dict:
+    """``row``'s cells under the columns of ``rows`` (:func:`table_rows`)."""
+    label_key = study.compare_key if study.compare_key in rows[0] else "seeds"
+    cells = {}
+    for key in rows[0]:
+        if key == label_key:
+            cells[key] = row.label
+        elif key == "seeds":
+            cells[key] = "-"
+        elif key.endswith("_mean"):
+            cells[key] = row.values.get(key.removesuffix("_mean"), math.nan)
+        elif key.endswith("_std"):
+            cells[key] = math.nan
+        else:
+            cells[key] = row.setting[key]
+    return cells
 
 
 def _format(metric: str, mean: float, std: float, separator: str) -> str:
