@@ -25,7 +25,7 @@ from bench.run.few_shot_baseline import (
     per_class_text,
 )
 from bench.scoring.few_shot_maps import foreground_maps
-from bench.study.few_shot_row import CACHE_DIR, FEW_SHOT_LABEL, few_shot_identity
+from bench.study.few_shot_row import CACHE_DIR, FEW_SHOT_LABEL, few_shot_baselines, few_shot_identity, stale_folders
 from bench.training.few_shot import foreground_loss, foreground_targets
 
 # ----------------------------------------------------------------------------- targets and loss by hand
@@ -137,6 +137,24 @@ def test_the_cached_baseline_is_reused_and_a_stale_one_made_again(tiny_study, tm
     assert json.loads((folder / KEY_FILE).read_text(encoding="utf-8")) == json.loads(json.dumps(key, default=str))
     assert rescored["row"] == pytest.approx(scores["row"], nan_ok=True)  # deterministic: the same numbers
     assert not list(cache.glob("*.tmp"))
+
+
+def test_cached_folders_no_setting_uses_are_kept_and_named_in_one_line(tiny_study, tmp_path):
+    study, runs = tiny_study
+    (used,) = (study.study_dir / CACHE_DIR).iterdir()
+    cache = tmp_path / CACHE_DIR
+    shutil.copytree(used, cache / used.name)
+    (cache / "0123abcd").mkdir()  # an earlier key's folder
+    (cache / "4567ef01.tmp").mkdir()  # a build a kill interrupted: ensure_few_shot clears it, not named here
+    assert stale_folders(cache, [cache / used.name]) == [cache / "0123abcd"]
+    assert stale_folders(tmp_path / "none", []) == []
+    messages = []
+    baselines = few_shot_baselines(dataclasses.replace(study, results_dir=str(tmp_path.parent),
+                                                       name=tmp_path.name), runs, messages.append)
+    assert [baseline.folder for baseline in baselines] == [cache / used.name]  # reused
+    (line,) = [m for m in messages if "no setting uses" in m]
+    assert str(cache / "0123abcd") in line and ".tmp" not in line and "\n" not in line
+    assert (cache / "0123abcd").is_dir()  # kept
 
 
 def test_a_study_can_leave_the_few_shot_row_out(tmp_path):

@@ -13,7 +13,8 @@ weights (:func:`few_shot_identity`), not on the pooling or the training: the
 settings that share those share one row, trained and scored once on the run
 :func:`~bench.study.center_row.baseline_runs` picks for the group's first
 setting, and cached under the study folder (:data:`CACHE_DIR`, one folder per
-key: re-rendering the report reuses it, a changed key trains anew). A
+key: re-rendering the report reuses it, a changed key trains anew; the folders of
+keys no setting uses any more are kept, and named in one logged line). A
 group whose baseline cannot be made (its dataset, val split or checkpoint
 gone) is left out with one logged line.
 """
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from bench.atomic_files import TEMPORARY_SUFFIX
 from bench.config import RunConfig, StudyConfig
 from bench.errors import InputError
 from bench.run.few_shot_baseline import PREDICTIONS, ensure_few_shot
@@ -76,7 +78,20 @@ def few_shot_baselines(study: StudyConfig, finished: list[RunConfig],
                 f"(scored on {config.name}): {error}")
             continue
         out.append(FewShotBaseline(settings, config, folder, scores))
+    stale = stale_folders(study.study_dir / CACHE_DIR, [baseline.folder for baseline in out])
+    if stale:
+        log(f"study {study.name}: {len(stale)} cached few-shot folder(s) no setting uses now (an earlier data, "
+            f"grid or backbone), kept: {', '.join(str(folder) for folder in stale)}; delete them to free the space")
     return out
+
+
+def stale_folders(cache_root: Path, used: list[Path]) -> list[Path]:
+    """The folders under ``cache_root`` other than ``used`` (and other than unfinished ``.tmp`` builds), sorted."""
+    if not cache_root.is_dir():
+        return []
+    kept = {folder.resolve() for folder in used}
+    return sorted(folder for folder in cache_root.iterdir() if folder.is_dir() and folder.resolve() not in kept
+                  and not folder.name.endswith(TEMPORARY_SUFFIX))
 
 
 def few_shot_table_rows(study: StudyConfig, baselines: list[FewShotBaseline]) -> list[FixedRow]:
