@@ -17,10 +17,10 @@ TINY_CONFIG = REPO / "configs" / "tiny.yaml"
 
 # What a finished run folder holds (bench.run.pipeline), and the columns of its history.csv.
 RUN_FILES = {"config.yaml", "classes.txt", "manifest.json", "checkpoint.pt", "metrics.json", "predictions.csv",
-             "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png", "history.csv", "history.png",
+             "box_hits.npz", "cams.npz", "gallery.png", "box_acc_curves.csv", "boxacc_vs_tau.png", "history.csv", "history.png",
              "val_by_epoch.csv",
              "best_epoch.pt", "val_selected", "index.html", "page"}
-SELECTED_FILES = {"metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png"}
+SELECTED_FILES = {"metrics.json", "predictions.csv", "box_acc_curves.csv", "boxacc_vs_tau.png", "box_hits.npz"}
 HISTORY_COLUMNS = ["epoch", "loss", "accuracy", "lr", "seconds", "val_top1_cls_error", "val_gt_known_loc_acc",
                    "val_top1_loc_error"]
 

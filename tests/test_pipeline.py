@@ -21,6 +21,7 @@ from bench.run.pipeline import RunExistsError, prepare_dataset, run, select_epoc
 from bench.scoring.evaluation import validation_metrics
 from bench.scoring.fixed_tau_metrics import METRIC_KEYS
 from bench.scoring.image_rows import PREDICTION_COLUMNS
+from bench.scoring.threshold_free_metrics import load_box_hits, max_box_acc_from_hits
 from bench.training.checkpoint import load_training_state
 
 
@@ -89,6 +90,15 @@ def test_threshold_sweep_metrics_agree_with_the_fixed_tau_protocol(tiny_run):
     # The calibrated tau is the val-best one.
     val_curve = [float(row["val_box_acc_largest_0.5"]) for row in rows]
     assert calibrated["tau"] == pytest.approx(float(rows[int(np.argmax(val_curve))]["tau"]))
+    # box_hits.npz: each test image's hits, in predictions.csv's order, giving back the oracle metrics exactly.
+    box_hits = load_box_hits(folder / "box_hits.npz")
+    with (folder / "predictions.csv").open() as handle:
+        assert box_hits.image_ids == [row["image_id"] for row in csv.DictReader(handle)]
+    assert box_hits.hits.shape == (config.dataset.num_test, 4, 100)
+    assert max_box_acc_from_hits(box_hits.hits) == {"max_box_acc": sweep["max_box_acc"]["value"],
+                                                    "max_box_acc_v2": sweep["max_box_acc_v2"]["value"]}
+    # Its largest-component row at tau = 0.2 is the GT-known loc of predictions.csv, image by image.
+    assert box_hits.hits[:, 0, 20].mean() * 100 == pytest.approx(metrics["gt_known_loc_acc"], abs=1e-9)
 
 
 def test_same_config_and_seed_give_identical_results(tiny_run, tiny_config):

@@ -24,7 +24,7 @@ from bench.config import (
 from bench.run.pipeline import ResumeError, check_resumable
 from bench.study.results import StudyError
 from bench.study.runner import run_state, run_study
-from bench.study.statistics import paired_bootstrap, verdict
+from bench.study.statistics import max_box_acc_on_draws, paired_bootstrap, paired_max_box_acc, verdict
 
 
 def write_study(tmp_path, tiny_data_dir, text=None):
@@ -215,6 +215,43 @@ def test_paired_bootstrap_on_hand_computed_cases():
         paired_bootstrap(np.zeros(3), np.zeros(3), 100, 0.95)
 
 
+def _hits(rows: list[list[list[int]]]) -> np.ndarray:
+    return np.array(rows, dtype=bool)  # (N, 4, T): largest_0.5, all_0.3, all_0.5, all_0.7
+
+
+# Two images, two taus. Run A: image 0 right at tau 0 by every rule, image 1 right at tau 1 by all but all_0.7.
+A_HITS = _hits([[[1, 0], [1, 0], [1, 0], [1, 0]], [[0, 1], [0, 1], [0, 1], [0, 0]]])
+# Run B: image 0 right at tau 1 by the largest component only; image 1 never right.
+B_HITS = _hits([[[0, 1], [0, 0], [0, 0], [0, 0]], [[0, 0]] * 4])
+
+
+def test_max_box_accs_of_a_draw_take_the_best_tau_on_the_draw_itself():
+    counts = np.array([[1, 1], [2, 0], [0, 2]])  # the split itself, image 0 twice, image 1 twice
+    scores = max_box_acc_on_draws(A_HITS, counts)
+    # Split: MaxBoxAcc = max(50, 50) = 50; V2 = mean of max over tau per delta = (50 + 50 + 50) / 3 = 50.
+    # Image 0 twice: 100 at tau 0 everywhere: 100, 100. Image 1 twice: 100 at tau 1 but all_0.7 (0): 100, 200 / 3.
+    np.testing.assert_allclose(scores, [[50, 50], [100, 100], [100, 200 / 3]], rtol=1e-12)
+    # Three images, one drawn twice: BoxAcc is over the draw's N images, each maximum over tau on the draw.
+    three = np.concatenate([A_HITS, A_HITS[:1]])  # images 0, 1, and a copy of 0
+    np.testing.assert_allclose(max_box_acc_on_draws(three, np.array([[0, 2, 1]])), [[200 / 3, 500 / 9]])
+
+
+def test_paired_max_box_acc_differences_and_intervals_on_hand_computed_cases():
+    # A - B on the split: MaxBoxAcc 50 - 50 = 0; V2 50 - 0 = 50 (B's V2 rows never hit).
+    result = paired_max_box_acc([A_HITS], [B_HITS], resamples=400, confidence=0.95)
+    assert result["max_box_acc"][0] == 0.0 and result["max_box_acc_v2"][0] == 50.0
+    # V2 on any draw of the two images: A's is 100 (image 0 only), 50 or 200 / 3 (image 1 only); B's is 0:
+    # so every resampled difference lies in [50, 100] and both ends are drawn (probability 1/4 each).
+    low, high = result["max_box_acc_v2"][1:]
+    assert (low, high) == (pytest.approx(50.0), pytest.approx(100.0))
+    # A run against itself: no difference on any draw; over two seeds, the mean of the seeds' differences.
+    assert paired_max_box_acc([A_HITS, A_HITS], [A_HITS, A_HITS], 100, 0.95)["max_box_acc_v2"] == (0.0, 0.0, 0.0)
+    two = paired_max_box_acc([A_HITS, A_HITS], [B_HITS, A_HITS], 100, 0.95)
+    assert two["max_box_acc_v2"][0] == 25.0  # (50 + 0) / 2
+    with pytest.raises(ValueError, match="same number"):
+        paired_max_box_acc([A_HITS], [B_HITS[:1]], 100, 0.95)
+
+
 def test_verdict_reads_the_interval_with_the_metric_direction():
     assert verdict(1.0, 5.0, "gt_known_loc_acc", "GAP") == "GAP localizes better"
     assert verdict(-5.0, -1.0, "gt_known_loc_acc", "GAP") == "GAP localizes worse"
@@ -271,6 +308,14 @@ def test_study_runs_reports_and_reuses_finished_runs(tmp_path, tiny_data_dir, ca
     assert f"GAP vs GMP, GT-known loc (%): {known['verdict']}" in (folder / "comparison.md").read_text()
     top1 = next(d for d in differences if d["metric"] == "top1_loc_error")
     assert f"GAP vs GMP, top-1 loc err (%): {top1['verdict']}" in (folder / "comparison.md").read_text()
+    # MaxBoxAccV2, paired on the runs' box hits: the observed difference is the table's, its verdict a headline.
+    v2 = next(d for d in differences if d["metric"] == "max_box_acc_v2")
+    v2_mean = {pooling: np.mean([float(r["sweep.max_box_acc_v2.value_mean"]) for r in rows
+                                 if r["model.pooling"] == pooling]) for pooling in ("gap", "gmp")}
+    assert float(v2["difference"]) == pytest.approx(v2_mean["gap"] - v2_mean["gmp"], abs=1e-9)
+    assert float(v2["low"]) <= float(v2["difference"]) <= float(v2["high"])
+    assert f"GAP vs GMP, MaxBoxAccV2 (%, oracle tau): {v2['verdict']}" in (folder / "comparison.md").read_text()
+    assert any(d["metric"] == "max_box_acc" for d in differences)
     # The val-selected epoch gets its own table and comparison; the table says which epoch and train accuracy.
     assert {"table_val_selected.csv", "table_val_selected.tex", "comparison_val_selected.csv",
             "learning_curves.png"} <= {p.name for p in folder.iterdir()}

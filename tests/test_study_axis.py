@@ -86,6 +86,23 @@ def test_a_pooling_study_may_take_another_reference():
     assert "GMP vs GAP" in comparison_markdown(study, rows)
 
 
+def test_max_box_accs_are_compared_only_where_both_runs_saved_box_hits():
+    study = StudyConfig(name="pool", base="tiny.yaml", grid=(("model.pooling", ("gap", "gmp")),), bootstrap=200)
+    hits = np.zeros((4, 4, 2), dtype=bool)
+    hits[:, :, 0] = True  # every image right at tau 0 by every rule: 100 %
+    with_hits = [dataclasses.replace(hand_made_run(p, 0, *GOOD), box_hits=hits if p == "gap" else ~hits)
+                 for p in ("gap", "gmp")]  # GMP right at tau 1 instead: 100 % too
+    rows = comparisons(study, with_hits, log=pytest.fail)
+    v2 = next(row for row in rows if row["metric"] == "max_box_acc_v2")
+    assert (v2["difference"], v2["low"], v2["high"], v2["verdict"]) == (0.0, 0.0, 0.0, "no significant difference")
+    assert [row["metric"] for row in rows][-2:] == ["max_box_acc", "max_box_acc_v2"]
+    messages = []
+    rows = comparisons(study, [with_hits[0], hand_made_run("gmp", 0, *BAD)], log=messages.append)
+    assert "max_box_acc_v2" not in {row["metric"] for row in rows} and len(rows) == 5  # the per-image metrics only
+    assert messages == [f"study pool: MaxBoxAcc(V2) not compared for 1 run(s) scored before box_hits.npz existed "
+                        f"({with_hits[1].config.name}); rerun them to compare it"]
+
+
 # ----------------------------------------------------------------------------- the center baseline row
 
 

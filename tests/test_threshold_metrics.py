@@ -5,7 +5,17 @@ import pytest
 
 from bench.scoring.box_rule import normalize_cams
 from bench.scoring.protocols import BenchProtocol
-from bench.scoring.threshold_free_metrics import PixelPrecisionMeter, ThresholdSweepMeter, calibrated_tau, sweep_summary
+from bench.scoring.threshold_free_metrics import (
+    HIT_ROWS,
+    BoxHits,
+    PixelPrecisionMeter,
+    ThresholdSweepMeter,
+    calibrated_tau,
+    load_box_hits,
+    max_box_acc_from_hits,
+    save_box_hits,
+    sweep_summary,
+)
 from bench.scoring.threshold_sweep import threshold_list
 
 RIGHT_BLOB = np.array([[5.0, 3.0, 7.0, 5.0]])  # the 4-pixel blob of value 2
@@ -41,6 +51,30 @@ def test_box_acc_at_each_tau_and_max_box_acc():
     # top-1 loc needs the right class: only A (right at 0.25, 0.5); top-5: A at 0.25, 0.5 and B at 0.75.
     assert curves["top1_loc_error"] == [100.0, 50.0, 50.0, 100.0]
     assert curves["top5_loc_error"] == [100.0, 50.0, 50.0, 50.0]
+
+
+def test_each_images_box_hits_are_its_rows_of_the_meters_counts(tmp_path):
+    meter = ThresholdSweepMeter(threshold_list(4))
+    hits = meter.update([_two_blobs()] * 2, [RIGHT_BLOB, LEFT_BLOB], np.array([True, False]), np.array([True, True]))
+    # The curves of the test above, image by image (taus 0, .25, .5, .75): A right at .25 and .5 by both rules;
+    # B right at .75 by the largest component, at .25 to .75 by any.
+    assert HIT_ROWS == ("largest_0.5", "all_0.3", "all_0.5", "all_0.7")
+    assert hits.dtype == bool and hits.shape == (2, 4, 4)
+    assert hits[0].tolist() == [[False, True, True, False]] * 4
+    assert hits[1].tolist() == [[False, False, False, True]] + [[False, True, True, True]] * 3
+    assert (hits[:, 0].sum(axis=0) == meter.largest_correct).all() and (hits[:, 1:].sum(axis=0) == meter.all_correct).all()
+    result = meter.compute()
+    assert max_box_acc_from_hits(hits) == {"max_box_acc": result["max_box_acc"],
+                                           "max_box_acc_v2": result["max_box_acc_v2"]} == {
+        "max_box_acc": 50.0, "max_box_acc_v2": 100.0}
+    save_box_hits(tmp_path / "box_hits.npz", BoxHits(["a.png", "b.png"], meter.thresholds, hits))
+    loaded = load_box_hits(tmp_path / "box_hits.npz")
+    assert loaded.image_ids == ["a.png", "b.png"] and (loaded.hits == hits).all()
+    assert loaded.thresholds.tolist() == [0.0, 0.25, 0.5, 0.75] and not list(tmp_path.glob("*.tmp"))
+    np.savez(tmp_path / "other.npz", image_ids=np.array(["a"]), thresholds=np.zeros(4), rows=np.array(["x"]),
+             hits=np.zeros((1, 1, 4), dtype=bool))
+    with pytest.raises(ValueError, match=r"other\.npz: box hits with rows \('x',\)"):
+        load_box_hits(tmp_path / "other.npz")
 
 
 def test_max_box_acc_v2_takes_each_delta_at_its_own_tau():

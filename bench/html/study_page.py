@@ -40,7 +40,7 @@ from bench.study.results import (
     setting_label,
     value_label,
 )
-from bench.study.statistics import HEADLINE_METRICS
+from bench.study.statistics import COMPARED_METRICS, HEADLINE_METRICS
 from bench.study.tables import TABLE_METRICS, table_cells
 
 
@@ -86,7 +86,7 @@ def study_comparisons(folder: Path) -> list[dict]:
         rows = pd.read_csv(path, keep_default_na=False, encoding="utf-8").to_dict("records")
         for row in rows:
             digits = 3 if row["metric"] == "mean_iou" else 2
-            row.update(label=TABLE_METRICS.get(row["metric"], row["metric"]), versus=value_label(row["versus"]),
+            row.update(label=COMPARED_METRICS.get(row["metric"], row["metric"]), versus=value_label(row["versus"]),
                        cells=[f"{row[key]:+.{digits}f}" for key in ("difference", "low", "high")])
         verdicts = [row for metric in HEADLINE_METRICS for row in rows if row["metric"] == metric]
         sections.append({"title": POINT_TITLES[point], "verdicts": verdicts, "rows": rows})

@@ -41,7 +41,10 @@ METRICS_FILE = "metrics.json"
 PREDICTIONS_FILE = "predictions.csv"
 CURVES_FILE = "box_acc_curves.csv"  # one row per tau: CURVE_COLUMN and the other curves of bench.scoring.threshold_free_metrics
 CURVES_FIGURE = "boxacc_vs_tau.png"
-SCORED_FILES = (METRICS_FILE, PREDICTIONS_FILE, CURVES_FILE, CURVES_FIGURE)
+# Each image's box hits at every tau (bench.scoring.threshold_free_metrics.BoxHits): what a study's paired
+# bootstrap of MaxBoxAcc / MaxBoxAccV2 resamples. Runs scored before it existed lack it (the rest still works).
+BOX_HITS_FILE = "box_hits.npz"
+SCORED_FILES = (METRICS_FILE, PREDICTIONS_FILE, CURVES_FILE, CURVES_FIGURE, BOX_HITS_FILE)
 VAL_CURVE_COLUMN = f"val_{CURVE_COLUMN}"  # the same on the val split
 # Written by ``bench methods`` (bench.run.method_comparison) into METHODS_DIR of a finished run.
 METHODS_DIR = "methods"

@@ -12,6 +12,8 @@ The run folder ``results/<name>/`` holds:
   (float16; float32 if a value is beyond its range)
 * ``gallery.png``      test images with CAM, GT box (green) and predicted box (red)
 * ``box_acc_curves.csv``, ``boxacc_vs_tau.png``  BoxAcc (and loc errors) at every tau of ``eval.num_thresholds``
+* ``box_hits.npz``     each image's box hit at every tau, by MaxBoxAcc's and MaxBoxAccV2's rules (a study
+                       resamples them for paired intervals of those metrics)
 * ``history.csv``, ``history.png``  per epoch: training loss and accuracy, val top-1 cls error and GT-known loc
 * ``val_by_epoch.csv``  per epoch and val image: top-1 correct, top-1 loc, GT-known loc (0/1)
 * ``best_epoch.pt``    the weights of the epoch best on val GT-known loc (``train.validate``)
@@ -71,6 +73,7 @@ from bench.run.figures import (
 )
 from bench.run.folder import (
     BEST_EPOCH_FILE,
+    BOX_HITS_FILE,
     CAMS_FILE,
     CHECKPOINT_FILE,
     COMPLETE,
@@ -96,7 +99,7 @@ from bench.run.folder import (
 )
 from bench.scoring.evaluation import SweepMeters, collect_results, score_batches, sweep_split, validation_scores
 from bench.scoring.protocols import describe_protocol, run_protocol
-from bench.scoring.threshold_free_metrics import sweep_summary
+from bench.scoring.threshold_free_metrics import BoxHits, save_box_hits, sweep_summary
 from bench.training import distributed
 from bench.training.checkpoint import load_training_state, save_training_state
 from bench.training.head_only import cache_backbone_features, fit_head
@@ -671,7 +674,7 @@ def select_epoch(history: list[dict[str, float]]) -> int | None:
 def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict:
     """Score the evaluated split (and sweep val for tau) with the model as it is; write the metric files to ``out_dir``.
 
-    Writes ``metrics.json``, ``predictions.csv`` and ``box_acc_curves.csv``;
+    Writes ``metrics.json``, ``predictions.csv``, ``box_hits.npz`` and ``box_acc_curves.csv``;
     with ``figures`` also ``boxacc_vs_tau.png``, ``cams.npz`` and ``gallery.png``.
     Returns ``{"metrics", "protocol", "sweep"}`` on rank 0 (empty elsewhere).
     """
@@ -705,6 +708,8 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
     write_json(out_dir / METRICS_FILE, {**result.metrics, "protocol": protocol, "split": config.eval.split,
                                           "tau": config.eval.tau, "normalization": config.eval.normalization,
                                           "epoch": epoch, "sweep": summary, "by_object_scale": result.by_object_scale})
+    save_box_hits(out_dir / BOX_HITS_FILE, BoxHits(result.image_ids, sweep.boxes.thresholds,
+                                                   np.concatenate(result.box_hits)))
     write_sweep_curves(sweep.boxes, val_sweep.boxes if val_sweep else None, out_dir / CURVES_FILE,
                        out_dir / CURVES_FIGURE, f"{config.name}: BoxAcc vs tau ({config.eval.split}, epoch {epoch})",
                        tau_marks(summary, config.eval.tau, config.eval.split))

@@ -79,6 +79,7 @@ class EvaluationResult:
     top1_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
     gt_cams: list[np.ndarray] = field(default_factory=list)  # each (h, w) float32
     gallery: list[GalleryItem] = field(default_factory=list)
+    box_hits: list[np.ndarray] = field(default_factory=list)  # each (B, len(HIT_ROWS), T) bool, with a sweep
 
 
 @dataclass
@@ -93,6 +94,7 @@ class ScoredBatch:
     top1_cams: list[np.ndarray]  # each (h, w) float32
     gt_cams: list[np.ndarray]  # each (h, w) float32
     gallery: list[GalleryItem]  # the batch's images among the first gallery_size of the split
+    box_hits: np.ndarray | None = None  # (B, len(HIT_ROWS), T) bool: ThresholdSweepMeter.update's, with a sweep
 
 
 @dataclass(frozen=True)
@@ -121,30 +123,35 @@ class SweepMeters:
 
     def update_from_cams(self, gt_cams: torch.Tensor, framed: list[np.ndarray] | None, samples: list[Sample],
                          sizes: list[tuple[int, int]], gt_boxes: list[np.ndarray], top1_correct: np.ndarray,
-                         top5_correct: np.ndarray, normalization: str) -> None:
-        """Feed B GT-class CAMs ``(B, h, w)`` (feature resolution) by this protocol's rules.
+                         top5_correct: np.ndarray, normalization: str) -> np.ndarray:
+        """Feed B GT-class CAMs ``(B, h, w)`` (feature resolution) by this protocol's rules; their box hits.
 
         ``framed``: the same CAMs already upsampled to the evaluated frames
         ``sizes`` (None: upsampled here if the protocol needs them); ``gt_boxes`` in those frames.
         """
         scoremaps = self.protocol.cam_scoremaps(gt_cams, framed, sizes, normalization)
-        self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct, gt_boxes)
+        return self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct, gt_boxes)
 
     def update_scoremaps(self, scoremaps: list[np.ndarray], samples: list[Sample], top1_correct: np.ndarray,
-                         top5_correct: np.ndarray, gt_boxes: list[np.ndarray] | None = None) -> None:
-        """B maps already prepared by this protocol; ``gt_boxes`` in the evaluated frames (None: from ``samples``)."""
+                         top5_correct: np.ndarray, gt_boxes: list[np.ndarray] | None = None) -> np.ndarray:
+        """B maps already prepared by this protocol; ``gt_boxes`` in the evaluated frames (None: from ``samples``).
+
+        Returns the images' box hits ``(B, len(HIT_ROWS), T)`` (:meth:`ThresholdSweepMeter.update`).
+        """
         frame_boxes = [None] * len(samples) if gt_boxes is None else gt_boxes
         compared = [self.protocol.gt_boxes(sample, boxes) for sample, boxes in zip(samples, frame_boxes)]
-        self.boxes.update(scoremaps, compared, top1_correct, top5_correct)
+        hits = self.boxes.update(scoremaps, compared, top1_correct, top5_correct)
         for scoremap, sample in zip(scoremaps, samples):
             if sample.mask_paths:
                 self.pixels.update(scoremap, *self.protocol.masks(sample, scoremap.shape))
+        return hits
 
     def update(self, gt_maps: list[np.ndarray], samples: list[Sample], gt_boxes: list[np.ndarray],
-               top1_correct: np.ndarray, top5_correct: np.ndarray, normalization: str) -> None:
-        """B raw GT-class maps ``(H_i, W_i)`` already in the evaluated frame (normalized here; our rules only)."""
+               top1_correct: np.ndarray, top5_correct: np.ndarray, normalization: str) -> np.ndarray:
+        """B raw GT-class maps ``(H_i, W_i)`` already in the evaluated frame (normalized here; our rules only);
+        their box hits."""
         scoremaps = self.protocol.framed_scoremaps(gt_maps, normalization)
-        self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct, gt_boxes)
+        return self.update_scoremaps(scoremaps, samples, top1_correct, top5_correct, gt_boxes)
 
     def merge(self, other: SweepMeters) -> None:
         """Add ``other``'s counts (e.g. another rank's share of the split): exact, the meters only count."""
@@ -196,9 +203,10 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
     topk_classes = prediction.topk_classes.cpu().numpy()
     label_array = labels.cpu().numpy()
     outcome = localization_outcomes(topk_classes, label_array, boxes[:, 0], boxes[:, -1], gt_boxes)
+    hits = None
     if sweep is not None:
-        sweep.update_from_cams(prediction.cams[:, -1], [m[-1] for m in maps], batch_samples, sizes, gt_boxes,
-                               outcome.top1_correct, outcome.top5_correct, config.normalization)
+        hits = sweep.update_from_cams(prediction.cams[:, -1], [m[-1] for m in maps], batch_samples, sizes, gt_boxes,
+                                      outcome.top1_correct, outcome.top5_correct, config.normalization)
     if pointing is not None:
         update_pointing(pointing, [m[-1] for m in maps], batch_samples, gt_boxes)
     topk_probs = prediction.topk_probs.float().cpu().numpy()
@@ -208,7 +216,7 @@ def score_batch(model: CamNet, batch: dict, samples: list[Sample], config: EvalC
     scales = object_scales([sample.boxes for sample in batch_samples], [tuple(sample.size) for sample in batch_samples])
     ratios = box_to_object_areas(recorded_boxes(boxes[:, -1]), [recorded_boxes(b) for b in gt_boxes])
     scored = ScoredBatch(rows=[], outcome=outcome, object_scales=scales, box_to_object=ratios, image_ids=[],
-                         top1_cams=[], gt_cams=[], gallery=[])
+                         top1_cams=[], gt_cams=[], gallery=[], box_hits=hits)
     for row, (index, sample) in enumerate(zip(indices, batch_samples)):
         scored.rows.append([
             sample.image_id, int(label_array[row]),
@@ -274,6 +282,8 @@ def collect_results(scored: Iterable[ScoredBatch], predictions_path: Path) -> Ev
             result.top1_cams += batch.top1_cams
             result.gt_cams += batch.gt_cams
             result.gallery += batch.gallery
+            if batch.box_hits is not None:
+                result.box_hits.append(batch.box_hits)
     result.metrics = meter.compute()
     result.by_object_scale = by_scale.compute()
     return result

@@ -30,10 +30,13 @@ Definitions (docs/metrics.md; percentages; ``tau`` runs over a threshold list,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from bench.atomic_files import atomic_path
 from bench.data.boxes import best_iou
 from bench.scoring.fixed_tau_metrics import IOU_THRESHOLD
 from bench.scoring.threshold_sweep import sweep_boxes
@@ -45,6 +48,9 @@ IOU_DELTAS = (0.3, 0.5, 0.7)  # MaxBoxAccV2's IoU thresholds
 BoxIous = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 CURVE_COLUMN = "box_acc_largest_0.5"  # BoxAcc(tau, IoU 0.5) of the GT-class box, largest component
+# The rows of an image's box hits (ThresholdSweepMeter.update): is its box right at each tau, by the rule of
+# MaxBoxAcc (largest component, IoU >= 0.5), then of MaxBoxAccV2 at each delta (all components).
+HIT_ROWS = ("largest_0.5", *(f"all_{delta:g}" for delta in IOU_DELTAS))
 
 
 
@@ -83,19 +89,27 @@ class ThresholdSweepMeter:
         self.top5_loc = np.zeros(count, dtype=np.int64)
 
     def update(self, maps: list[np.ndarray], gt_boxes: list[np.ndarray],
-               top1_correct: np.ndarray, top5_correct: np.ndarray) -> None:
-        """Add B images: ``maps`` B normalized ``(H_i, W_i)`` float32, ``gt_boxes`` B ``(G_i, 4)``, ``(B,)`` bools."""
+               top1_correct: np.ndarray, top5_correct: np.ndarray) -> np.ndarray:
+        """Add B images: ``maps`` B normalized ``(H_i, W_i)`` float32, ``gt_boxes`` B ``(G_i, 4)``, ``(B,)`` bools.
+
+        Returns their box hits ``(B, len(HIT_ROWS), T)`` bool: each image's row of every counter but the
+        top-1 / top-5 ones, so that summing them over a split's images gives this meter's counts
+        (:func:`max_box_acc_from_hits`; a paired bootstrap resamples them).
+        """
         if not len(maps) == len(gt_boxes) == len(top1_correct) == len(top5_correct):
             raise ValueError(f"update: {len(maps)} maps, {len(gt_boxes)} box lists, {len(top1_correct)} "
                              f"top-1 and {len(top5_correct)} top-5 flags; expected one of each per image")
-        for normalized, gts, top1, top5 in zip(maps, gt_boxes, top1_correct, top5_correct):
+        hits = np.zeros((len(maps), len(HIT_ROWS), len(self.thresholds)), dtype=bool)
+        for index, (normalized, gts, top1, top5) in enumerate(zip(maps, gt_boxes, top1_correct, top5_correct)):
             largest_iou, all_iou = self.box_ious(normalized, self.thresholds, gts)  # (T,), (T,)
-            largest_ok = largest_iou >= IOU_THRESHOLD
-            self.largest_correct += largest_ok
-            self.all_correct += all_iou[None, :] >= np.array(IOU_DELTAS)[:, None]
-            self.top1_loc += largest_ok & bool(top1)
-            self.top5_loc += largest_ok & bool(top5)
+            hits[index, 0] = largest_iou >= IOU_THRESHOLD
+            hits[index, 1:] = all_iou[None, :] >= np.array(IOU_DELTAS)[:, None]
+            self.largest_correct += hits[index, 0]
+            self.all_correct += hits[index, 1:]
+            self.top1_loc += hits[index, 0] & bool(top1)
+            self.top5_loc += hits[index, 0] & bool(top5)
             self.num_images += 1
+        return hits
 
     def merge(self, other: ThresholdSweepMeter) -> None:
         """Add ``other``'s images (same thresholds): the result equals one meter fed with both streams."""
@@ -140,6 +154,43 @@ class ThresholdSweepMeter:
             "top5_loc_error": 100.0 - float(self.top5_loc[index]) * to_percent,
             "gt_known_loc_acc": float(self.largest_correct[index]) * to_percent,
         }
+
+
+def max_box_acc_from_hits(hits: np.ndarray) -> dict[str, float]:
+    """MaxBoxAcc and MaxBoxAccV2 (%) of a split from its images' box hits ``(N, len(HIT_ROWS), T)``.
+
+    The same numbers as :meth:`ThresholdSweepMeter.compute` on the meter the hits came from (sums of the same
+    0/1 values): what a resample of the images is scored with.
+    """
+    accuracy = hits.sum(axis=0) * (100.0 / len(hits))  # (len(HIT_ROWS), T)
+    return {"max_box_acc": float(accuracy[0].max()), "max_box_acc_v2": float(accuracy[1:].max(axis=1).mean())}
+
+
+@dataclass(frozen=True)
+class BoxHits:
+    """A split's per-image box hits (``box_hits.npz``): ``image_ids`` (N,), ``thresholds`` (T,), ``hits``
+    ``(N, len(HIT_ROWS), T)`` bool, rows named by :data:`HIT_ROWS`."""
+
+    image_ids: list[str]
+    thresholds: np.ndarray
+    hits: np.ndarray
+
+
+def save_box_hits(path: Path, box_hits: BoxHits) -> None:
+    """Write ``box_hits`` to ``path`` (compressed ``.npz``, written to a temporary name and renamed)."""
+    with atomic_path(Path(path)) as temporary, temporary.open("wb") as handle:
+        np.savez_compressed(handle, image_ids=np.array(box_hits.image_ids), thresholds=box_hits.thresholds,
+                            rows=np.array(HIT_ROWS), hits=box_hits.hits)
+
+
+def load_box_hits(path: Path) -> BoxHits:
+    """Read a :func:`save_box_hits` file; ``ValueError`` naming the file if its rows are not :data:`HIT_ROWS`."""
+    with np.load(path) as data:
+        rows = tuple(str(row) for row in data["rows"])
+        if rows != HIT_ROWS or data["hits"].shape[1:] != (len(HIT_ROWS), len(data["thresholds"])):
+            raise ValueError(f"{path}: box hits with rows {rows} and shape {data['hits'].shape}; "
+                             f"expected rows {HIT_ROWS} and (images, {len(HIT_ROWS)}, thresholds)")
+        return BoxHits(data["image_ids"].tolist(), data["thresholds"], data["hits"].astype(bool))
 
 
 def calibrated_tau(val_meter: ThresholdSweepMeter) -> int:

@@ -23,6 +23,7 @@ from bench.config import RunConfig, StudyConfig, key_choices
 from bench.errors import InputError
 from bench.model.cam import upsample_cams
 from bench.run.folder import (
+    BOX_HITS_FILE,
     CAMS_FILE,
     CURVE_COLUMN,
     CURVES_FILE,
@@ -34,6 +35,7 @@ from bench.run.folder import (
 )
 from bench.scoring.image_rows import parse_boxes
 from bench.scoring.object_scale import box_to_object_areas
+from bench.scoring.threshold_free_metrics import load_box_hits
 
 # Per-image columns of predictions.csv -> (metric key, how a 0/1 or IoU value becomes the metric).
 # Errors are 100 * (1 - correct); accuracies 100 * correct; mean IoU stays a fraction.
@@ -74,6 +76,8 @@ class RunResult:
     history: list[dict[str, float]] = field(default_factory=list)
     point: str = FINAL
     selected_epoch: int | None = None  # the epoch the run chose on val (manifest.json); None: it chose none
+    # (N, len(HIT_ROWS), T) bool from box_hits.npz, image n = image_ids[n]; None for a run scored before it existed
+    box_hits: np.ndarray | None = None
 
     @property
     def epoch(self) -> int:
@@ -127,9 +131,21 @@ def read_run(config: RunConfig, point: str = FINAL) -> RunResult:
     curve = (np.array([float(row["tau"]) for row in curve_rows]),
              np.array([float(row[CURVE_COLUMN]) for row in curve_rows]))
     selected = json.loads((config.run_dir / MANIFEST_FILE).read_text(encoding="utf-8")).get("val_selected_epoch")
-    return RunResult(config=config, metrics=metrics, **read_predictions(folder / PREDICTIONS_FILE),
-                     gt_class_cams=cams, box_acc_curve=curve, history=read_history(config.run_dir / HISTORY_FILE),
-                     point=point, selected_epoch=selected)
+    predictions = read_predictions(folder / PREDICTIONS_FILE)
+    return RunResult(config=config, metrics=metrics, **predictions, gt_class_cams=cams, box_acc_curve=curve,
+                     history=read_history(config.run_dir / HISTORY_FILE), point=point, selected_epoch=selected,
+                     box_hits=read_box_hits(folder / BOX_HITS_FILE, predictions["image_ids"]))
+
+
+def read_box_hits(path: Path, image_ids: list[str]) -> np.ndarray | None:
+    """The hits of a run's ``box_hits.npz`` in ``image_ids``' order (its ``predictions.csv``); None without the file."""
+    if not path.is_file():
+        return None
+    box_hits = load_box_hits(path)
+    if box_hits.image_ids != image_ids:
+        raise StudyError(f"{path}: its {len(box_hits.image_ids)} images are not those of predictions.csv beside it "
+                         f"({len(image_ids)}), in that order; score the run again")
+    return box_hits.hits
 
 
 def upsampled_cams(result: RunResult, count: int | None = None) -> np.ndarray:

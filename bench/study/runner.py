@@ -316,7 +316,7 @@ def _write_point_reports(study: StudyConfig, finished: list[RunConfig], folder: 
         suffix = "" if point == FINAL else f"_{point}"
         title = POINT_TITLES[point] if len(points) > 1 else ""
         tables.append(write_tables(study, results, folder / f"table{suffix}", title, fixed, note))
-        differences = comparisons(study, results)
+        differences = comparisons(study, results, log if point == FINAL else lambda message: None)  # said once
         if differences:
             notes.append(comparison_markdown(study, differences, title))
             write_csv(folder / f"comparison{suffix}.csv", differences)
