@@ -224,9 +224,16 @@ def test_study_page_links_tables_and_side_by_side_data_match_the_runs(tiny_study
         assert [row[1] for row in table] == ["1", "1", "-", "-"]
     comparison = page.tables[points]
     csv_rows = read_rows(folder / "comparison.csv")
-    assert len(comparison) == len(csv_rows) == 5
+    # the table's four metrics, then MaxBoxAcc and MaxBoxAccV2 paired from each run's box hits
+    assert [row["metric"] for row in csv_rows] == ["top1_cls_error", "top1_loc_error", "top5_loc_error",
+                                                   "gt_known_loc_acc", "mean_iou", "max_box_acc", "max_box_acc_v2"]
+    assert len(comparison) == len(csv_rows) == 7
     assert [row[-1] for row in comparison] == [row["verdict"] for row in csv_rows]
-    assert page.with_class("ul", "verdicts")
+    start = page.elements.index(("ul", {"class": "verdicts"}))  # the first point's verdicts, one per headline metric
+    end = next(k for k in range(start, len(page.elements)) if page.elements[k][0] == "table")
+    items = [attrs["class"] for tag, attrs in page.elements[start:end] if tag == "li"]
+    headline = {row["metric"]: row["verdict"] for row in csv_rows}
+    assert len(items) == 3 and headline.keys() >= {"top1_loc_error", "gt_known_loc_acc", "max_box_acc_v2"}
 
     predictions = {config.model.pooling: read_rows(config.run_dir / "predictions.csv") for config in runs}
     rows = [attrs for tag, attrs in page.elements if tag == "tr" and "data-loc" in attrs]
