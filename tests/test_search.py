@@ -154,17 +154,20 @@ def test_choice_is_the_best_scored_trial_ties_to_the_lower_number_diverged_ranke
 def test_the_search_page_says_which_trial_the_other_metric_would_choose(tmp_path, tiny_data_dir):
     # MaxBoxAccV2 picks trial 2 (the weak classifier), top-1 loc trial 0; a tie on top-1 loc goes to the lower trial.
     study, _ = load_study(write_search(tmp_path, tiny_data_dir))
-    outcomes = [dataclasses.replace(outcome("gap", t, v2), top1_loc=loc)
-                for t, v2, loc in ((0, 56.7, 39.6), (1, 53.5, 34.2), (2, 59.0, 22.5))]
+    outcomes = [dataclasses.replace(outcome("gap", t, v2), top1_loc=loc, train_accuracy=acc)
+                for t, v2, loc, acc in ((0, 56.7, 39.6, 97.5), (1, 53.5, 34.2, 98.1), (2, 59.0, 22.5, 75.48))]
     outcomes += [dataclasses.replace(outcome("gmp", t, v2), top1_loc=loc)
                  for t, v2, loc in ((0, 53.6, 34.6), (1, 55.6, 34.6))]
     chosen = choose(study, outcomes)
     assert other_choice(study, outcomes, "gap").trial == 0 and other_choice(study, outcomes, "gmp").trial == 0
     page = search_markdown(study, outcomes, chosen)
-    assert "| chosen values | val top-1 loc (%) would choose |" in page
-    assert "| 2 | 59.00 | train.lr=2 | trial 0 |" in page and "| 1 | 55.60 | train.lr=1 | trial 0 |" in page
+    assert "| its train acc (%) | chosen values | val top-1 loc (%) would choose |" in page
+    # the chosen trial's last-epoch train accuracy beside its score; blank where a trial has no history
+    assert "| 2 | 59.00 | 75.48 | train.lr=2 | trial 0 |" in page and "| 1 | 55.60 |  | train.lr=1 | trial 0 |" in page
+    assert "| GAP | 2 | pooling-gap_trial-2 | complete | 2 | 59.00 | 59.00 | 22.50 |  | 75.48 |" in page
     same = [dataclasses.replace(o, top1_loc=50.0 if o.trial == 2 else 1.0) for o in outcomes if o.arm == "gap"]
-    assert "| 2 | 59.00 | train.lr=2 | trial 2 (the same) |" in search_markdown(study, same, choose(study, same + outcomes[3:]))
+    assert "| 2 | 59.00 | 75.48 | train.lr=2 | trial 2 (the same) |" in search_markdown(
+        study, same, choose(study, same + outcomes[3:]))
 
 
 def test_a_search_on_top1_loc_chooses_on_it_and_names_maxboxaccv2s_choice_as_the_other(tmp_path, tiny_data_dir):
@@ -178,8 +181,8 @@ def test_a_search_on_top1_loc_chooses_on_it_and_names_maxboxaccv2s_choice_as_the
     assert {arm: o.trial for arm, o in choose(study, outcomes).items()} == {"gap": 0, "gmp": 0}
     assert other_choice(study, outcomes, "gap").trial == 2  # MaxBoxAccV2's pick, named beside it
     page = search_markdown(study, outcomes, choose(study, outcomes))
-    assert "| val top-1 loc (%) | chosen values | val MaxBoxAccV2 (%) would choose |" in page
-    assert "| 0 | 39.60 | train.lr=0 | trial 2 |" in page
+    assert "| val top-1 loc (%) | its train acc (%) | chosen values | val MaxBoxAccV2 (%) would choose |" in page
+    assert "| 0 | 39.60 |  | train.lr=0 | trial 2 |" in page
 
 
 def test_a_trial_stopped_by_a_non_finite_loss_is_read_as_diverged(tmp_path, tiny_data_dir):
@@ -210,6 +213,8 @@ def test_a_search_runs_trials_chooses_on_val_then_scores_final_runs_on_test_and_
         metrics = json.loads((folder / "trials" / row["run"] / "metrics.json").read_text())
         assert metrics["split"] == "val"
         assert float(row["val_metric"]) == pytest.approx(metrics["sweep"]["max_box_acc_v2"]["value"], abs=0.005)
+        history = read_rows(folder / "trials" / row["run"] / "history.csv")  # the last epoch's train accuracy
+        assert len(history) == 2 and row["train_accuracy"] == f"{float(history[-1]['accuracy']):.2f}"
     chosen = {row["arm"]: row for row in read_rows(folder / "chosen.csv")}
     for arm in ("GAP", "GMP"):
         own = [r for r in trials if r["arm"] == arm]

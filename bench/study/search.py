@@ -30,8 +30,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from bench.atomic_files import write_csv_rows, write_text  # noqa: E402
 from bench.config import RunConfig, StudyConfig, search_final_runs, search_trial_index  # noqa: E402
-from bench.run.folder import COMPLETE, FAILED, MANIFEST_FILE, METRICS_FILE, run_status  # noqa: E402
-from bench.study.results import StudyError, value_label  # noqa: E402
+from bench.run.folder import COMPLETE, FAILED, HISTORY_FILE, MANIFEST_FILE, METRICS_FILE, run_status  # noqa: E402
+from bench.study.results import StudyError, read_history, value_label  # noqa: E402
 from bench.study.runner import (  # noqa: E402
     Executor,
     PendingRun,
@@ -62,6 +62,7 @@ class TrialOutcome:
     top1_cls_error: float | None = None  # val scores, in %; the selection metrics by their search.metric names
     top1_loc: float | None = None
     max_box_acc_v2: float | None = None
+    train_accuracy: float | None = None  # % on the training batches in its last epoch: a collapsed classifier shows
 
     @property
     def finished(self) -> bool:
@@ -95,8 +96,10 @@ def read_trial(study: StudyConfig, config: RunConfig) -> TrialOutcome:
         return TrialOutcome(**base, state=state)
     metrics = json.loads((config.run_dir / METRICS_FILE).read_text(encoding="utf-8"))
     v2 = metrics["sweep"]["max_box_acc_v2"]["value"]
+    history = read_history(config.run_dir / HISTORY_FILE)
     return TrialOutcome(**base, state=COMPLETE, top1_cls_error=metrics["top1_cls_error"],
-                        top1_loc=100.0 - metrics["top1_loc_error"], max_box_acc_v2=v2)
+                        top1_loc=100.0 - metrics["top1_loc_error"], max_box_acc_v2=v2,
+                        train_accuracy=history[-1]["accuracy"] if history else None)
 
 
 def arm_of(study: StudyConfig, config: RunConfig) -> Any:
@@ -202,14 +205,15 @@ def write_search_report(study: StudyConfig, trials: list[RunConfig],
 
 def trial_columns(keys: list[str]) -> list[str]:
     return ["arm", "trial", "run", "state", *keys, "val_metric", "val_max_box_acc_v2", "val_top1_loc",
-            "val_top1_cls_error"]
+            "val_top1_cls_error", "train_accuracy"]
 
 
 def trial_row(outcome: TrialOutcome, keys: list[str], metric: str) -> list:
     """One row of ``trials.csv`` (:func:`trial_columns`): ``val_metric`` is the selection metric ``metric``'s."""
     return [value_label(outcome.arm), outcome.trial, outcome.name, outcome.state,
             *(_value(outcome.values.get(key)) for key in keys), _number(outcome.score(metric)),
-            _number(outcome.max_box_acc_v2), _number(outcome.top1_loc), _number(outcome.top1_cls_error)]
+            _number(outcome.max_box_acc_v2), _number(outcome.top1_loc), _number(outcome.top1_cls_error),
+            _number(outcome.train_accuracy)]
 
 
 def _number(value: float | None) -> str:
@@ -245,9 +249,9 @@ def search_markdown(study: StudyConfig, outcomes: list[TrialOutcome], chosen: di
              f"(ties: the lower trial number). {finished} of {len(outcomes)} trials finished. The final runs "
              f"(seeds {', '.join(str(s) for s in dict(study.grid).get('seed', ()))}) use each arm's choice and are "
              "the only runs scored on test.", "",
-             "| arm | searched | trials scored | diverged | chosen trial | " + metric + " | chosen values | "
-             f"{other} would choose |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| arm | searched | trials scored | diverged | chosen trial | " + metric + " | its train acc (%) | "
+             f"chosen values | {other} would choose |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for arm in dict(study.grid)[study.compare_key]:
         own = [o for o in outcomes if o.arm == arm]
         spaces = "; ".join(f"{key}: {d.describe()}" for key, d in search.space_of(arm)) or "nothing"
@@ -258,7 +262,8 @@ def search_markdown(study: StudyConfig, outcomes: list[TrialOutcome], chosen: di
                                                                                   else "")
         lines.append(f"| {value_label(arm)} | {spaces} | {sum(o.score(search.metric) is not None for o in own)} / "
                      f"{len(own)} | {sum(o.state == DIVERGED for o in own)} | {pick.trial if pick else ''} | "
-                     f"{_number(pick.score(search.metric)) if pick else ''} | {values} | {instead} |")
+                     f"{_number(pick.score(search.metric)) if pick else ''} | "
+                     f"{_number(pick.train_accuracy) if pick else ''} | {values} | {instead} |")
     keys = list(dict.fromkeys(key for o in outcomes for key in o.values))
     lines += ["", "## Trials", "", "| " + " | ".join(trial_columns(keys)) + " |",
               "|" + "---|" * len(trial_columns(keys))]
