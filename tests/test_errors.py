@@ -78,9 +78,14 @@ def bad_methods(tmp: Path):
     return ["methods", str(tmp / "run")], [f"{tmp / 'run'} holds no finished run"]
 
 
+def bad_rescore(tmp: Path):
+    (tmp / "run").mkdir()
+    return ["rescore", str(tmp / "run")], [f"{tmp / 'run'} holds no finished run"]
+
+
 BAD_INPUTS = {"run": bad_run, "report": bad_report, "data": bad_data, "show-config": bad_show_config,
               "evaluate-maps": bad_evaluate_maps, "export-wsol": bad_export_wsol, "cam": bad_cam,
-              "methods": bad_methods}
+              "methods": bad_methods, "rescore": bad_rescore}
 
 
 def parser_commands() -> set[str]:
@@ -141,7 +146,7 @@ def test_every_exception_of_the_package_is_an_input_error_or_listed_as_not_one()
     assert not inputs & NOT_INPUT_ERRORS
     assert {"ConfigError", "DatasetFormatError", "DatasetNotFoundError", "MissingWeightsError", "ScoreMapError",
             "MethodError", "RunExistsError", "ResumeError", "StudyError", "SharedFolderError", "CamCommandError",
-            "MethodsFolderError", "OutputsExistError", "MissingInputError"} <= inputs
+            "MethodsFolderError", "OutputsExistError", "MissingInputError", "RescoreError"} <= inputs
     # Each keeps the built-in type it had, so `except ValueError` / `except FileNotFoundError` still hold.
     assert issubclass(exceptions["ConfigError"], ValueError)
     assert issubclass(exceptions["DatasetNotFoundError"], FileNotFoundError)

@@ -43,6 +43,7 @@ examples:
   python -m bench cam bird.jpg --checkpoint results/gap          # a run's network, classes and box rule
   python -m bench methods results/gap                       # other CAM methods, the run's protocol (minutes)
   python -m bench methods results/gap --methods all --images 20        # every method, Score-CAM too, 20 images
+  python -m bench rescore results/paper/runs/*              # box hits for runs scored before box_hits.npz
 
 overrides are key.sub=value pairs (value parsed as YAML), validated like the file.
 """
@@ -115,6 +116,17 @@ def _parser() -> argparse.ArgumentParser:
     cam.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     cam.add_argument("--overwrite", action="store_true", help="replace existing outputs of the same images")
     _add_methods_parser(commands)
+    rescore = commands.add_parser(
+        "rescore", help="add box_hits.npz to runs scored before it existed (no training), so a study pairs "
+                        "their MaxBoxAcc(V2)",
+        description="Score each finished run's saved network again (checkpoint.pt; best_epoch.pt for an earlier "
+                    "val-selected epoch) on one process, the CPU, at the precision its manifest records, and add "
+                    "box_hits.npz to each scored point that lacks it, only if the re-evaluation reproduces the "
+                    "run's predictions.csv and box_acc_curves.csv byte for byte; otherwise exit 2 naming the file "
+                    "and line that differ, with nothing written. Then `bench report STUDY.yaml` pairs MaxBoxAcc "
+                    "and MaxBoxAccV2 between the runs.")
+    rescore.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                         help="finished run folders, e.g. results/paper/runs/*")
     return parser
 
 
@@ -318,6 +330,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _cam(args)
     if args.command == "methods":
         return _methods(args)
+    if args.command == "rescore":
+        from bench.run.rescore import rescore_box_hits
+
+        for run_dir in args.run_dirs:
+            rescore_box_hits(Path(run_dir))
+        return 0
     if args.command in ("run", "report", "show-config", "data") and is_study_file(args.config):
         return _study_command(args)
     if getattr(args, "executor", "sequential") != "sequential":

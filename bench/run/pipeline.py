@@ -34,6 +34,7 @@ as a single process would write from the same checkpoint.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime
 import json
 import os
@@ -716,6 +717,26 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
     if figures:
         _write_maps_and_gallery(job, result)
     return {"metrics": result.metrics, "protocol": protocol, "sweep": summary}
+
+
+def score_saved_weights(config: RunConfig, weights: Path, epoch: int, precision: str, out_dir: Path,
+                        log: Callable[[str], None] = print) -> dict:
+    """Score the network saved in ``weights`` (a checkpoint of ``config``'s run) as the run scored it, into ``out_dir``.
+
+    One process on the CPU, ``precision`` the run's resolved one (its manifest's). Writes what
+    :func:`_evaluate_model` writes without figures of maps (``metrics.json``, ``predictions.csv``,
+    ``box_hits.npz``, ``box_acc_curves.csv`` and its figure); ``epoch`` is recorded in ``metrics.json``.
+    Returns ``{"metrics", "protocol", "sweep"}``. Used by :mod:`bench.run.rescore`.
+    """
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    _, class_names, _, eval_samples, val_samples, _, _ = _read_data(config)
+    job = _Job(config, distributed.Context(), precision, class_names, [], eval_samples, val_samples, log)
+    # The checkpoint holds every weight (the feature scale included): no ImageNet weights are read first.
+    model_config = dataclasses.replace(config.model, pretrained=False, weights="")
+    job.model = build_model(model_config, len(class_names), config.wsol)
+    job.model.load_state_dict(load_training_state(weights)["model"])
+    return _evaluate_model(job, out_dir, epoch, figures=False)
 
 
 def _write_maps_and_gallery(job: _Job, result) -> None:
