@@ -4,6 +4,7 @@ import json
 import shutil
 
 import numpy as np
+import torch
 import pytest
 from helpers import folder_fingerprint
 
@@ -83,3 +84,17 @@ def test_rescore_names_what_is_missing(tmp_path, run_without_hits, capsys):
     (copy / CHECKPOINT_FILE).unlink()
     assert main(["rescore", str(copy)]) == 2
     assert f"{copy / CHECKPOINT_FILE} not found: the run's saved network is needed" in capsys.readouterr().err
+
+
+def test_a_network_is_scored_again_in_the_memory_layout_it_was_trained_in(tiny_config):
+    # oneDNN's NHWC kernels sum in another order than NCHW's: a default-data run rescored in NCHW moved one box by
+    # a pixel, so the layout is the run's (channels_last, default true) when its network is scored again.
+    from bench.model.camnet import build_model
+    from bench.run.pipeline import set_memory_layout
+
+    for channels_last in (True, False):
+        config = tiny_config(f"channels_last={str(channels_last).lower()}")
+        network = build_model(config.model, 3, config.wsol)
+        set_memory_layout(network, config)
+        convs = [p for p in network.parameters() if p.dim() == 4 and p.shape[-1] > 1 and p.shape[1] > 1]
+        assert convs and all(p.is_contiguous(memory_format=torch.channels_last) == channels_last for p in convs)

@@ -555,8 +555,7 @@ def _train(job: _Job, state: dict | None, lap: Callable[[str], None]) -> list[di
         job.say(model.wsol_head.calibration_note())
     if config.train.mode == "full" and config.train.frozen_stages:
         model.freeze_stages(config.train.frozen_stages)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+    set_memory_layout(model, config)
     lap("model")
     processes = f" in {context.world_size} processes" if context.distributed else ""
     frozen = f", first {config.train.frozen_stages} backbone stages frozen" if config.train.frozen_stages else ""
@@ -736,7 +735,15 @@ def score_saved_weights(config: RunConfig, weights: Path, epoch: int, precision:
     model_config = dataclasses.replace(config.model, pretrained=False, weights="")
     job.model = build_model(model_config, len(class_names), config.wsol)
     job.model.load_state_dict(load_training_state(weights)["model"])
+    set_memory_layout(job.model, config)  # the weights' layout picks the kernels: as the run scored them
     return _evaluate_model(job, out_dir, epoch, figures=False)
+
+
+def set_memory_layout(model: torch.nn.Module, config: RunConfig) -> None:
+    """The run's network in NHWC layout with ``channels_last`` (oneDNN's faster kernels; their sums differ from
+    NCHW's in the last bits, so a network is scored again in the layout it was trained and scored in)."""
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
 
 
 def _write_maps_and_gallery(job: _Job, result) -> None:
