@@ -4,8 +4,8 @@ import json
 import shutil
 
 import numpy as np
-import torch
 import pytest
+import torch
 from helpers import folder_fingerprint
 
 from bench.commands.cli import main
