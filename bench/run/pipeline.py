@@ -34,7 +34,6 @@ as a single process would write from the same checkpoint.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import datetime
 import json
 import os
@@ -718,9 +717,10 @@ def _evaluate_model(job: _Job, out_dir: Path, epoch: int, figures: bool) -> dict
     return {"metrics": result.metrics, "protocol": protocol, "sweep": summary}
 
 
-def score_saved_weights(config: RunConfig, weights: Path, epoch: int, precision: str, out_dir: Path,
+def score_saved_network(config: RunConfig, network: CamNet, epoch: int, precision: str, out_dir: Path,
                         log: Callable[[str], None] = print) -> dict:
-    """Score the network saved in ``weights`` (a checkpoint of ``config``'s run) as the run scored it, into ``out_dir``.
+    """Score ``network`` (a run's saved one, :func:`bench.run.trained_model.load_trained_network`) as its run
+    scored it, into ``out_dir``.
 
     One process on the CPU, ``precision`` the run's resolved one (its manifest's). Writes what
     :func:`_evaluate_model` writes without figures of maps (``metrics.json``, ``predictions.csv``,
@@ -730,12 +730,8 @@ def score_saved_weights(config: RunConfig, weights: Path, epoch: int, precision:
     if config.threads:
         torch.set_num_threads(config.threads)
     _, class_names, _, eval_samples, val_samples, _, _ = _read_data(config)
-    job = _Job(config, distributed.Context(), precision, class_names, [], eval_samples, val_samples, log)
-    # The checkpoint holds every weight (the feature scale included): no ImageNet weights are read first.
-    model_config = dataclasses.replace(config.model, pretrained=False, weights="")
-    job.model = build_model(model_config, len(class_names), config.wsol)
-    job.model.load_state_dict(load_training_state(weights)["model"])
-    set_memory_layout(job.model, config)  # the weights' layout picks the kernels: as the run scored them
+    job = _Job(config, distributed.Context(), precision, class_names, [], eval_samples, val_samples, log, network)
+    set_memory_layout(network, config)  # the weights' layout picks the kernels: as the run scored them
     return _evaluate_model(job, out_dir, epoch, figures=False)
 
 

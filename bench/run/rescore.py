@@ -38,7 +38,8 @@ from bench.run.folder import (
     SELECTED_DIR,
     run_status,
 )
-from bench.run.pipeline import score_saved_weights
+from bench.run.pipeline import score_saved_network
+from bench.run.trained_model import load_trained_network
 
 CHECKED_FILES = (PREDICTIONS_FILE, CURVES_FILE)  # what the re-evaluation must reproduce byte for byte
 
@@ -85,14 +86,14 @@ def rescore_box_hits(run_dir: Path, log: Callable[[str], None] = print) -> list[
     for _, _, weights in points:
         if not weights.is_file():
             raise MissingInputError(f"{weights} not found: the run's saved network is needed to score it again")
-    config = load_config(run_dir / CONFIG_FILE)
     precision = json.loads((run_dir / MANIFEST_FILE).read_text(encoding="utf-8")).get("precision", "fp32")
     with tempfile.TemporaryDirectory(prefix=".rescore-", dir=run_dir) as scratch:
         scored = []
         for k, (folder, epoch, weights) in enumerate(points):
             out = Path(scratch) / str(k)
             log(f"{folder}: scoring epoch {epoch} ({weights.name}, {precision}) again for its box hits")
-            score_saved_weights(config, weights, epoch, precision, out, log)
+            network, _, config = load_trained_network(weights)
+            score_saved_network(config, network, epoch, precision, out, log)
             for name in CHECKED_FILES:
                 _check_same(folder / name, out / name)
             scored.append((folder, out))

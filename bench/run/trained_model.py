@@ -1,6 +1,6 @@
 """A finished (or interrupted) run's network: rebuilt from its folder's ``config.yaml`` with a checkpoint's weights.
 
-The one loader behind ``bench methods`` (:mod:`bench.run.method_comparison`)
+The one loader behind ``bench methods`` (:mod:`bench.run.method_comparison`), ``bench rescore``
 and ``bench cam --checkpoint`` (:mod:`bench.commands.cam_images`).
 """
 
